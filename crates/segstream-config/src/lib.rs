@@ -1,0 +1,288 @@
+//! segstream's configuration: one tree of typed sections with documented
+//! defaults (`default.toml`, embedded), layered as
+//! defaults < config file < `SEGSTREAM__SECTION__KEY` environment variables
+//! < `--set section.key=value` flags. Unknown keys and bad values stop the
+//! process with a message that names the key and the fix.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+/// The embedded defaults, also the reference documentation of every key.
+pub const DEFAULT_TOML: &str = include_str!("../default.toml");
+
+/// Environment variable prefix; `__` separates nesting levels.
+pub const ENV_PREFIX: &str = "SEGSTREAM__";
+
+/// A configuration that cannot be used.
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    /// The file named by `--config` does not exist.
+    #[error(
+        "config file {path} not found: pass an existing TOML file to --config, or omit it to use the defaults"
+    )]
+    MissingFile {
+        /// The path given.
+        path: String,
+    },
+    /// A `--set` flag is not `section.key=value`.
+    #[error("--set {given:?}: expected section.key=value, e.g. --set kafka.group_id=segstream-eu")]
+    BadOverride {
+        /// The flag's text.
+        given: String,
+    },
+    /// Parsing or layering failed (unknown key, wrong type...).
+    #[error("invalid configuration: {0}")]
+    Figment(#[from] Box<figment::Error>),
+    /// A value parsed but is not allowed.
+    #[error("invalid configuration: `{key}` = {value}: {fix}")]
+    Invalid {
+        /// Dotted key.
+        key: &'static str,
+        /// The value found.
+        value: String,
+        /// What to do about it.
+        fix: String,
+    },
+}
+
+/// The whole configuration.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Kafka connection.
+    pub kafka: KafkaConfig,
+    /// Topic names.
+    pub topics: TopicsConfig,
+    /// Pipeline tuning.
+    pub worker: WorkerConfig,
+    /// Feature definitions.
+    pub features: FeaturesConfig,
+    /// Lifecycle stage thresholds.
+    pub lifecycle: LifecycleConfig,
+    /// HTTP endpoints.
+    pub http: HttpConfig,
+    /// Logging.
+    pub log: LogConfig,
+}
+
+/// `[kafka]`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaConfig {
+    /// Bootstrap brokers.
+    pub bootstrap_servers: String,
+    /// Consumer group.
+    pub group_id: String,
+    /// Extra librdkafka settings.
+    pub librdkafka_options: BTreeMap<String, String>,
+}
+
+/// `[topics]`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TopicsConfig {
+    /// Click input.
+    pub clickstream: String,
+    /// Order input.
+    pub orders: String,
+    /// Change output.
+    pub segment_changes: String,
+    /// Membership output (compacted).
+    pub customer_segments: String,
+    /// Dead letters.
+    pub dead_letter: String,
+    /// Partitions for `topics create`.
+    pub partitions: i32,
+    /// Replication factor for `topics create`.
+    pub replication_factor: i32,
+}
+
+/// `[worker]`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct WorkerConfig {
+    /// Stable worker identity; empty = host name.
+    pub instance_id: String,
+    /// Max events per micro-batch.
+    pub batch_max_events: usize,
+    /// Max wait per micro-batch, ms.
+    pub batch_max_wait_ms: u64,
+    /// Idle timeout of a partition in the co-partition merge, ms.
+    pub partition_idle_ms: u64,
+    /// Kafka transaction timeout, ms.
+    pub transaction_timeout_ms: u64,
+}
+
+/// `[features]`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct FeaturesConfig {
+    /// Inactivity gap that splits sessions, minutes.
+    pub session_gap_minutes: u32,
+}
+
+/// `[lifecycle]`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct LifecycleConfig {
+    /// Version carried on change records.
+    pub rule_version: i32,
+    /// Days a first-time buyer stays "new".
+    pub new_days: f64,
+    /// Days without an order before "at_risk".
+    pub at_risk_days: f64,
+    /// Days without an order before "churned".
+    pub churn_days: f64,
+    /// Days a returning churned customer stays "reactivated".
+    pub reactivated_days: f64,
+}
+
+/// `[http]`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Listen address.
+    pub listen: String,
+}
+
+/// `[log]`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    /// Output format.
+    pub format: LogFormat,
+    /// tracing filter directive.
+    pub level: String,
+}
+
+/// Log output format.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Readable lines.
+    Human,
+    /// One JSON object per line.
+    Json,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        // The embedded defaults are part of the build and covered by a unit test.
+        Self::load(None, &[]).unwrap_or_else(|e| panic!("embedded default.toml is invalid: {e}"))
+    }
+}
+
+impl Config {
+    /// Loads defaults, then `file`, then the `SEGSTREAM__*` environment, then
+    /// `--set` overrides; validates the result.
+    pub fn load(file: Option<&Path>, overrides: &[String]) -> Result<Self, ConfigError> {
+        let mut figment = Figment::from(Toml::string(DEFAULT_TOML));
+        if let Some(path) = file {
+            if !path.is_file() {
+                return Err(ConfigError::MissingFile { path: path.display().to_string() });
+            }
+            figment = figment.merge(Toml::file_exact(path));
+        }
+        figment = figment.merge(Env::prefixed(ENV_PREFIX).split("__"));
+        for given in overrides {
+            let (key, raw) = given
+                .split_once('=')
+                .filter(|(k, _)| k.contains('.'))
+                .ok_or_else(|| ConfigError::BadOverride { given: given.clone() })?;
+            figment = figment.merge(Serialized::default(key.trim(), parse_value(raw)));
+        }
+        let config: Config = figment.extract().map_err(Box::new)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks the rules a type cannot express.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let fail = |key: &'static str, value: String, fix: &str| {
+            Err(ConfigError::Invalid { key, value, fix: fix.to_owned() })
+        };
+        if self.kafka.bootstrap_servers.trim().is_empty() {
+            return fail("kafka.bootstrap_servers", "\"\"".into(), "set host:port of at least one broker");
+        }
+        if self.kafka.group_id.trim().is_empty() {
+            return fail("kafka.group_id", "\"\"".into(), "set a consumer group name");
+        }
+        if self.worker.batch_max_events == 0 {
+            return fail("worker.batch_max_events", "0".into(), "use a positive number, e.g. 5000");
+        }
+        if self.topics.partitions < 1 {
+            return fail("topics.partitions", self.topics.partitions.to_string(), "use 1 or more");
+        }
+        if self.topics.replication_factor < 1 {
+            return fail(
+                "topics.replication_factor",
+                self.topics.replication_factor.to_string(),
+                "use 1 or more",
+            );
+        }
+        let l = &self.lifecycle;
+        for (key, v) in [
+            ("lifecycle.new_days", l.new_days),
+            ("lifecycle.at_risk_days", l.at_risk_days),
+            ("lifecycle.churn_days", l.churn_days),
+            ("lifecycle.reactivated_days", l.reactivated_days),
+        ] {
+            if !(v.is_finite() && v > 0.0) {
+                return fail(key, v.to_string(), "use a positive number of days");
+            }
+        }
+        if l.at_risk_days >= l.churn_days {
+            return fail(
+                "lifecycle.at_risk_days",
+                l.at_risk_days.to_string(),
+                &format!("must be below lifecycle.churn_days ({})", l.churn_days),
+            );
+        }
+        if self.features.session_gap_minutes == 0 {
+            return fail(
+                "features.session_gap_minutes",
+                "0".into(),
+                "use a positive number of minutes, e.g. 30",
+            );
+        }
+        if self.http.listen.parse::<std::net::SocketAddr>().is_err() {
+            return fail(
+                "http.listen",
+                format!("{:?}", self.http.listen),
+                "use ip:port, e.g. 127.0.0.1:9898",
+            );
+        }
+        Ok(())
+    }
+
+    /// The worker's instance id, falling back to the host name.
+    pub fn instance_id(&self) -> String {
+        if !self.worker.instance_id.is_empty() {
+            return self.worker.instance_id.clone();
+        }
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_owned())
+            .ok()
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "worker".to_owned())
+    }
+}
+
+/// A `--set` value: TOML syntax when it parses (numbers, booleans, tables),
+/// else the raw text as a string.
+fn parse_value(raw: &str) -> figment::value::Value {
+    let raw = raw.trim();
+    toml::from_str::<toml::Table>(&format!("v = {raw}"))
+        .ok()
+        .and_then(|t| t.get("v").cloned())
+        .and_then(|v| figment::value::Value::serialize(v).ok())
+        .unwrap_or_else(|| figment::value::Value::from(raw.to_owned()))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,56 @@
+use std::io::Write;
+
+use super::*;
+
+#[test]
+fn embedded_defaults_load_and_validate() {
+    let c = Config::load(None, &[]).expect("defaults");
+    assert_eq!(c.topics.clickstream, "clickstream");
+    assert_eq!(c.lifecycle.churn_days, 180.0);
+}
+
+#[test]
+fn file_then_set_overrides_layer_in_order() {
+    let mut f = tempfile::NamedTempFile::new().expect("tmp");
+    writeln!(f, "[kafka]\ngroup_id = \"from-file\"\n[lifecycle]\nat_risk_days = 60").expect("write");
+    let c = Config::load(
+        Some(f.path()),
+        &["kafka.group_id=from-flag".into(), "worker.batch_max_events=7".into()],
+    )
+    .expect("load");
+    assert_eq!(c.kafka.group_id, "from-flag");
+    assert_eq!(c.lifecycle.at_risk_days, 60.0);
+    assert_eq!(c.worker.batch_max_events, 7);
+    assert_eq!(c.kafka.bootstrap_servers, "127.0.0.1:9092");
+}
+
+#[test]
+fn unknown_key_is_named_in_the_error() {
+    let err = Config::load(None, &["kafka.bootstrap_server=x:1".into()]).expect_err("typo");
+    assert!(err.to_string().contains("bootstrap_server"), "{err}");
+}
+
+#[test]
+fn wrong_type_is_named_in_the_error() {
+    let err = Config::load(None, &["worker.batch_max_events=lots".into()]).expect_err("type");
+    assert!(err.to_string().contains("batch_max_events"), "{err}");
+}
+
+#[test]
+fn inconsistent_thresholds_name_the_key_and_the_fix() {
+    let err = Config::load(None, &["lifecycle.at_risk_days=200".into()]).expect_err("order");
+    let text = err.to_string();
+    assert!(text.contains("lifecycle.at_risk_days") && text.contains("churn_days"), "{text}");
+}
+
+#[test]
+fn malformed_set_flag_shows_the_expected_form() {
+    let err = Config::load(None, &["group_id".into()]).expect_err("form");
+    assert!(err.to_string().contains("section.key=value"), "{err}");
+}
+
+#[test]
+fn missing_config_file_is_reported() {
+    let err = Config::load(Some(Path::new("/nonexistent/segstream.toml")), &[]).expect_err("missing");
+    assert!(err.to_string().contains("/nonexistent/segstream.toml"), "{err}");
+}

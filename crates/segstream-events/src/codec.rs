@@ -1,0 +1,215 @@
+//! Payload codecs for the input topics: Confluent-framed Avro or JSON in,
+//! with the validation rules the schema docs state; Avro or JSON out (used by
+//! the generator and by tests that play a producer).
+
+use apache_avro::Schema;
+use apache_avro::types::Value;
+
+use crate::avro_fields::{Fields, invalid, opt_string_value, read_datum, write_datum};
+use crate::error::{DecodeError, EncodeError};
+use crate::ids::{CustomerId, EventTime};
+use crate::model::{ClickEvent, ClickEventType, OrderEvent, OrderStatus};
+use crate::schema::{CLICKSTREAM_SCHEMA_ID, ORDERS_SCHEMA_ID, Schemas};
+use crate::wire;
+
+/// How a producer encodes event payloads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PayloadFormat {
+    /// Confluent wire format with the built-in schema id.
+    Avro,
+    /// A JSON object with the schema's field names.
+    Json,
+}
+
+/// Earliest event time we accept: 2000-01-01. Older means a unit mistake
+/// (seconds instead of milliseconds) far more often than real data.
+const MIN_EVENT_TIME_MS: i64 = 946_684_800_000;
+
+enum Body<'a> {
+    Avro(u32, &'a [u8]),
+    Json(&'a [u8]),
+}
+
+fn classify(payload: &[u8]) -> Result<Body<'_>, DecodeError> {
+    match payload.first() {
+        None => Err(DecodeError::EmptyPayload),
+        Some(&wire::MAGIC) => {
+            let (id, body) = wire::split(payload)?;
+            Ok(Body::Avro(id, body))
+        }
+        Some(b'{') => Ok(Body::Json(payload)),
+        Some(&other) => Err(DecodeError::UnknownFormat(other)),
+    }
+}
+
+fn avro_record(writer: &Schema, reader: &Schema, mut body: &[u8]) -> Result<Value, DecodeError> {
+    // Resolution is only needed when the writer schema differs from ours.
+    let reader = (writer != reader).then_some(reader);
+    let value = read_datum(writer, reader, &mut body).map_err(|e| DecodeError::Avro(e.to_string()))?;
+    if !body.is_empty() {
+        return Err(DecodeError::Avro(format!("{} trailing bytes after the record", body.len())));
+    }
+    Ok(value)
+}
+
+/// Decodes and validates one click payload.
+pub fn decode_click(payload: &[u8], schemas: &Schemas) -> Result<ClickEvent, DecodeError> {
+    let event = match classify(payload)? {
+        Body::Avro(id, body) => {
+            let writer = schemas.click_writer(id).ok_or_else(|| DecodeError::UnknownSchemaId {
+                id,
+                topic_kind: "clickstream",
+                known: schemas.click_ids(),
+            })?;
+            click_from_value(avro_record(writer, &schemas.click, body)?)?
+        }
+        Body::Json(text) => serde_json::from_slice(text).map_err(|e| DecodeError::Json(e.to_string()))?,
+    };
+    validate_common(&event.customer_id, event.event_time)?;
+    if let Some(price) = event.price {
+        validate_amount("price", price)?;
+    }
+    Ok(event)
+}
+
+/// Decodes and validates one order payload.
+pub fn decode_order(payload: &[u8], schemas: &Schemas) -> Result<OrderEvent, DecodeError> {
+    let event = match classify(payload)? {
+        Body::Avro(id, body) => {
+            let writer = schemas.order_writer(id).ok_or_else(|| DecodeError::UnknownSchemaId {
+                id,
+                topic_kind: "orders",
+                known: schemas.order_ids(),
+            })?;
+            order_from_value(avro_record(writer, &schemas.order, body)?)?
+        }
+        Body::Json(text) => serde_json::from_slice(text).map_err(|e| DecodeError::Json(e.to_string()))?,
+    };
+    validate_common(&event.customer_id, event.event_time)?;
+    if event.order_id.is_empty() {
+        return Err(invalid("order_id", "must not be empty"));
+    }
+    validate_amount("total", event.total)?;
+    validate_amount("discount_amount", event.discount_amount)?;
+    if event.item_count < 0 {
+        return Err(invalid("item_count", format!("{} is negative", event.item_count)));
+    }
+    Ok(event)
+}
+
+fn validate_common(customer: &CustomerId, time: EventTime) -> Result<(), DecodeError> {
+    if customer.as_str().trim().is_empty() {
+        return Err(invalid("customer_id", "must not be empty"));
+    }
+    if time.millis() < MIN_EVENT_TIME_MS {
+        return Err(invalid(
+            "event_time",
+            format!("{} ms is before 2000-01-01: event_time is milliseconds since the epoch", time.millis()),
+        ));
+    }
+    Ok(())
+}
+
+fn validate_amount(field: &'static str, amount: f64) -> Result<(), DecodeError> {
+    if !amount.is_finite() || amount < 0.0 {
+        return Err(invalid(field, format!("{amount} is not a finite, non-negative amount")));
+    }
+    Ok(())
+}
+
+fn click_from_value(value: Value) -> Result<ClickEvent, DecodeError> {
+    let mut f = Fields::new(value)?;
+    Ok(ClickEvent {
+        event_id: f.string("event_id")?,
+        customer_id: CustomerId::new(f.string("customer_id")?),
+        session_id: f.opt_string("session_id")?,
+        event_type: f.symbol("event_type", ClickEventType::parse)?,
+        event_time: f.time("event_time")?,
+        device: f.opt_string("device")?,
+        page: f.opt_string("page")?,
+        product_id: f.opt_string("product_id")?,
+        category: f.opt_string("category")?,
+        price: f.opt_double("price")?,
+        search_query: f.opt_string("search_query")?,
+    })
+}
+
+fn order_from_value(value: Value) -> Result<OrderEvent, DecodeError> {
+    let mut f = Fields::new(value)?;
+    Ok(OrderEvent {
+        order_id: f.string("order_id")?,
+        customer_id: CustomerId::new(f.string("customer_id")?),
+        event_time: f.time("event_time")?,
+        status: f.symbol("status", OrderStatus::parse)?,
+        total: f.double("total")?,
+        currency: f.string("currency")?,
+        discount_amount: f.double("discount_amount")?,
+        item_count: f.int("item_count")?,
+        categories: f.strings("categories")?,
+        payment_method: f.opt_string("payment_method")?,
+    })
+}
+
+fn symbol_index<T: PartialEq>(all: &[T], x: &T) -> u32 {
+    all.iter().position(|s| s == x).unwrap_or_default() as u32
+}
+
+fn avro_bytes(schema: &Schema, id: u32, record: &'static str, value: Value) -> Result<Vec<u8>, EncodeError> {
+    let body =
+        write_datum(schema, value).map_err(|e| EncodeError::Avro { record, message: e.to_string() })?;
+    Ok(wire::frame(id, &body))
+}
+
+fn json_bytes<T: serde::Serialize>(record: &'static str, value: &T) -> Result<Vec<u8>, EncodeError> {
+    serde_json::to_vec(value).map_err(|e| EncodeError::Json { record, message: e.to_string() })
+}
+
+/// Encodes a click as a producer would.
+pub fn encode_click(e: &ClickEvent, format: PayloadFormat) -> Result<Vec<u8>, EncodeError> {
+    if format == PayloadFormat::Json {
+        return json_bytes("ClickEvent", e);
+    }
+    let value = Value::Record(vec![
+        ("event_id".into(), Value::String(e.event_id.clone())),
+        ("customer_id".into(), Value::String(e.customer_id.to_string())),
+        ("session_id".into(), opt_string_value(&e.session_id)),
+        (
+            "event_type".into(),
+            Value::Enum(symbol_index(&ClickEventType::ALL, &e.event_type), e.event_type.as_str().into()),
+        ),
+        ("event_time".into(), Value::TimestampMillis(e.event_time.millis())),
+        ("device".into(), opt_string_value(&e.device)),
+        ("page".into(), opt_string_value(&e.page)),
+        ("product_id".into(), opt_string_value(&e.product_id)),
+        ("category".into(), opt_string_value(&e.category)),
+        (
+            "price".into(),
+            match e.price {
+                None => Value::Union(0, Box::new(Value::Null)),
+                Some(p) => Value::Union(1, Box::new(Value::Double(p))),
+            },
+        ),
+        ("search_query".into(), opt_string_value(&e.search_query)),
+    ]);
+    avro_bytes(&Schemas::builtin().click, CLICKSTREAM_SCHEMA_ID, "ClickEvent", value)
+}
+
+/// Encodes an order as a producer would.
+pub fn encode_order(e: &OrderEvent, format: PayloadFormat) -> Result<Vec<u8>, EncodeError> {
+    if format == PayloadFormat::Json {
+        return json_bytes("OrderEvent", e);
+    }
+    let value = Value::Record(vec![
+        ("order_id".into(), Value::String(e.order_id.clone())),
+        ("customer_id".into(), Value::String(e.customer_id.to_string())),
+        ("event_time".into(), Value::TimestampMillis(e.event_time.millis())),
+        ("status".into(), Value::Enum(symbol_index(&OrderStatus::ALL, &e.status), e.status.as_str().into())),
+        ("total".into(), Value::Double(e.total)),
+        ("currency".into(), Value::String(e.currency.clone())),
+        ("discount_amount".into(), Value::Double(e.discount_amount)),
+        ("item_count".into(), Value::Int(e.item_count)),
+        ("categories".into(), Value::Array(e.categories.iter().cloned().map(Value::String).collect())),
+        ("payment_method".into(), opt_string_value(&e.payment_method)),
+    ]);
+    avro_bytes(&Schemas::builtin().order, ORDERS_SCHEMA_ID, "OrderEvent", value)
+}

@@ -1,0 +1,79 @@
+use thiserror::Error;
+
+/// Why a payload could not become an event. Every variant has a stable
+/// [`code`](DecodeError::code), used as the dead-letter header and the
+/// `error_type` metric label.
+#[derive(Debug, Error)]
+pub enum DecodeError {
+    /// The Kafka message had no value.
+    #[error("message has no payload")]
+    EmptyPayload,
+    /// Neither Confluent Avro (first byte 0) nor a JSON object (first byte `{`).
+    #[error(
+        "unknown payload format: first byte 0x{0:02x} (expected 0x00 for Confluent Avro or '{{' for JSON)"
+    )]
+    UnknownFormat(u8),
+    /// Magic byte present but fewer than 5 header bytes.
+    #[error("truncated Confluent header: {0} bytes, need at least 5")]
+    TruncatedHeader(usize),
+    /// The schema id is not one this worker knows for this topic.
+    #[error("unknown schema id {id} for {topic_kind} (known: {known:?})")]
+    UnknownSchemaId {
+        /// Id found in the header.
+        id: u32,
+        /// Which kind of event was expected.
+        topic_kind: &'static str,
+        /// Ids that would have been accepted.
+        known: Vec<u32>,
+    },
+    /// The Avro body did not decode with the writer schema.
+    #[error("invalid Avro body: {0}")]
+    Avro(String),
+    /// The JSON body did not parse into the event.
+    #[error("invalid JSON: {0}")]
+    Json(String),
+    /// The event decoded but a field breaks a rule of the schema docs.
+    #[error("invalid field `{field}`: {problem}")]
+    Invalid {
+        /// Field name as in the schema.
+        field: &'static str,
+        /// What is wrong with it.
+        problem: String,
+    },
+}
+
+impl DecodeError {
+    /// Stable machine-readable code, bounded set (safe as a metric label).
+    pub const fn code(&self) -> &'static str {
+        match self {
+            Self::EmptyPayload => "empty_payload",
+            Self::UnknownFormat(_) => "unknown_format",
+            Self::TruncatedHeader(_) => "truncated_header",
+            Self::UnknownSchemaId { .. } => "unknown_schema_id",
+            Self::Avro(_) => "invalid_avro",
+            Self::Json(_) => "invalid_json",
+            Self::Invalid { .. } => "invalid_field",
+        }
+    }
+}
+
+/// Why a record could not be encoded for the wire.
+#[derive(Debug, Error)]
+pub enum EncodeError {
+    /// apache-avro refused the value (a bug: our values follow our schemas).
+    #[error("Avro encoding of {record} failed: {message}")]
+    Avro {
+        /// Record type being encoded.
+        record: &'static str,
+        /// The library's message.
+        message: String,
+    },
+    /// serde_json refused the value.
+    #[error("JSON encoding of {record} failed: {message}")]
+    Json {
+        /// Record type being encoded.
+        record: &'static str,
+        /// The library's message.
+        message: String,
+    },
+}

@@ -1,0 +1,30 @@
+//! The contract of segstream's topics.
+//!
+//! Domain types for the events we read (clicks, orders) and the records we
+//! write (segment changes, memberships), the Avro schemas that define them on
+//! the wire (`schemas/*.avsc`, embedded here), the Confluent wire format, and
+//! the decoders that turn a batch of raw Kafka payloads straight into Arrow
+//! record batches. Nothing in this crate talks to Kafka.
+
+mod arrow_batch;
+mod avro_fields;
+mod change;
+mod codec;
+mod error;
+mod ids;
+mod model;
+pub mod schema;
+pub mod wire;
+
+pub use arrow_batch::{
+    ClickBatch, ClickRow, DecodedBatch, OrderBatch, OrderRow, RawRecord, Rejected, decode_clicks,
+    decode_orders,
+};
+pub use change::{ChangeType, CustomerSegments, Membership, SegmentChange, SegmentKind, Trigger};
+pub use codec::{PayloadFormat, decode_click, decode_order, encode_click, encode_order};
+pub use error::{DecodeError, EncodeError};
+pub use ids::{CustomerId, EventTime};
+pub use model::{ClickEvent, ClickEventType, OrderEvent, OrderStatus};
+
+#[cfg(test)]
+mod tests;

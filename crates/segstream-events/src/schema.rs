@@ -1,0 +1,96 @@
+//! The Avro schemas of our topics, embedded from `schemas/*.avsc`, and the
+//! schema ids they carry in the Confluent header.
+//!
+//! Until a schema registry is configured, ids are fixed per schema (below):
+//! producers frame records with these ids and the worker accepts exactly
+//! these. The `.avsc` files are the contract for clients in other languages.
+
+use std::collections::HashMap;
+use std::sync::OnceLock;
+
+use apache_avro::Schema;
+
+/// `schemas/clickstream.avsc`.
+pub const CLICKSTREAM_AVSC: &str = include_str!("../../../schemas/clickstream.avsc");
+/// `schemas/orders.avsc`.
+pub const ORDERS_AVSC: &str = include_str!("../../../schemas/orders.avsc");
+/// `schemas/segment-changes.avsc`.
+pub const SEGMENT_CHANGES_AVSC: &str = include_str!("../../../schemas/segment-changes.avsc");
+/// `schemas/customer-segments.avsc`.
+pub const CUSTOMER_SEGMENTS_AVSC: &str = include_str!("../../../schemas/customer-segments.avsc");
+
+/// Schema id of `ClickEvent` v1 in the Confluent header.
+pub const CLICKSTREAM_SCHEMA_ID: u32 = 1;
+/// Schema id of `OrderEvent` v1.
+pub const ORDERS_SCHEMA_ID: u32 = 2;
+/// Schema id of `SegmentChange` v1.
+pub const SEGMENT_CHANGES_SCHEMA_ID: u32 = 3;
+/// Schema id of `CustomerSegments` v1.
+pub const CUSTOMER_SEGMENTS_SCHEMA_ID: u32 = 4;
+
+/// Parsed schemas, parsed once per process.
+#[derive(Debug)]
+pub struct Schemas {
+    /// Reader schema for clicks.
+    pub click: Schema,
+    /// Reader schema for orders.
+    pub order: Schema,
+    /// Writer schema for segment changes.
+    pub change: Schema,
+    /// Writer schema for memberships.
+    pub membership: Schema,
+    /// Writer schemas we accept on the click topic, by id.
+    click_writers: HashMap<u32, Schema>,
+    /// Writer schemas we accept on the order topic, by id.
+    order_writers: HashMap<u32, Schema>,
+}
+
+impl Schemas {
+    /// The schemas compiled into this build.
+    pub fn builtin() -> &'static Schemas {
+        static SCHEMAS: OnceLock<Schemas> = OnceLock::new();
+        SCHEMAS.get_or_init(|| {
+            // These are our own files, checked by the unit tests: failing here is a build defect.
+            let parse = |text: &str, name: &str| {
+                Schema::parse_str(text)
+                    .unwrap_or_else(|e| panic!("embedded schema {name} does not parse: {e}"))
+            };
+            let click = parse(CLICKSTREAM_AVSC, "clickstream.avsc");
+            let order = parse(ORDERS_AVSC, "orders.avsc");
+            Schemas {
+                click_writers: HashMap::from([(CLICKSTREAM_SCHEMA_ID, click.clone())]),
+                order_writers: HashMap::from([(ORDERS_SCHEMA_ID, order.clone())]),
+                click,
+                order,
+                change: parse(SEGMENT_CHANGES_AVSC, "segment-changes.avsc"),
+                membership: parse(CUSTOMER_SEGMENTS_AVSC, "customer-segments.avsc"),
+            }
+        })
+    }
+
+    /// Writer schema for a click payload's schema id.
+    pub fn click_writer(&self, id: u32) -> Option<&Schema> {
+        self.click_writers.get(&id)
+    }
+
+    /// Writer schema for an order payload's schema id.
+    pub fn order_writer(&self, id: u32) -> Option<&Schema> {
+        self.order_writers.get(&id)
+    }
+
+    /// Ids accepted on the click topic (for error messages).
+    pub fn click_ids(&self) -> Vec<u32> {
+        sorted_keys(&self.click_writers)
+    }
+
+    /// Ids accepted on the order topic (for error messages).
+    pub fn order_ids(&self) -> Vec<u32> {
+        sorted_keys(&self.order_writers)
+    }
+}
+
+fn sorted_keys(map: &HashMap<u32, Schema>) -> Vec<u32> {
+    let mut ids: Vec<u32> = map.keys().copied().collect();
+    ids.sort_unstable();
+    ids
+}

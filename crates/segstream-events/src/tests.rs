@@ -1,0 +1,185 @@
+use std::collections::BTreeMap;
+
+use crate::schema::Schemas;
+use crate::*;
+
+fn click() -> ClickEvent {
+    ClickEvent {
+        event_id: "e-1".into(),
+        customer_id: CustomerId::new("c-1"),
+        session_id: Some("s-1".into()),
+        event_type: ClickEventType::AddToCart,
+        event_time: EventTime::from_millis(1_700_000_000_000),
+        device: Some("mobile".into()),
+        page: Some("/p/42".into()),
+        product_id: Some("p-42".into()),
+        category: Some("shoes".into()),
+        price: Some(59.9),
+        search_query: None,
+    }
+}
+
+fn order() -> OrderEvent {
+    OrderEvent {
+        order_id: "o-1".into(),
+        customer_id: CustomerId::new("c-1"),
+        event_time: EventTime::from_millis(1_700_000_100_000),
+        status: OrderStatus::Placed,
+        total: 120.5,
+        currency: "EUR".into(),
+        discount_amount: 10.0,
+        item_count: 3,
+        categories: vec!["shoes".into(), "bags".into()],
+        payment_method: Some("card".into()),
+    }
+}
+
+#[test]
+fn embedded_schemas_parse() {
+    let s = Schemas::builtin();
+    assert_eq!(s.click_ids(), vec![schema::CLICKSTREAM_SCHEMA_ID]);
+    assert_eq!(s.order_ids(), vec![schema::ORDERS_SCHEMA_ID]);
+}
+
+#[test]
+fn click_round_trips_through_avro_and_json() {
+    for format in [PayloadFormat::Avro, PayloadFormat::Json] {
+        let bytes = encode_click(&click(), format).expect("encode");
+        assert_eq!(decode_click(&bytes, Schemas::builtin()).expect("decode"), click(), "{format:?}");
+    }
+}
+
+#[test]
+fn order_round_trips_through_avro_and_json() {
+    for format in [PayloadFormat::Avro, PayloadFormat::Json] {
+        let bytes = encode_order(&order(), format).expect("encode");
+        assert_eq!(decode_order(&bytes, Schemas::builtin()).expect("decode"), order(), "{format:?}");
+    }
+}
+
+#[test]
+fn avro_payload_has_confluent_header() {
+    let bytes = encode_click(&click(), PayloadFormat::Avro).expect("encode");
+    assert_eq!(&bytes[..5], &[0, 0, 0, 0, schema::CLICKSTREAM_SCHEMA_ID as u8]);
+}
+
+#[test]
+fn json_with_minimal_fields_uses_schema_defaults() {
+    let json =
+        br#"{"order_id":"o","customer_id":"c","event_time":1700000000000,"status":"refunded","total":5.0}"#;
+    let o = decode_order(json, Schemas::builtin()).expect("decode");
+    assert_eq!((o.currency.as_str(), o.item_count, o.discount_amount), ("EUR", 1, 0.0));
+}
+
+fn code_of(payload: &[u8]) -> &'static str {
+    decode_click(payload, Schemas::builtin()).expect_err("must be rejected").code()
+}
+
+#[test]
+fn malformed_payloads_are_rejected_with_stable_codes() {
+    let good = encode_click(&click(), PayloadFormat::Avro).expect("encode");
+    assert_eq!(code_of(b""), "empty_payload");
+    assert_eq!(code_of(b"\x07abc"), "unknown_format");
+    assert_eq!(code_of(&[0, 0, 1]), "truncated_header");
+    let mut wrong_id = good.clone();
+    wrong_id[4] = 99;
+    assert_eq!(code_of(&wrong_id), "unknown_schema_id");
+    assert_eq!(code_of(&good[..good.len() - 3]), "invalid_avro");
+    let mut trailing = good.clone();
+    trailing.push(1);
+    assert_eq!(code_of(&trailing), "invalid_avro");
+    assert_eq!(code_of(b"{not json"), "invalid_json");
+    let mut empty_customer = click();
+    empty_customer.customer_id = CustomerId::new(" ");
+    assert_eq!(
+        code_of(&encode_click(&empty_customer, PayloadFormat::Avro).expect("encode")),
+        "invalid_field"
+    );
+    let mut seconds = click();
+    seconds.event_time = EventTime::from_millis(1_700_000_000);
+    assert_eq!(code_of(&encode_click(&seconds, PayloadFormat::Json).expect("encode")), "invalid_field");
+    let mut nan = click();
+    nan.price = Some(f64::NAN);
+    assert_eq!(code_of(&encode_click(&nan, PayloadFormat::Avro).expect("encode")), "invalid_field");
+    assert_eq!(
+        code_of(br#"{"event_id":"e","customer_id":"c","event_type":"teleport","event_time":1700000000000}"#),
+        "invalid_json"
+    );
+}
+
+#[test]
+fn negative_order_amounts_are_rejected() {
+    let mut o = order();
+    o.total = -1.0;
+    let bytes = encode_order(&o, PayloadFormat::Avro).expect("encode");
+    let err = decode_order(&bytes, Schemas::builtin()).expect_err("negative total");
+    assert!(err.to_string().contains("`total`"), "{err}");
+}
+
+#[test]
+fn batch_decoding_keeps_good_rows_and_reports_bad_ones_with_coordinates() {
+    let good = encode_click(&click(), PayloadFormat::Avro).expect("encode");
+    let json = encode_click(&click(), PayloadFormat::Json).expect("encode");
+    let records = [
+        RawRecord { payload: Some(&good), partition: 3, offset: 10 },
+        RawRecord { payload: Some(b"garbage"), partition: 3, offset: 11 },
+        RawRecord { payload: None, partition: 3, offset: 12 },
+        RawRecord { payload: Some(&json), partition: 3, offset: 13 },
+    ];
+    let decoded = decode_clicks(records, Schemas::builtin()).expect("arrow");
+    assert_eq!(decoded.batch.len(), 2);
+    assert_eq!(decoded.batch.record_batch().num_columns(), 13);
+    let row = decoded.batch.row(1);
+    assert_eq!((row.customer_id, row.offset, row.event_type), ("c-1", 13, ClickEventType::AddToCart));
+    assert_eq!(row.price, Some(59.9));
+    let bad: Vec<(i64, &str)> = decoded.rejected.iter().map(|r| (r.offset, r.error.code())).collect();
+    assert_eq!(bad, vec![(11, "unknown_format"), (12, "empty_payload")]);
+}
+
+#[test]
+fn order_batch_exposes_rows_and_categories_column() {
+    let bytes = encode_order(&order(), PayloadFormat::Avro).expect("encode");
+    let decoded =
+        decode_orders([RawRecord { payload: Some(&bytes), partition: 0, offset: 5 }], Schemas::builtin())
+            .expect("arrow");
+    let row = decoded.batch.row(0);
+    assert_eq!((row.order_id, row.status, row.total, row.offset), ("o-1", OrderStatus::Placed, 120.5, 5));
+    let categories = decoded.batch.record_batch().column_by_name("categories").expect("column");
+    assert_eq!(categories.len(), 1);
+}
+
+#[test]
+fn outputs_round_trip_through_avro() {
+    let change = SegmentChange {
+        event_id: "id".into(),
+        customer_id: CustomerId::new("c-1"),
+        kind: SegmentKind::Lifecycle,
+        segment: "at_risk".into(),
+        change: ChangeType::Entered,
+        previous_segment: Some("active".into()),
+        cause_event_time: EventTime::from_millis(1_700_000_000_000),
+        emit_time: EventTime::from_millis(1_700_000_000_500),
+        trigger: Trigger::Timer,
+        cause_event_id: None,
+        rule_id: "lifecycle.at_risk".into(),
+        rule_version: 1,
+        model_version: None,
+        reason: "silence".into(),
+        features: BTreeMap::from([("days_since_last_order".to_owned(), 91.0)]),
+    };
+    assert_eq!(SegmentChange::from_avro(&change.to_avro().expect("encode")).expect("decode"), change);
+    let membership = CustomerSegments {
+        customer_id: CustomerId::new("c-1"),
+        segments: vec![Membership {
+            kind: SegmentKind::Lifecycle,
+            segment: "active".into(),
+            since: EventTime::from_millis(1_700_000_000_000),
+        }],
+        updated_at: EventTime::from_millis(1_700_000_000_000),
+        rule_version: 1,
+    };
+    assert_eq!(
+        CustomerSegments::from_avro(&membership.to_avro().expect("encode")).expect("decode"),
+        membership
+    );
+}

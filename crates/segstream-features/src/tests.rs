@@ -1,0 +1,168 @@
+use std::collections::{BTreeMap, BTreeSet};
+
+use proptest::prelude::*;
+use segstream_config::FeaturesConfig;
+use segstream_events::{ClickEventType, ClickRow, EventTime, OrderRow, OrderStatus};
+
+use crate::{CustomerState, Money};
+
+const DAY: i64 = 86_400_000;
+const T0: i64 = 1_700_000_000_000;
+
+fn order(id: &str, t: i64, status: OrderStatus, total: f64) -> OrderRow<'_> {
+    OrderRow {
+        order_id: id,
+        customer_id: "c",
+        event_time: EventTime::from_millis(t),
+        status,
+        total,
+        discount_amount: 0.0,
+        item_count: 1,
+        payment_method: None,
+        partition: 0,
+        offset: 0,
+    }
+}
+
+fn click(t: i64, event_type: ClickEventType) -> ClickRow<'static> {
+    ClickRow {
+        customer_id: "c",
+        event_id: "e",
+        event_type,
+        event_time: EventTime::from_millis(t),
+        device: None,
+        category: None,
+        price: None,
+        partition: 0,
+        offset: 0,
+    }
+}
+
+fn cfg() -> FeaturesConfig {
+    FeaturesConfig { session_gap_minutes: 30 }
+}
+
+#[test]
+fn windows_count_net_orders_and_revenue() {
+    let mut s = CustomerState::default();
+    assert!(s.apply_order(&order("a", T0, OrderStatus::Placed, 10.0)));
+    assert!(s.apply_order(&order("b", T0 + 40 * DAY, OrderStatus::Placed, 20.0)));
+    assert!(s.apply_order(&order("c", T0 + 100 * DAY, OrderStatus::Placed, 30.5)));
+    assert!(s.apply_order(&order("c", T0 + 101 * DAY, OrderStatus::Refunded, 30.5)));
+    let f = s.features(EventTime::from_millis(T0 + 120 * DAY));
+    assert_eq!((f.orders_30d, f.orders_90d, f.orders_365d, f.lifetime_orders), (0, 1, 2, 2));
+    assert_eq!((f.revenue_90d, f.revenue_365d), (20.0, 30.0));
+    assert_eq!(f.avg_order_value, Some(15.0));
+    assert_eq!(f.days_since_last_order, Some(80.0));
+    assert_eq!(f.tenure_days, Some(120.0));
+}
+
+#[test]
+fn repeated_placed_event_counts_once() {
+    let mut s = CustomerState::default();
+    assert!(s.apply_order(&order("a", T0, OrderStatus::Placed, 10.0)));
+    assert!(!s.apply_order(&order("a", T0, OrderStatus::Placed, 10.0)));
+    assert_eq!(s.features(EventTime::from_millis(T0)).lifetime_orders, 1);
+}
+
+#[test]
+fn orders_older_than_a_year_leave_the_windows_but_stay_in_lifetime() {
+    let mut s = CustomerState::default();
+    s.apply_order(&order("a", T0, OrderStatus::Placed, 10.0));
+    s.apply_order(&order("b", T0 + 400 * DAY, OrderStatus::Placed, 5.0));
+    let f = s.features(EventTime::from_millis(T0 + 400 * DAY));
+    assert_eq!((f.orders_365d, f.lifetime_orders, f.revenue_365d), (1, 2, 5.0));
+    assert_eq!(f.first_order, Some(EventTime::from_millis(T0)));
+}
+
+#[test]
+fn a_duplicate_of_an_order_folded_out_of_the_year_is_not_counted_again() {
+    let mut s = CustomerState::default();
+    s.apply_order(&order("old", T0, OrderStatus::Placed, 10.0));
+    s.apply_order(&order("new", T0 + 458 * DAY, OrderStatus::Placed, 10.0));
+    assert!(!s.apply_order(&order("old", T0, OrderStatus::Placed, 10.0)));
+    assert_eq!(s.features(EventTime::from_millis(T0 + 458 * DAY)).lifetime_orders, 2);
+}
+
+#[test]
+fn sessions_split_on_a_thirty_minute_gap_and_views_are_counted() {
+    let mut s = CustomerState::default();
+    let minute = 60_000;
+    s.apply_click(&click(T0, ClickEventType::PageView), &cfg());
+    s.apply_click(&click(T0 + 10 * minute, ClickEventType::ProductView), &cfg());
+    s.apply_click(&click(T0 + 20 * minute, ClickEventType::AddToCart), &cfg());
+    s.apply_click(&click(T0 + 51 * minute, ClickEventType::PageView), &cfg());
+    let f = s.features(EventTime::from_millis(T0 + 60 * minute));
+    assert_eq!((f.sessions_30d, f.page_views_30d), (2, 3));
+    assert_eq!(f.last_seen, Some(EventTime::from_millis(T0 + 51 * minute)));
+    let later = s.features(EventTime::from_millis(T0 + 31 * DAY));
+    assert_eq!((later.sessions_30d, later.page_views_30d), (0, 0));
+}
+
+#[test]
+fn state_stays_bounded_for_a_heavy_clicker() {
+    let mut s = CustomerState::default();
+    for i in 0..5_000 {
+        s.apply_click(&click(T0 + i * 3_600_000, ClickEventType::PageView), &cfg());
+    }
+    assert!(s.approx_bytes() < 4096, "{} bytes", s.approx_bytes());
+}
+
+proptest! {
+    /// Streaming (events applied one by one, in any arrival order within the
+    /// year window, with duplicates and cancellations) equals a batch
+    /// recomputation over the distinct orders, at any later evaluation time.
+    #[test]
+    fn streamed_order_features_equal_batch_recomputation(
+        orders in proptest::collection::btree_map(0u8..40, (0i64..360, 0u32..50_000), 1..30),
+        dup_mask in proptest::collection::vec(any::<bool>(), 40),
+        cancel_mask in proptest::collection::vec(any::<bool>(), 40),
+        shuffle_seed in any::<u64>(),
+        eval_offset_days in 0i64..400,
+    ) {
+        let ids: BTreeMap<u8, String> = orders.keys().map(|k| (*k, format!("o{k}"))).collect();
+        let mut placed: Vec<(u8, i64, f64)> = orders
+            .iter()
+            .map(|(k, (day, cents))| (*k, T0 + day * DAY + i64::from(*k) * 1000, f64::from(*cents) / 100.0))
+            .collect();
+        let dups: Vec<_> = placed.iter().filter(|(k, _, _)| dup_mask[usize::from(*k)]).cloned().collect();
+        placed.extend(dups);
+        // Deterministic shuffle from the seed (arrival order is arbitrary).
+        let mut x = shuffle_seed | 1;
+        for i in (1..placed.len()).rev() {
+            x ^= x << 13; x ^= x >> 7; x ^= x << 17;
+            placed.swap(i, (x % (i as u64 + 1)) as usize);
+        }
+        let cancelled: BTreeSet<u8> = orders.keys().copied().filter(|k| cancel_mask[usize::from(*k)]).collect();
+        let mut state = CustomerState::default();
+        for (k, t, total) in &placed {
+            state.apply_order(&order(&ids[k], *t, OrderStatus::Placed, *total));
+        }
+        for k in &cancelled {
+            let (day, _) = orders[k];
+            state.apply_order(&order(&ids[k], T0 + (day + 1) * DAY, OrderStatus::Cancelled, 0.0));
+        }
+        let last_event = placed.iter().map(|p| p.1).chain(cancelled.iter().map(|k| T0 + (orders[k].0 + 1) * DAY)).max().unwrap_or(T0);
+        let now = EventTime::from_millis(last_event + eval_offset_days * DAY);
+        let f = state.features(now);
+
+        // Batch recomputation, independent of the state code.
+        let live: Vec<(i64, i64)> = orders
+            .iter()
+            .filter(|(k, _)| !cancelled.contains(k))
+            .map(|(k, (day, cents))| (T0 + day * DAY + i64::from(*k) * 1000, i64::from(*cents)))
+            .collect();
+        let window = |days: i64| {
+            let from = now.millis() - days * DAY;
+            let w: Vec<_> = live.iter().filter(|(t, _)| *t > from && *t <= now.millis()).collect();
+            (w.len() as u32, Money::from_units(w.iter().map(|(_, c)| *c).sum::<i64>() as f64 / 100.0).units())
+        };
+        prop_assert_eq!((f.orders_30d, f.revenue_30d), window(30));
+        prop_assert_eq!((f.orders_90d, f.revenue_90d), window(90));
+        prop_assert_eq!((f.orders_365d, f.revenue_365d), window(365));
+        prop_assert_eq!(f.lifetime_orders, live.len() as u32);
+        prop_assert_eq!(f.last_order.map(|t| t.millis()), live.iter().map(|(t, _)| *t).max());
+        let first = orders.iter().map(|(k, (day, _))| T0 + day * DAY + i64::from(*k) * 1000).min();
+        prop_assert_eq!(f.first_order.map(|t| t.millis()), first);
+    }
+}

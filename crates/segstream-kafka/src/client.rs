@@ -1,0 +1,145 @@
+use rdkafka::ClientConfig;
+use segstream_config::Config;
+
+use crate::error::KafkaIoError;
+
+/// Consumer settings exactly-once depends on, with the reason.
+const CONSUMER_ENFORCED: &[(&str, &str, &str)] = &[
+    ("enable.auto.commit", "false", "offsets are committed inside the output transaction"),
+    ("enable.auto.offset.store", "false", "offsets are committed inside the output transaction"),
+    ("isolation.level", "read_committed", "aborted upstream transactions must not reach the state"),
+    (
+        "partition.assignment.strategy",
+        "range",
+        "partition i of clickstream and orders must land on the same worker (co-partitioning)",
+    ),
+    ("auto.offset.reset", "earliest", "a new partition is read from its start, state is rebuilt by replay"),
+];
+
+/// Producer settings exactly-once depends on.
+const PRODUCER_ENFORCED: &[(&str, &str, &str)] = &[
+    ("enable.idempotence", "true", "retries must not duplicate change records"),
+    ("acks", "all", "a change is acknowledged only once replicated"),
+];
+
+/// Keys that identify the client and must come from segstream's own config.
+const OWNED_KEYS: &[(&str, &str)] = &[
+    ("bootstrap.servers", "set kafka.bootstrap_servers instead"),
+    ("group.id", "set kafka.group_id instead"),
+    ("transactional.id", "set worker.instance_id instead"),
+    ("transaction.timeout.ms", "set worker.transaction_timeout_ms instead"),
+];
+
+fn base(config: &Config, enforced: &[(&str, &str, &str)]) -> Result<ClientConfig, KafkaIoError> {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", &config.kafka.bootstrap_servers);
+    for (key, value) in &config.kafka.librdkafka_options {
+        if let Some((_, required, why)) =
+            CONSUMER_ENFORCED.iter().chain(PRODUCER_ENFORCED).find(|(k, _, _)| k == key)
+        {
+            return Err(KafkaIoError::ProtectedOption {
+                key: key.clone(),
+                required: (*required).to_owned(),
+                why,
+            });
+        }
+        if let Some((_, fix)) = OWNED_KEYS.iter().find(|(k, _)| k == key) {
+            return Err(KafkaIoError::ProtectedOption {
+                key: key.clone(),
+                required: "its own setting".into(),
+                why: fix,
+            });
+        }
+        c.set(key, value);
+    }
+    for (key, value, _) in enforced {
+        c.set(*key, *value);
+    }
+    Ok(c)
+}
+
+/// Consumer configuration for the worker's group.
+pub fn consumer_config(config: &Config) -> Result<ClientConfig, KafkaIoError> {
+    let mut c = base(config, CONSUMER_ENFORCED)?;
+    c.set("group.id", &config.kafka.group_id);
+    c.set_if_absent("statistics.interval.ms", "5000");
+    Ok(c)
+}
+
+/// Producer configuration; transactional when `transactional_id` is given.
+/// Keys are hashed with murmur2, as Java clients do, so records we produce
+/// land on the same partitions a Java producer would choose.
+pub fn producer_config(
+    config: &Config,
+    transactional_id: Option<&str>,
+) -> Result<ClientConfig, KafkaIoError> {
+    let mut c = base(config, PRODUCER_ENFORCED)?;
+    c.set_if_absent("partitioner", "murmur2_random");
+    c.set_if_absent("linger.ms", "5");
+    if let Some(id) = transactional_id {
+        c.set("transactional.id", id);
+        c.set("transaction.timeout.ms", config.worker.transaction_timeout_ms.to_string());
+    }
+    Ok(c)
+}
+
+/// Configuration of a plain reader (watch, subscribers' examples, tests):
+/// `read_committed`, no offset commits, its own group id.
+pub fn reader_config(config: &Config, group_id: &str) -> Result<ClientConfig, KafkaIoError> {
+    let mut c = base(config, &[])?;
+    c.set("group.id", group_id);
+    c.set("isolation.level", "read_committed");
+    c.set("enable.auto.commit", "false");
+    c.set("enable.partition.eof", "false");
+    Ok(c)
+}
+
+/// The worker's transactional id: stable per group and instance, so a
+/// restarted worker fences its previous incarnation.
+pub fn transactional_id(config: &Config) -> String {
+    format!("segstream-{}-{}", config.kafka.group_id, config.instance_id())
+}
+
+trait SetIfAbsent {
+    fn set_if_absent(&mut self, key: &str, value: &str);
+}
+
+impl SetIfAbsent for ClientConfig {
+    fn set_if_absent(&mut self, key: &str, value: &str) {
+        if self.get(key).is_none() {
+            self.set(key, value);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn protected_options_are_refused_with_the_reason() {
+        let mut config = Config::default();
+        config.kafka.librdkafka_options.insert("isolation.level".into(), "read_uncommitted".into());
+        let err = consumer_config(&config).expect_err("refused");
+        let text = err.to_string();
+        assert!(text.contains("isolation.level") && text.contains("read_committed"), "{text}");
+    }
+
+    #[test]
+    fn passthrough_options_reach_the_client_and_enforced_ones_win() {
+        let mut config = Config::default();
+        config.kafka.librdkafka_options.insert("socket.timeout.ms".into(), "1234".into());
+        let c = consumer_config(&config).expect("config");
+        assert_eq!(c.get("socket.timeout.ms"), Some("1234"));
+        assert_eq!(c.get("partition.assignment.strategy"), Some("range"));
+        let p = producer_config(&config, Some("tx")).expect("config");
+        assert_eq!((p.get("acks"), p.get("transactional.id")), (Some("all"), Some("tx")));
+    }
+
+    #[test]
+    fn identity_keys_must_come_from_segstream_config() {
+        let mut config = Config::default();
+        config.kafka.librdkafka_options.insert("group.id".into(), "x".into());
+        assert!(producer_config(&config, None).expect_err("refused").to_string().contains("kafka.group_id"));
+    }
+}

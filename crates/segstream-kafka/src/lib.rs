@@ -1,0 +1,18 @@
+//! Kafka I/O for segstream: client configuration with the settings our
+//! delivery guarantee depends on enforced, topic administration (creation,
+//! the co-partitioning check), the consumer context that rebuilds state after
+//! a rebalance, and dead-letter records.
+//!
+//! Everything here is plain Apache Kafka protocol: no broker-specific calls.
+
+mod admin;
+mod client;
+mod context;
+mod dead_letter;
+mod error;
+
+pub use admin::{TopicStatus, check_copartitioned, create_topics, wait_for_broker};
+pub use client::{consumer_config, producer_config, reader_config, transactional_id};
+pub use context::{Assignment, RecoveringContext};
+pub use dead_letter::{DeadLetter, dead_letter_headers};
+pub use error::KafkaIoError;

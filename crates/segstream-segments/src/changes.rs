@@ -1,0 +1,64 @@
+use segstream_events::{ChangeType, CustomerId, EventTime, SegmentChange, SegmentKind, Trigger};
+use uuid::Uuid;
+
+use crate::lifecycle::Transition;
+
+/// Namespace of change-event ids (UUID v5), fixed forever: changing it
+/// would change every id and break consumers' de-duplication.
+const CHANGE_ID_NAMESPACE: Uuid = Uuid::from_u128(0x5e9c_57e4_0c1a_4b8e_9d3f_2a61_7c0d_e1f3);
+
+/// What caused a transition, for ids and the record.
+#[derive(Clone, Copy, Debug)]
+pub struct Cause<'a> {
+    /// The input event that caused or revealed it.
+    pub event_id: Option<&'a str>,
+}
+
+/// Turns a transition into its change records: `exited` the old segment
+/// (if any), then `entered` the new one.
+///
+/// The id hashes the customer, segment, direction, cause time, rule version
+/// and, for event-driven changes, the causing event's id. A timer-driven
+/// change depends only on its due time, not on which later event revealed it.
+pub fn to_changes(
+    customer: &CustomerId,
+    t: &Transition,
+    cause: Cause<'_>,
+    emit_time: EventTime,
+) -> Vec<SegmentChange> {
+    let cause_event_id = (t.trigger == Trigger::Event).then(|| cause.event_id.map(str::to_owned)).flatten();
+    let from = t.from.map(|s| s.as_str().to_owned());
+    let record = |segment: &str, change: ChangeType| {
+        let key = format!(
+            "{customer}|{kind}|{segment}|{change}|{at}|{trigger}|{cause}|{version}",
+            kind = SegmentKind::Lifecycle,
+            at = t.at.millis(),
+            trigger = t.trigger,
+            cause = cause_event_id.as_deref().unwrap_or(""),
+            version = t.rule_version,
+        );
+        SegmentChange {
+            event_id: Uuid::new_v5(&CHANGE_ID_NAMESPACE, key.as_bytes()).to_string(),
+            customer_id: customer.clone(),
+            kind: SegmentKind::Lifecycle,
+            segment: segment.to_owned(),
+            change,
+            previous_segment: from.clone(),
+            cause_event_time: t.at,
+            emit_time,
+            trigger: t.trigger,
+            cause_event_id: cause_event_id.clone(),
+            rule_id: t.rule_id.clone(),
+            rule_version: t.rule_version,
+            model_version: None,
+            reason: t.reason.clone(),
+            features: t.features.clone(),
+        }
+    };
+    let mut out = Vec::with_capacity(2);
+    if let Some(old) = t.from {
+        out.push(record(old.as_str(), ChangeType::Exited));
+    }
+    out.push(record(t.to.as_str(), ChangeType::Entered));
+    out
+}

@@ -1,0 +1,19 @@
+//! Segment assignment and the change records it produces.
+//!
+//! A customer's lifecycle stage is a pure function of a few features and the
+//! evaluation time ([`LifecycleRules::stage_at`]). Between two events it can
+//! only change at known due times (first order + new days, last order +
+//! at-risk days, ...), so [`CustomerSegments::advance`] walks those due times
+//! and reports each time-driven transition with the time it became true, not
+//! the time it was noticed. Every transition becomes an `exited` and an
+//! `entered` [`SegmentChange`](segstream_events::SegmentChange) whose id is a
+//! UUID v5 of its cause: the same input always yields the same ids.
+
+mod changes;
+mod lifecycle;
+
+pub use changes::{Cause, to_changes};
+pub use lifecycle::{CustomerSegments, LifecycleRules, LifecycleStage, Transition};
+
+#[cfg(test)]
+mod tests;

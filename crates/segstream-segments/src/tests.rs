@@ -1,0 +1,172 @@
+use segstream_config::LifecycleConfig;
+use segstream_events::{
+    ChangeType, ClickEventType, ClickRow, CustomerId, EventTime, OrderRow, OrderStatus, Trigger,
+};
+use segstream_features::CustomerState;
+
+use crate::*;
+
+const DAY: i64 = 86_400_000;
+const T0: i64 = 1_700_000_000_000;
+
+fn rules() -> LifecycleRules {
+    LifecycleRules::new(LifecycleConfig {
+        rule_version: 1,
+        new_days: 30.0,
+        at_risk_days: 90.0,
+        churn_days: 180.0,
+        reactivated_days: 30.0,
+    })
+}
+
+/// A customer as the worker drives it: advance timers, apply, evaluate.
+#[derive(Default)]
+struct Sim {
+    state: CustomerState,
+    segments: CustomerSegments,
+    log: Vec<(Option<LifecycleStage>, LifecycleStage, i64, Trigger)>,
+}
+
+impl Sim {
+    fn advance(&mut self, day: i64) {
+        let state = &self.state;
+        for t in
+            self.segments.advance(&rules(), EventTime::from_millis(T0 + day * DAY), |at| state.features(at))
+        {
+            self.log.push((t.from, t.to, t.at.millis(), t.trigger));
+        }
+    }
+
+    fn order(&mut self, id: &str, day: i64) {
+        let t = EventTime::from_millis(T0 + day * DAY);
+        self.advance(day);
+        let row = OrderRow {
+            order_id: id,
+            customer_id: "c",
+            event_time: t,
+            status: OrderStatus::Placed,
+            total: 10.0,
+            discount_amount: 0.0,
+            item_count: 1,
+            payment_method: None,
+            partition: 0,
+            offset: 0,
+        };
+        let counted = self.state.apply_order(&row);
+        self.evaluate(t, counted);
+    }
+
+    fn click(&mut self, day: i64) {
+        let t = EventTime::from_millis(T0 + day * DAY);
+        self.advance(day);
+        let row = ClickRow {
+            customer_id: "c",
+            event_id: "e",
+            event_type: ClickEventType::PageView,
+            event_time: t,
+            device: None,
+            category: None,
+            price: None,
+            partition: 0,
+            offset: 0,
+        };
+        self.state.apply_click(&row, &segstream_config::FeaturesConfig { session_gap_minutes: 30 });
+        self.evaluate(t, false);
+    }
+
+    fn evaluate(&mut self, t: EventTime, ordered: bool) {
+        let state = &self.state;
+        if let Some(tr) = self.segments.on_event(&rules(), t, ordered, |at| state.features(at)) {
+            self.log.push((tr.from, tr.to, tr.at.millis(), tr.trigger));
+        }
+    }
+}
+
+use LifecycleStage::*;
+
+#[test]
+fn a_full_life_moves_through_every_stage_at_the_right_times() {
+    let mut c = Sim::default();
+    c.click(0);
+    c.order("o1", 2);
+    c.order("o2", 40);
+    c.click(300);
+    c.order("o3", 400);
+    c.advance(500);
+    let ms = |day: i64| T0 + day * DAY;
+    assert_eq!(
+        c.log,
+        vec![
+            (None, Prospect, ms(0), Trigger::Event),
+            (Some(Prospect), New, ms(2), Trigger::Event),
+            (Some(New), Active, ms(32) + 1, Trigger::Timer),
+            (Some(Active), AtRisk, ms(130) + 1, Trigger::Timer),
+            (Some(AtRisk), Churned, ms(220) + 1, Trigger::Timer),
+            (Some(Churned), Reactivated, ms(400), Trigger::Event),
+            (Some(Reactivated), Active, ms(430) + 1, Trigger::Timer),
+            (Some(Active), AtRisk, ms(490) + 1, Trigger::Timer),
+        ]
+    );
+}
+
+#[test]
+fn an_at_risk_customer_who_orders_is_active_not_reactivated() {
+    let mut c = Sim::default();
+    c.order("o1", 0);
+    c.order("o2", 100);
+    let last = c.log.last().cloned();
+    assert_eq!(last.map(|l| (l.0, l.1)), Some((Some(AtRisk), Active)));
+}
+
+#[test]
+fn a_late_event_is_judged_as_of_the_latest_evaluation() {
+    let mut c = Sim::default();
+    c.order("o1", 0);
+    c.advance(100);
+    c.click(50);
+    // No flip back to active/new: evaluation time never goes back.
+    assert_eq!(c.log.last().map(|l| l.1), Some(AtRisk));
+    assert_eq!(c.segments.lifecycle(), Some(AtRisk));
+}
+
+fn sample_transition(trigger: Trigger) -> Transition {
+    Transition {
+        from: Some(Active),
+        to: AtRisk,
+        at: EventTime::from_millis(T0),
+        trigger,
+        rule_id: "lifecycle.at_risk".into(),
+        rule_version: 1,
+        reason: "r".into(),
+        features: Default::default(),
+    }
+}
+
+#[test]
+fn a_transition_becomes_exit_then_entry_with_deterministic_ids() {
+    let customer = CustomerId::new("c-1");
+    let t = sample_transition(Trigger::Event);
+    let a = to_changes(&customer, &t, Cause { event_id: Some("e-9") }, EventTime::from_millis(1));
+    let b = to_changes(&customer, &t, Cause { event_id: Some("e-9") }, EventTime::from_millis(2));
+    assert_eq!(
+        a.iter().map(|c| (c.change, c.segment.as_str())).collect::<Vec<_>>(),
+        [(ChangeType::Exited, "active"), (ChangeType::Entered, "at_risk")]
+    );
+    assert_eq!(
+        a.iter().map(|c| &c.event_id).collect::<Vec<_>>(),
+        b.iter().map(|c| &c.event_id).collect::<Vec<_>>()
+    );
+    assert_ne!(a[0].event_id, a[1].event_id);
+    let other = to_changes(&customer, &t, Cause { event_id: Some("e-10") }, EventTime::from_millis(1));
+    assert_ne!(a[1].event_id, other[1].event_id);
+}
+
+#[test]
+fn a_timer_change_id_does_not_depend_on_the_event_that_revealed_it() {
+    let customer = CustomerId::new("c-1");
+    let t = sample_transition(Trigger::Timer);
+    let a = to_changes(&customer, &t, Cause { event_id: Some("e-1") }, EventTime::from_millis(1));
+    let b = to_changes(&customer, &t, Cause { event_id: Some("e-2") }, EventTime::from_millis(1));
+    assert_eq!(a[1].event_id, b[1].event_id);
+    assert_eq!(a[1].cause_event_id, None);
+}

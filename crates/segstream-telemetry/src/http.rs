@@ -1,0 +1,118 @@
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use thiserror::Error;
+use tokio_util::sync::CancellationToken;
+
+use crate::Metrics;
+
+/// Liveness and readiness, set by the pipeline.
+#[derive(Debug, Default)]
+pub struct Health {
+    alive: AtomicBool,
+    ready: AtomicBool,
+}
+
+impl Health {
+    /// Starts alive and not ready.
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self { alive: AtomicBool::new(true), ready: AtomicBool::new(false) })
+    }
+
+    /// Ready: partitions assigned and state rebuilt, outputs flowing.
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.store(ready, Ordering::Relaxed);
+    }
+
+    /// Not alive: the pipeline stopped on an error.
+    pub fn set_dead(&self) {
+        self.alive.store(false, Ordering::Relaxed);
+        self.ready.store(false, Ordering::Relaxed);
+    }
+
+    /// Whether the pipeline reports ready.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Relaxed)
+    }
+
+    /// Whether the pipeline is alive.
+    pub fn is_alive(&self) -> bool {
+        self.alive.load(Ordering::Relaxed)
+    }
+}
+
+/// The HTTP server could not start.
+#[derive(Debug, Error)]
+pub enum HttpError {
+    /// The listen address is taken or not allowed.
+    #[error(
+        "cannot listen on {addr} (http.listen): {source}; choose a free address with --set http.listen=127.0.0.1:PORT"
+    )]
+    Bind {
+        /// Address tried.
+        addr: SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The server failed while running.
+    #[error("HTTP server failed: {0}")]
+    Serve(std::io::Error),
+}
+
+#[derive(Clone)]
+struct AppState {
+    metrics: Metrics,
+    health: Arc<Health>,
+}
+
+async fn metrics_page(State(s): State<AppState>) -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], s.metrics.render())
+}
+
+async fn healthz(State(s): State<AppState>) -> impl IntoResponse {
+    if s.health.is_alive() {
+        (StatusCode::OK, "ok\n")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "pipeline stopped\n")
+    }
+}
+
+async fn readyz(State(s): State<AppState>) -> impl IntoResponse {
+    if s.health.is_ready() {
+        (StatusCode::OK, "ready\n")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
+    }
+}
+
+/// Binds `addr` and serves `/metrics`, `/healthz` and `/readyz` until
+/// `shutdown` is cancelled. Returns the bound address (useful with port 0)
+/// and the server task.
+pub async fn serve(
+    addr: SocketAddr,
+    metrics: Metrics,
+    health: Arc<Health>,
+    shutdown: CancellationToken,
+) -> Result<(SocketAddr, tokio::task::JoinHandle<Result<(), HttpError>>), HttpError> {
+    let listener =
+        tokio::net::TcpListener::bind(addr).await.map_err(|source| HttpError::Bind { addr, source })?;
+    let bound = listener.local_addr().map_err(HttpError::Serve)?;
+    let app = Router::new()
+        .route("/metrics", get(metrics_page))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .with_state(AppState { metrics, health });
+    let task = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move { shutdown.cancelled().await })
+            .await
+            .map_err(HttpError::Serve)
+    });
+    Ok((bound, task))
+}

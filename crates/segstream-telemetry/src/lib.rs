@@ -1,0 +1,11 @@
+//! What an SRE sees of a segstream process: Prometheus metrics (one typed
+//! [`Metrics`] registry, passed explicitly, never global), the HTTP endpoints
+//! `/metrics`, `/healthz` and `/readyz`, and logging through `tracing`.
+
+mod http;
+mod logging;
+mod metrics;
+
+pub use http::{Health, HttpError, serve};
+pub use logging::init_logging;
+pub use metrics::Metrics;

@@ -1,0 +1,188 @@
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
+};
+
+/// Every metric segstream exports. Names follow Prometheus conventions
+/// (`_total` counters, `_seconds`, `_bytes`); labels are bounded sets (topic,
+/// error code, segment names), never customer ids.
+#[derive(Debug, Clone)]
+pub struct Metrics {
+    registry: Registry,
+    /// `segstream_events_in_total{topic}`: payloads consumed.
+    pub events_in: IntCounterVec,
+    /// `segstream_decode_errors_total{topic,error_type}`: payloads that did not decode.
+    pub decode_errors: IntCounterVec,
+    /// `segstream_dead_letters_total{topic}`: payloads written to the dead-letter topic.
+    pub dead_letters: IntCounterVec,
+    /// `segstream_segment_changes_total{kind,change}`: change records published.
+    pub segment_changes: IntCounterVec,
+    /// `segstream_transitions_total{kind,from,to,trigger}`: segment transitions.
+    pub transitions: IntCounterVec,
+    /// `segstream_segment_population{kind,segment}`: customers per segment.
+    pub population: IntGaugeVec,
+    /// `segstream_customers_in_state`: customers held by this worker.
+    pub customers: IntGauge,
+    /// `segstream_state_bytes`: approximate memory of the customer state.
+    pub state_bytes: IntGauge,
+    /// `segstream_batch_duration_seconds`: processing time per micro-batch.
+    pub batch_seconds: Histogram,
+    /// `segstream_transactions_total{result}`: Kafka transactions.
+    pub transactions: IntCounterVec,
+    /// `segstream_event_time_max_seconds`: largest event time processed.
+    pub event_time_max: IntGauge,
+    /// `segstream_watermark_lag_seconds`: wall clock minus the largest event time.
+    pub watermark_lag: IntGauge,
+    /// `segstream_event_to_change_latency_seconds`: produce time of the
+    /// causing input to the commit of the change.
+    pub change_latency: HistogramVec,
+    /// `segstream_replayed_events_total`: events re-read at start-up to rebuild state (outputs suppressed).
+    pub replayed: IntCounter,
+    /// `segstream_consumer_lag_messages{topic,partition}`: from librdkafka statistics.
+    pub consumer_lag: IntGaugeVec,
+    /// `segstream_assigned_partitions`: input partitions owned now.
+    pub assigned_partitions: IntGauge,
+    /// `segstream_rebalances_total{kind}`: assignments and revocations.
+    pub rebalances: IntCounterVec,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn register<T: prometheus::core::Collector + Clone + 'static>(registry: &Registry, metric: T) -> T {
+    // Names are static and unique in this file: a registration error is a programming error.
+    registry.register(Box::new(metric.clone())).unwrap_or_else(|e| panic!("metric registration: {e}"));
+    metric
+}
+
+fn counter_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    register(r, IntCounterVec::new(Opts::new(name, help), labels).unwrap_or_else(|e| panic!("{name}: {e}")))
+}
+
+fn gauge(r: &Registry, name: &str, help: &str) -> IntGauge {
+    register(r, IntGauge::new(name, help).unwrap_or_else(|e| panic!("{name}: {e}")))
+}
+
+fn gauge_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    register(r, IntGaugeVec::new(Opts::new(name, help), labels).unwrap_or_else(|e| panic!("{name}: {e}")))
+}
+
+impl Metrics {
+    /// A fresh registry with every metric registered.
+    pub fn new() -> Self {
+        let r = Registry::new();
+        let latency_buckets =
+            vec![0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0];
+        Self {
+            events_in: counter_vec(
+                &r,
+                "segstream_events_in_total",
+                "Payloads consumed, per topic.",
+                &["topic"],
+            ),
+            decode_errors: counter_vec(
+                &r,
+                "segstream_decode_errors_total",
+                "Payloads that did not decode or validate, per topic and error code.",
+                &["topic", "error_type"],
+            ),
+            dead_letters: counter_vec(
+                &r,
+                "segstream_dead_letters_total",
+                "Payloads written to the dead-letter topic, per source topic.",
+                &["topic"],
+            ),
+            segment_changes: counter_vec(
+                &r,
+                "segstream_segment_changes_total",
+                "Segment change records published.",
+                &["kind", "change"],
+            ),
+            transitions: counter_vec(
+                &r,
+                "segstream_transitions_total",
+                "Segment transitions, per kind, from, to and trigger.",
+                &["kind", "from", "to", "trigger"],
+            ),
+            population: gauge_vec(
+                &r,
+                "segstream_segment_population",
+                "Customers in each segment on this worker.",
+                &["kind", "segment"],
+            ),
+            customers: gauge(&r, "segstream_customers_in_state", "Customers held in this worker's state."),
+            state_bytes: gauge(&r, "segstream_state_bytes", "Approximate bytes of customer state."),
+            batch_seconds: register(
+                &r,
+                Histogram::with_opts(HistogramOpts::new(
+                    "segstream_batch_duration_seconds",
+                    "Time to process one micro-batch, transaction commit included.",
+                ))
+                .unwrap_or_else(|e| panic!("batch histogram: {e}")),
+            ),
+            transactions: counter_vec(
+                &r,
+                "segstream_transactions_total",
+                "Kafka transactions, by result.",
+                &["result"],
+            ),
+            event_time_max: gauge(
+                &r,
+                "segstream_event_time_max_seconds",
+                "Largest event time processed, seconds since the epoch.",
+            ),
+            watermark_lag: gauge(
+                &r,
+                "segstream_watermark_lag_seconds",
+                "Wall clock minus the largest event time processed.",
+            ),
+            change_latency: register(
+                &r,
+                HistogramVec::new(
+                    HistogramOpts::new(
+                        "segstream_event_to_change_latency_seconds",
+                        "From the Kafka timestamp of the causing input to the commit of the change.",
+                    )
+                    .buckets(latency_buckets),
+                    &["kind"],
+                )
+                .unwrap_or_else(|e| panic!("latency histogram: {e}")),
+            ),
+            replayed: register(
+                &r,
+                IntCounter::new(
+                    "segstream_replayed_events_total",
+                    "Events re-read to rebuild state after an assignment, outputs suppressed.",
+                )
+                .unwrap_or_else(|e| panic!("replayed: {e}")),
+            ),
+            consumer_lag: gauge_vec(
+                &r,
+                "segstream_consumer_lag_messages",
+                "Messages behind the end of each input partition (librdkafka statistics).",
+                &["topic", "partition"],
+            ),
+            assigned_partitions: gauge(&r, "segstream_assigned_partitions", "Input partitions assigned now."),
+            rebalances: counter_vec(
+                &r,
+                "segstream_rebalances_total",
+                "Consumer-group rebalances seen, by kind (assign, revoke).",
+                &["kind"],
+            ),
+            registry: r,
+        }
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        // Encoding into a Vec cannot fail for well-formed metric families.
+        if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut buf) {
+            tracing::error!(error = %e, "encoding metrics failed");
+        }
+        String::from_utf8_lossy(&buf).into_owned()
+    }
+}

@@ -1,0 +1,40 @@
+use rdkafka::error::KafkaError;
+use segstream_kafka::KafkaIoError;
+use thiserror::Error;
+
+/// Why the worker stopped.
+#[derive(Debug, Error)]
+pub enum WorkerError {
+    /// Kafka setup or metadata.
+    #[error(transparent)]
+    Kafka(#[from] KafkaIoError),
+    /// A transactional step failed; outputs of the batch were not committed.
+    /// A restart replays from the last committed offsets.
+    #[error(
+        "Kafka transaction failed while {context}: {source}; outputs of this batch were not committed, restart to resume from the last commit"
+    )]
+    Transaction {
+        /// The step.
+        context: &'static str,
+        /// The client's error.
+        source: KafkaError,
+    },
+    /// The consumer has no group metadata to attach offsets to a transaction.
+    #[error("the consumer has no group metadata (not in a group yet); cannot commit offsets transactionally")]
+    NoGroupMetadata,
+    /// A rebalance could not be completed.
+    #[error("rebalance failed: {0}")]
+    Rebalance(String),
+    /// Building an Arrow batch failed (a bug: our builders follow our schema).
+    #[error("building an Arrow batch failed: {0}")]
+    Arrow(#[from] arrow::error::ArrowError),
+    /// Encoding an output record failed (a bug: our records follow our schemas).
+    #[error(transparent)]
+    Encode(#[from] segstream_events::EncodeError),
+    /// The HTTP endpoint could not start.
+    #[error(transparent)]
+    Http(#[from] segstream_telemetry::HttpError),
+    /// The pipeline thread could not be started or panicked.
+    #[error("pipeline thread: {0}")]
+    Thread(String),
+}

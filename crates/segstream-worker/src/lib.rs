@@ -1,0 +1,18 @@
+//! The streaming worker: consume `clickstream` and `orders`, decode each
+//! poll straight into Arrow, merge co-partitions in event time, update the
+//! customer state, evaluate segments, and publish changes, memberships and
+//! dead letters together with the input offsets in one Kafka transaction per
+//! micro-batch.
+//!
+//! The pipeline runs on a dedicated thread (all of its work is CPU or
+//! blocking librdkafka calls); tokio serves HTTP and signals beside it.
+
+mod error;
+mod merge;
+mod pipeline;
+mod run;
+mod store;
+
+pub use error::WorkerError;
+pub use pipeline::Summary;
+pub use run::run;

@@ -1,0 +1,534 @@
+//! The consume → decode → merge → state → segments → transaction loop.
+//!
+//! Invariants (see ARCHITECTURE.md):
+//! - One Kafka transaction per micro-batch carries the batch's segment
+//!   changes, membership records, dead letters and the input offsets.
+//! - The committed offset of a lane is its first unprocessed record, so the
+//!   outputs of every record below it are in committed transactions.
+//! - State is in memory and rebuilt on assignment by replaying each partition
+//!   from its beginning with outputs suppressed below the committed offset.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Message, OwnedHeaders, OwnedMessage};
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use segstream_config::Config;
+use segstream_events::schema::Schemas;
+use segstream_events::{
+    ClickBatch, CustomerId, DecodeError, EventTime, OrderBatch, RawRecord, SegmentChange, decode_clicks,
+    decode_orders,
+};
+use segstream_kafka::{Assignment, DeadLetter, RecoveringContext, dead_letter_headers};
+use segstream_segments::{Cause, LifecycleRules, Transition, to_changes};
+use segstream_telemetry::{Health, Metrics};
+use tokio_util::sync::CancellationToken;
+
+use crate::error::WorkerError;
+use crate::merge::{Merger, Pending, Source};
+use crate::store::CustomerStore;
+
+/// Totals of one pipeline run, logged at exit.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Summary {
+    /// Input records consumed.
+    pub events: u64,
+    /// Change records published.
+    pub changes: u64,
+    /// Dead letters published.
+    pub dead_letters: u64,
+    /// Transactions committed.
+    pub transactions: u64,
+}
+
+/// A buffered input record.
+#[derive(Debug)]
+enum Item {
+    Click { batch: Arc<ClickBatch>, row: usize, ts: Option<i64> },
+    Order { batch: Arc<OrderBatch>, row: usize, ts: Option<i64> },
+    Dead { key: Option<Vec<u8>>, payload: Option<Vec<u8>>, error: DecodeError },
+}
+
+/// One decoded poll of a partition.
+enum Decoded {
+    Clicks(Arc<ClickBatch>),
+    Orders(Arc<OrderBatch>),
+}
+
+impl Decoded {
+    fn item(&self, row: usize, ts: Option<i64>) -> (Option<EventTime>, Item) {
+        match self {
+            Self::Clicks(b) => (Some(b.row(row).event_time), Item::Click { batch: Arc::clone(b), row, ts }),
+            Self::Orders(b) => (Some(b.row(row).event_time), Item::Order { batch: Arc::clone(b), row, ts }),
+        }
+    }
+}
+
+/// One record to produce in the current transaction.
+struct Output {
+    topic: String,
+    key: Option<Vec<u8>>,
+    payload: Option<Vec<u8>>,
+    headers: Option<OwnedHeaders>,
+}
+
+const TX_TIMEOUT: Duration = Duration::from_secs(60);
+
+pub(crate) struct Pipeline {
+    config: Config,
+    metrics: Metrics,
+    health: Arc<Health>,
+    consumer: BaseConsumer<RecoveringContext>,
+    producer: ThreadedProducer<DefaultProducerContext>,
+    merger: Merger<Item>,
+    store: CustomerStore,
+    /// Committed offset per lane at assignment: outputs below it are suppressed.
+    resume: HashMap<(Source, i32), i64>,
+    /// Lanes still replaying below their committed offset.
+    recovering: HashSet<(Source, i32)>,
+    assigned: bool,
+    last_committed: HashMap<(Source, i32), i64>,
+    max_event_time: Option<EventTime>,
+    summary: Summary,
+    last_report: Instant,
+}
+
+impl Pipeline {
+    pub(crate) fn new(
+        config: Config,
+        metrics: Metrics,
+        health: Arc<Health>,
+        consumer: BaseConsumer<RecoveringContext>,
+        producer: ThreadedProducer<DefaultProducerContext>,
+    ) -> Self {
+        let store =
+            CustomerStore::new(LifecycleRules::new(config.lifecycle.clone()), config.features.clone());
+        Self {
+            merger: Merger::new(Duration::from_millis(config.worker.partition_idle_ms)),
+            config,
+            metrics,
+            health,
+            consumer,
+            producer,
+            store,
+            resume: HashMap::new(),
+            recovering: HashSet::new(),
+            assigned: false,
+            last_committed: HashMap::new(),
+            max_event_time: None,
+            summary: Summary::default(),
+            last_report: Instant::now(),
+        }
+    }
+
+    fn source_of(&self, topic: &str) -> Option<Source> {
+        if topic == self.config.topics.clickstream {
+            Some(Source::Clicks)
+        } else if topic == self.config.topics.orders {
+            Some(Source::Orders)
+        } else {
+            None
+        }
+    }
+
+    fn topic_of(&self, source: Source) -> &str {
+        match source {
+            Source::Clicks => &self.config.topics.clickstream,
+            Source::Orders => &self.config.topics.orders,
+        }
+    }
+
+    /// Runs until `shutdown` is cancelled; the batch in progress is finished
+    /// and committed first.
+    pub(crate) fn run(mut self, shutdown: &CancellationToken) -> Result<Summary, WorkerError> {
+        while !shutdown.is_cancelled() {
+            let messages = self.poll_batch()?;
+            self.step(messages)?;
+        }
+        tracing::info!(summary = ?self.summary, "pipeline stopped; last batch committed");
+        Ok(self.summary)
+    }
+
+    /// Collects up to `batch_max_events` messages within `batch_max_wait_ms`,
+    /// handling rebalances as they happen.
+    fn poll_batch(&mut self) -> Result<Vec<OwnedMessage>, WorkerError> {
+        let max_wait = Duration::from_millis(self.config.worker.batch_max_wait_ms);
+        let deadline = Instant::now() + max_wait;
+        let mut out = Vec::new();
+        while out.len() < self.config.worker.batch_max_events {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            let polled = self.consumer.poll(left).map(|r| r.map(|m| m.detach()));
+            self.handle_rebalances()?;
+            match polled {
+                Some(Ok(m)) => out.push(m),
+                Some(Err(e)) => tracing::warn!(error = %e, "consumer error (librdkafka retries by itself)"),
+                None => break,
+            }
+        }
+        Ok(out)
+    }
+
+    fn handle_rebalances(&mut self) -> Result<(), WorkerError> {
+        for event in self.consumer.context().take_assignments() {
+            match event {
+                Assignment::Assigned(parts) => {
+                    let now = Instant::now();
+                    for (topic, partition, committed) in parts {
+                        let Some(source) = self.source_of(&topic) else { continue };
+                        self.merger.open(partition, now);
+                        let resume = committed.unwrap_or(0);
+                        self.resume.insert((source, partition), resume);
+                        self.last_committed.insert((source, partition), resume);
+                        if resume > 0 {
+                            self.recovering.insert((source, partition));
+                        }
+                    }
+                    self.assigned = true;
+                    tracing::info!(
+                        partitions = ?self.merger.partitions().collect::<Vec<_>>(),
+                        replaying = self.recovering.len(),
+                        "partitions assigned; replaying from the beginning to rebuild state"
+                    );
+                }
+                Assignment::Revoked(parts) => {
+                    for (topic, partition) in parts {
+                        let Some(source) = self.source_of(&topic) else { continue };
+                        self.resume.remove(&(source, partition));
+                        self.recovering.remove(&(source, partition));
+                        self.last_committed.remove(&(source, partition));
+                        if self.merger.partitions().any(|p| p == partition) {
+                            self.merger.close(partition);
+                            let dropped = self.store.drop_partition(partition);
+                            tracing::info!(partition, dropped, "partition revoked; its customers dropped");
+                        }
+                    }
+                    self.assigned = false;
+                }
+                Assignment::Failed(why) => return Err(WorkerError::Rebalance(why)),
+            }
+        }
+        self.metrics.assigned_partitions.set(i64::try_from(self.resume.len()).unwrap_or(i64::MAX));
+        Ok(())
+    }
+
+    /// Decodes the polled messages into the merge buffer, processes what it
+    /// releases, and commits the outputs with the offsets.
+    fn step(&mut self, messages: Vec<OwnedMessage>) -> Result<(), WorkerError> {
+        let started = Instant::now();
+        self.buffer(messages)?;
+        let released = self.merger.release(Instant::now());
+        let mut outputs = Vec::new();
+        let mut causes_ts = Vec::new();
+        let mut touched: BTreeMap<CustomerId, EventTime> = BTreeMap::new();
+        let emit_time = EventTime::now();
+        for (source, partition, pending) in released {
+            let suppress = pending.offset < self.resume.get(&(source, partition)).copied().unwrap_or(0);
+            if suppress {
+                self.metrics.replayed.inc();
+            }
+            let topic = self.topic_of(source).to_owned();
+            match pending.item {
+                Item::Click { batch, row, ts } => {
+                    let r = batch.row(row);
+                    let (id, transitions) = self.store.on_click(&r);
+                    self.note_time(r.event_time);
+                    if !suppress {
+                        self.emit(
+                            &id,
+                            &transitions,
+                            Cause { event_id: Some(r.event_id) },
+                            emit_time,
+                            &mut outputs,
+                        )?;
+                        record_touch(&mut touched, &mut causes_ts, &id, &transitions, ts);
+                    }
+                }
+                Item::Order { batch, row, ts } => {
+                    let r = batch.row(row);
+                    let (id, transitions) = self.store.on_order(&r);
+                    self.note_time(r.event_time);
+                    if !suppress {
+                        let cause = format!("{}:{}", r.order_id, r.status.as_str());
+                        self.emit(
+                            &id,
+                            &transitions,
+                            Cause { event_id: Some(&cause) },
+                            emit_time,
+                            &mut outputs,
+                        )?;
+                        record_touch(&mut touched, &mut causes_ts, &id, &transitions, ts);
+                    }
+                }
+                Item::Dead { key, payload, error } => {
+                    if !suppress {
+                        let headers = dead_letter_headers(&DeadLetter {
+                            topic: &topic,
+                            partition,
+                            offset: pending.offset,
+                            error: &error,
+                        });
+                        outputs.push(Output {
+                            topic: self.config.topics.dead_letter.clone(),
+                            key,
+                            payload,
+                            headers: Some(headers),
+                        });
+                        self.metrics.dead_letters.with_label_values(&[topic.as_str()]).inc();
+                        self.summary.dead_letters += 1;
+                    }
+                }
+            }
+        }
+        for (id, updated_at) in &touched {
+            if let Some(record) = self.store.membership(id, *updated_at) {
+                outputs.push(Output {
+                    topic: self.config.topics.customer_segments.clone(),
+                    key: Some(id.as_str().as_bytes().to_vec()),
+                    payload: Some(record.to_avro()?),
+                    headers: None,
+                });
+            }
+        }
+        let offsets = self.offsets_to_commit()?;
+        if !outputs.is_empty() || offsets.count() > 0 {
+            self.commit(outputs, &offsets)?;
+            let now_ms = EventTime::now().millis();
+            for ts in causes_ts {
+                let seconds = (now_ms - ts).max(0) as f64 / 1000.0;
+                self.metrics.change_latency.with_label_values(&["lifecycle"]).observe(seconds);
+            }
+            self.metrics.batch_seconds.observe(started.elapsed().as_secs_f64());
+        }
+        self.update_readiness();
+        self.report();
+        Ok(())
+    }
+
+    fn note_time(&mut self, t: EventTime) {
+        self.max_event_time = Some(self.max_event_time.map_or(t, |m| m.max(t)));
+    }
+
+    fn buffer(&mut self, messages: Vec<OwnedMessage>) -> Result<(), WorkerError> {
+        self.summary.events += messages.len() as u64;
+        let mut groups: BTreeMap<(Source, i32), Vec<OwnedMessage>> = BTreeMap::new();
+        for m in messages {
+            match self.source_of(m.topic()) {
+                Some(source) => groups.entry((source, m.partition())).or_default().push(m),
+                None => tracing::warn!(topic = m.topic(), "message from a topic we did not subscribe to"),
+            }
+        }
+        let schemas = Schemas::builtin();
+        let now = Instant::now();
+        for ((source, partition), msgs) in groups {
+            let topic = self.topic_of(source).to_owned();
+            self.metrics.events_in.with_label_values(&[topic.as_str()]).inc_by(msgs.len() as u64);
+            let raw = msgs.iter().map(|m| RawRecord { payload: m.payload(), partition, offset: m.offset() });
+            let (decoded, rejected) = match source {
+                Source::Clicks => {
+                    let d = decode_clicks(raw, schemas)?;
+                    (Decoded::Clicks(Arc::new(d.batch)), d.rejected)
+                }
+                Source::Orders => {
+                    let d = decode_orders(raw, schemas)?;
+                    (Decoded::Orders(Arc::new(d.batch)), d.rejected)
+                }
+            };
+            // Decoded rows keep input order minus the rejects: walk both in step.
+            let mut rejected: HashMap<i64, DecodeError> =
+                rejected.into_iter().map(|r| (r.offset, r.error)).collect();
+            let mut row = 0;
+            for m in &msgs {
+                let (time, item) = match rejected.remove(&m.offset()) {
+                    Some(error) => {
+                        self.metrics.decode_errors.with_label_values(&[topic.as_str(), error.code()]).inc();
+                        tracing::debug!(topic, partition, offset = m.offset(), %error, "undecodable record");
+                        let (key, payload) = (m.key().map(<[u8]>::to_vec), m.payload().map(<[u8]>::to_vec));
+                        (None, Item::Dead { key, payload, error })
+                    }
+                    None => {
+                        row += 1;
+                        decoded.item(row - 1, m.timestamp().to_millis())
+                    }
+                };
+                self.merger.push(source, partition, Pending { offset: m.offset(), time, item }, now);
+            }
+        }
+        Ok(())
+    }
+
+    fn emit(
+        &mut self,
+        id: &CustomerId,
+        transitions: &[Transition],
+        cause: Cause<'_>,
+        emit_time: EventTime,
+        outputs: &mut Vec<Output>,
+    ) -> Result<(), WorkerError> {
+        for t in transitions {
+            let from = t.from.map_or("none", |s| s.as_str());
+            self.metrics
+                .transitions
+                .with_label_values(&["lifecycle", from, t.to.as_str(), t.trigger.as_str()])
+                .inc();
+            for change in to_changes(id, t, cause, emit_time) {
+                self.metrics
+                    .segment_changes
+                    .with_label_values(&[change.kind.as_str(), change.change.as_str()])
+                    .inc();
+                self.summary.changes += 1;
+                outputs.push(change_output(&self.config.topics.segment_changes, &change)?);
+            }
+        }
+        Ok(())
+    }
+
+    /// Offsets to commit now: per lane, the first unprocessed record, never
+    /// below what was committed before.
+    fn offsets_to_commit(&mut self) -> Result<TopicPartitionList, WorkerError> {
+        let mut tpl = TopicPartitionList::new();
+        let lanes: Vec<(Source, i32)> = self.resume.keys().copied().collect();
+        for (source, partition) in lanes {
+            let Some(next) = self.merger.commit_offset(source, partition) else { continue };
+            let floor = self.resume.get(&(source, partition)).copied().unwrap_or(0);
+            let offset = next.max(floor);
+            if self.last_committed.get(&(source, partition)) == Some(&offset) {
+                continue;
+            }
+            let topic = self.topic_of(source).to_owned();
+            tpl.add_partition_offset(&topic, partition, Offset::Offset(offset))
+                .map_err(|source| WorkerError::Transaction { context: "building the offset list", source })?;
+            self.last_committed.insert((source, partition), offset);
+        }
+        Ok(tpl)
+    }
+
+    fn commit(&mut self, outputs: Vec<Output>, offsets: &TopicPartitionList) -> Result<(), WorkerError> {
+        let tx =
+            |context: &'static str| move |source: KafkaError| WorkerError::Transaction { context, source };
+        self.producer.begin_transaction().map_err(tx("beginning a transaction"))?;
+        let result = (|| {
+            for out in &outputs {
+                self.send(out)?;
+            }
+            if offsets.count() > 0 {
+                let group = self.consumer.group_metadata().ok_or(WorkerError::NoGroupMetadata)?;
+                self.producer
+                    .send_offsets_to_transaction(offsets, &group, TX_TIMEOUT)
+                    .map_err(tx("adding input offsets to the transaction"))?;
+            }
+            self.producer.commit_transaction(TX_TIMEOUT).map_err(tx("committing the transaction"))
+        })();
+        match result {
+            Ok(()) => {
+                self.metrics.transactions.with_label_values(&["committed"]).inc();
+                self.summary.transactions += 1;
+                Ok(())
+            }
+            Err(e) => {
+                self.metrics.transactions.with_label_values(&["aborted"]).inc();
+                if let Err(abort) = self.producer.abort_transaction(TX_TIMEOUT) {
+                    tracing::error!(error = %abort, "aborting the failed transaction also failed");
+                }
+                Err(e)
+            }
+        }
+    }
+
+    fn send(&self, out: &Output) -> Result<(), WorkerError> {
+        loop {
+            let mut record: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(&out.topic);
+            if let Some(k) = &out.key {
+                record = record.key(k.as_slice());
+            }
+            if let Some(p) = &out.payload {
+                record = record.payload(p.as_slice());
+            }
+            if let Some(h) = &out.headers {
+                record = record.headers(h.clone());
+            }
+            match self.producer.send(record) {
+                Ok(()) => return Ok(()),
+                // The local queue is full: the background thread is delivering; wait a little.
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Err((source, _)) => {
+                    return Err(WorkerError::Transaction { context: "producing an output", source });
+                }
+            }
+        }
+    }
+
+    /// Ready once partitions are assigned and every replaying lane has read
+    /// up to its committed offset.
+    fn update_readiness(&mut self) {
+        if !self.recovering.is_empty()
+            && let Ok(positions) = self.consumer.position()
+        {
+            for e in positions.elements() {
+                let Some(source) = self.source_of(e.topic()) else { continue };
+                let key = (source, e.partition());
+                if let (Offset::Offset(pos), Some(resume)) = (e.offset(), self.resume.get(&key))
+                    && pos >= *resume
+                {
+                    self.recovering.remove(&key);
+                }
+            }
+            if self.recovering.is_empty() {
+                tracing::info!(customers = self.store.len(), "state rebuilt up to the committed offsets");
+            }
+        }
+        self.health.set_ready(self.assigned && self.recovering.is_empty());
+    }
+
+    fn report(&mut self) {
+        for (stage, n) in self.store.population() {
+            self.metrics.population.with_label_values(&["lifecycle", stage.as_str()]).set(n);
+        }
+        self.metrics.customers.set(i64::try_from(self.store.len()).unwrap_or(i64::MAX));
+        if let Some(t) = self.max_event_time {
+            self.metrics.event_time_max.set(t.millis() / 1000);
+            self.metrics.watermark_lag.set((EventTime::now().millis() - t.millis()) / 1000);
+        }
+        if self.last_report.elapsed() >= Duration::from_secs(10) {
+            self.last_report = Instant::now();
+            self.metrics.state_bytes.set(i64::try_from(self.store.approx_bytes()).unwrap_or(i64::MAX));
+            tracing::info!(
+                events = self.summary.events,
+                changes = self.summary.changes,
+                customers = self.store.len(),
+                buffered = self.merger.buffered(),
+                "progress"
+            );
+        }
+    }
+}
+
+fn record_touch(
+    touched: &mut BTreeMap<CustomerId, EventTime>,
+    causes_ts: &mut Vec<i64>,
+    id: &CustomerId,
+    transitions: &[Transition],
+    ts: Option<i64>,
+) {
+    if let Some(last) = transitions.last() {
+        touched.insert(id.clone(), last.at);
+        causes_ts.extend(transitions.iter().filter_map(|_| ts));
+    }
+}
+
+fn change_output(topic: &str, change: &SegmentChange) -> Result<Output, WorkerError> {
+    Ok(Output {
+        topic: topic.to_owned(),
+        key: Some(change.customer_id.as_str().as_bytes().to_vec()),
+        payload: Some(change.to_avro()?),
+        headers: None,
+    })
+}
