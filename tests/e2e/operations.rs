@@ -1,0 +1,112 @@
+//! Bad input, bad topics and bad configuration: clear errors, nothing lost.
+
+use std::time::Duration;
+
+use segstream_events::{
+    ClickEvent, ClickEventType, CustomerId, EventTime, PayloadFormat, SegmentChange, encode_click,
+};
+
+use crate::support::{Setup, http_get, metric, produce};
+
+fn good_click(customer: &str) -> Vec<u8> {
+    let e = ClickEvent {
+        event_id: format!("ok-{customer}"),
+        customer_id: CustomerId::new(customer),
+        session_id: None,
+        event_type: ClickEventType::Search,
+        event_time: EventTime::from_millis(1_704_103_200_000),
+        device: None,
+        page: None,
+        product_id: None,
+        category: None,
+        price: None,
+        search_query: Some("boots".into()),
+    };
+    encode_click(&e, PayloadFormat::Avro).unwrap()
+}
+
+#[test]
+fn undecodable_records_go_to_the_dead_letter_topic_with_headers_and_are_counted() {
+    let setup = Setup::new("dlq", 1);
+    let mut wrong_schema = good_click("x");
+    wrong_schema[4] = 77;
+    let bad: Vec<(String, Vec<u8>)> = vec![
+        ("k1".into(), b"not avro, not json".to_vec()),
+        (
+            "k2".into(),
+            br#"{"event_id":"e","customer_id":"","event_type":"search","event_time":1704103200000}"#.to_vec(),
+        ),
+        ("k3".into(), wrong_schema),
+        ("k4".into(), vec![0, 0, 0]),
+    ];
+    let p = setup.producer();
+    let mut records = bad.clone();
+    records.insert(2, ("c-ok".into(), good_click("c-ok")));
+    produce(&p, &setup.topic("clickstream"), &records);
+
+    let mut worker = setup.spawn_worker();
+    let addr = worker.wait_ready(Duration::from_secs(60));
+    let dead = setup.read(&setup.topic("dlq"), 4, Duration::from_secs(60));
+    let good = setup.read(&setup.topic("changes"), 1, Duration::from_secs(30));
+    let metrics = http_get(&addr, "/metrics").1;
+    assert!(worker.terminate(Duration::from_secs(20)).0.success());
+
+    assert_eq!(dead.len(), 4, "every bad record is dead-lettered");
+    let codes: Vec<&str> = dead.iter().map(|r| r.header("segstream.error.code").unwrap()).collect();
+    assert_eq!(codes, ["unknown_format", "invalid_field", "unknown_schema_id", "truncated_header"]);
+    for (r, (key, payload)) in dead.iter().zip(&bad) {
+        assert_eq!(r.key.as_deref(), Some(key.as_str()), "original key kept");
+        assert_eq!(r.payload.as_deref(), Some(payload.as_slice()), "original bytes kept");
+        assert_eq!(r.header("segstream.source.topic"), Some(setup.topic("clickstream").as_str()));
+        assert_eq!(r.header("segstream.source.partition"), Some("0"));
+        assert!(r.header("segstream.error.message").is_some_and(|m| !m.is_empty()));
+    }
+    let offsets: Vec<&str> = dead.iter().map(|r| r.header("segstream.source.offset").unwrap()).collect();
+    assert_eq!(offsets, ["0", "1", "3", "4"]);
+    let message = dead[1].header("segstream.error.message").unwrap();
+    assert!(message.contains("customer_id"), "{message}");
+
+    // The good record between them was processed.
+    assert_eq!(good.len(), 1);
+    assert_eq!(SegmentChange::from_avro(good[0].payload.as_deref().unwrap()).unwrap().segment, "prospect");
+    let topic = setup.topic("clickstream");
+    assert_eq!(metric(&metrics, &format!("segstream_dead_letters_total{{topic=\"{topic}\"}}")), 4.0);
+    assert_eq!(
+        metric(
+            &metrics,
+            &format!("segstream_decode_errors_total{{error_type=\"unknown_format\",topic=\"{topic}\"}}")
+        ),
+        1.0
+    );
+}
+
+#[test]
+fn worker_refuses_inputs_that_are_not_co_partitioned() {
+    let setup = Setup::new("copart", 3);
+    // An orders topic with a different partition count.
+    let skewed =
+        setup.with(&format!("topics.orders=orders-skewed-{}", setup.name)).with("topics.partitions=2");
+    let out = skewed.cli(&["topics", "create"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let mut worker = skewed.with("topics.partitions=3").spawn_worker();
+    let status = worker.wait_exit(Duration::from_secs(60));
+    assert!(!status.success());
+    let log = worker.log_text();
+    assert!(log.contains("must have the same partition count") && log.contains("(3 partitions)"), "{log}");
+}
+
+#[test]
+fn bad_configuration_stops_with_the_key_and_the_fix() {
+    let setup = Setup::new("badconfig", 1);
+    let out = setup.with("lifecycle.at_risk_days=500").cli(&["worker"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("lifecycle.at_risk_days") && err.contains("churn_days"), "{err}");
+
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), "[kafka.librdkafka_options]\n\"enable.auto.commit\" = \"true\"\n").unwrap();
+    let out = setup.cli(&["--config", file.path().to_str().unwrap(), "worker"]);
+    assert_ne!(out.status.code(), Some(0));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("enable.auto.commit"), "{err}");
+}

@@ -1,0 +1,390 @@
+//! Test harness: a real Apache Kafka broker started once per test binary on
+//! free ports (torn down when the binary exits, even after a panic), unique
+//! topics per test, the real `segstream` binary as a child process, and
+//! plain rdkafka producers/readers.
+
+#![allow(dead_code, unreachable_pub, missing_docs, clippy::unwrap_used)]
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use rdkafka::Message;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Headers;
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use segstream_config::Config;
+
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub fn segstream_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_segstream"))
+}
+
+/// The broker of this test binary.
+pub struct Broker {
+    pub bootstrap: String,
+    pub dir: PathBuf,
+}
+
+fn run_script(args: &[&str]) -> Output {
+    Command::new(repo_root().join("scripts/kafka-broker.sh"))
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("running scripts/kafka-broker.sh")
+}
+
+impl Broker {
+    /// Starts the broker on first use; later calls share it.
+    pub fn shared() -> &'static Broker {
+        static BROKER: OnceLock<Broker> = OnceLock::new();
+        BROKER.get_or_init(|| {
+            let dir = std::env::temp_dir().join(format!("segstream-test-broker-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&dir).expect("broker dir");
+            let port = String::from_utf8(run_script(&["free-port"]).stdout).expect("port").trim().to_owned();
+            // Tear the broker down when this test process exits, whatever the way.
+            let watchdog = format!(
+                "while kill -0 {pid} 2>/dev/null; do sleep 0.5; done; '{script}' stop --dir '{dir}' >/dev/null 2>&1; rm -rf '{dir}'",
+                pid = std::process::id(),
+                script = repo_root().join("scripts/kafka-broker.sh").display(),
+                dir = dir.display(),
+            );
+            Command::new("setsid")
+                .args(["bash", "-c", &watchdog])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("broker watchdog");
+            let out = run_script(&["start", "--dir", dir.to_str().unwrap(), "--port", &port]);
+            assert!(
+                out.status.success(),
+                "broker did not start:\n{}\n{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            Broker { bootstrap: format!("127.0.0.1:{port}"), dir }
+        })
+    }
+
+    pub fn stop(&self) {
+        let out = run_script(&["stop", "--dir", self.dir.to_str().unwrap()]);
+        assert!(out.status.success(), "stop: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    /// Restarts on the same log directory and port.
+    pub fn restart(&self) {
+        self.stop();
+        let port = self.bootstrap.rsplit(':').next().unwrap();
+        let out = run_script(&["start", "--dir", self.dir.to_str().unwrap(), "--port", port]);
+        assert!(out.status.success(), "restart: {}", String::from_utf8_lossy(&out.stderr));
+    }
+}
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// Unique names for one test: topics, group, instance.
+#[derive(Clone, Debug)]
+pub struct Setup {
+    pub name: String,
+    pub sets: Vec<String>,
+}
+
+impl Setup {
+    /// Topics and group of a fresh test, created on the shared broker.
+    pub fn new(test: &str, partitions: i32) -> Self {
+        let broker = Broker::shared();
+        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+        let name = format!("{test}-{}-{n}", std::process::id());
+        let sets = vec![
+            format!("kafka.bootstrap_servers={}", broker.bootstrap),
+            format!("kafka.group_id=g-{name}"),
+            format!("topics.clickstream=clicks-{name}"),
+            format!("topics.orders=orders-{name}"),
+            format!("topics.segment_changes=changes-{name}"),
+            format!("topics.customer_segments=members-{name}"),
+            format!("topics.dead_letter=dlq-{name}"),
+            format!("topics.partitions={partitions}"),
+            format!("worker.instance_id=w-{name}"),
+            "worker.partition_idle_ms=300".to_owned(),
+            "http.listen=127.0.0.1:0".to_owned(),
+        ];
+        let setup = Self { name, sets };
+        let out = setup.cli(&["topics", "create"]);
+        assert!(out.status.success(), "topics create: {}", String::from_utf8_lossy(&out.stderr));
+        setup
+    }
+
+    /// The same inputs, other outputs and group: an independent second run.
+    pub fn second_run(&self, suffix: &str) -> Self {
+        let mut sets: Vec<String> = self
+            .sets
+            .iter()
+            .filter(|s| {
+                !(s.starts_with("kafka.group_id")
+                    || s.starts_with("topics.segment_changes")
+                    || s.starts_with("topics.customer_segments")
+                    || s.starts_with("topics.dead_letter")
+                    || s.starts_with("worker.instance_id"))
+            })
+            .cloned()
+            .collect();
+        let name = format!("{}-{suffix}", self.name);
+        sets.extend([
+            format!("kafka.group_id=g-{name}"),
+            format!("topics.segment_changes=changes-{name}"),
+            format!("topics.customer_segments=members-{name}"),
+            format!("topics.dead_letter=dlq-{name}"),
+            format!("worker.instance_id=w-{name}"),
+        ]);
+        let s = Self { name, sets };
+        let out = s.cli(&["topics", "create"]);
+        assert!(out.status.success(), "topics create: {}", String::from_utf8_lossy(&out.stderr));
+        s
+    }
+
+    pub fn with(&self, set: &str) -> Self {
+        let mut s = self.clone();
+        s.sets.push(set.to_owned());
+        s
+    }
+
+    pub fn config(&self) -> Config {
+        Config::load(None, &self.sets).expect("test config")
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(segstream_bin());
+        for s in &self.sets {
+            c.arg("--set").arg(s);
+        }
+        c.args(args).stdin(Stdio::null()).env("RUST_LOG", "info,librdkafka=warn,rdkafka=warn");
+        c
+    }
+
+    /// Runs a segstream subcommand to completion.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        self.command(args).output().expect("running segstream")
+    }
+
+    /// Starts `segstream worker`; logs go to a file next to the broker.
+    pub fn spawn_worker(&self) -> WorkerProc {
+        let log = Broker::shared().dir.join(format!(
+            "worker-{}-{}.log",
+            self.name,
+            COUNTER.fetch_add(1, Ordering::SeqCst)
+        ));
+        let file = std::fs::File::create(&log).expect("worker log");
+        let child = self
+            .command(&["worker"])
+            .stdout(Stdio::null())
+            .stderr(file)
+            .spawn()
+            .expect("spawning the worker");
+        WorkerProc { child: Some(child), log }
+    }
+
+    pub fn producer(&self) -> ThreadedProducer<DefaultProducerContext> {
+        segstream_kafka::producer_config(&self.config(), None).unwrap().create().unwrap()
+    }
+
+    pub fn topic(&self, key: &str) -> String {
+        let c = self.config();
+        match key {
+            "clickstream" => c.topics.clickstream,
+            "orders" => c.topics.orders,
+            "changes" => c.topics.segment_changes,
+            "members" => c.topics.customer_segments,
+            "dlq" => c.topics.dead_letter,
+            other => panic!("unknown topic key {other}"),
+        }
+    }
+
+    /// Reads `topic` from the beginning (read_committed) until `want` records
+    /// arrived or `timeout` passed, then one more second, so that records
+    /// beyond `want` (duplicates, extras) are seen too.
+    pub fn read(&self, topic: &str, want: usize, timeout: Duration) -> Vec<Record> {
+        let group = format!("reader-{}-{}", self.name, COUNTER.fetch_add(1, Ordering::SeqCst));
+        let consumer: BaseConsumer =
+            segstream_kafka::reader_config(&self.config(), &group).unwrap().create().unwrap();
+        let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(10)).unwrap();
+        let mut tpl = TopicPartitionList::new();
+        for p in md.topics()[0].partitions() {
+            tpl.add_partition_offset(topic, p.id(), Offset::Beginning).unwrap();
+        }
+        consumer.assign(&tpl).unwrap();
+        let mut deadline = Instant::now() + timeout;
+        let mut out = Vec::new();
+        let mut settling = false;
+        while Instant::now() < deadline {
+            if !settling && out.len() >= want {
+                settling = true;
+                deadline = Instant::now() + Duration::from_secs(1);
+            }
+            if let Some(m) = consumer.poll(Duration::from_millis(200)) {
+                let m = m.expect("reading");
+                let headers = m
+                    .headers()
+                    .map(|h| {
+                        h.iter()
+                            .map(|h| {
+                                (
+                                    h.key.to_owned(),
+                                    String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned(),
+                                )
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                out.push(Record {
+                    partition: m.partition(),
+                    offset: m.offset(),
+                    key: m.key().map(|k| String::from_utf8_lossy(k).into_owned()),
+                    payload: m.payload().map(<[u8]>::to_vec),
+                    headers,
+                });
+            }
+        }
+        out
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Record {
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<String>,
+    pub payload: Option<Vec<u8>>,
+    pub headers: Vec<(String, String)>,
+}
+
+impl Record {
+    pub fn header(&self, key: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+    }
+}
+
+/// Sends keyed payloads and waits for delivery.
+pub fn produce(
+    producer: &ThreadedProducer<DefaultProducerContext>,
+    topic: &str,
+    records: &[(String, Vec<u8>)],
+) {
+    for (key, payload) in records {
+        producer.send(BaseRecord::to(topic).key(key.as_str()).payload(payload.as_slice())).expect("enqueue");
+    }
+    producer.flush(Duration::from_secs(30)).expect("flush");
+}
+
+/// A running `segstream worker`.
+pub struct WorkerProc {
+    child: Option<Child>,
+    pub log: PathBuf,
+}
+
+impl WorkerProc {
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(Child::id).unwrap_or_default()
+    }
+
+    /// The address the worker's HTTP server bound (it logs it).
+    pub fn http_addr(&self, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+            if let Some(pos) = text.find("serving http://") {
+                let rest = &text[pos + "serving http://".len()..];
+                return rest.split('/').next().unwrap().to_owned();
+            }
+            assert!(Instant::now() < deadline, "worker did not start its HTTP server:\n{text}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Waits until /readyz answers 200.
+    pub fn wait_ready(&self, timeout: Duration) -> String {
+        let addr = self.http_addr(timeout);
+        let deadline = Instant::now() + timeout;
+        while http_get(&addr, "/readyz").0 != 200 {
+            assert!(Instant::now() < deadline, "worker not ready:\n{}", self.log_text());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        addr
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// SIGTERM, then wait for the exit (at most `deadline`).
+    pub fn terminate(&mut self, deadline: Duration) -> (ExitStatus, Duration) {
+        let started = Instant::now();
+        let status = Command::new("kill").args(["-TERM", &self.pid().to_string()]).status().expect("kill");
+        assert!(status.success());
+        let mut child = self.child.take().expect("running");
+        loop {
+            if let Some(s) = child.try_wait().expect("wait") {
+                return (s, started.elapsed());
+            }
+            if started.elapsed() > deadline {
+                let _ = child.kill();
+                panic!("worker did not stop within {deadline:?} of SIGTERM:\n{}", self.log_text());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Waits for the process to exit by itself.
+    pub fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
+        let started = Instant::now();
+        let mut child = self.child.take().expect("running");
+        loop {
+            if let Some(s) = child.try_wait().expect("wait") {
+                return s;
+            }
+            assert!(started.elapsed() < timeout, "worker still running:\n{}", self.log_text());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for WorkerProc {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Minimal HTTP/1.0 GET: (status, body).
+pub fn http_get(addr: &str, path: &str) -> (u16, String) {
+    let Ok(mut s) = TcpStream::connect(addr) else { return (0, String::new()) };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+    if write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").is_err() {
+        return (0, String::new());
+    }
+    let mut text = String::new();
+    let _ = s.read_to_string(&mut text);
+    let status = text.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    (status, body)
+}
+
+/// The value of an unlabelled or fully-labelled metric line, 0 if absent.
+pub fn metric(body: &str, name_and_labels: &str) -> f64 {
+    body.lines()
+        .find(|l| l.starts_with(name_and_labels) && l[name_and_labels.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
