@@ -184,7 +184,7 @@ fn generate(args: GenerateArgs, config: Config) -> anyhow::Result<()> {
         for event in &day.events {
             sink.write(event)?;
             sent += 1;
-            if args.rate > 0 && sent % 100 == 0 {
+            if args.rate > 0 && sent.is_multiple_of(100) {
                 // Pace to --rate: sleep until the wall clock catches up with the count.
                 let due = Duration::from_secs_f64(sent as f64 / args.rate as f64);
                 if let Some(wait) = due.checked_sub(began.elapsed()) {

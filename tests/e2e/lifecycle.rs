@@ -35,7 +35,7 @@ fn click(customer: &str, day: i64, n: u32) -> (String, Vec<u8>) {
         search_query: None,
     };
     // Half the clicks as JSON: both encodings are accepted on the same topic.
-    let format = if n % 2 == 0 { PayloadFormat::Avro } else { PayloadFormat::Json };
+    let format = if n.is_multiple_of(2) { PayloadFormat::Avro } else { PayloadFormat::Json };
     (customer.to_owned(), encode_click(&e, format).unwrap())
 }
 
@@ -56,7 +56,10 @@ fn order(customer: &str, id: &str, day: i64, status: OrderStatus) -> (String, Ve
 }
 
 /// The script, split in two halves at day 200 so a restart can happen in between.
-fn history() -> [(Vec<(String, Vec<u8>)>, Vec<(String, Vec<u8>)>); 2] {
+/// Keyed payloads for (clickstream, orders).
+type Half = (Vec<(String, Vec<u8>)>, Vec<(String, Vec<u8>)>);
+
+fn history() -> [Half; 2] {
     use OrderStatus::*;
     let first = (
         vec![
@@ -82,7 +85,7 @@ fn history() -> [(Vec<(String, Vec<u8>)>, Vec<(String, Vec<u8>)>); 2] {
     [first, second]
 }
 
-fn send(setup: &Setup, half: &(Vec<(String, Vec<u8>)>, Vec<(String, Vec<u8>)>)) {
+fn send(setup: &Setup, half: &Half) {
     let p = setup.producer();
     produce(&p, &setup.topic("clickstream"), &half.0);
     produce(&p, &setup.topic("orders"), &half.1);

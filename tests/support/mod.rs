@@ -48,23 +48,23 @@ impl Broker {
         static BROKER: OnceLock<Broker> = OnceLock::new();
         BROKER.get_or_init(|| {
             let dir = std::env::temp_dir().join(format!("segstream-test-broker-{}", std::process::id()));
-            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::remove_dir_all(&dir).ok();
             std::fs::create_dir_all(&dir).expect("broker dir");
             let port = String::from_utf8(run_script(&["free-port"]).stdout).expect("port").trim().to_owned();
             // Tear the broker down when this test process exits, whatever the way.
+            // The watchdog outlives us on purpose: a short-lived shell starts it in
+            // its own session and returns.
             let watchdog = format!(
                 "while kill -0 {pid} 2>/dev/null; do sleep 0.5; done; '{script}' stop --dir '{dir}' >/dev/null 2>&1; rm -rf '{dir}'",
                 pid = std::process::id(),
                 script = repo_root().join("scripts/kafka-broker.sh").display(),
                 dir = dir.display(),
             );
-            Command::new("setsid")
-                .args(["bash", "-c", &watchdog])
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
+            let status = Command::new("bash")
+                .args(["-c", "setsid bash -c \"$1\" >/dev/null 2>&1 < /dev/null &", "watchdog", &watchdog])
+                .status()
                 .expect("broker watchdog");
+            assert!(status.success());
             let out = run_script(&["start", "--dir", dir.to_str().unwrap(), "--port", &port]);
             assert!(
                 out.status.success(),
@@ -336,7 +336,7 @@ impl WorkerProc {
                 return (s, started.elapsed());
             }
             if started.elapsed() > deadline {
-                let _ = child.kill();
+                child.kill().ok();
                 panic!("worker did not stop within {deadline:?} of SIGTERM:\n{}", self.log_text());
             }
             std::thread::sleep(Duration::from_millis(50));
@@ -360,8 +360,8 @@ impl WorkerProc {
 impl Drop for WorkerProc {
     fn drop(&mut self) {
         if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
+            c.kill().ok();
+            c.wait().ok();
         }
     }
 }
@@ -369,12 +369,12 @@ impl Drop for WorkerProc {
 /// Minimal HTTP/1.0 GET: (status, body).
 pub fn http_get(addr: &str, path: &str) -> (u16, String) {
     let Ok(mut s) = TcpStream::connect(addr) else { return (0, String::new()) };
-    let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok();
     if write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").is_err() {
         return (0, String::new());
     }
     let mut text = String::new();
-    let _ = s.read_to_string(&mut text);
+    s.read_to_string(&mut text).ok();
     let status = text.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
     let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
     (status, body)

@@ -231,7 +231,16 @@ impl Iterator for Generator {
 
     fn next(&mut self) -> Option<GeneratedDay> {
         if self.next_day >= self.opts.days {
-            return None;
+            // Refunds and late-night sessions scheduled past the last day come
+            // out once, last, so every counted event is emitted.
+            if self.later.is_empty() {
+                return None;
+            }
+            let mut events: Vec<Event> = std::mem::take(&mut self.later).into_values().flatten().collect();
+            events.sort_by(|a, b| a.sort_key().cmp(&b.sort_key()));
+            let day = self.next_day;
+            self.next_day += 1;
+            return Some(GeneratedDay { day, events });
         }
         let day = self.next_day;
         self.next_day += 1;

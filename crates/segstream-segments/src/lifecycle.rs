@@ -130,12 +130,31 @@ impl LifecycleRules {
         ]
     }
 
-    fn explain(&self, to: LifecycleStage, f: &Features, trigger: Trigger) -> (String, BTreeMap<String, f64>) {
+    fn explain(
+        &self,
+        from: Option<LifecycleStage>,
+        to: LifecycleStage,
+        f: &Features,
+        trigger: Trigger,
+    ) -> (String, BTreeMap<String, f64>) {
         let c = &self.config;
         let mut values = f.to_map();
         let silence = f.days_since_last_order.unwrap_or_default();
         let (reason, threshold) = match to {
+            LifecycleStage::Prospect
+                if f.lifetime_orders == 0 && from.is_some_and(|s| s != LifecycleStage::Prospect) =>
+            {
+                ("every order cancelled or refunded".to_owned(), None)
+            }
             LifecycleStage::Prospect => ("seen, no order yet".to_owned(), None),
+            LifecycleStage::Active
+                if trigger == Trigger::Timer && from == Some(LifecycleStage::Reactivated) =>
+            {
+                (
+                    format!("{} days since reactivation, {} orders", c.reactivated_days, f.lifetime_orders),
+                    Some(("reactivated_days", c.reactivated_days)),
+                )
+            }
             LifecycleStage::New => {
                 (format!("first order, new for {} days", c.new_days), Some(("new_days", c.new_days)))
             }
@@ -265,7 +284,7 @@ impl CustomerSegments {
             return None;
         }
         self.lifecycle = Some((to, at));
-        let (reason, values) = rules.explain(to, features, trigger);
+        let (reason, values) = rules.explain(from, to, features, trigger);
         Some(Transition {
             from,
             to,

@@ -170,3 +170,47 @@ fn a_timer_change_id_does_not_depend_on_the_event_that_revealed_it() {
     assert_eq!(a[1].event_id, b[1].event_id);
     assert_eq!(a[1].cause_event_id, None);
 }
+
+#[test]
+fn reasons_say_which_rule_moved_the_customer() {
+    let rules = rules();
+    let mut state = CustomerState::default();
+    let mut segments = CustomerSegments::default();
+    let mut reasons = Vec::new();
+    let order = |id: &'static str, day: i64, status: OrderStatus| OrderRow {
+        order_id: id,
+        customer_id: "c",
+        event_time: EventTime::from_millis(T0 + day * DAY),
+        status,
+        total: 10.0,
+        discount_amount: 0.0,
+        item_count: 1,
+        payment_method: None,
+        partition: 0,
+        offset: 0,
+    };
+    // As the worker does: timers due before the event, apply it, evaluate.
+    let mut at = |day: i64, rows: &[OrderRow<'_>]| {
+        let t = EventTime::from_millis(T0 + day * DAY);
+        let mut out = segments.advance(&rules, t, |at| state.features(at));
+        let mut ordered = false;
+        for r in rows {
+            ordered |= state.apply_order(r) && r.status == OrderStatus::Placed;
+        }
+        out.extend(segments.on_event(&rules, t, ordered, |at| state.features(at)));
+        reasons.extend(out.into_iter().map(|t| (t.to, t.reason)));
+    };
+    at(0, &[order("o1", 0, OrderStatus::Placed)]);
+    at(200, &[order("o2", 200, OrderStatus::Placed)]);
+    at(240, &[]);
+    at(241, &[order("o2", 241, OrderStatus::Refunded), order("o1", 241, OrderStatus::Refunded)]);
+    let by_stage = |s: LifecycleStage| {
+        reasons.iter().filter(|(t, _)| *t == s).map(|(_, r)| r.as_str()).collect::<Vec<_>>()
+    };
+    assert_eq!(
+        by_stage(Active),
+        ["30 days since first order, 1 orders", "30 days since reactivation, 2 orders"]
+    );
+    assert_eq!(by_stage(Churned), ["no order for 180 days (churned after 180)"]);
+    assert_eq!(by_stage(Prospect), ["every order cancelled or refunded"]);
+}

@@ -1,4 +1,5 @@
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -31,18 +32,20 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<Summary,
             WorkerError::Thread(format!("http.listen {:?} is not ip:port", config.http.listen))
         })?;
     let http_stop = CancellationToken::new();
-    let (bound, http) = serve(addr, metrics.clone(), health.clone(), http_stop.clone()).await?;
+    let (bound, http) = serve(addr, metrics.clone(), Arc::clone(&health), http_stop.clone()).await?;
     tracing::info!(%bound, "serving http://{bound}/metrics, /healthz and /readyz");
 
     let (tx, rx) = tokio::sync::oneshot::channel();
-    let pipeline_health = health.clone();
+    let pipeline_health = Arc::clone(&health);
     let token = shutdown.clone();
     std::thread::Builder::new()
         .name("pipeline".into())
         .spawn(move || {
             let result = start_pipeline(config, metrics, pipeline_health, &token);
             // The receiver only goes away if the runtime is shutting down: nothing left to tell.
-            let _ = tx.send(result);
+            if tx.send(result).is_err() {
+                tracing::debug!("pipeline result had no receiver");
+            }
         })
         .map_err(|e| WorkerError::Thread(e.to_string()))?;
     let result = rx.await.unwrap_or_else(|_| Err(WorkerError::Thread("pipeline thread panicked".into())));
@@ -62,7 +65,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<Summary,
 fn start_pipeline(
     config: Config,
     metrics: Metrics,
-    health: std::sync::Arc<Health>,
+    health: Arc<Health>,
     shutdown: &CancellationToken,
 ) -> Result<Summary, WorkerError> {
     let consumer: BaseConsumer<RecoveringContext> = consumer_config(&config)?

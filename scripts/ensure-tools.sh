@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Makes sure the tools `make demo` and `make test` need are on this machine,
+# installing what is missing from Debian's packages and PyPI. Idempotent and
+# quiet when everything is there. Java and Maven for the broker are handled by
+# scripts/kafka-broker.sh install.
+#
+#   ensure-tools.sh            Rust toolchain, C toolchain, python3 with venv
+#   ensure-tools.sh python     also .local/venv with the Python test tools
+set -euo pipefail
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+say() { echo "ensure-tools: $*" >&2; }
+die() { echo "ensure-tools: error: $*" >&2; exit 1; }
+
+apt_install() {
+  command -v apt-get >/dev/null || die "missing $*; install them by hand (no apt-get here)"
+  local sudo=()
+  [ "$(id -u)" -eq 0 ] || { command -v sudo >/dev/null && sudo=(sudo); } || die "missing $*; run as root or install them"
+  say "installing $* from Debian packages"
+  "${sudo[@]}" apt-get update -qq >&2 || say "apt-get update failed; trying the cached package lists"
+  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >&2 || die "apt-get install $* failed"
+}
+
+missing=()
+command -v cc >/dev/null && command -v make >/dev/null || missing+=(build-essential)
+command -v perl >/dev/null || missing+=(perl)          # librdkafka's configure script
+command -v python3 >/dev/null || missing+=(python3)
+command -v curl >/dev/null || missing+=(curl)          # demo: reads /metrics
+command -v setsid >/dev/null || missing+=(util-linux)  # test harness: broker watchdog
+[ ${#missing[@]} -eq 0 ] || apt_install "${missing[@]}"
+
+if ! command -v cargo >/dev/null; then
+  [ -x "$HOME/.cargo/bin/cargo" ] || die "no Rust toolchain: install rustup (https://rustup.rs) then run make again"
+  say "cargo is in ~/.cargo/bin but not on PATH: add it (source ~/.cargo/env)"
+  exit 1
+fi
+
+if [ "${1:-}" = python ]; then
+  VENV="$ROOT/.local/venv"
+  if [ ! -x "$VENV/bin/python" ]; then
+    python3 -m venv "$VENV" 2>/dev/null || { apt_install python3-venv; python3 -m venv "$VENV"; }
+  fi
+  # fastavro: an independent, standard Avro implementation that checks our schemas are a usable contract.
+  "$VENV/bin/python" -c 'import fastavro' 2>/dev/null || "$VENV/bin/pip" install -q 'fastavro==1.13.*' >&2
+fi
