@@ -53,6 +53,23 @@ pub struct DecodedBatch<B> {
     pub rejected: Vec<Rejected>,
 }
 
+/// Decodes every payload: good events go to `append`, failures come back
+/// with their coordinates.
+fn decode_each<'a, E>(
+    records: impl IntoIterator<Item = RawRecord<'a>>,
+    decode: impl Fn(&[u8]) -> Result<E, DecodeError>,
+    mut append: impl FnMut(E, &RawRecord<'a>),
+) -> Vec<Rejected> {
+    let mut rejected = Vec::new();
+    for r in records {
+        match r.payload.ok_or(DecodeError::EmptyPayload).and_then(&decode) {
+            Ok(e) => append(e, &r),
+            Err(error) => rejected.push(Rejected { partition: r.partition, offset: r.offset, error }),
+        }
+    }
+    rejected
+}
+
 fn ts_type() -> DataType {
     DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into()))
 }
@@ -180,30 +197,25 @@ pub fn decode_clicks<'a>(
     let mut search_query = StringBuilder::new();
     let mut partition = Int32Builder::new();
     let mut offset = Int64Builder::new();
-    let mut rejected = Vec::new();
-    for r in records {
-        let decoded = r.payload.ok_or(DecodeError::EmptyPayload).and_then(|p| decode_click(p, schemas));
-        let e = match decoded {
-            Ok(e) => e,
-            Err(error) => {
-                rejected.push(Rejected { partition: r.partition, offset: r.offset, error });
-                continue;
-            }
-        };
-        customer_id.append_value(e.customer_id.as_str());
-        event_id.append_value(&e.event_id);
-        session_id.append_option(e.session_id.as_deref());
-        event_type.append_value(e.event_type as u8);
-        event_time.append_value(e.event_time.millis());
-        device.append_option(e.device.as_deref());
-        page.append_option(e.page.as_deref());
-        product_id.append_option(e.product_id.as_deref());
-        category.append_option(e.category.as_deref());
-        price.append_option(e.price);
-        search_query.append_option(e.search_query.as_deref());
-        partition.append_value(r.partition);
-        offset.append_value(r.offset);
-    }
+    let rejected = decode_each(
+        records,
+        |p| decode_click(p, schemas),
+        |e, r| {
+            customer_id.append_value(e.customer_id.as_str());
+            event_id.append_value(&e.event_id);
+            session_id.append_option(e.session_id.as_deref());
+            event_type.append_value(e.event_type as u8);
+            event_time.append_value(e.event_time.millis());
+            device.append_option(e.device.as_deref());
+            page.append_option(e.page.as_deref());
+            product_id.append_option(e.product_id.as_deref());
+            category.append_option(e.category.as_deref());
+            price.append_option(e.price);
+            search_query.append_option(e.search_query.as_deref());
+            partition.append_value(r.partition);
+            offset.append_value(r.offset);
+        },
+    );
     let symbols: Vec<&str> = ClickEventType::ALL.iter().map(|t| t.as_str()).collect();
     let out = ClickBatch {
         customer_id: customer_id.finish(),
@@ -349,32 +361,27 @@ pub fn decode_orders<'a>(
     let mut payment_method = StringBuilder::new();
     let mut partition = Int32Builder::new();
     let mut offset = Int64Builder::new();
-    let mut rejected = Vec::new();
-    for r in records {
-        let decoded = r.payload.ok_or(DecodeError::EmptyPayload).and_then(|p| decode_order(p, schemas));
-        let e = match decoded {
-            Ok(e) => e,
-            Err(error) => {
-                rejected.push(Rejected { partition: r.partition, offset: r.offset, error });
-                continue;
+    let rejected = decode_each(
+        records,
+        |p| decode_order(p, schemas),
+        |e, r| {
+            order_id.append_value(&e.order_id);
+            customer_id.append_value(e.customer_id.as_str());
+            event_time.append_value(e.event_time.millis());
+            status.append_value(e.status as u8);
+            total.append_value(e.total);
+            currency.append_value(&e.currency);
+            discount_amount.append_value(e.discount_amount);
+            item_count.append_value(e.item_count);
+            for c in &e.categories {
+                categories.values().append_value(c);
             }
-        };
-        order_id.append_value(&e.order_id);
-        customer_id.append_value(e.customer_id.as_str());
-        event_time.append_value(e.event_time.millis());
-        status.append_value(e.status as u8);
-        total.append_value(e.total);
-        currency.append_value(&e.currency);
-        discount_amount.append_value(e.discount_amount);
-        item_count.append_value(e.item_count);
-        for c in &e.categories {
-            categories.values().append_value(c);
-        }
-        categories.append(true);
-        payment_method.append_option(e.payment_method.as_deref());
-        partition.append_value(r.partition);
-        offset.append_value(r.offset);
-    }
+            categories.append(true);
+            payment_method.append_option(e.payment_method.as_deref());
+            partition.append_value(r.partition);
+            offset.append_value(r.offset);
+        },
+    );
     let symbols: Vec<&str> = OrderStatus::ALL.iter().map(|t| t.as_str()).collect();
     let out = OrderBatch {
         order_id: order_id.finish(),
