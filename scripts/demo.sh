@@ -48,7 +48,8 @@ cat <<MSG
   Each line: event time, customer, previous stage → new stage, (trigger) why.
 
 MSG
-"$BIN" watch | tee "$DEMO/changes.log" & pids+=($!)
+# Process substitution, so $! is the watcher itself and stopping it ends tee too.
+"$BIN" watch > >(tee "$DEMO/changes.log") & pids+=($!)
 "$BIN" generate --customers "$CUSTOMERS" --days "$DAYS" --rate "$RATE" >"$DEMO/generator.log" 2>&1
 
 # Let the worker drain what the generator produced.
