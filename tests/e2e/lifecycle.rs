@@ -117,6 +117,7 @@ fn expected() -> Script {
                 t(None, "new", "event", order_ms(2)),
                 t(Some("new"), "active", "timer", order_ms(32) + 1),
                 t(Some("active"), "at_risk", "timer", order_ms(92) + 1),
+                t(Some("at_risk"), "churned", "timer", order_ms(182) + 1),
             ],
         ),
         ("carol".to_owned(), vec![t(None, "prospect", "event", 3 * DAY)]),
@@ -127,7 +128,7 @@ fn expected() -> Script {
     ])
 }
 
-const EXPECTED_RECORDS: usize = 20; // 12 transitions: 12 entered + 8 exited
+const EXPECTED_RECORDS: usize = 22; // 13 transitions: 13 entered + 9 exited
 
 fn changes(setup: &Setup, want: usize) -> Vec<SegmentChange> {
     setup
@@ -217,7 +218,7 @@ fn scripted_history_gives_exact_transitions_and_the_same_ids_twice_and_across_a_
     }
     let stage = |c: &str| latest[c].segments.iter().map(|m| m.segment.clone()).collect::<Vec<_>>();
     assert_eq!(stage("alice"), ["reactivated"]);
-    assert_eq!(stage("bob"), ["at_risk"]);
+    assert_eq!(stage("bob"), ["churned"]);
     assert_eq!(stage("carol"), ["prospect"]);
     assert_eq!(stage("dave"), ["prospect"]);
 }

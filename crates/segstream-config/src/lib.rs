@@ -64,6 +64,8 @@ pub struct Config {
     pub features: FeaturesConfig,
     /// Lifecycle stage thresholds.
     pub lifecycle: LifecycleConfig,
+    /// Event time: lateness and late events.
+    pub time: TimeConfig,
     /// HTTP endpoints.
     pub http: HttpConfig,
     /// Logging.
@@ -140,6 +142,27 @@ pub struct LifecycleConfig {
     pub churn_days: f64,
     /// Days a returning churned customer stays "reactivated".
     pub reactivated_days: f64,
+}
+
+/// `[time]`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TimeConfig {
+    /// How far behind the latest event time of its partition an event may be
+    /// and still count as on time; also how long timers wait past their due time.
+    pub allowed_lateness_ms: u64,
+    /// What happens to an event later than that.
+    pub late_events: LatePolicy,
+}
+
+/// Policy for events later than the allowed lateness.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum LatePolicy {
+    /// Apply it as a correction, judged as of the customer's latest evaluation.
+    Apply,
+    /// Send it to the dead-letter topic (code `late_event`) unapplied.
+    DeadLetter,
 }
 
 /// `[http]`.

@@ -184,6 +184,11 @@ impl CustomerState {
         self.expire(row.event_time);
     }
 
+    /// Latest event time of any kind applied to this customer.
+    pub fn last_seen(&self) -> Option<EventTime> {
+        self.last_seen
+    }
+
     fn touch(&mut self, t: EventTime) {
         self.last_seen = Some(self.last_seen.map_or(t, |s| s.max(t)));
     }

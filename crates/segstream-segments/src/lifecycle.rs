@@ -222,6 +222,14 @@ impl CustomerSegments {
             .collect()
     }
 
+    /// The next time the stage may change with no new event (for a timer),
+    /// given the customer's current features.
+    pub fn next_due(&self, rules: &LifecycleRules, features: &Features) -> Option<EventTime> {
+        let at = self.evaluated_at?;
+        self.lifecycle?;
+        rules.due_times(inputs(features, self.reactivated_at)).into_iter().flatten().filter(|d| *d > at).min()
+    }
+
     /// Time-driven transitions due in `(evaluated_at, to]`, with no new event:
     /// `features_at(t)` gives the customer's features at time `t`.
     pub fn advance(

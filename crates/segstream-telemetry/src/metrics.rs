@@ -40,6 +40,12 @@ pub struct Metrics {
     pub replayed: IntCounter,
     /// `segstream_consumer_lag_messages{topic,partition}`: from librdkafka statistics.
     pub consumer_lag: IntGaugeVec,
+    /// `segstream_late_events_total{topic}`: events later than the allowed lateness.
+    pub late_events: IntCounterVec,
+    /// `segstream_timer_transitions_total`: transitions fired by timers (watermark passed their due time).
+    pub timers_fired: IntCounter,
+    /// `segstream_timers_pending`: customers with a time-driven transition scheduled.
+    pub timers_pending: IntGauge,
     /// `segstream_assigned_partitions`: input partitions owned now.
     pub assigned_partitions: IntGauge,
     /// `segstream_rebalances_total{kind}`: assignments and revocations.
@@ -164,6 +170,25 @@ impl Metrics {
                 "segstream_consumer_lag_messages",
                 "Messages behind the end of each input partition (librdkafka statistics).",
                 &["topic", "partition"],
+            ),
+            late_events: counter_vec(
+                &r,
+                "segstream_late_events_total",
+                "Events later than time.allowed_lateness_ms behind their partition, per topic.",
+                &["topic"],
+            ),
+            timers_fired: register(
+                &r,
+                IntCounter::new(
+                    "segstream_timer_transitions_total",
+                    "Transitions fired by timers: the partition's watermark passed their due time.",
+                )
+                .unwrap_or_else(|e| panic!("timers: {e}")),
+            ),
+            timers_pending: gauge(
+                &r,
+                "segstream_timers_pending",
+                "Customers with a time-driven transition scheduled.",
             ),
             assigned_partitions: gauge(&r, "segstream_assigned_partitions", "Input partitions assigned now."),
             rebalances: counter_vec(

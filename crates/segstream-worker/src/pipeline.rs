@@ -17,7 +17,7 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Message, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
-use segstream_config::Config;
+use segstream_config::{Config, LatePolicy};
 use segstream_events::schema::Schemas;
 use segstream_events::{
     ClickBatch, CustomerId, DecodeError, EventTime, OrderBatch, RawRecord, SegmentChange, decode_clicks,
@@ -50,7 +50,7 @@ pub struct Summary {
 enum Item {
     Click { batch: Arc<ClickBatch>, row: usize, ts: Option<i64> },
     Order { batch: Arc<OrderBatch>, row: usize, ts: Option<i64> },
-    Dead { key: Option<Vec<u8>>, payload: Option<Vec<u8>>, error: DecodeError },
+    Dead { key: Option<Vec<u8>>, payload: Option<Vec<u8>>, code: &'static str, message: String },
 }
 
 /// One decoded poll of a partition.
@@ -93,6 +93,11 @@ pub(crate) struct Pipeline {
     assigned: bool,
     last_committed: HashMap<(Source, i32), i64>,
     max_event_time: Option<EventTime>,
+    /// Largest event time released per partition pair (its stream time).
+    stream_time: HashMap<i32, EventTime>,
+    /// Largest event time received per lane, for lateness.
+    lane_max: HashMap<(Source, i32), EventTime>,
+    lateness_ms: i64,
     summary: Summary,
     last_report: Instant,
 }
@@ -105,6 +110,7 @@ impl Pipeline {
         consumer: BaseConsumer<RecoveringContext>,
         producer: ThreadedProducer<DefaultProducerContext>,
     ) -> Self {
+        let lateness_ms = i64::try_from(config.time.allowed_lateness_ms).unwrap_or(i64::MAX);
         let store =
             CustomerStore::new(LifecycleRules::new(config.lifecycle.clone()), config.features.clone());
         Self {
@@ -120,6 +126,9 @@ impl Pipeline {
             assigned: false,
             last_committed: HashMap::new(),
             max_event_time: None,
+            stream_time: HashMap::new(),
+            lane_max: HashMap::new(),
+            lateness_ms,
             summary: Summary::default(),
             last_report: Instant::now(),
         }
@@ -203,6 +212,8 @@ impl Pipeline {
                         self.resume.remove(&(source, partition));
                         self.recovering.remove(&(source, partition));
                         self.last_committed.remove(&(source, partition));
+                        self.lane_max.remove(&(source, partition));
+                        self.stream_time.remove(&partition);
                         if self.merger.partitions().any(|p| p == partition) {
                             self.merger.close(partition);
                             let dropped = self.store.drop_partition(partition);
@@ -234,6 +245,20 @@ impl Pipeline {
                 self.metrics.replayed.inc();
             }
             let topic = self.topic_of(source).to_owned();
+            if let Some(t) = pending.time {
+                // Stream time of the partition moves; timers its watermark passed fire
+                // first, as part of this record's processing (same suppression).
+                let stream = self.stream_time.entry(partition).or_insert(t);
+                *stream = (*stream).max(t);
+                let watermark = stream.plus_millis(-self.lateness_ms);
+                for (id, transitions) in self.store.fire_timers(partition, watermark) {
+                    self.metrics.timers_fired.inc_by(transitions.len() as u64);
+                    if !suppress {
+                        self.emit(&id, &transitions, Cause { event_id: None }, emit_time, &mut outputs)?;
+                        record_touch(&mut touched, &mut causes_ts, &id, &transitions, None);
+                    }
+                }
+            }
             match pending.item {
                 Item::Click { batch, row, ts } => {
                     let r = batch.row(row);
@@ -266,13 +291,14 @@ impl Pipeline {
                         record_touch(&mut touched, &mut causes_ts, &id, &transitions, ts);
                     }
                 }
-                Item::Dead { key, payload, error } => {
+                Item::Dead { key, payload, code, message } => {
                     if !suppress {
                         let headers = dead_letter_headers(&DeadLetter {
                             topic: &topic,
                             partition,
                             offset: pending.offset,
-                            error: &error,
+                            code,
+                            message: &message,
                         });
                         outputs.push(Output {
                             topic: self.config.topics.dead_letter.clone(),
@@ -349,18 +375,42 @@ impl Pipeline {
                     Some(error) => {
                         self.metrics.decode_errors.with_label_values(&[topic.as_str(), error.code()]).inc();
                         tracing::debug!(topic, partition, offset = m.offset(), %error, "undecodable record");
-                        let (key, payload) = (m.key().map(<[u8]>::to_vec), m.payload().map(<[u8]>::to_vec));
-                        (None, Item::Dead { key, payload, error })
+                        (None, dead(m, error.code(), error.to_string()))
                     }
                     None => {
                         row += 1;
-                        decoded.item(row - 1, m.timestamp().to_millis())
+                        let (time, item) = decoded.item(row - 1, m.timestamp().to_millis());
+                        match time.and_then(|t| self.late_by(source, partition, t)) {
+                            Some(limit) if self.config.time.late_events == LatePolicy::DeadLetter => {
+                                let message = format!(
+                                    "event time {} is before {limit}: later than time.allowed_lateness_ms ({} ms) behind its partition",
+                                    time.map(|t| t.to_string()).unwrap_or_default(),
+                                    self.lateness_ms
+                                );
+                                (None, dead(m, "late_event", message))
+                            }
+                            _ => (time, item),
+                        }
                     }
                 };
                 self.merger.push(source, partition, Pending { offset: m.offset(), time, item }, now);
             }
         }
         Ok(())
+    }
+
+    /// Tracks the largest event time of a lane; returns the limit if `t` is
+    /// later than the allowed lateness behind it (and counts it).
+    fn late_by(&mut self, source: Source, partition: i32, t: EventTime) -> Option<EventTime> {
+        let max = self.lane_max.entry((source, partition)).or_insert(t);
+        *max = (*max).max(t);
+        let limit = max.plus_millis(-self.lateness_ms);
+        if t >= limit {
+            return None;
+        }
+        let topic = self.topic_of(source).to_owned();
+        self.metrics.late_events.with_label_values(&[topic.as_str()]).inc();
+        Some(limit)
     }
 
     fn emit(
@@ -493,6 +543,7 @@ impl Pipeline {
             self.metrics.population.with_label_values(&["lifecycle", stage.as_str()]).set(n);
         }
         self.metrics.customers.set(i64::try_from(self.store.len()).unwrap_or(i64::MAX));
+        self.metrics.timers_pending.set(i64::try_from(self.store.pending_timers()).unwrap_or(i64::MAX));
         if let Some(t) = self.max_event_time {
             self.metrics.event_time_max.set(t.millis() / 1000);
             self.metrics.watermark_lag.set((EventTime::now().millis() - t.millis()) / 1000);
@@ -509,6 +560,10 @@ impl Pipeline {
             );
         }
     }
+}
+
+fn dead(m: &OwnedMessage, code: &'static str, message: String) -> Item {
+    Item::Dead { key: m.key().map(<[u8]>::to_vec), payload: m.payload().map(<[u8]>::to_vec), code, message }
 }
 
 fn record_touch(

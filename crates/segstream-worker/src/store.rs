@@ -1,7 +1,13 @@
-//! The customers this worker owns: features and segments per customer, and
-//! the population per segment. Owned by the pipeline thread alone.
+//! The customers this worker owns: features and segments per customer, the
+//! timers of their time-driven transitions, and the population per segment.
+//! Owned by the pipeline thread alone.
+//!
+//! Timers are derived state: after every evaluation a customer's next due
+//! time (first order + new days, last order + at-risk days, ...) is
+//! (re)scheduled in its partition's timer set, so rebuilding the customers
+//! (replay) rebuilds the timers too.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use segstream_config::FeaturesConfig;
 use segstream_events::{
@@ -16,6 +22,8 @@ struct Customer {
     segments: CustomerSegments,
     /// Input partition the customer's events come from (same index on both topics).
     partition: i32,
+    /// Due time of this customer's entry in the timer set.
+    scheduled: Option<EventTime>,
 }
 
 /// All customers of this worker.
@@ -23,13 +31,21 @@ struct Customer {
 pub(crate) struct CustomerStore {
     customers: HashMap<CustomerId, Customer>,
     population: BTreeMap<LifecycleStage, i64>,
+    /// Per partition: (due time, customer), earliest first.
+    timers: BTreeMap<i32, BTreeSet<(EventTime, CustomerId)>>,
     rules: LifecycleRules,
     features: FeaturesConfig,
 }
 
 impl CustomerStore {
     pub(crate) fn new(rules: LifecycleRules, features: FeaturesConfig) -> Self {
-        Self { customers: HashMap::new(), population: BTreeMap::new(), rules, features }
+        Self {
+            customers: HashMap::new(),
+            population: BTreeMap::new(),
+            timers: BTreeMap::new(),
+            rules,
+            features,
+        }
     }
 
     /// Applies a click: time-driven transitions due before it, then the
@@ -66,13 +82,70 @@ impl CustomerStore {
         let mut transitions = segments.advance(&self.rules, t, |at| features.features(at));
         let ordered = apply(features);
         transitions.extend(segments.on_event(&self.rules, t, ordered, |at| features.features(at)));
-        for tr in &transitions {
+        self.reschedule(&id);
+        self.count(&transitions);
+        (id, transitions)
+    }
+
+    /// Fires the timers of `partition` due at or before `watermark`, earliest
+    /// first: each customer moves to the stage its silence has earned.
+    pub(crate) fn fire_timers(
+        &mut self,
+        partition: i32,
+        watermark: EventTime,
+    ) -> Vec<(CustomerId, Vec<Transition>)> {
+        let mut out = Vec::new();
+        while let Some((due, id)) = self.next_due_timer(partition, watermark) {
+            let Some(c) = self.customers.get_mut(&id) else { continue };
+            c.scheduled = None;
+            let Customer { features, segments, .. } = c;
+            let transitions = segments.advance(&self.rules, due, |at| features.features(at));
+            self.reschedule(&id);
+            self.count(&transitions);
+            if !transitions.is_empty() {
+                out.push((id, transitions));
+            }
+        }
+        out
+    }
+
+    /// Takes the earliest timer of `partition` if it is due by `watermark`.
+    fn next_due_timer(&mut self, partition: i32, watermark: EventTime) -> Option<(EventTime, CustomerId)> {
+        let set = self.timers.get_mut(&partition)?;
+        if set.first().is_some_and(|(due, _)| *due <= watermark) { set.pop_first() } else { None }
+    }
+
+    /// Timers waiting, all partitions.
+    pub(crate) fn pending_timers(&self) -> usize {
+        self.timers.values().map(BTreeSet::len).sum()
+    }
+
+    fn reschedule(&mut self, id: &CustomerId) {
+        let Some(c) = self.customers.get_mut(id) else { return };
+        let next = c
+            .features
+            .last_seen()
+            .and_then(|seen| c.segments.next_due(&self.rules, &c.features.features(seen)));
+        if next == c.scheduled {
+            return;
+        }
+        let set = self.timers.entry(c.partition).or_default();
+        if let Some(old) = c.scheduled.take() {
+            set.remove(&(old, id.clone()));
+        }
+        if let Some(due) = next {
+            set.insert((due, id.clone()));
+        }
+        c.scheduled = next;
+    }
+
+    fn count(&mut self, transitions: &[Transition]) {
+        for tr in transitions {
             if let Some(from) = tr.from {
                 *self.population.entry(from).or_default() -= 1;
             }
             *self.population.entry(tr.to).or_default() += 1;
         }
-        (id, transitions)
     }
 
     /// The membership record of a customer, as of `updated_at`.
@@ -87,6 +160,7 @@ impl CustomerStore {
 
     /// Drops every customer of a revoked partition; returns how many.
     pub(crate) fn drop_partition(&mut self, partition: i32) -> usize {
+        self.timers.remove(&partition);
         let before = self.customers.len();
         let population = &mut self.population;
         self.customers.retain(|_, c| {

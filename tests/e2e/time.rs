@@ -1,0 +1,121 @@
+//! Event time: silent customers move on timers driven by other customers'
+//! events; events later than the allowed lateness follow the configured policy.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use segstream_events::{
+    ChangeType, ClickEvent, ClickEventType, CustomerId, EventTime, OrderEvent, OrderStatus, PayloadFormat,
+    SegmentChange, Trigger, encode_click, encode_order,
+};
+
+use crate::support::{Setup, http_get, metric, produce};
+
+const DAY: i64 = 86_400_000;
+/// 2024-01-01T10:00:00Z.
+const T0: i64 = 1_704_103_200_000;
+
+fn click(customer: &str, day: i64) -> (String, Vec<u8>) {
+    click_at(customer, T0 + day * DAY)
+}
+
+fn click_at(customer: &str, ms: i64) -> (String, Vec<u8>) {
+    let e = ClickEvent {
+        event_id: format!("t-{customer}-{ms}"),
+        customer_id: CustomerId::new(customer),
+        session_id: None,
+        event_type: ClickEventType::PageView,
+        event_time: EventTime::from_millis(ms),
+        device: None,
+        page: None,
+        product_id: None,
+        category: None,
+        price: None,
+        search_query: None,
+    };
+    (customer.to_owned(), encode_click(&e, PayloadFormat::Avro).unwrap())
+}
+
+fn order(customer: &str, day: i64) -> (String, Vec<u8>) {
+    let o = OrderEvent {
+        order_id: format!("o-{customer}-{day}"),
+        customer_id: CustomerId::new(customer),
+        event_time: EventTime::from_millis(T0 + day * DAY),
+        status: OrderStatus::Placed,
+        total: 25.0,
+        currency: "EUR".into(),
+        discount_amount: 0.0,
+        item_count: 1,
+        categories: vec![],
+        payment_method: None,
+    };
+    (customer.to_owned(), encode_order(&o, PayloadFormat::Avro).unwrap())
+}
+
+#[test]
+fn a_silent_customer_goes_at_risk_then_churned_on_other_customers_events() {
+    // One partition, so every customer shares the stream time.
+    let setup = Setup::new("timers", 1);
+    let p = setup.producer();
+    produce(&p, &setup.topic("orders"), &[order("sam", 0)]);
+    let others: Vec<_> = [50, 100, 150, 200, 300].iter().map(|d| click(&format!("other-{d}"), *d)).collect();
+    produce(&p, &setup.topic("clickstream"), &others);
+
+    let mut worker = setup.spawn_worker();
+    let addr = worker.wait_ready(Duration::from_secs(60));
+    // sam: 4 transitions (7 records); the five others: one entry each.
+    let records = setup.read(&setup.topic("changes"), 12, Duration::from_secs(60));
+    let metrics = http_get(&addr, "/metrics").1;
+    assert!(worker.terminate(Duration::from_secs(20)).0.success());
+
+    let changes: Vec<SegmentChange> =
+        records.iter().map(|r| SegmentChange::from_avro(r.payload.as_deref().unwrap()).unwrap()).collect();
+    let sam: Vec<(String, Trigger, i64)> = changes
+        .iter()
+        .filter(|c| c.customer_id.as_str() == "sam" && c.change == ChangeType::Entered)
+        .map(|c| (c.segment.clone(), c.trigger, (c.cause_event_time.millis() - T0)))
+        .collect();
+    assert_eq!(
+        sam,
+        vec![
+            ("new".to_owned(), Trigger::Event, 0),
+            ("active".to_owned(), Trigger::Timer, 30 * DAY + 1),
+            ("at_risk".to_owned(), Trigger::Timer, 90 * DAY + 1),
+            ("churned".to_owned(), Trigger::Timer, 180 * DAY + 1),
+        ]
+    );
+    assert!(changes.iter().filter(|c| c.trigger == Trigger::Timer).all(|c| c.cause_event_id.is_none()));
+    assert_eq!(changes.len(), 12, "{changes:#?}");
+    assert_eq!(metric(&metrics, "segstream_timer_transitions_total"), 3.0);
+}
+
+#[test]
+fn events_later_than_the_allowed_lateness_are_dead_lettered_when_configured() {
+    let setup =
+        Setup::new("late", 1).with("time.late_events=dead_letter").with("time.allowed_lateness_ms=86400000");
+    let p = setup.producer();
+    // In order, then one within the lateness (half a day back), then one 20 days back.
+    let late = click("lou", 10);
+    let within = click_at("kim", T0 + 30 * DAY - DAY / 2);
+    produce(&p, &setup.topic("clickstream"), &[click("ann", 0), click("bo", 30), within, late.clone()]);
+
+    let mut worker = setup.spawn_worker();
+    let addr = worker.wait_ready(Duration::from_secs(60));
+    let dead = setup.read(&setup.topic("dlq"), 1, Duration::from_secs(60));
+    let changes = setup.read(&setup.topic("changes"), 3, Duration::from_secs(30));
+    let metrics = http_get(&addr, "/metrics").1;
+    assert!(worker.terminate(Duration::from_secs(20)).0.success());
+
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].header("segstream.error.code"), Some("late_event"));
+    assert_eq!(dead[0].payload.as_deref(), Some(late.1.as_slice()), "original bytes kept");
+    assert_eq!(dead[0].header("segstream.source.offset"), Some("3"));
+    let entered: BTreeMap<String, String> = changes
+        .iter()
+        .map(|r| SegmentChange::from_avro(r.payload.as_deref().unwrap()).unwrap())
+        .map(|c| (c.customer_id.to_string(), c.segment))
+        .collect();
+    assert_eq!(entered.keys().map(String::as_str).collect::<Vec<_>>(), ["ann", "bo", "kim"]);
+    let topic = setup.topic("clickstream");
+    assert_eq!(metric(&metrics, &format!("segstream_late_events_total{{topic=\"{topic}\"}}")), 1.0);
+}
