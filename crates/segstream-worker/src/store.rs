@@ -193,3 +193,59 @@ impl CustomerStore {
             .sum()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use segstream_config::Config;
+    use segstream_events::OrderStatus;
+
+    use super::*;
+
+    const DAY: i64 = 86_400_000;
+
+    fn order(customer: &str, id: &'static str, day: i64) -> OrderRow<'static> {
+        OrderRow {
+            order_id: id,
+            customer_id: if customer == "a" { "a" } else { "b" },
+            event_time: EventTime::from_millis(1_700_000_000_000 + day * DAY),
+            status: OrderStatus::Placed,
+            total: 10.0,
+            discount_amount: 0.0,
+            item_count: 1,
+            payment_method: None,
+            partition: 0,
+            offset: 0,
+        }
+    }
+
+    #[test]
+    fn timers_fire_in_due_order_up_to_the_watermark_and_reschedule() {
+        let config = Config::default();
+        let mut store = CustomerStore::new(LifecycleRules::new(config.lifecycle), config.features);
+        store.on_order(&order("a", "a1", 0));
+        store.on_order(&order("b", "b1", 10));
+        assert_eq!(store.pending_timers(), 2);
+        let at = |day: i64| EventTime::from_millis(1_700_000_000_000 + day * DAY);
+        // Day 35: a's "new" window ended (day 30), b's not yet (day 40).
+        let fired = store.fire_timers(0, at(35));
+        assert_eq!(
+            fired.iter().map(|(id, t)| (id.as_str(), t[0].to.as_str())).collect::<Vec<_>>(),
+            [("a", "active")]
+        );
+        // Everything up to day 200, earliest first, each customer rescheduled after each step.
+        let fired: Vec<(String, &str)> = store
+            .fire_timers(0, at(200))
+            .into_iter()
+            .flat_map(|(id, ts)| ts.into_iter().map(move |t| (id.to_string(), t.to.as_str())))
+            .collect();
+        let expected =
+            [("b", "active"), ("a", "at_risk"), ("b", "at_risk"), ("a", "churned"), ("b", "churned")];
+        assert_eq!(fired.iter().map(|(c, s)| (c.as_str(), *s)).collect::<Vec<_>>(), expected);
+        assert_eq!(store.pending_timers(), 0, "churned has no further due time");
+        assert_eq!(
+            store.population().find(|(s, _)| *s == LifecycleStage::Churned),
+            Some((LifecycleStage::Churned, 2))
+        );
+        assert!(store.fire_timers(1, at(400)).is_empty(), "other partitions are untouched");
+    }
+}
