@@ -6,7 +6,7 @@ CARGO ?= cargo
 KAFKA_PORT ?= 9092
 BROKER_DIR ?= .local/broker
 
-.PHONY: demo test lint unit e2e broker broker-stop build tools clean
+.PHONY: demo test lint bench broker broker-stop build tools clean
 
 ## demo: local Kafka + worker + synthetic traffic; prints segment changes as they happen
 demo: tools build
@@ -21,6 +21,10 @@ test: tools lint
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+## bench: benchmarks (release build); figures and method in benches/README.md
+bench: tools
+	$(CARGO) bench -p segstream-features --bench state_memory
 
 ## broker: start a local Kafka on 127.0.0.1:$(KAFKA_PORT) (data in $(BROKER_DIR)) with segstream's topics
 broker: tools build

@@ -1,0 +1,136 @@
+//! State memory and update speed at scale: builds the per-customer state
+//! (features + segments, keyed by customer id as the worker keeps it) for a
+//! realistic mix of customers and reports heap bytes per customer and events
+//! applied per second on one core. Run with `make bench`.
+//!
+//! Mix (per 100 customers): 20 browsers (30 days of clicks, no order),
+//! 25 loyal (15 orders in the year, frequent visits), 15 bargain hunters
+//! (8 orders, frequent searches), 20 one-time buyers (1 order, rare visits),
+//! 20 lapsed (3 orders long ago, no recent visit).
+
+#![allow(missing_docs, clippy::unwrap_used)]
+
+use std::alloc::System;
+use std::collections::HashMap;
+use std::time::Instant;
+
+use segstream_config::Config;
+use segstream_events::{ClickEventType, ClickRow, CustomerId, EventTime, OrderRow, OrderStatus};
+use segstream_features::CustomerState;
+use segstream_segments::{CustomerSegments, LifecycleRules};
+use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
+
+#[global_allocator]
+static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
+
+const DAY: i64 = 86_400_000;
+const NOW: i64 = 1_735_689_600_000; // 2025-01-01
+
+/// (orders in the last year, active click days in the last 30, clicks per active day)
+fn profile(i: u64) -> (i64, i64, i64) {
+    match i % 100 {
+        0..20 => (0, 8, 6),
+        20..45 => (15, 10, 8),
+        45..60 => (8, 12, 10),
+        60..80 => (1, 2, 4),
+        _ => (3, 0, 0),
+    }
+}
+
+fn main() {
+    // `cargo test --all-targets` also runs this (unoptimised): there it is a
+    // quick smoke test with a small population.
+    let default = if cfg!(debug_assertions) { 10_000 } else { 1_000_000 };
+    let customers: u64 =
+        std::env::var("BENCH_CUSTOMERS").ok().and_then(|v| v.parse().ok()).unwrap_or(default);
+    let config = Config::default();
+    let rules = LifecycleRules::new(config.lifecycle.clone());
+    let region = Region::new(GLOBAL);
+    let started = Instant::now();
+    let mut events: u64 = 0;
+    let mut store: HashMap<CustomerId, (CustomerState, CustomerSegments)> = HashMap::new();
+    let mut order_ids: Vec<String> = Vec::new();
+    for i in 0..customers {
+        let id = CustomerId::new(format!("cust-{i:08}"));
+        let (orders, active_days, clicks_per_day) = profile(i);
+        let (state, segments) = store.entry(id.clone()).or_default();
+        let lapsed = i % 100 >= 80;
+        let span = if lapsed { 700 } else { 360 };
+        order_ids.clear();
+        order_ids.extend((0..orders).map(|k| format!("o-{i}-{k}")));
+        // Interleave orders and clicks in time order, as the merge delivers them.
+        let mut timeline: Vec<(i64, Option<usize>)> = (0..orders)
+            .map(|k| {
+                (
+                    NOW - span * DAY + (k * span / orders.max(1)) * DAY + (i as i64 % 997) * 1000,
+                    Some(k as usize),
+                )
+            })
+            .collect();
+        for d in 0..active_days {
+            for c in 0..clicks_per_day {
+                timeline.push((NOW - (29 - d * 3 % 30) * DAY + c * 120_000, None));
+            }
+        }
+        timeline.sort_unstable();
+        for (t, order) in timeline {
+            let at = EventTime::from_millis(t);
+            segments.advance(&rules, at, |x| state.features(x));
+            let ordered = match order {
+                Some(k) => state.apply_order(&OrderRow {
+                    order_id: &order_ids[k],
+                    customer_id: id.as_str(),
+                    event_time: at,
+                    status: OrderStatus::Placed,
+                    total: 42.5,
+                    discount_amount: 0.0,
+                    item_count: 2,
+                    payment_method: Some("card"),
+                    partition: 0,
+                    offset: 0,
+                }),
+                None => {
+                    let kind = if t % 3 == 0 { ClickEventType::Search } else { ClickEventType::PageView };
+                    state.apply_click(
+                        &ClickRow {
+                            customer_id: id.as_str(),
+                            event_id: "e",
+                            event_type: kind,
+                            event_time: at,
+                            device: Some("mobile"),
+                            category: Some("shoes"),
+                            price: None,
+                            partition: 0,
+                            offset: 0,
+                        },
+                        &config.features,
+                    );
+                    false
+                }
+            };
+            segments.on_event(&rules, at, ordered, |x| state.features(x));
+            events += 1;
+        }
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    drop(order_ids);
+    let stats = region.change();
+    // stats_alloc already folds reallocation growth and shrinkage into these two.
+    let live = stats.bytes_allocated as i64 - stats.bytes_deallocated as i64;
+    let per_customer = live as f64 / customers as f64;
+    println!("customers                 {customers}");
+    println!(
+        "events applied            {events} in {elapsed:.2} s = {:.0} events/s (one core, features + lifecycle)",
+        events as f64 / elapsed
+    );
+    println!("state heap bytes          {live} ({:.1} MiB)", live as f64 / 1_048_576.0);
+    println!("bytes per customer        {per_customer:.0} (target <= 1024)");
+    let entry = std::mem::size_of::<(CustomerId, (CustomerState, CustomerSegments))>();
+    let table = store.capacity() * (entry + 1);
+    println!(
+        "of which the hash table      {:.0} per customer ({} buckets of {entry} + 1 control bytes)",
+        table as f64 / customers as f64,
+        store.capacity()
+    );
+    assert!(store.len() as u64 == customers);
+}
