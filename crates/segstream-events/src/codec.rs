@@ -24,6 +24,9 @@ pub enum PayloadFormat {
 /// Earliest event time we accept: 2000-01-01. Older means a unit mistake
 /// (seconds instead of milliseconds) far more often than real data.
 const MIN_EVENT_TIME_MS: i64 = 946_684_800_000;
+/// Latest event time we accept: 2100-01-01. Later means a unit mistake
+/// (microseconds) or a broken clock.
+const MAX_EVENT_TIME_MS: i64 = 4_102_444_800_000;
 
 enum Body<'a> {
     Avro(u32, &'a [u8]),
@@ -105,6 +108,15 @@ fn validate_common(customer: &CustomerId, time: EventTime) -> Result<(), DecodeE
         return Err(invalid(
             "event_time",
             format!("{} ms is before 2000-01-01: event_time is milliseconds since the epoch", time.millis()),
+        ));
+    }
+    if time.millis() > MAX_EVENT_TIME_MS {
+        return Err(invalid(
+            "event_time",
+            format!(
+                "{} ms is after 2100-01-01: event_time is milliseconds (not microseconds) since the epoch",
+                time.millis()
+            ),
         ));
     }
     Ok(())

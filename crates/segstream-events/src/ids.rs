@@ -71,12 +71,12 @@ impl EventTime {
     /// This time plus a number of (possibly fractional) days.
     pub fn plus_days(self, days: f64) -> Self {
         // Durations in config are at most a few years, far inside f64's exact range.
-        Self(self.0 + (days * DAY_MS as f64) as i64)
+        Self(self.0.saturating_add((days * DAY_MS as f64) as i64))
     }
 
     /// This time plus milliseconds.
     pub const fn plus_millis(self, ms: i64) -> Self {
-        Self(self.0 + ms)
+        Self(self.0.saturating_add(ms))
     }
 
     /// Days elapsed from `earlier` to `self`, as a fraction.

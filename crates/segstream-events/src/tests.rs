@@ -98,6 +98,9 @@ fn malformed_payloads_are_rejected_with_stable_codes() {
     let mut seconds = click();
     seconds.event_time = EventTime::from_millis(1_700_000_000);
     assert_eq!(code_of(&encode_click(&seconds, PayloadFormat::Json).expect("encode")), "invalid_field");
+    let mut micros = click();
+    micros.event_time = EventTime::from_millis(1_700_000_000_000_000);
+    assert_eq!(code_of(&encode_click(&micros, PayloadFormat::Avro).expect("encode")), "invalid_field");
     let mut nan = click();
     nan.price = Some(f64::NAN);
     assert_eq!(code_of(&encode_click(&nan, PayloadFormat::Avro).expect("encode")), "invalid_field");
