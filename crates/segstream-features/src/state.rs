@@ -32,6 +32,8 @@ struct OrderEntry {
     id: u64,
     time: EventTime,
     amount: Money,
+    /// Discount granted, in cents (saturating: no real discount reaches 21 M).
+    discount_cents: i32,
     /// Cancelled or refunded: no longer counts.
     voided: bool,
 }
@@ -39,9 +41,14 @@ struct OrderEntry {
 /// Click activity of one day.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 struct DayActivity {
-    day: i64,
-    sessions: u32,
-    page_views: u32,
+    /// Days since the epoch; i32 reaches year 5.8 million.
+    day: i32,
+    sessions: u16,
+    /// page_view and product_view clicks.
+    page_views: u16,
+    product_views: u16,
+    searches: u16,
+    add_to_cart: u16,
 }
 
 /// Everything segstream keeps about one customer.
@@ -94,6 +101,20 @@ pub struct Features {
     pub sessions_30d: u32,
     /// Page and product views in the last 30 days.
     pub page_views_30d: u32,
+    /// Product views in the last 30 days.
+    pub product_views_30d: u32,
+    /// Searches in the last 30 days.
+    pub searches_30d: u32,
+    /// Add-to-cart clicks in the last 30 days.
+    pub add_to_cart_30d: u32,
+    /// Mean days between orders: (last − first order) / (orders − 1), lifetime.
+    pub interpurchase_mean_days: Option<f64>,
+    /// Days between the last two net orders of the last 365 days.
+    pub interpurchase_last_gap_days: Option<f64>,
+    /// Share of the last 365 days' net orders that carried a discount.
+    pub discount_share_365d: Option<f64>,
+    /// Average discount of the discounted net orders of the last 365 days.
+    pub avg_discount_365d: Option<f64>,
     /// Latest event of any kind.
     pub last_seen: Option<EventTime>,
 }
@@ -111,9 +132,16 @@ impl Features {
             ("lifetime_orders".to_owned(), f64::from(self.lifetime_orders)),
             ("sessions_30d".to_owned(), f64::from(self.sessions_30d)),
             ("page_views_30d".to_owned(), f64::from(self.page_views_30d)),
+            ("product_views_30d".to_owned(), f64::from(self.product_views_30d)),
+            ("searches_30d".to_owned(), f64::from(self.searches_30d)),
+            ("add_to_cart_30d".to_owned(), f64::from(self.add_to_cart_30d)),
         ]);
         let optional = [
             ("avg_order_value", self.avg_order_value),
+            ("interpurchase_mean_days", self.interpurchase_mean_days),
+            ("interpurchase_last_gap_days", self.interpurchase_last_gap_days),
+            ("discount_share_365d", self.discount_share_365d),
+            ("avg_discount_365d", self.avg_discount_365d),
             ("days_since_last_order", self.days_since_last_order),
             ("tenure_days", self.tenure_days),
         ];
@@ -150,6 +178,8 @@ impl CustomerState {
                         id,
                         time: row.event_time,
                         amount: Money::from_units(row.total),
+                        discount_cents: i32::try_from(Money::from_units(row.discount_amount).0)
+                            .unwrap_or(i32::MAX),
                         voided: false,
                     },
                 );
@@ -171,15 +201,27 @@ impl CustomerState {
         let gap_ms = i64::from(config.session_gap_minutes) * 60_000;
         let new_session = self.last_click.is_none_or(|last| row.event_time.millis() - last.millis() > gap_ms);
         self.last_click = Some(self.last_click.map_or(row.event_time, |l| l.max(row.event_time)));
-        let is_view = matches!(row.event_type, ClickEventType::PageView | ClickEventType::ProductView);
-        let day = row.event_time.day();
+        let kind = row.event_type;
+        let day = i32::try_from(row.event_time.day()).unwrap_or(i32::MAX);
         let at = self.activity.partition_point(|a| a.day < day);
         if self.activity.get(at).is_none_or(|a| a.day != day) {
-            self.activity.insert(at, DayActivity { day, sessions: 0, page_views: 0 });
+            let empty = DayActivity {
+                day,
+                sessions: 0,
+                page_views: 0,
+                product_views: 0,
+                searches: 0,
+                add_to_cart: 0,
+            };
+            self.activity.insert(at, empty);
         }
-        if let Some(bucket) = self.activity.get_mut(at) {
-            bucket.sessions += u32::from(new_session);
-            bucket.page_views += u32::from(is_view);
+        if let Some(b) = self.activity.get_mut(at) {
+            let bump = |n: &mut u16, yes: bool| *n = n.saturating_add(u16::from(yes));
+            bump(&mut b.sessions, new_session);
+            bump(&mut b.page_views, matches!(kind, ClickEventType::PageView | ClickEventType::ProductView));
+            bump(&mut b.product_views, kind == ClickEventType::ProductView);
+            bump(&mut b.searches, kind == ClickEventType::Search);
+            bump(&mut b.add_to_cart, kind == ClickEventType::AddToCart);
         }
         self.expire(row.event_time);
     }
@@ -205,7 +247,7 @@ impl CustomerState {
             }
         }
         let click_horizon = now.day() - CLICK_WINDOW_DAYS;
-        while self.activity.front().is_some_and(|a| a.day < click_horizon) {
+        while self.activity.front().is_some_and(|a| i64::from(a.day) < click_horizon) {
             self.activity.pop_front();
         }
     }
@@ -227,9 +269,26 @@ impl CustomerState {
         let lifetime_revenue = Money(live_revenue + self.folded_revenue.0);
         let last_order = live().map(|o| o.time).max().or(self.folded_last_order);
         let click_from = now.day() - CLICK_WINDOW_DAYS;
-        let recent = self.activity.iter().filter(|a| a.day > click_from && a.day <= now.day());
-        let (sessions_30d, page_views_30d) =
-            recent.fold((0, 0), |(s, v), a| (s + a.sessions, v + a.page_views));
+        let recent = || {
+            self.activity
+                .iter()
+                .filter(move |a| i64::from(a.day) > click_from && i64::from(a.day) <= now.day())
+        };
+        let sum = |field: fn(&DayActivity) -> u16| recent().map(|a| u32::from(field(a))).sum::<u32>();
+        let year_from = now.plus_days(-365.0);
+        // One pass, no allocation: this runs several times per event.
+        let (mut year_orders, mut discounted, mut discount_sum) = (0u32, 0u32, 0i64);
+        let mut last_two: (Option<EventTime>, Option<EventTime>) = (None, None);
+        for o in live().filter(|o| o.time > year_from) {
+            year_orders += 1;
+            if o.discount_cents > 0 {
+                discounted += 1;
+                discount_sum += i64::from(o.discount_cents);
+            }
+            // Orders are sorted by time.
+            last_two = (last_two.1, Some(o.time));
+        }
+        let first_order = self.first_order;
         Features {
             as_of: Some(now),
             orders_30d,
@@ -245,8 +304,23 @@ impl CustomerState {
             days_since_last_order: last_order.map(|l| now.days_since(l)),
             first_order: self.first_order,
             tenure_days: self.first_order.map(|f| now.days_since(f)),
-            sessions_30d,
-            page_views_30d,
+            sessions_30d: sum(|a| a.sessions),
+            page_views_30d: sum(|a| a.page_views),
+            product_views_30d: sum(|a| a.product_views),
+            searches_30d: sum(|a| a.searches),
+            add_to_cart_30d: sum(|a| a.add_to_cart),
+            interpurchase_mean_days: match (first_order, last_order) {
+                (Some(f), Some(l)) if lifetime_orders >= 2 => {
+                    Some(l.days_since(f) / f64::from(lifetime_orders - 1))
+                }
+                _ => None,
+            },
+            interpurchase_last_gap_days: match last_two {
+                (Some(a), Some(b)) => Some(b.days_since(a)),
+                _ => None,
+            },
+            discount_share_365d: (year_orders > 0).then(|| f64::from(discounted) / f64::from(year_orders)),
+            avg_discount_365d: (discounted > 0).then(|| Money(discount_sum).units() / f64::from(discounted)),
             last_seen: self.last_seen,
         }
     }

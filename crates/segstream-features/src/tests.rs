@@ -166,3 +166,42 @@ proptest! {
         prop_assert_eq!(f.first_order.map(|t| t.millis()), first);
     }
 }
+
+#[test]
+fn interpurchase_times_and_discount_sensitivity() {
+    let mut s = CustomerState::default();
+    let mut with_discount = order("a", T0, OrderStatus::Placed, 40.0);
+    with_discount.discount_amount = 10.0;
+    s.apply_order(&with_discount);
+    s.apply_order(&order("b", T0 + 30 * DAY, OrderStatus::Placed, 50.0));
+    let mut c = order("c", T0 + 90 * DAY, OrderStatus::Placed, 20.0);
+    c.discount_amount = 5.0;
+    s.apply_order(&c);
+    let f = s.features(EventTime::from_millis(T0 + 100 * DAY));
+    assert_eq!(f.interpurchase_mean_days, Some(45.0));
+    assert_eq!(f.interpurchase_last_gap_days, Some(60.0));
+    assert_eq!(f.avg_discount_365d, Some(7.5));
+    assert!(f.discount_share_365d.is_some_and(|x| (x - 2.0 / 3.0).abs() < 1e-12));
+    let single = CustomerState::default().features(EventTime::from_millis(T0));
+    assert_eq!((single.interpurchase_mean_days, single.discount_share_365d), (None, None));
+}
+
+#[test]
+fn click_kinds_are_counted_per_window() {
+    let mut s = CustomerState::default();
+    for (i, kind) in [
+        ClickEventType::Search,
+        ClickEventType::ProductView,
+        ClickEventType::AddToCart,
+        ClickEventType::Search,
+        ClickEventType::PageView,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        s.apply_click(&click(T0 + i as i64 * 60_000, kind), &cfg());
+    }
+    let f = s.features(EventTime::from_millis(T0 + DAY));
+    assert_eq!((f.searches_30d, f.product_views_30d, f.add_to_cart_30d, f.page_views_30d), (2, 1, 1, 2));
+    assert_eq!(f.sessions_30d, 1);
+}
