@@ -9,12 +9,16 @@ use segstream_events::{
 use crate::support::{Setup, http_get, metric, produce};
 
 fn good_click(customer: &str) -> Vec<u8> {
+    click_at(customer, 1_704_103_200_000)
+}
+
+fn click_at(customer: &str, ms: i64) -> Vec<u8> {
     let e = ClickEvent {
         event_id: format!("ok-{customer}"),
         customer_id: CustomerId::new(customer),
         session_id: None,
         event_type: ClickEventType::Search,
-        event_time: EventTime::from_millis(1_704_103_200_000),
+        event_time: EventTime::from_millis(ms),
         device: None,
         page: None,
         product_id: None,
@@ -38,6 +42,10 @@ fn undecodable_records_go_to_the_dead_letter_topic_with_headers_and_are_counted(
         ),
         ("k3".into(), wrong_schema),
         ("k4".into(), vec![0, 0, 0]),
+        // Decodes, but keyed by someone else: it would land on another partition than its orders.
+        ("someone-else".into(), good_click("c-key")),
+        // Decodes, but 2099: it would move stream time and fire every timer decades early.
+        ("c-future".into(), click_at("c-future", 4_070_908_800_000)),
     ];
     let p = setup.producer();
     let mut records = bad.clone();
@@ -46,14 +54,24 @@ fn undecodable_records_go_to_the_dead_letter_topic_with_headers_and_are_counted(
 
     let mut worker = setup.spawn_worker();
     let addr = worker.wait_ready(Duration::from_secs(60));
-    let dead = setup.read(&setup.topic("dlq"), 4, Duration::from_secs(60));
+    let dead = setup.read(&setup.topic("dlq"), 6, Duration::from_secs(60));
     let good = setup.read(&setup.topic("changes"), 1, Duration::from_secs(30));
     let metrics = http_get(&addr, "/metrics").1;
     assert!(worker.terminate(Duration::from_secs(20)).0.success());
 
-    assert_eq!(dead.len(), 4, "every bad record is dead-lettered");
+    assert_eq!(dead.len(), 6, "every bad record is dead-lettered");
     let codes: Vec<&str> = dead.iter().map(|r| r.header("segstream.error.code").unwrap()).collect();
-    assert_eq!(codes, ["unknown_format", "invalid_field", "unknown_schema_id", "truncated_header"]);
+    assert_eq!(
+        codes,
+        [
+            "unknown_format",
+            "invalid_field",
+            "unknown_schema_id",
+            "truncated_header",
+            "key_mismatch",
+            "future_event"
+        ]
+    );
     for (r, (key, payload)) in dead.iter().zip(&bad) {
         assert_eq!(r.key.as_deref(), Some(key.as_str()), "original key kept");
         assert_eq!(r.payload.as_deref(), Some(payload.as_slice()), "original bytes kept");
@@ -62,7 +80,7 @@ fn undecodable_records_go_to_the_dead_letter_topic_with_headers_and_are_counted(
         assert!(r.header("segstream.error.message").is_some_and(|m| !m.is_empty()));
     }
     let offsets: Vec<&str> = dead.iter().map(|r| r.header("segstream.source.offset").unwrap()).collect();
-    assert_eq!(offsets, ["0", "1", "3", "4"]);
+    assert_eq!(offsets, ["0", "1", "3", "4", "5", "6"]);
     let message = dead[1].header("segstream.error.message").unwrap();
     assert!(message.contains("customer_id"), "{message}");
 
@@ -70,7 +88,8 @@ fn undecodable_records_go_to_the_dead_letter_topic_with_headers_and_are_counted(
     assert_eq!(good.len(), 1);
     assert_eq!(SegmentChange::from_avro(good[0].payload.as_deref().unwrap()).unwrap().segment, "prospect");
     let topic = setup.topic("clickstream");
-    assert_eq!(metric(&metrics, &format!("segstream_dead_letters_total{{topic=\"{topic}\"}}")), 4.0);
+    assert_eq!(metric(&metrics, &format!("segstream_dead_letters_total{{topic=\"{topic}\"}}")), 6.0);
+    assert_eq!(metric(&metrics, &format!("segstream_future_events_total{{topic=\"{topic}\"}}")), 1.0);
     assert_eq!(
         metric(
             &metrics,

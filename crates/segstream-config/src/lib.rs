@@ -153,6 +153,10 @@ pub struct TimeConfig {
     pub allowed_lateness_ms: u64,
     /// What happens to an event later than that.
     pub late_events: LatePolicy,
+    /// An event time more than this after the record's Kafka timestamp is
+    /// dead-lettered (code `future_event`): it would move the partition's
+    /// stream time, and every timer, into the future.
+    pub max_future_ms: u64,
 }
 
 /// Policy for events later than the allowed lateness.

@@ -122,9 +122,15 @@ fn validate_common(customer: &CustomerId, time: EventTime) -> Result<(), DecodeE
     Ok(())
 }
 
+/// Largest amount accepted on one event: a billion currency units.
+const MAX_AMOUNT: f64 = 1.0e9;
+
 fn validate_amount(field: &'static str, amount: f64) -> Result<(), DecodeError> {
     if !amount.is_finite() || amount < 0.0 {
         return Err(invalid(field, format!("{amount} is not a finite, non-negative amount")));
+    }
+    if amount > MAX_AMOUNT {
+        return Err(invalid(field, format!("{amount} is above the 1e9 limit of one event")));
     }
     Ok(())
 }

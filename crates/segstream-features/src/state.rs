@@ -242,7 +242,7 @@ impl CustomerState {
             let o = self.orders.remove(0);
             if !o.voided {
                 self.folded_orders += 1;
-                self.folded_revenue = Money(self.folded_revenue.0 + o.amount.0);
+                self.folded_revenue = Money(self.folded_revenue.0.saturating_add(o.amount.0));
                 self.folded_last_order = Some(self.folded_last_order.map_or(o.time, |l| l.max(o.time)));
             }
         }
@@ -259,14 +259,15 @@ impl CustomerState {
             let from = now.plus_days(-days);
             live()
                 .filter(|o| o.time > from)
-                .fold((0u32, Money(0)), |(n, m), o| (n + 1, Money(m.0 + o.amount.0)))
+                .fold((0u32, Money(0)), |(n, m), o| (n + 1, Money(m.0.saturating_add(o.amount.0))))
         };
         let (orders_30d, revenue_30d) = window(30.0);
         let (orders_90d, revenue_90d) = window(90.0);
         let (orders_365d, revenue_365d) = window(365.0);
-        let (live_count, live_revenue) = live().fold((0u32, 0i64), |(n, m), o| (n + 1, m + o.amount.0));
+        let (live_count, live_revenue) =
+            live().fold((0u32, 0i64), |(n, m), o| (n + 1, m.saturating_add(o.amount.0)));
         let lifetime_orders = live_count + self.folded_orders;
-        let lifetime_revenue = Money(live_revenue + self.folded_revenue.0);
+        let lifetime_revenue = Money(live_revenue.saturating_add(self.folded_revenue.0));
         let last_order = live().map(|o| o.time).max().or(self.folded_last_order);
         let click_from = now.day() - CLICK_WINDOW_DAYS;
         let recent = || {

@@ -42,6 +42,8 @@ pub struct Metrics {
     pub consumer_lag: IntGaugeVec,
     /// `segstream_late_events_total{topic}`: events later than the allowed lateness.
     pub late_events: IntCounterVec,
+    /// `segstream_future_events_total{topic}`: events dead-lettered for an event time far after their Kafka timestamp.
+    pub future_events: IntCounterVec,
     /// `segstream_timer_transitions_total`: transitions fired by timers (watermark passed their due time).
     pub timers_fired: IntCounter,
     /// `segstream_timers_pending`: customers with a time-driven transition scheduled.
@@ -175,6 +177,12 @@ impl Metrics {
                 &r,
                 "segstream_late_events_total",
                 "Events later than time.allowed_lateness_ms behind their partition, per topic.",
+                &["topic"],
+            ),
+            future_events: counter_vec(
+                &r,
+                "segstream_future_events_total",
+                "Events whose event time is more than time.max_future_ms after their Kafka timestamp (dead-lettered).",
                 &["topic"],
             ),
             timers_fired: register(

@@ -43,19 +43,30 @@ struct Lane<T> {
     last_arrival: Instant,
     /// Offset after the last record received, if any.
     next_offset: Option<i64>,
+    /// Committed offset at assignment: records below it are being replayed.
+    floor: i64,
+    /// Still replaying up to `floor` (until the consumer's position passes it).
+    replaying: bool,
 }
 
 impl<T> Lane<T> {
     fn new(now: Instant) -> Self {
-        Self { queue: VecDeque::new(), last_arrival: now, next_offset: None }
+        Self { queue: VecDeque::new(), last_arrival: now, next_offset: None, floor: 0, replaying: false }
     }
 
     fn head_time(&self) -> Option<Option<EventTime>> {
         self.queue.front().map(|p| p.time)
     }
 
+    /// A replaying lane is never idle: the records it still has to deliver
+    /// were merged with the other lane in the committed run.
     fn idle(&self, now: Instant, idle: Duration) -> bool {
-        self.queue.is_empty() && now.duration_since(self.last_arrival) >= idle
+        !self.replaying && self.queue.is_empty() && now.duration_since(self.last_arrival) >= idle
+    }
+
+    /// The head is at or above the floor: new work, not replay.
+    fn head_is_new(&self) -> bool {
+        self.queue.front().is_some_and(|p| p.offset >= self.floor)
     }
 }
 
@@ -96,6 +107,21 @@ impl<T> Merger<T> {
         self.pair(partition, now);
     }
 
+    /// Sets a lane's committed offset at assignment; the lane replays until
+    /// [`Merger::finish_replay`].
+    pub(crate) fn set_floor(&mut self, source: Source, partition: i32, floor: i64) {
+        let lane = self.pair(partition, Instant::now()).lane(source);
+        lane.floor = floor;
+        lane.replaying = floor > 0;
+    }
+
+    /// The lane has been read up to its floor.
+    pub(crate) fn finish_replay(&mut self, source: Source, partition: i32) {
+        if let Some(pair) = self.pairs.get_mut(&partition) {
+            pair.lane(source).replaying = false;
+        }
+    }
+
     /// Forgets a partition (revoked): its buffered records are dropped; the
     /// next owner re-reads them from the committed offset.
     pub(crate) fn close(&mut self, partition: i32) {
@@ -131,6 +157,15 @@ impl<T> Merger<T> {
                     (None, Some(_)) if pair.clicks.idle(now, self.idle) => Source::Orders,
                     _ => break,
                 };
+                // After a restart the committed prefix of both lanes replays
+                // first, so new records merge against the same history.
+                let other = match pick {
+                    Source::Clicks => &pair.orders,
+                    Source::Orders => &pair.clicks,
+                };
+                if other.replaying && pair.lane(pick).head_is_new() {
+                    break;
+                }
                 if let Some(p) = pair.lane(pick).queue.pop_front() {
                     out.push((pick, partition, p));
                 }
@@ -222,6 +257,24 @@ mod tests {
         m.push(Source::Clicks, 1, rec(0, Some(1)), now);
         assert!(m.release(now + Duration::from_millis(50)).is_empty());
         assert_eq!(m.release(now + Duration::from_millis(150)).len(), 1);
+    }
+
+    #[test]
+    fn new_records_wait_until_the_other_lane_has_replayed_its_committed_prefix() {
+        let now = Instant::now();
+        let mut m = Merger::new(Duration::from_millis(10));
+        m.set_floor(Source::Clicks, 0, 1);
+        m.set_floor(Source::Orders, 0, 1);
+        m.push(Source::Clicks, 0, rec(0, Some(1)), now);
+        m.push(Source::Clicks, 0, rec(1, Some(2)), now);
+        // Orders have not delivered their committed prefix: even long idle, nothing new goes.
+        let later = now + Duration::from_secs(5);
+        assert!(m.release(later).is_empty());
+        m.push(Source::Orders, 0, rec(0, Some(3)), later);
+        m.finish_replay(Source::Orders, 0);
+        m.finish_replay(Source::Clicks, 0);
+        let out = m.release(later + Duration::from_millis(20));
+        assert_eq!(order_of(&out), vec![(Source::Clicks, 0), (Source::Clicks, 1), (Source::Orders, 0)]);
     }
 
     #[test]

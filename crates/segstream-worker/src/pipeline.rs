@@ -60,6 +60,13 @@ enum Decoded {
 }
 
 impl Decoded {
+    fn customer(&self, row: usize) -> &str {
+        match self {
+            Self::Clicks(b) => b.row(row).customer_id,
+            Self::Orders(b) => b.row(row).customer_id,
+        }
+    }
+
     fn item(&self, row: usize, ts: Option<i64>) -> (Option<EventTime>, Item) {
         match self {
             Self::Clicks(b) => (Some(b.row(row).event_time), Item::Click { batch: Arc::clone(b), row, ts }),
@@ -98,6 +105,7 @@ pub(crate) struct Pipeline {
     /// Largest event time received per lane, for lateness.
     lane_max: HashMap<(Source, i32), EventTime>,
     lateness_ms: i64,
+    max_future_ms: i64,
     summary: Summary,
     last_report: Instant,
 }
@@ -111,6 +119,7 @@ impl Pipeline {
         producer: ThreadedProducer<DefaultProducerContext>,
     ) -> Self {
         let lateness_ms = i64::try_from(config.time.allowed_lateness_ms).unwrap_or(i64::MAX);
+        let max_future_ms = i64::try_from(config.time.max_future_ms).unwrap_or(i64::MAX);
         let store =
             CustomerStore::new(LifecycleRules::new(config.lifecycle.clone()), config.features.clone());
         Self {
@@ -129,6 +138,7 @@ impl Pipeline {
             stream_time: HashMap::new(),
             lane_max: HashMap::new(),
             lateness_ms,
+            max_future_ms,
             summary: Summary::default(),
             last_report: Instant::now(),
         }
@@ -174,24 +184,55 @@ impl Pipeline {
                 break;
             }
             let polled = self.consumer.poll(left).map(|r| r.map(|m| m.detach()));
-            self.handle_rebalances()?;
+            let rebalanced = self.handle_rebalances()?;
             match polled {
                 Some(Ok(m)) => out.push(m),
                 Some(Err(e)) => tracing::warn!(error = %e, "consumer error (librdkafka retries by itself)"),
                 None => break,
             }
+            if rebalanced {
+                // Messages polled before a revocation belong to the next owner now.
+                out.retain(|m| self.owns(m.topic(), m.partition()));
+                break;
+            }
         }
         Ok(out)
     }
 
-    fn handle_rebalances(&mut self) -> Result<(), WorkerError> {
-        for event in self.consumer.context().take_assignments() {
+    fn owns(&self, topic: &str, partition: i32) -> bool {
+        self.source_of(topic).is_some_and(|source| self.resume.contains_key(&(source, partition)))
+    }
+
+    /// Forgets everything about a partition: buffered records, customers,
+    /// timers, stream time.
+    fn forget_partition(&mut self, partition: i32) {
+        for source in [Source::Clicks, Source::Orders] {
+            self.lane_max.remove(&(source, partition));
+        }
+        self.stream_time.remove(&partition);
+        if self.merger.partitions().any(|p| p == partition) {
+            self.merger.close(partition);
+            let dropped = self.store.drop_partition(partition);
+            tracing::info!(partition, dropped, "partition state dropped");
+        }
+    }
+
+    /// Applies the rebalances seen during the last poll; true if there was one.
+    fn handle_rebalances(&mut self) -> Result<bool, WorkerError> {
+        let events = self.consumer.context().take_assignments();
+        let rebalanced = !events.is_empty();
+        for event in events {
             match event {
                 Assignment::Assigned(parts) => {
                     let now = Instant::now();
                     for (topic, partition, committed) in parts {
                         let Some(source) = self.source_of(&topic) else { continue };
+                        if !self.resume.keys().any(|(_, p)| *p == partition) {
+                            // Nothing may survive from an earlier ownership of this partition.
+                            self.forget_partition(partition);
+                        }
                         self.merger.open(partition, now);
+                        self.merger.set_floor(source, partition, committed.unwrap_or(0));
                         let resume = committed.unwrap_or(0);
                         self.resume.insert((source, partition), resume);
                         self.last_committed.insert((source, partition), resume);
@@ -212,13 +253,7 @@ impl Pipeline {
                         self.resume.remove(&(source, partition));
                         self.recovering.remove(&(source, partition));
                         self.last_committed.remove(&(source, partition));
-                        self.lane_max.remove(&(source, partition));
-                        self.stream_time.remove(&partition);
-                        if self.merger.partitions().any(|p| p == partition) {
-                            self.merger.close(partition);
-                            let dropped = self.store.drop_partition(partition);
-                            tracing::info!(partition, dropped, "partition revoked; its customers dropped");
-                        }
+                        self.forget_partition(partition);
                     }
                     self.assigned = false;
                 }
@@ -226,7 +261,7 @@ impl Pipeline {
             }
         }
         self.metrics.assigned_partitions.set(i64::try_from(self.resume.len()).unwrap_or(i64::MAX));
-        Ok(())
+        Ok(rebalanced)
     }
 
     /// Decodes the polled messages into the merge buffer, processes what it
@@ -346,8 +381,14 @@ impl Pipeline {
         let mut groups: BTreeMap<(Source, i32), Vec<OwnedMessage>> = BTreeMap::new();
         for m in messages {
             match self.source_of(m.topic()) {
-                Some(source) => groups.entry((source, m.partition())).or_default().push(m),
-                None => tracing::warn!(topic = m.topic(), "message from a topic we did not subscribe to"),
+                Some(source) if self.resume.contains_key(&(source, m.partition())) => {
+                    groups.entry((source, m.partition())).or_default().push(m);
+                }
+                _ => tracing::warn!(
+                    topic = m.topic(),
+                    partition = m.partition(),
+                    "message from a partition we do not own"
+                ),
             }
         }
         let schemas = Schemas::builtin();
@@ -379,24 +420,59 @@ impl Pipeline {
                     }
                     None => {
                         row += 1;
-                        let (time, item) = decoded.item(row - 1, m.timestamp().to_millis());
-                        match time.and_then(|t| self.late_by(source, partition, t)) {
-                            Some(limit) if self.config.time.late_events == LatePolicy::DeadLetter => {
-                                let message = format!(
-                                    "event time {} is before {limit}: later than time.allowed_lateness_ms ({} ms) behind its partition",
-                                    time.map(|t| t.to_string()).unwrap_or_default(),
-                                    self.lateness_ms
-                                );
-                                (None, dead(m, "late_event", message))
-                            }
-                            _ => (time, item),
-                        }
+                        self.admit(source, partition, m, &decoded, row - 1)
                     }
                 };
                 self.merger.push(source, partition, Pending { offset: m.offset(), time, item }, now);
             }
         }
         Ok(())
+    }
+
+    /// Checks a decoded record before it enters the merge: keyed by its
+    /// customer, not from the future, not later than the allowed lateness (or
+    /// the late policy says apply). Every check depends only on the record and
+    /// its lane's history, so a replay decides the same.
+    fn admit(
+        &mut self,
+        source: Source,
+        partition: i32,
+        m: &OwnedMessage,
+        decoded: &Decoded,
+        row: usize,
+    ) -> (Option<EventTime>, Item) {
+        let kafka_ts = m.timestamp().to_millis();
+        let (time, item) = decoded.item(row, kafka_ts);
+        let customer = decoded.customer(row);
+        if m.key() != Some(customer.as_bytes()) {
+            let message = format!(
+                "message key {:?} is not the customer_id {customer:?}: key every record by customer_id so both topics are co-partitioned",
+                m.key().map(String::from_utf8_lossy)
+            );
+            return (None, dead(m, "key_mismatch", message));
+        }
+        let future_limit = kafka_ts.map(|ts| EventTime::from_millis(ts).plus_millis(self.max_future_ms));
+        if let (Some(t), Some(limit)) = (time, future_limit)
+            && t > limit
+        {
+            self.metrics.future_events.with_label_values(&[self.topic_of(source)]).inc();
+            let message = format!(
+                "event time {t} is more than time.max_future_ms ({} ms) after the record's Kafka timestamp",
+                self.max_future_ms
+            );
+            return (None, dead(m, "future_event", message));
+        }
+        match time.and_then(|t| self.late_by(source, partition, t)) {
+            Some(limit) if self.config.time.late_events == LatePolicy::DeadLetter => {
+                let message = format!(
+                    "event time {} is before {limit}: later than time.allowed_lateness_ms ({} ms) behind its partition",
+                    time.map(|t| t.to_string()).unwrap_or_default(),
+                    self.lateness_ms
+                );
+                (None, dead(m, "late_event", message))
+            }
+            _ => (time, item),
+        }
     }
 
     /// Tracks the largest event time of a lane; returns the limit if `t` is
@@ -529,6 +605,7 @@ impl Pipeline {
                     && pos >= *resume
                 {
                     self.recovering.remove(&key);
+                    self.merger.finish_replay(key.0, key.1);
                 }
             }
             if self.recovering.is_empty() {
