@@ -2,31 +2,16 @@
 
 use std::time::Duration;
 
-use segstream_events::{
-    ClickEvent, ClickEventType, CustomerId, EventTime, PayloadFormat, SegmentChange, encode_click,
-};
+use segstream_events::{ClickEventType, SegmentChange};
 
-use crate::support::{Setup, http_get, metric, produce};
+use crate::support::{Setup, click_record, http_get, metric, produce};
 
 fn good_click(customer: &str) -> Vec<u8> {
     click_at(customer, 1_704_103_200_000)
 }
 
 fn click_at(customer: &str, ms: i64) -> Vec<u8> {
-    let e = ClickEvent {
-        event_id: format!("ok-{customer}"),
-        customer_id: CustomerId::new(customer),
-        session_id: None,
-        event_type: ClickEventType::Search,
-        event_time: EventTime::from_millis(ms),
-        device: None,
-        page: None,
-        product_id: None,
-        category: None,
-        price: None,
-        search_query: Some("boots".into()),
-    };
-    encode_click(&e, PayloadFormat::Avro).unwrap()
+    click_record(customer, ms, ClickEventType::Search).1
 }
 
 #[test]

@@ -5,11 +5,11 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use segstream_events::{
-    ChangeType, ClickEvent, ClickEventType, CustomerId, EventTime, OrderEvent, OrderStatus, PayloadFormat,
-    SegmentChange, Trigger, encode_click, encode_order,
+    ChangeType, ClickEventType, CustomerId, EventTime, OrderEvent, OrderStatus, PayloadFormat, SegmentChange,
+    Trigger, encode_order,
 };
 
-use crate::support::{Setup, http_get, metric, produce};
+use crate::support::{Setup, click_record, http_get, metric, produce};
 
 const DAY: i64 = 86_400_000;
 /// 2024-01-01T10:00:00Z.
@@ -20,20 +20,7 @@ fn click(customer: &str, day: i64) -> (String, Vec<u8>) {
 }
 
 fn click_at(customer: &str, ms: i64) -> (String, Vec<u8>) {
-    let e = ClickEvent {
-        event_id: format!("t-{customer}-{ms}"),
-        customer_id: CustomerId::new(customer),
-        session_id: None,
-        event_type: ClickEventType::PageView,
-        event_time: EventTime::from_millis(ms),
-        device: None,
-        page: None,
-        product_id: None,
-        category: None,
-        price: None,
-        search_query: None,
-    };
-    (customer.to_owned(), encode_click(&e, PayloadFormat::Avro).unwrap())
+    click_record(customer, ms, ClickEventType::PageView)
 }
 
 fn order(customer: &str, day: i64) -> (String, Vec<u8>) {

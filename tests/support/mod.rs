@@ -19,6 +19,7 @@ use rdkafka::message::Headers;
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use segstream_config::Config;
+use segstream_events::{ClickEvent, ClickEventType, CustomerId, EventTime, PayloadFormat, encode_click};
 
 pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -387,4 +388,22 @@ pub fn metric(body: &str, name_and_labels: &str) -> f64 {
         .and_then(|l| l.rsplit(' ').next())
         .and_then(|v| v.parse().ok())
         .unwrap_or(0.0)
+}
+
+/// A minimal click of `customer` at `ms`, Avro-encoded, keyed by the customer.
+pub fn click_record(customer: &str, ms: i64, event_type: ClickEventType) -> (String, Vec<u8>) {
+    let e = ClickEvent {
+        event_id: format!("t-{customer}-{ms}"),
+        customer_id: CustomerId::new(customer),
+        session_id: None,
+        event_type,
+        event_time: EventTime::from_millis(ms),
+        device: None,
+        page: None,
+        product_id: None,
+        category: None,
+        price: None,
+        search_query: None,
+    };
+    (customer.to_owned(), encode_click(&e, PayloadFormat::Avro).unwrap())
 }
