@@ -73,6 +73,7 @@ fn main() {
             }
         }
         timeline.sort_unstable();
+        let mut click_id = String::new();
         for (t, order) in timeline {
             let at = EventTime::from_millis(t);
             segments.advance(&rules, at, |x| state.features(x));
@@ -90,11 +91,13 @@ fn main() {
                     offset: 0,
                 }),
                 None => {
+                    click_id.clear();
+                    click_id.push_str(&t.to_string());
                     let kind = if t % 3 == 0 { ClickEventType::Search } else { ClickEventType::PageView };
                     state.apply_click(
                         &ClickRow {
                             customer_id: id.as_str(),
-                            event_id: "e",
+                            event_id: &click_id,
                             event_type: kind,
                             event_time: at,
                             device: Some("mobile"),

@@ -8,6 +8,9 @@ use serde::{Deserialize, Serialize};
 const ORDER_WINDOW_DAYS: i64 = 365;
 /// Click activity window.
 const CLICK_WINDOW_DAYS: i64 = 30;
+/// A repeated click event id counts once when it arrives within the
+/// customer's last this-many clicks (producer retries land that close).
+const RECENT_CLICK_IDS: usize = 8;
 
 /// An amount of money in cents: sums stay exact and independent of order.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -65,6 +68,9 @@ pub struct CustomerState {
     /// Daily click activity, sorted by day, last 30 days.
     activity: VecDeque<DayActivity>,
     last_click: Option<EventTime>,
+    /// xxh3 of the last RECENT_CLICK_IDS click event ids, for de-duplication.
+    recent_clicks: [u64; RECENT_CLICK_IDS],
+    recent_next: u8,
     last_seen: Option<EventTime>,
 }
 
@@ -195,8 +201,16 @@ impl CustomerState {
         changed
     }
 
-    /// Applies one click.
-    pub fn apply_click(&mut self, row: &ClickRow<'_>, config: &FeaturesConfig) {
+    /// Applies one click. Returns false for a repeated event id (within the
+    /// customer's last 8 clicks), which changes nothing.
+    pub fn apply_click(&mut self, row: &ClickRow<'_>, config: &FeaturesConfig) -> bool {
+        let id = xxhash_rust::xxh3::xxh3_64(row.event_id.as_bytes());
+        if self.recent_clicks.contains(&id) {
+            return false;
+        }
+        let slot = usize::from(self.recent_next) % RECENT_CLICK_IDS;
+        self.recent_clicks[slot] = id;
+        self.recent_next = ((slot + 1) % RECENT_CLICK_IDS) as u8;
         self.touch(row.event_time);
         let gap_ms = i64::from(config.session_gap_minutes) * 60_000;
         let new_session = self.last_click.is_none_or(|last| row.event_time.millis() - last.millis() > gap_ms);
@@ -224,6 +238,7 @@ impl CustomerState {
             bump(&mut b.add_to_cart, kind == ClickEventType::AddToCart);
         }
         self.expire(row.event_time);
+        true
     }
 
     /// Latest event time of any kind applied to this customer.

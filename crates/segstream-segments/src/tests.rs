@@ -59,9 +59,10 @@ impl Sim {
     fn click(&mut self, day: i64) {
         let t = EventTime::from_millis(T0 + day * DAY);
         self.advance(day);
+        let event_id = format!("e-{day}");
         let row = ClickRow {
             customer_id: "c",
-            event_id: "e",
+            event_id: &event_id,
             event_type: ClickEventType::PageView,
             event_time: t,
             device: None,
