@@ -19,6 +19,22 @@ fn rules() -> LifecycleRules {
     })
 }
 
+/// An order event of customer "c" on `day`.
+fn order_row(id: &str, day: i64, status: OrderStatus) -> OrderRow<'_> {
+    OrderRow {
+        order_id: id,
+        customer_id: "c",
+        event_time: EventTime::from_millis(T0 + day * DAY),
+        status,
+        total: 10.0,
+        discount_amount: 0.0,
+        item_count: 1,
+        payment_method: None,
+        partition: 0,
+        offset: 0,
+    }
+}
+
 /// A customer as the worker drives it: advance timers, apply, evaluate.
 #[derive(Default)]
 struct Sim {
@@ -40,19 +56,7 @@ impl Sim {
     fn order(&mut self, id: &str, day: i64) {
         let t = EventTime::from_millis(T0 + day * DAY);
         self.advance(day);
-        let row = OrderRow {
-            order_id: id,
-            customer_id: "c",
-            event_time: t,
-            status: OrderStatus::Placed,
-            total: 10.0,
-            discount_amount: 0.0,
-            item_count: 1,
-            payment_method: None,
-            partition: 0,
-            offset: 0,
-        };
-        let counted = self.state.apply_order(&row);
+        let counted = self.state.apply_order(&order_row(id, day, OrderStatus::Placed));
         self.evaluate(t, counted);
     }
 
@@ -178,18 +182,7 @@ fn reasons_say_which_rule_moved_the_customer() {
     let mut state = CustomerState::default();
     let mut segments = CustomerSegments::default();
     let mut reasons = Vec::new();
-    let order = |id: &'static str, day: i64, status: OrderStatus| OrderRow {
-        order_id: id,
-        customer_id: "c",
-        event_time: EventTime::from_millis(T0 + day * DAY),
-        status,
-        total: 10.0,
-        discount_amount: 0.0,
-        item_count: 1,
-        payment_method: None,
-        partition: 0,
-        offset: 0,
-    };
+    let order = order_row;
     // As the worker does: timers due before the event, apply it, evaluate.
     let mut at = |day: i64, rows: &[OrderRow<'_>]| {
         let t = EventTime::from_millis(T0 + day * DAY);

@@ -75,6 +75,16 @@ impl Decoded {
     }
 }
 
+/// What one micro-batch produces, before its transaction.
+struct BatchOut {
+    outputs: Vec<Output>,
+    /// Customers whose segments changed, with the time of their last change.
+    touched: BTreeMap<CustomerId, EventTime>,
+    /// Kafka timestamps of the inputs that caused changes.
+    causes_ts: Vec<i64>,
+    emit_time: EventTime,
+}
+
 /// One record to produce in the current transaction.
 struct Output {
     topic: String,
@@ -270,10 +280,12 @@ impl Pipeline {
         let started = Instant::now();
         self.buffer(messages)?;
         let released = self.merger.release(Instant::now());
-        let mut outputs = Vec::new();
-        let mut causes_ts = Vec::new();
-        let mut touched: BTreeMap<CustomerId, EventTime> = BTreeMap::new();
-        let emit_time = EventTime::now();
+        let mut out = BatchOut {
+            outputs: Vec::new(),
+            touched: BTreeMap::new(),
+            causes_ts: Vec::new(),
+            emit_time: EventTime::now(),
+        };
         for (source, partition, pending) in released {
             let suppress = pending.offset < self.resume.get(&(source, partition)).copied().unwrap_or(0);
             if suppress {
@@ -289,8 +301,7 @@ impl Pipeline {
                 for (id, transitions) in self.store.fire_timers(partition, watermark) {
                     self.metrics.timers_fired.inc_by(transitions.len() as u64);
                     if !suppress {
-                        self.emit(&id, &transitions, Cause { event_id: None }, emit_time, &mut outputs)?;
-                        record_touch(&mut touched, &mut causes_ts, &id, &transitions, None);
+                        self.emit(&mut out, &id, &transitions, Cause { event_id: None }, None)?;
                     }
                 }
             }
@@ -300,14 +311,7 @@ impl Pipeline {
                     let (id, transitions) = self.store.on_click(&r);
                     self.note_time(r.event_time);
                     if !suppress {
-                        self.emit(
-                            &id,
-                            &transitions,
-                            Cause { event_id: Some(r.event_id) },
-                            emit_time,
-                            &mut outputs,
-                        )?;
-                        record_touch(&mut touched, &mut causes_ts, &id, &transitions, ts);
+                        self.emit(&mut out, &id, &transitions, Cause { event_id: Some(r.event_id) }, ts)?;
                     }
                 }
                 Item::Order { batch, row, ts } => {
@@ -316,14 +320,7 @@ impl Pipeline {
                     self.note_time(r.event_time);
                     if !suppress {
                         let cause = format!("{}:{}", r.order_id, r.status.as_str());
-                        self.emit(
-                            &id,
-                            &transitions,
-                            Cause { event_id: Some(&cause) },
-                            emit_time,
-                            &mut outputs,
-                        )?;
-                        record_touch(&mut touched, &mut causes_ts, &id, &transitions, ts);
+                        self.emit(&mut out, &id, &transitions, Cause { event_id: Some(&cause) }, ts)?;
                     }
                 }
                 Item::Dead { key, payload, code, message } => {
@@ -335,7 +332,7 @@ impl Pipeline {
                             code,
                             message: &message,
                         });
-                        outputs.push(Output {
+                        out.outputs.push(Output {
                             topic: self.config.topics.dead_letter.clone(),
                             key,
                             payload,
@@ -347,6 +344,7 @@ impl Pipeline {
                 }
             }
         }
+        let BatchOut { mut outputs, touched, causes_ts, .. } = out;
         for (id, updated_at) in &touched {
             if let Some(record) = self.store.membership(id, *updated_at) {
                 outputs.push(Output {
@@ -489,27 +487,33 @@ impl Pipeline {
         Some(limit)
     }
 
+    /// Turns transitions into change records of this batch, marks the
+    /// customer for a membership record, and remembers the cause's Kafka
+    /// timestamp for the latency histogram.
     fn emit(
         &mut self,
+        out: &mut BatchOut,
         id: &CustomerId,
         transitions: &[Transition],
         cause: Cause<'_>,
-        emit_time: EventTime,
-        outputs: &mut Vec<Output>,
+        ts: Option<i64>,
     ) -> Result<(), WorkerError> {
+        let Some(last) = transitions.last() else { return Ok(()) };
+        out.touched.insert(id.clone(), last.at);
+        out.causes_ts.extend(transitions.iter().filter_map(|_| ts));
         for t in transitions {
             let from = t.from.map_or("none", |s| s.as_str());
             self.metrics
                 .transitions
                 .with_label_values(&["lifecycle", from, t.to.as_str(), t.trigger.as_str()])
                 .inc();
-            for change in to_changes(id, t, cause, emit_time) {
+            for change in to_changes(id, t, cause, out.emit_time) {
                 self.metrics
                     .segment_changes
                     .with_label_values(&[change.kind.as_str(), change.change.as_str()])
                     .inc();
                 self.summary.changes += 1;
-                outputs.push(change_output(&self.config.topics.segment_changes, &change)?);
+                out.outputs.push(change_output(&self.config.topics.segment_changes, &change)?);
             }
         }
         Ok(())
@@ -641,19 +645,6 @@ impl Pipeline {
 
 fn dead(m: &OwnedMessage, code: &'static str, message: String) -> Item {
     Item::Dead { key: m.key().map(<[u8]>::to_vec), payload: m.payload().map(<[u8]>::to_vec), code, message }
-}
-
-fn record_touch(
-    touched: &mut BTreeMap<CustomerId, EventTime>,
-    causes_ts: &mut Vec<i64>,
-    id: &CustomerId,
-    transitions: &[Transition],
-    ts: Option<i64>,
-) {
-    if let Some(last) = transitions.last() {
-        touched.insert(id.clone(), last.at);
-        causes_ts.extend(transitions.iter().filter_map(|_| ts));
-    }
 }
 
 fn change_output(topic: &str, change: &SegmentChange) -> Result<Output, WorkerError> {
