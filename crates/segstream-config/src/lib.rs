@@ -270,11 +270,11 @@ impl Config {
                 &format!("must be below lifecycle.churn_days ({})", l.churn_days),
             );
         }
-        if self.features.session_gap_minutes == 0 {
+        if !(1..=1440).contains(&self.features.session_gap_minutes) {
             return fail(
                 "features.session_gap_minutes",
-                "0".into(),
-                "use a positive number of minutes, e.g. 30",
+                self.features.session_gap_minutes.to_string(),
+                "use a number of minutes from 1 to 1440 (a day), e.g. 30",
             );
         }
         if self.http.listen.parse::<std::net::SocketAddr>().is_err() {

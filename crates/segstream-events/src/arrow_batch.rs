@@ -8,13 +8,13 @@
 
 use std::sync::Arc;
 
-use arrow::array::{
+use datafusion::arrow::array::{
     Array, ArrayRef, DictionaryArray, Float64Array, Float64Builder, Int32Array, Int32Builder, Int64Array,
     Int64Builder, ListBuilder, RecordBatch, StringArray, StringBuilder, TimestampMillisecondArray,
     TimestampMillisecondBuilder, UInt8Array, UInt8Builder,
 };
-use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit, UInt8Type};
-use arrow::error::ArrowError;
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit, UInt8Type};
+use datafusion::arrow::error::ArrowError;
 
 use crate::codec::{decode_click, decode_order};
 use crate::error::DecodeError;

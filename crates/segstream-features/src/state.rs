@@ -39,6 +39,16 @@ struct OrderEntry {
     discount_cents: i32,
     /// Cancelled or refunded: no longer counts.
     voided: bool,
+    /// False for a cancellation that arrived before its order: a tombstone
+    /// that voids the order when it comes, at `time` of the cancellation.
+    placed: bool,
+}
+
+/// One session: clicks chained by gaps of at most the session gap.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+struct Session {
+    start: EventTime,
+    end: EventTime,
 }
 
 /// Click activity of one day.
@@ -46,7 +56,6 @@ struct OrderEntry {
 struct DayActivity {
     /// Days since the epoch; i32 reaches year 5.8 million.
     day: i32,
-    sessions: u16,
     /// page_view and product_view clicks.
     page_views: u16,
     product_views: u16,
@@ -67,7 +76,10 @@ pub struct CustomerState {
     first_order: Option<EventTime>,
     /// Daily click activity, sorted by day, last 30 days.
     activity: VecDeque<DayActivity>,
-    last_click: Option<EventTime>,
+    /// Sessions of the last 30 days (and a day more, so a late click can still
+    /// join one that straddles the window's edge), sorted and disjoint: the
+    /// count does not depend on the order clicks arrive in.
+    sessions: Vec<Session>,
     /// xxh3 of the last RECENT_CLICK_IDS click event ids, for de-duplication.
     recent_clicks: [u64; RECENT_CLICK_IDS],
     recent_next: u8,
@@ -174,31 +186,50 @@ impl CustomerState {
         self.touch(row.event_time);
         let id = xxhash_rust::xxh3::xxh3_64(row.order_id.as_bytes());
         let existing = self.orders.iter_mut().find(|o| o.id == id);
+        let entry = |voided: bool, placed: bool| OrderEntry {
+            id,
+            time: row.event_time,
+            amount: if placed { Money::from_units(row.total) } else { Money::default() },
+            discount_cents: if placed {
+                i32::try_from(Money::from_units(row.discount_amount).0).unwrap_or(i32::MAX)
+            } else {
+                0
+            },
+            voided,
+            placed,
+        };
         let changed = match (row.status, existing) {
-            (OrderStatus::Placed, Some(_)) => false,
+            (OrderStatus::Placed, Some(e)) if e.placed => false,
+            (OrderStatus::Placed, Some(tombstone)) => {
+                // The cancellation came first: the order is now known, and
+                // stays void.
+                let id = tombstone.id;
+                self.orders.retain(|o| o.id != id);
+                self.insert_order(entry(true, true));
+                true
+            }
             (OrderStatus::Placed, None) => {
-                let at = self.orders.partition_point(|o| o.time <= row.event_time);
-                self.orders.insert(
-                    at,
-                    OrderEntry {
-                        id,
-                        time: row.event_time,
-                        amount: Money::from_units(row.total),
-                        discount_cents: i32::try_from(Money::from_units(row.discount_amount).0)
-                            .unwrap_or(i32::MAX),
-                        voided: false,
-                    },
-                );
-                self.first_order = Some(self.first_order.map_or(row.event_time, |f| f.min(row.event_time)));
+                self.insert_order(entry(false, true));
                 true
             }
             (OrderStatus::Cancelled | OrderStatus::Refunded, Some(entry)) => {
                 !std::mem::replace(&mut entry.voided, true)
             }
-            (OrderStatus::Cancelled | OrderStatus::Refunded, None) => false,
+            (OrderStatus::Cancelled | OrderStatus::Refunded, None) => {
+                self.insert_order(entry(true, false));
+                true
+            }
         };
         self.expire(row.event_time);
         changed
+    }
+
+    fn insert_order(&mut self, o: OrderEntry) {
+        if o.placed {
+            self.first_order = Some(self.first_order.map_or(o.time, |f| f.min(o.time)));
+        }
+        let at = self.orders.partition_point(|e| e.time <= o.time);
+        self.orders.insert(at, o);
     }
 
     /// Applies one click. Returns false for a repeated event id (within the
@@ -212,26 +243,16 @@ impl CustomerState {
         self.recent_clicks[slot] = id;
         self.recent_next = ((slot + 1) % RECENT_CLICK_IDS) as u8;
         self.touch(row.event_time);
-        let gap_ms = i64::from(config.session_gap_minutes) * 60_000;
-        let new_session = self.last_click.is_none_or(|last| row.event_time.millis() - last.millis() > gap_ms);
-        self.last_click = Some(self.last_click.map_or(row.event_time, |l| l.max(row.event_time)));
+        self.add_to_session(row.event_time, i64::from(config.session_gap_minutes) * 60_000);
         let kind = row.event_type;
         let day = i32::try_from(row.event_time.day()).unwrap_or(i32::MAX);
         let at = self.activity.partition_point(|a| a.day < day);
         if self.activity.get(at).is_none_or(|a| a.day != day) {
-            let empty = DayActivity {
-                day,
-                sessions: 0,
-                page_views: 0,
-                product_views: 0,
-                searches: 0,
-                add_to_cart: 0,
-            };
+            let empty = DayActivity { day, page_views: 0, product_views: 0, searches: 0, add_to_cart: 0 };
             self.activity.insert(at, empty);
         }
         if let Some(b) = self.activity.get_mut(at) {
             let bump = |n: &mut u16, yes: bool| *n = n.saturating_add(u16::from(yes));
-            bump(&mut b.sessions, new_session);
             bump(&mut b.page_views, matches!(kind, ClickEventType::PageView | ClickEventType::ProductView));
             bump(&mut b.product_views, kind == ClickEventType::ProductView);
             bump(&mut b.searches, kind == ClickEventType::Search);
@@ -239,6 +260,34 @@ impl CustomerState {
         }
         self.expire(row.event_time);
         true
+    }
+
+    /// Puts a click into the session it extends, merging the two sessions it
+    /// bridges, or opens a new one.
+    fn add_to_session(&mut self, t: EventTime, gap_ms: i64) {
+        let at = self.sessions.partition_point(|s| s.start <= t);
+        let joins_left =
+            at > 0 && self.sessions.get(at - 1).is_some_and(|s| t.millis() - s.end.millis() <= gap_ms);
+        let joins_right = self.sessions.get(at).is_some_and(|s| s.start.millis() - t.millis() <= gap_ms);
+        match (joins_left, joins_right) {
+            (true, true) => {
+                let right = self.sessions.remove(at);
+                if let Some(left) = self.sessions.get_mut(at - 1) {
+                    left.end = left.end.max(right.end);
+                }
+            }
+            (true, false) => {
+                if let Some(left) = self.sessions.get_mut(at - 1) {
+                    left.end = left.end.max(t);
+                }
+            }
+            (false, true) => {
+                if let Some(right) = self.sessions.get_mut(at) {
+                    right.start = t;
+                }
+            }
+            (false, false) => self.sessions.insert(at, Session { start: t, end: t }),
+        }
     }
 
     /// Latest event time of any kind applied to this customer.
@@ -265,6 +314,9 @@ impl CustomerState {
         while self.activity.front().is_some_and(|a| i64::from(a.day) < click_horizon) {
             self.activity.pop_front();
         }
+        // A day of margin: a session gap is at most a day (config check).
+        let ended = self.sessions.partition_point(|s| s.end.day() < click_horizon - 1);
+        self.sessions.drain(..ended);
     }
 
     /// Feature values as of `now`.
@@ -320,7 +372,11 @@ impl CustomerState {
             days_since_last_order: last_order.map(|l| now.days_since(l)),
             first_order: self.first_order,
             tenure_days: self.first_order.map(|f| now.days_since(f)),
-            sessions_30d: sum(|a| a.sessions),
+            sessions_30d: self
+                .sessions
+                .iter()
+                .filter(|s| s.start.day() > click_from && s.start.day() <= now.day())
+                .count() as u32,
             page_views_30d: sum(|a| a.page_views),
             product_views_30d: sum(|a| a.product_views),
             searches_30d: sum(|a| a.searches),
@@ -346,5 +402,6 @@ impl CustomerState {
         std::mem::size_of::<Self>()
             + self.orders.capacity() * std::mem::size_of::<OrderEntry>()
             + self.activity.capacity() * std::mem::size_of::<DayActivity>()
+            + self.sessions.capacity() * std::mem::size_of::<Session>()
     }
 }

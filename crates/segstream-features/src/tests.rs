@@ -102,11 +102,19 @@ fn sessions_split_on_a_thirty_minute_gap_and_views_are_counted() {
 
 #[test]
 fn state_stays_bounded_for_a_heavy_clicker() {
+    // A click every hour: every click is a session of its own, the worst
+    // case for the session list. Memory depends on the window, not on the
+    // number of clicks.
     let mut s = CustomerState::default();
-    for i in 0..5_000 {
+    let mut sizes = Vec::new();
+    for i in 0..6_000 {
         s.apply_click(&click(T0 + i * 3_600_000, ClickEventType::PageView), &cfg());
+        if i == 2_000 || i == 5_999 {
+            sizes.push(s.approx_bytes());
+        }
     }
-    assert!(s.approx_bytes() < 4096, "{} bytes", s.approx_bytes());
+    assert!(sizes[1] <= sizes[0] * 11 / 10, "grows with clicks: {sizes:?}");
+    assert!(sizes[1] < 32 * 1024, "{sizes:?}");
 }
 
 proptest! {
@@ -218,4 +226,30 @@ fn a_repeated_click_event_id_counts_once() {
     b.event_id = "other";
     assert!(s.apply_click(&b, &cfg()));
     assert_eq!(s.features(EventTime::from_millis(T0 + 2000)).searches_30d, 2);
+}
+
+#[test]
+fn a_cancellation_that_arrives_before_its_order_still_voids_it() {
+    let mut s = CustomerState::default();
+    assert!(s.apply_order(&order("a", T0 + DAY, OrderStatus::Cancelled, 0.0)));
+    assert!(s.apply_order(&order("a", T0, OrderStatus::Placed, 10.0)));
+    assert!(!s.apply_order(&order("a", T0, OrderStatus::Placed, 10.0)), "a repeat changes nothing");
+    let f = s.features(EventTime::from_millis(T0 + 2 * DAY));
+    assert_eq!((f.lifetime_orders, f.orders_30d, f.last_order), (0, 0, None));
+    assert_eq!(
+        f.first_order,
+        Some(EventTime::from_millis(T0)),
+        "the first order placed, as in the batch SQL"
+    );
+}
+
+#[test]
+fn a_late_click_that_bridges_two_sessions_merges_them() {
+    let minute = 60_000;
+    let mut s = CustomerState::default();
+    s.apply_click(&click(T0, ClickEventType::PageView), &cfg());
+    s.apply_click(&click(T0 + 50 * minute, ClickEventType::PageView), &cfg());
+    assert_eq!(s.features(EventTime::from_millis(T0 + 60 * minute)).sessions_30d, 2);
+    s.apply_click(&click(T0 + 25 * minute, ClickEventType::PageView), &cfg());
+    assert_eq!(s.features(EventTime::from_millis(T0 + 60 * minute)).sessions_30d, 1);
 }

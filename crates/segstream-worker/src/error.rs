@@ -27,7 +27,7 @@ pub enum WorkerError {
     Rebalance(String),
     /// Building an Arrow batch failed (a bug: our builders follow our schema).
     #[error("building an Arrow batch failed: {0}")]
-    Arrow(#[from] arrow::error::ArrowError),
+    Arrow(#[from] datafusion::arrow::error::ArrowError),
     /// Encoding an output record failed (a bug: our records follow our schemas).
     #[error(transparent)]
     Encode(#[from] segstream_events::EncodeError),
