@@ -1,6 +1,8 @@
 //! `segstream`: the command line of the streaming segmentation worker.
 
 mod generate;
+mod replay;
+mod sql;
 mod watch;
 
 use std::path::PathBuf;
@@ -33,6 +35,12 @@ enum Command {
     Generate(generate::GenerateArgs),
     /// Print segment changes as they are committed, one line per transition.
     Watch(watch::WatchArgs),
+    /// Push history files through the worker's engine as fast as it goes;
+    /// prints the segment changes a live run over the same events gives.
+    Replay(replay::ReplayArgs),
+    /// Run SQL over customer features: from history files (the batch
+    /// definition), or from a running worker's live state.
+    Sql(sql::SqlArgs),
     /// Manage the topics segstream uses.
     Topics {
         #[command(subcommand)]
@@ -82,6 +90,8 @@ async fn dispatch(command: Command, config: Config) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Generate(args) => generate::run(args, config).await,
+        Command::Replay(args) => replay::run(args, config).await,
+        Command::Sql(args) => sql::run(args, config).await,
         Command::Watch(args) => {
             let shutdown = CancellationToken::new();
             tokio::spawn(stop_on_signal(shutdown.clone()));

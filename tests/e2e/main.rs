@@ -8,4 +8,5 @@ mod support;
 
 mod lifecycle;
 mod operations;
+mod replay;
 mod time;

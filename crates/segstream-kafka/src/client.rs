@@ -112,9 +112,26 @@ impl SetIfAbsent for ClientConfig {
     }
 }
 
+/// The partition Kafka's default partitioner picks for a key among
+/// `partitions` (Java clients, and librdkafka with `murmur2_random`, which
+/// [`producer_config`] sets): `murmur2(key) & 0x7fffffff mod partitions`.
+/// Replay uses it to put each customer on the partition a live run saw it on.
+pub fn partition_for(key: &[u8], partitions: i32) -> i32 {
+    // Kafka's murmur2 seed.
+    let hash = murmur2::murmur2(key, 0x9747_b28c) & 0x7fff_ffff;
+    i32::try_from(hash % partitions.max(1).unsigned_abs()).unwrap_or(0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn keys_land_on_the_partition_a_java_producer_picks() {
+        // Kafka's UtilsTest: murmur2("21") = -973932308.
+        assert_eq!(murmur2::murmur2(b"21", 0x9747_b28c) as i32, -973_932_308);
+        assert_eq!(partition_for(b"21", 6), ((-973_932_308_i32 & 0x7fff_ffff) % 6));
+    }
 
     #[test]
     fn protected_options_are_refused_with_the_reason() {

@@ -12,7 +12,7 @@ mod dead_letter;
 mod error;
 
 pub use admin::{TopicStatus, check_copartitioned, create_topics, wait_for_broker};
-pub use client::{consumer_config, producer_config, reader_config, transactional_id};
+pub use client::{consumer_config, partition_for, producer_config, reader_config, transactional_id};
 pub use context::{Assignment, RecoveringContext};
 pub use dead_letter::{DeadLetter, dead_letter_headers};
 pub use error::KafkaIoError;

@@ -91,13 +91,14 @@ async fn readyz(State(s): State<AppState>) -> impl IntoResponse {
     }
 }
 
-/// Binds `addr` and serves `/metrics`, `/healthz` and `/readyz` until
-/// `shutdown` is cancelled. Returns the bound address (useful with port 0)
+/// Binds `addr` and serves `/metrics`, `/healthz`, `/readyz` and the routes
+/// of `extra` (the worker's look-ups) until `shutdown` is cancelled. Returns the bound address (useful with port 0)
 /// and the server task.
 pub async fn serve(
     addr: SocketAddr,
     metrics: Metrics,
     health: Arc<Health>,
+    extra: Router,
     shutdown: CancellationToken,
 ) -> Result<(SocketAddr, tokio::task::JoinHandle<Result<(), HttpError>>), HttpError> {
     let listener =
@@ -107,7 +108,8 @@ pub async fn serve(
         .route("/metrics", get(metrics_page))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .with_state(AppState { metrics, health });
+        .with_state(AppState { metrics, health })
+        .merge(extra);
     let task = tokio::spawn(async move {
         axum::serve(listener, app)
             .with_graceful_shutdown(async move { shutdown.cancelled().await })

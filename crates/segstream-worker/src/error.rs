@@ -34,6 +34,9 @@ pub enum WorkerError {
     /// The HTTP endpoint could not start.
     #[error(transparent)]
     Http(#[from] segstream_telemetry::HttpError),
+    /// Writing replay output failed.
+    #[error("writing the output failed: {0}")]
+    Output(String),
     /// The pipeline thread could not be started or panicked.
     #[error("pipeline thread: {0}")]
     Thread(String),

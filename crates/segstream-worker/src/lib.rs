@@ -7,12 +7,16 @@
 //! The pipeline runs on a dedicated thread (all of its work is CPU or
 //! blocking librdkafka calls); tokio serves HTTP and signals beside it.
 
+mod engine;
 mod error;
+mod lookup;
 mod merge;
 mod pipeline;
+mod replay;
 mod run;
 mod store;
 
 pub use error::WorkerError;
 pub use pipeline::Summary;
+pub use replay::{ReplaySummary, replay};
 pub use run::run;

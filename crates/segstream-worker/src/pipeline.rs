@@ -10,6 +10,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
+use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -24,13 +25,14 @@ use segstream_events::{
     decode_orders,
 };
 use segstream_kafka::{Assignment, DeadLetter, RecoveringContext, dead_letter_headers};
-use segstream_segments::{Cause, LifecycleRules, Transition, to_changes};
+use segstream_segments::{Cause, Transition, to_changes};
 use segstream_telemetry::{Health, Metrics};
 use tokio_util::sync::CancellationToken;
 
+use crate::engine::{Engine, Input};
 use crate::error::WorkerError;
+use crate::lookup::{SnapshotRequest, snapshot};
 use crate::merge::{Merger, Pending, Source};
-use crate::store::CustomerStore;
 
 /// Totals of one pipeline run, logged at exit.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -102,7 +104,7 @@ pub(crate) struct Pipeline {
     consumer: BaseConsumer<RecoveringContext>,
     producer: ThreadedProducer<DefaultProducerContext>,
     merger: Merger<Item>,
-    store: CustomerStore,
+    engine: Engine,
     /// Committed offset per lane at assignment: outputs below it are suppressed.
     resume: HashMap<(Source, i32), i64>,
     /// Lanes still replaying below their committed offset.
@@ -110,14 +112,11 @@ pub(crate) struct Pipeline {
     assigned: bool,
     last_committed: HashMap<(Source, i32), i64>,
     max_event_time: Option<EventTime>,
-    /// Largest event time released per partition pair (its stream time).
-    stream_time: HashMap<i32, EventTime>,
-    /// Largest event time received per lane, for lateness.
-    lane_max: HashMap<(Source, i32), EventTime>,
-    lateness_ms: i64,
     max_future_ms: i64,
     summary: Summary,
     last_report: Instant,
+    /// Feature-table requests of `/sql`, answered between batches.
+    snapshots: Receiver<SnapshotRequest>,
 }
 
 impl Pipeline {
@@ -127,11 +126,10 @@ impl Pipeline {
         health: Arc<Health>,
         consumer: BaseConsumer<RecoveringContext>,
         producer: ThreadedProducer<DefaultProducerContext>,
+        snapshots: Receiver<SnapshotRequest>,
     ) -> Self {
-        let lateness_ms = i64::try_from(config.time.allowed_lateness_ms).unwrap_or(i64::MAX);
         let max_future_ms = i64::try_from(config.time.max_future_ms).unwrap_or(i64::MAX);
-        let store =
-            CustomerStore::new(LifecycleRules::new(config.lifecycle.clone()), config.features.clone());
+        let engine = Engine::new(&config);
         Self {
             merger: Merger::new(Duration::from_millis(config.worker.partition_idle_ms)),
             config,
@@ -139,18 +137,16 @@ impl Pipeline {
             health,
             consumer,
             producer,
-            store,
+            engine,
             resume: HashMap::new(),
             recovering: HashSet::new(),
             assigned: false,
             last_committed: HashMap::new(),
             max_event_time: None,
-            stream_time: HashMap::new(),
-            lane_max: HashMap::new(),
-            lateness_ms,
             max_future_ms,
             summary: Summary::default(),
             last_report: Instant::now(),
+            snapshots,
         }
     }
 
@@ -177,6 +173,7 @@ impl Pipeline {
         while !shutdown.is_cancelled() {
             let messages = self.poll_batch()?;
             self.step(messages)?;
+            self.answer_snapshots();
         }
         tracing::info!(summary = ?self.summary, "pipeline stopped; last batch committed");
         Ok(self.summary)
@@ -216,13 +213,9 @@ impl Pipeline {
     /// Forgets everything about a partition: buffered records, customers,
     /// timers, stream time.
     fn forget_partition(&mut self, partition: i32) {
-        for source in [Source::Clicks, Source::Orders] {
-            self.lane_max.remove(&(source, partition));
-        }
-        self.stream_time.remove(&partition);
+        let dropped = self.engine.forget_partition(partition);
         if self.merger.partitions().any(|p| p == partition) {
             self.merger.close(partition);
-            let dropped = self.store.drop_partition(partition);
             tracing::info!(partition, dropped, "partition state dropped");
         }
     }
@@ -292,61 +285,47 @@ impl Pipeline {
                 self.metrics.replayed.inc();
             }
             let topic = self.topic_of(source).to_owned();
+            let (input, ts) = match &pending.item {
+                Item::Click { batch, row, ts } => (Input::Click(batch.row(*row)), *ts),
+                Item::Order { batch, row, ts } => (Input::Order(batch.row(*row)), *ts),
+                Item::Dead { .. } => (Input::Other, None),
+            };
             if let Some(t) = pending.time {
-                // Stream time of the partition moves; timers its watermark passed fire
-                // first, as part of this record's processing (same suppression).
-                let stream = self.stream_time.entry(partition).or_insert(t);
-                *stream = (*stream).max(t);
-                let watermark = stream.plus_millis(-self.lateness_ms);
-                for (id, transitions) in self.store.fire_timers(partition, watermark) {
-                    self.metrics.timers_fired.inc_by(transitions.len() as u64);
-                    if !suppress {
-                        self.emit(&mut out, &id, &transitions, Cause { event_id: None }, None)?;
-                    }
+                self.note_time(t);
+            }
+            for fired in self.engine.process(partition, pending.time, input) {
+                if fired.cause.is_none() {
+                    self.metrics.timers_fired.inc_by(fired.transitions.len() as u64);
+                }
+                if !suppress {
+                    let cause = Cause { event_id: fired.cause.as_deref() };
+                    let ts = if fired.cause.is_some() { ts } else { None };
+                    self.emit(&mut out, &fired.id, &fired.transitions, cause, ts)?;
                 }
             }
-            match pending.item {
-                Item::Click { batch, row, ts } => {
-                    let r = batch.row(row);
-                    let (id, transitions) = self.store.on_click(&r);
-                    self.note_time(r.event_time);
-                    if !suppress {
-                        self.emit(&mut out, &id, &transitions, Cause { event_id: Some(r.event_id) }, ts)?;
-                    }
-                }
-                Item::Order { batch, row, ts } => {
-                    let r = batch.row(row);
-                    let (id, transitions) = self.store.on_order(&r);
-                    self.note_time(r.event_time);
-                    if !suppress {
-                        let cause = format!("{}:{}", r.order_id, r.status.as_str());
-                        self.emit(&mut out, &id, &transitions, Cause { event_id: Some(&cause) }, ts)?;
-                    }
-                }
-                Item::Dead { key, payload, code, message } => {
-                    if !suppress {
-                        let headers = dead_letter_headers(&DeadLetter {
-                            topic: &topic,
-                            partition,
-                            offset: pending.offset,
-                            code,
-                            message: &message,
-                        });
-                        out.outputs.push(Output {
-                            topic: self.config.topics.dead_letter.clone(),
-                            key,
-                            payload,
-                            headers: Some(headers),
-                        });
-                        self.metrics.dead_letters.with_label_values(&[topic.as_str()]).inc();
-                        self.summary.dead_letters += 1;
-                    }
-                }
+            if let Item::Dead { key, payload, code, message } = pending.item
+                && !suppress
+            {
+                let headers = dead_letter_headers(&DeadLetter {
+                    topic: &topic,
+                    partition,
+                    offset: pending.offset,
+                    code,
+                    message: &message,
+                });
+                out.outputs.push(Output {
+                    topic: self.config.topics.dead_letter.clone(),
+                    key,
+                    payload,
+                    headers: Some(headers),
+                });
+                self.metrics.dead_letters.with_label_values(&[topic.as_str()]).inc();
+                self.summary.dead_letters += 1;
             }
         }
         let BatchOut { mut outputs, touched, causes_ts, .. } = out;
         for (id, updated_at) in &touched {
-            if let Some(record) = self.store.membership(id, *updated_at) {
+            if let Some(record) = self.engine.store.membership(id, *updated_at) {
                 outputs.push(Output {
                     topic: self.config.topics.customer_segments.clone(),
                     key: Some(id.as_str().as_bytes().to_vec()),
@@ -368,6 +347,20 @@ impl Pipeline {
         self.update_readiness();
         self.report();
         Ok(())
+    }
+
+    /// Answers waiting `/sql` requests with the feature table as of the
+    /// latest event time seen (a query that gave up waiting is skipped).
+    fn answer_snapshots(&mut self) {
+        while let Ok(reply) = self.snapshots.try_recv() {
+            if reply.is_closed() {
+                continue;
+            }
+            let as_of = self.max_event_time.unwrap_or(EventTime::from_millis(0));
+            if reply.send(snapshot(&self.engine.store, as_of)).is_err() {
+                tracing::debug!("a /sql request gave up before its snapshot was ready");
+            }
+        }
     }
 
     fn note_time(&mut self, t: EventTime) {
@@ -465,7 +458,7 @@ impl Pipeline {
                 let message = format!(
                     "event time {} is before {limit}: later than time.allowed_lateness_ms ({} ms) behind its partition",
                     time.map(|t| t.to_string()).unwrap_or_default(),
-                    self.lateness_ms
+                    self.engine.lateness_ms()
                 );
                 (None, dead(m, "late_event", message))
             }
@@ -473,15 +466,9 @@ impl Pipeline {
         }
     }
 
-    /// Tracks the largest event time of a lane; returns the limit if `t` is
-    /// later than the allowed lateness behind it (and counts it).
+    /// Checks lateness (see [`Engine::late_by`]) and counts a late record.
     fn late_by(&mut self, source: Source, partition: i32, t: EventTime) -> Option<EventTime> {
-        let max = self.lane_max.entry((source, partition)).or_insert(t);
-        *max = (*max).max(t);
-        let limit = max.plus_millis(-self.lateness_ms);
-        if t >= limit {
-            return None;
-        }
+        let limit = self.engine.late_by(source, partition, t)?;
         let topic = self.topic_of(source).to_owned();
         self.metrics.late_events.with_label_values(&[topic.as_str()]).inc();
         Some(limit)
@@ -613,29 +600,34 @@ impl Pipeline {
                 }
             }
             if self.recovering.is_empty() {
-                tracing::info!(customers = self.store.len(), "state rebuilt up to the committed offsets");
+                tracing::info!(
+                    customers = self.engine.store.len(),
+                    "state rebuilt up to the committed offsets"
+                );
             }
         }
         self.health.set_ready(self.assigned && self.recovering.is_empty());
     }
 
     fn report(&mut self) {
-        for (stage, n) in self.store.population() {
+        for (stage, n) in self.engine.store.population() {
             self.metrics.population.with_label_values(&["lifecycle", stage.as_str()]).set(n);
         }
-        self.metrics.customers.set(i64::try_from(self.store.len()).unwrap_or(i64::MAX));
-        self.metrics.timers_pending.set(i64::try_from(self.store.pending_timers()).unwrap_or(i64::MAX));
+        self.metrics.customers.set(i64::try_from(self.engine.store.len()).unwrap_or(i64::MAX));
+        self.metrics
+            .timers_pending
+            .set(i64::try_from(self.engine.store.pending_timers()).unwrap_or(i64::MAX));
         if let Some(t) = self.max_event_time {
             self.metrics.event_time_max.set(t.millis() / 1000);
             self.metrics.watermark_lag.set((EventTime::now().millis() - t.millis()) / 1000);
         }
         if self.last_report.elapsed() >= Duration::from_secs(10) {
             self.last_report = Instant::now();
-            self.metrics.state_bytes.set(i64::try_from(self.store.approx_bytes()).unwrap_or(i64::MAX));
+            self.metrics.state_bytes.set(i64::try_from(self.engine.store.approx_bytes()).unwrap_or(i64::MAX));
             tracing::info!(
                 events = self.summary.events,
                 changes = self.summary.changes,
-                customers = self.store.len(),
+                customers = self.engine.store.len(),
                 buffered = self.merger.buffered(),
                 "progress"
             );

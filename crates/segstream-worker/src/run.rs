@@ -1,5 +1,6 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::mpsc::Receiver;
 use std::time::Duration;
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -13,6 +14,7 @@ use segstream_telemetry::{Health, Metrics, serve};
 use tokio_util::sync::CancellationToken;
 
 use crate::error::WorkerError;
+use crate::lookup::{self, SnapshotRequest};
 use crate::pipeline::{Pipeline, Summary};
 
 /// How long start-up waits for the broker before giving up.
@@ -32,8 +34,11 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<Summary,
             WorkerError::Thread(format!("http.listen {:?} is not ip:port", config.http.listen))
         })?;
     let http_stop = CancellationToken::new();
-    let (bound, http) = serve(addr, metrics.clone(), Arc::clone(&health), http_stop.clone()).await?;
-    tracing::info!(%bound, "serving http://{bound}/metrics, /healthz and /readyz");
+    let (sql_requests, snapshots) = lookup::channel();
+    let (bound, http) =
+        serve(addr, metrics.clone(), Arc::clone(&health), lookup::routes(sql_requests), http_stop.clone())
+            .await?;
+    tracing::info!(%bound, "serving http://{bound}/metrics, /healthz, /readyz and /sql");
 
     let (tx, rx) = tokio::sync::oneshot::channel();
     let pipeline_health = Arc::clone(&health);
@@ -41,7 +46,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<Summary,
     std::thread::Builder::new()
         .name("pipeline".into())
         .spawn(move || {
-            let result = start_pipeline(config, metrics, pipeline_health, &token);
+            let result = start_pipeline(config, metrics, pipeline_health, snapshots, &token);
             // The receiver only goes away if the runtime is shutting down: nothing left to tell.
             if tx.send(result).is_err() {
                 tracing::debug!("pipeline result had no receiver");
@@ -66,6 +71,7 @@ fn start_pipeline(
     config: Config,
     metrics: Metrics,
     health: Arc<Health>,
+    snapshots: Receiver<SnapshotRequest>,
     shutdown: &CancellationToken,
 ) -> Result<Summary, WorkerError> {
     let consumer: BaseConsumer<RecoveringContext> = consumer_config(&config)?
@@ -94,5 +100,5 @@ fn start_pipeline(
         orders = %topics.orders,
         "worker started"
     );
-    Pipeline::new(config, metrics, health, consumer, producer).run(shutdown)
+    Pipeline::new(config, metrics, health, consumer, producer, snapshots).run(shutdown)
 }

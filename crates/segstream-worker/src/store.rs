@@ -178,6 +178,13 @@ impl CustomerStore {
         self.population.iter().map(|(s, n)| (*s, *n))
     }
 
+    /// Every customer with their state and lifecycle stage.
+    pub(crate) fn customers(
+        &self,
+    ) -> impl Iterator<Item = (&CustomerId, &CustomerState, Option<LifecycleStage>)> + '_ {
+        self.customers.iter().map(|(id, c)| (id, &c.features, c.segments.lifecycle()))
+    }
+
     /// Customers held.
     pub(crate) fn len(&self) -> usize {
         self.customers.len()

@@ -1,0 +1,114 @@
+//! Event-time processing shared by the live pipeline and `replay`: lateness
+//! per lane, stream time and watermark per partition, timers, and the
+//! customer state. It sees records in merge order and knows nothing of Kafka,
+//! so a replay of the same records gives the same transitions.
+
+use std::collections::HashMap;
+
+use segstream_config::Config;
+use segstream_events::{ClickRow, CustomerId, EventTime, OrderRow};
+use segstream_segments::{LifecycleRules, Transition};
+
+use crate::merge::Source;
+use crate::store::CustomerStore;
+
+/// A released record, as the engine sees it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Input<'a> {
+    Click(ClickRow<'a>),
+    Order(OrderRow<'a>),
+    /// A record that only moves time (or not even that): a dead letter.
+    Other,
+}
+
+/// Transitions of one customer and what caused them.
+#[derive(Debug)]
+pub(crate) struct Fired {
+    pub(crate) id: CustomerId,
+    pub(crate) transitions: Vec<Transition>,
+    /// The cause event id: the click's event id, `order_id:status` for an
+    /// order, `None` for a timer.
+    pub(crate) cause: Option<String>,
+}
+
+#[derive(Debug)]
+pub(crate) struct Engine {
+    pub(crate) store: CustomerStore,
+    /// Largest event time released per partition pair (its stream time).
+    stream_time: HashMap<i32, EventTime>,
+    /// Largest event time received per lane, for lateness.
+    lane_max: HashMap<(Source, i32), EventTime>,
+    lateness_ms: i64,
+}
+
+impl Engine {
+    pub(crate) fn new(config: &Config) -> Self {
+        Self {
+            store: CustomerStore::new(LifecycleRules::new(config.lifecycle.clone()), config.features.clone()),
+            stream_time: HashMap::new(),
+            lane_max: HashMap::new(),
+            lateness_ms: i64::try_from(config.time.allowed_lateness_ms).unwrap_or(i64::MAX),
+        }
+    }
+
+    pub(crate) fn lateness_ms(&self) -> i64 {
+        self.lateness_ms
+    }
+
+    /// Tracks the largest event time of a lane, in arrival order; returns the
+    /// limit if `t` is later than the allowed lateness behind it.
+    pub(crate) fn late_by(&mut self, source: Source, partition: i32, t: EventTime) -> Option<EventTime> {
+        let max = self.lane_max.entry((source, partition)).or_insert(t);
+        *max = (*max).max(t);
+        let limit = max.plus_millis(-self.lateness_ms);
+        (t < limit).then_some(limit)
+    }
+
+    /// Processes one released record of `partition`: the timers its
+    /// watermark passes fire first (as part of this record, so a replay fires
+    /// them at the same point), then the record applies. Timer transitions
+    /// come first in the result.
+    pub(crate) fn process(
+        &mut self,
+        partition: i32,
+        time: Option<EventTime>,
+        input: Input<'_>,
+    ) -> Vec<Fired> {
+        let mut out = Vec::new();
+        if let Some(t) = time {
+            let stream = self.stream_time.entry(partition).or_insert(t);
+            *stream = (*stream).max(t);
+            let watermark = stream.plus_millis(-self.lateness_ms);
+            for (id, transitions) in self.store.fire_timers(partition, watermark) {
+                out.push(Fired { id, transitions, cause: None });
+            }
+        }
+        let (id, transitions, cause) = match input {
+            Input::Click(mut r) => {
+                r.partition = partition;
+                let (id, tr) = self.store.on_click(&r);
+                (id, tr, r.event_id.to_owned())
+            }
+            Input::Order(mut r) => {
+                r.partition = partition;
+                let (id, tr) = self.store.on_order(&r);
+                (id, tr, format!("{}:{}", r.order_id, r.status.as_str()))
+            }
+            Input::Other => return out,
+        };
+        if !transitions.is_empty() {
+            out.push(Fired { id, transitions, cause: Some(cause) });
+        }
+        out
+    }
+
+    /// Forgets a partition: its customers, timers and times. Returns how many
+    /// customers were dropped.
+    pub(crate) fn forget_partition(&mut self, partition: i32) -> usize {
+        for source in [Source::Clicks, Source::Orders] {
+            self.lane_max.remove(&(source, partition));
+        }
+        self.stream_time.remove(&partition);
+        self.store.drop_partition(partition)
+    }
+}

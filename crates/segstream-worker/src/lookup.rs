@@ -1,0 +1,110 @@
+//! `/sql` on the worker's HTTP server: ad-hoc SQL over the live feature table.
+//!
+//! The pipeline thread owns the state, so the handler asks it for a
+//! snapshot (the feature table as of the worker's latest event time, with
+//! each customer's lifecycle stage) between two batches, then runs the query
+//! with DataFusion on the async runtime, off the pipeline's thread.
+
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use datafusion::arrow::array::RecordBatch;
+use datafusion::prelude::SessionContext;
+use segstream_events::EventTime;
+use segstream_sql::query::{self, OutputFormat};
+use segstream_sql::table;
+use serde::Deserialize;
+use tokio::sync::oneshot;
+
+use crate::store::CustomerStore;
+
+/// A request for the feature table, answered by the pipeline.
+pub(crate) type SnapshotRequest = oneshot::Sender<Result<RecordBatch, String>>;
+
+/// How long a query waits for the pipeline to finish its batch.
+const PIPELINE_ANSWER: Duration = Duration::from_secs(30);
+
+/// The channel between the HTTP handler and the pipeline; a few queries may
+/// wait, more are refused as busy.
+pub(crate) fn channel() -> (SyncSender<SnapshotRequest>, Receiver<SnapshotRequest>) {
+    sync_channel(4)
+}
+
+/// The feature table of every customer in `store`, as of `as_of`.
+pub(crate) fn snapshot(store: &CustomerStore, as_of: EventTime) -> Result<RecordBatch, String> {
+    let mut customers: Vec<_> =
+        store.customers().map(|(id, state, stage)| (id, state.features(as_of), stage)).collect();
+    customers.sort_by(|a, b| a.0.cmp(b.0));
+    let rows: Vec<_> = customers
+        .iter()
+        .map(|(id, features, stage)| table::Row {
+            customer_id: id.as_str(),
+            features,
+            lifecycle: stage.map(|s| s.as_str()),
+        })
+        .collect();
+    table::build(&rows, true).map_err(|e| e.to_string())
+}
+
+#[derive(Debug, Deserialize)]
+struct SqlParams {
+    q: String,
+    #[serde(default)]
+    format: Option<String>,
+}
+
+/// The `/sql` route.
+pub(crate) fn routes(requests: SyncSender<SnapshotRequest>) -> Router {
+    Router::new().route("/sql", get(sql_page)).with_state(requests)
+}
+
+async fn sql_page(
+    State(requests): State<SyncSender<SnapshotRequest>>,
+    Query(p): Query<SqlParams>,
+) -> Response {
+    let format = match p.format.as_deref() {
+        None | Some("table") => OutputFormat::Table,
+        Some("json") => OutputFormat::Json,
+        Some(other) => {
+            return (StatusCode::BAD_REQUEST, format!("format={other}: use table or json\n")).into_response();
+        }
+    };
+    let (tx, rx) = oneshot::channel();
+    match requests.try_send(tx) {
+        Ok(()) => {}
+        Err(TrySendError::Full(_)) => {
+            return (StatusCode::SERVICE_UNAVAILABLE, "busy: other queries are waiting, retry\n")
+                .into_response();
+        }
+        Err(TrySendError::Disconnected(_)) => {
+            return (StatusCode::SERVICE_UNAVAILABLE, "the pipeline is not running\n").into_response();
+        }
+    }
+    let batch = match tokio::time::timeout(PIPELINE_ANSWER, rx).await {
+        Ok(Ok(Ok(batch))) => batch,
+        Ok(Ok(Err(e))) => return (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
+        _ => return (StatusCode::SERVICE_UNAVAILABLE, "the pipeline did not answer\n").into_response(),
+    };
+    match run_query(batch, &p.q, format).await {
+        Ok(text) => (StatusCode::OK, text).into_response(),
+        Err(e) => (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response(),
+    }
+}
+
+async fn run_query(
+    features: RecordBatch,
+    sql: &str,
+    format: OutputFormat,
+) -> Result<String, segstream_sql::SqlError> {
+    let ctx = SessionContext::new();
+    query::register(&ctx, "features", features.schema(), vec![features])?;
+    let out = query::run(&ctx, sql).await?;
+    let mut text = query::render(&out, format)?;
+    text.push('\n');
+    Ok(text)
+}

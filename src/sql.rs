@@ -1,0 +1,118 @@
+//! `segstream sql`: SQL over customer features, from history files or from a
+//! running worker.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Args, ValueEnum};
+use datafusion::arrow::compute::concat_batches;
+use datafusion::prelude::SessionContext;
+use segstream_config::Config;
+use segstream_events::EventTime;
+use segstream_sql::query::{self, OutputFormat};
+use segstream_sql::{definition, history, table};
+
+/// Output format of `segstream sql`.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub(crate) enum Format {
+    /// An aligned text table.
+    Table,
+    /// A JSON array of objects.
+    Json,
+}
+
+impl From<Format> for OutputFormat {
+    fn from(f: Format) -> Self {
+        match f {
+            Format::Table => OutputFormat::Table,
+            Format::Json => OutputFormat::Json,
+        }
+    }
+}
+
+/// Arguments of `segstream sql`.
+#[derive(Debug, Args)]
+pub(crate) struct SqlArgs {
+    /// The query, e.g. "SELECT customer_id, revenue_365d FROM features ORDER BY 2 DESC LIMIT 10".
+    query: String,
+    /// History files (a file or a directory; JSON lines, CSV or Parquet): the
+    /// query sees `clicks`, `orders` and `features` computed from them by the
+    /// batch definition. Without it, the query runs on a worker's live state.
+    #[arg(long)]
+    input: Option<PathBuf>,
+    /// With --input: features as of this time, RFC 3339 (2024-05-01T00:00:00Z)
+    /// or milliseconds since the epoch. Default: the latest event in the input.
+    #[arg(long)]
+    as_of: Option<String>,
+    /// Without --input: the worker's HTTP address (default: http.listen).
+    #[arg(long)]
+    worker: Option<String>,
+    /// How to print the result.
+    #[arg(long, value_enum, default_value = "table")]
+    format: Format,
+}
+
+fn parse_time(text: &str) -> anyhow::Result<EventTime> {
+    if let Ok(ms) = text.parse::<i64>() {
+        return Ok(EventTime::from_millis(ms));
+    }
+    let t = chrono::DateTime::parse_from_rfc3339(text).with_context(|| {
+        format!("--as-of {text:?}: use RFC 3339 (2024-05-01T00:00:00Z) or epoch milliseconds")
+    })?;
+    Ok(EventTime::from_millis(t.timestamp_millis()))
+}
+
+pub(crate) async fn run(args: SqlArgs, config: Config) -> anyhow::Result<()> {
+    let format = OutputFormat::from(args.format);
+    let Some(input) = &args.input else {
+        let addr = args.worker.clone().unwrap_or_else(|| config.http.listen.clone());
+        let text = query_worker(&addr, &args.query, args.format).await?;
+        print!("{text}");
+        return Ok(());
+    };
+    let files = history::discover(input)?;
+    let events = history::decode_history(&files).await?;
+    for (path, line, error) in events.rejected.iter().take(10) {
+        eprintln!("skipped {}:{line}: {error}", path.display());
+    }
+    let latest = events
+        .clicks
+        .iter()
+        .flat_map(|b| (0..b.len()).map(|i| b.row(i).event_time))
+        .chain(events.orders.iter().flat_map(|b| (0..b.len()).map(|i| b.row(i).event_time)))
+        .max();
+    let as_of = match &args.as_of {
+        Some(text) => parse_time(text)?,
+        None => latest.context("the input holds no events")?,
+    };
+    let ctx = SessionContext::new();
+    query::register_events(&ctx, &events.clicks, &events.orders)?;
+    let features = definition::batch_features(&ctx, as_of, &config.features).await?;
+    let schema = table::schema(false);
+    let features = concat_batches(&schema, &features)?;
+    query::register(&ctx, "features", schema, vec![features])?;
+    let out = query::run(&ctx, &args.query).await?;
+    println!("{}", query::render(&out, format)?);
+    Ok(())
+}
+
+/// Runs the query on a worker's `/sql` endpoint and returns its text.
+async fn query_worker(addr: &str, sql: &str, format: Format) -> anyhow::Result<String> {
+    let url = format!("http://{addr}/sql");
+    let (sql, fmt) = (sql.to_owned(), format!("{format:?}").to_lowercase());
+    let response = tokio::task::spawn_blocking(move || {
+        ureq::get(&url)
+            .query("q", &sql)
+            .query("format", &fmt)
+            .config()
+            .http_status_as_error(false)
+            .build()
+            .call()
+    })
+    .await?
+    .with_context(|| format!("cannot reach the worker at {addr} (is it running? --worker host:port)"))?;
+    let status = response.status();
+    let body = response.into_body().read_to_string().context("reading the worker's answer")?;
+    anyhow::ensure!(status.is_success(), "the worker answered {status}: {}", body.trim());
+    Ok(body)
+}

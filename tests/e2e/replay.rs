@@ -1,0 +1,113 @@
+//! History files: `segstream replay` gives the segment changes a live worker
+//! gives over the same events; `segstream sql` answers from files (the batch
+//! definition) and from a running worker (live state).
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use segstream_events::SegmentChange;
+
+use crate::support::{Setup, http_get};
+
+/// What must match between a live run and a replay (emit time differs).
+type Key = (String, String, String, String, i64, Option<String>, String);
+
+fn key(c: &SegmentChange) -> Key {
+    (
+        c.event_id.clone(),
+        c.customer_id.to_string(),
+        c.segment.clone(),
+        c.change.as_str().to_owned(),
+        c.cause_event_time.millis(),
+        c.cause_event_id.clone(),
+        c.trigger.as_str().to_owned(),
+    )
+}
+
+#[test]
+fn a_replay_of_generated_history_gives_the_changes_of_a_live_run() {
+    // A long idle timeout: the lanes are merged on their data alone, as in a replay.
+    let setup = Setup::new("replay", 3).with("worker.partition_idle_ms=4000");
+    let dir = tempfile::tempdir().unwrap();
+    let generate = ["generate", "--customers", "40", "--days", "240", "--seed", "11"];
+    let out = setup.cli(&[&generate[..], &["--to", "files", "--out", dir.path().to_str().unwrap()]].concat());
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = setup.cli(&generate);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    let changes_file = dir.path().join("changes.jsonl");
+    let out = setup.cli(&[
+        "replay",
+        "--input",
+        dir.path().to_str().unwrap(),
+        "--output",
+        changes_file.to_str().unwrap(),
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("over 3 partitions"), "{stderr}");
+    let replayed: Vec<SegmentChange> = std::fs::read_to_string(&changes_file)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(replayed.len() > 100, "a real history: {} changes", replayed.len());
+    assert!(replayed.iter().any(|c| c.trigger.as_str() == "timer"), "timers fire in the replay too");
+
+    let mut worker = setup.spawn_worker();
+    let addr = worker.wait_ready(Duration::from_secs(60));
+    let records = setup.read(&setup.topic("changes"), replayed.len(), Duration::from_secs(120));
+    let live: Vec<SegmentChange> =
+        records.iter().map(|r| SegmentChange::from_avro(r.payload.as_deref().unwrap()).unwrap()).collect();
+
+    // The live worker answers SQL over its state.
+    let (status, body) = http_get(&addr, "/sql?format=json&q=SELECT%20count(*)%20AS%20n%20FROM%20features");
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body.trim(), r#"[{"n":40}]"#);
+    let (status, body) = http_get(&addr, "/sql?q=SELECT%20nope%20FROM%20features");
+    assert_eq!(status, 400, "a bad query is the caller's error: {body}");
+    assert!(body.contains("nope"), "names the column: {body}");
+    assert!(worker.terminate(Duration::from_secs(20)).0.success());
+
+    let live: BTreeSet<Key> = live.iter().map(key).collect();
+    let replayed: BTreeSet<Key> = replayed.iter().map(key).collect();
+    let only_live: Vec<_> = live.difference(&replayed).take(5).collect();
+    let only_replay: Vec<_> = replayed.difference(&live).take(5).collect();
+    assert!(
+        only_live.is_empty() && only_replay.is_empty(),
+        "live only: {only_live:#?}\nreplay only: {only_replay:#?}"
+    );
+    assert_eq!(live.len(), replayed.len());
+}
+
+#[test]
+fn sql_over_history_files_runs_the_batch_definition() {
+    let setup = Setup::new("sqlfiles", 1);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_str().unwrap();
+    let out = setup.cli(&["generate", "--customers", "25", "--days", "90", "--to", "files", "--out", path]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = setup.cli(&[
+        "sql",
+        "--input",
+        path,
+        "--format",
+        "json",
+        "SELECT count(*) AS customers, sum(lifetime_orders) AS orders FROM features",
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let rows: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(rows[0]["customers"], 25, "{stdout}");
+    let placed = std::fs::read_to_string(dir.path().join("orders.jsonl"))
+        .unwrap()
+        .lines()
+        .filter(|l| l.contains(r#""status":"placed""#))
+        .count() as u64;
+    let orders = rows[0]["orders"].as_u64().unwrap();
+    assert!(orders > 0 && orders <= placed, "net orders {orders} of {placed} placed");
+
+    let out = setup.cli(&["sql", "--input", path, "SELECT no_such_column FROM features"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no_such_column"));
+}
