@@ -38,6 +38,8 @@ enum Command {
     /// Push history files through the worker's engine as fast as it goes;
     /// prints the segment changes a live run over the same events gives.
     Replay(replay::ReplayArgs),
+    /// Build the state from history files and write it as a snapshot file.
+    Backfill(replay::BackfillArgs),
     /// Run SQL over customer features: from history files (the batch
     /// definition), or from a running worker's live state.
     Sql(sql::SqlArgs),
@@ -91,6 +93,7 @@ async fn dispatch(command: Command, config: Config) -> anyhow::Result<()> {
         }
         Command::Generate(args) => generate::run(args, config).await,
         Command::Replay(args) => replay::run(args, config).await,
+        Command::Backfill(args) => replay::backfill(args, config).await,
         Command::Sql(args) => sql::run(args, config).await,
         Command::Watch(args) => {
             let shutdown = CancellationToken::new();

@@ -1,8 +1,10 @@
-//! `segstream replay`: history files through the worker's engine, changes out
-//! as JSON lines.
+//! `segstream replay` (history files through the worker's engine, changes
+//! out as JSON lines) and `segstream backfill` (the same, state out as a
+//! snapshot file).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Context;
@@ -10,6 +12,7 @@ use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use segstream_config::Config;
 use segstream_sql::history::{self, EventKind};
+use segstream_worker::ReplaySummary;
 
 /// Arguments of `segstream replay`.
 #[derive(Debug, Args)]
@@ -35,23 +38,110 @@ struct Lane {
     origin: Vec<(usize, usize)>,
 }
 
-pub(crate) async fn run(args: ReplayArgs, config: Config) -> anyhow::Result<()> {
-    let partitions = args.partitions.unwrap_or(config.topics.partitions);
-    anyhow::ensure!(partitions >= 1, "--partitions {partitions}: use 1 or more");
-    let files = history::discover(&args.input)?;
-    let (mut clicks, mut orders) = (Lane::default(), Lane::default());
-    for (f, file) in files.iter().enumerate() {
-        let lane = if file.kind == EventKind::Click { &mut clicks } else { &mut orders };
-        for p in history::read_payloads(file).await? {
-            lane.payloads.push(p.bytes);
-            lane.origin.push((f, p.line));
+/// Arguments of `segstream backfill`.
+#[derive(Debug, Args)]
+pub(crate) struct BackfillArgs {
+    /// A history file or a directory of them, as for `segstream replay`.
+    #[arg(long)]
+    input: PathBuf,
+    /// Partitions the state is spread over (default: topics.partitions).
+    #[arg(long)]
+    partitions: Option<i32>,
+    /// The snapshot file to write (query it with `segstream sql --snapshot`).
+    #[arg(long)]
+    snapshot: PathBuf,
+}
+
+/// The history of `input`: files, and payloads per kind in file order.
+struct History {
+    files: Vec<history::HistoryFile>,
+    clicks: Lane,
+    orders: Lane,
+}
+
+impl History {
+    async fn read(input: &Path) -> anyhow::Result<Self> {
+        let files = history::discover(input)?;
+        let (mut clicks, mut orders) = (Lane::default(), Lane::default());
+        for (f, file) in files.iter().enumerate() {
+            let lane = if file.kind == EventKind::Click { &mut clicks } else { &mut orders };
+            for p in history::read_payloads(file).await? {
+                lane.payloads.push(p.bytes);
+                lane.origin.push((f, p.line));
+            }
+        }
+        Ok(Self { files, clicks, orders })
+    }
+
+    fn total(&self) -> u64 {
+        (self.clicks.payloads.len() + self.orders.payloads.len()) as u64
+    }
+
+    fn progress_bar(&self, verb: &str) -> ProgressBar {
+        ProgressBar::new(self.total()).with_style(
+            ProgressStyle::with_template(&format!("{verb} [{{bar:30}}] {{pos}}/{{len}} events {{elapsed}}"))
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        )
+    }
+
+    /// Prints the first payloads that did not decode, with file and line.
+    fn report_rejected(&self, summary: &ReplaySummary) {
+        if summary.rejected.is_empty() {
+            return;
+        }
+        eprintln!("{} events did not decode (a live worker dead-letters them):", summary.rejected.len());
+        for (kind, index, error) in summary.rejected.iter().take(10) {
+            let lane = if *kind == "clicks" { &self.clicks } else { &self.orders };
+            if let Some((f, line)) = lane.origin.get(*index) {
+                eprintln!("  {}:{line}: {error}", self.files[*f].path.display());
+            }
         }
     }
-    let total = (clicks.payloads.len() + orders.payloads.len()) as u64;
-    let bar = ProgressBar::new(total).with_style(
-        ProgressStyle::with_template("replaying [{bar:30}] {pos}/{len} events {elapsed}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+}
+
+fn partitions(arg: Option<i32>, config: &Config) -> anyhow::Result<i32> {
+    let partitions = arg.unwrap_or(config.topics.partitions);
+    anyhow::ensure!(partitions >= 1, "--partitions {partitions}: use 1 or more");
+    Ok(partitions)
+}
+
+pub(crate) async fn backfill(args: BackfillArgs, config: Config) -> anyhow::Result<()> {
+    let partitions = partitions(args.partitions, &config)?;
+    let history = Arc::new(History::read(&args.input).await?);
+    let bar = history.progress_bar("backfilling");
+    let began = Instant::now();
+    let (progress, h, snapshot) = (bar.clone(), Arc::clone(&history), args.snapshot.clone());
+    let (summary, bytes) = tokio::task::spawn_blocking(move || {
+        segstream_worker::backfill(
+            &config,
+            partitions,
+            &h.clicks.payloads,
+            &h.orders.payloads,
+            |n| progress.set_position(n),
+            &snapshot,
+        )
+    })
+    .await??;
+    bar.finish_and_clear();
+    eprintln!(
+        "backfilled {} customers from {} clicks and {} orders in {:.1} s, as of {}: {} ({:.1} MiB)",
+        summary.customers,
+        summary.clicks,
+        summary.orders,
+        began.elapsed().as_secs_f64(),
+        summary.latest.map(|t| t.to_string()).unwrap_or_else(|| "no event".into()),
+        args.snapshot.display(),
+        bytes as f64 / 1_048_576.0,
     );
+    history.report_rejected(&summary);
+    Ok(())
+}
+
+pub(crate) async fn run(args: ReplayArgs, config: Config) -> anyhow::Result<()> {
+    let partitions = partitions(args.partitions, &config)?;
+    let history = Arc::new(History::read(&args.input).await?);
+    let total = history.total();
+    let bar = history.progress_bar("replaying");
     let mut out: Box<dyn Write + Send> = if args.output == Path::new("-") {
         Box::new(std::io::BufWriter::new(std::io::stdout()))
     } else {
@@ -61,12 +151,13 @@ pub(crate) async fn run(args: ReplayArgs, config: Config) -> anyhow::Result<()> 
     };
     let began = Instant::now();
     let progress = bar.clone();
-    let (summary, clicks, orders) = tokio::task::spawn_blocking(move || {
-        let summary = segstream_worker::replay(
+    let h = Arc::clone(&history);
+    let summary = tokio::task::spawn_blocking(move || {
+        segstream_worker::replay(
             &config,
             partitions,
-            &clicks.payloads,
-            &orders.payloads,
+            &h.clicks.payloads,
+            &h.orders.payloads,
             |n| progress.set_position(n),
             |change| {
                 serde_json::to_writer(&mut out, &change)?;
@@ -76,8 +167,7 @@ pub(crate) async fn run(args: ReplayArgs, config: Config) -> anyhow::Result<()> 
         .and_then(|s| {
             out.flush().map_err(|e| segstream_worker::WorkerError::Output(e.to_string()))?;
             Ok(s)
-        });
-        (summary, clicks, orders)
+        })
     })
     .await?;
     let summary = summary?;
@@ -93,14 +183,6 @@ pub(crate) async fn run(args: ReplayArgs, config: Config) -> anyhow::Result<()> 
         summary.late,
         summary.late_set_aside,
     );
-    if !summary.rejected.is_empty() {
-        eprintln!("{} events did not decode (a live worker dead-letters them):", summary.rejected.len());
-        for (kind, index, error) in summary.rejected.iter().take(10) {
-            let lane = if *kind == "clicks" { &clicks } else { &orders };
-            if let Some((f, line)) = lane.origin.get(*index) {
-                eprintln!("  {}:{line}: {error}", files[*f].path.display());
-            }
-        }
-    }
+    history.report_rejected(&summary);
     Ok(())
 }

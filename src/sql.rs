@@ -40,6 +40,10 @@ pub(crate) struct SqlArgs {
     /// batch definition. Without it, the query runs on a worker's live state.
     #[arg(long)]
     input: Option<PathBuf>,
+    /// A state snapshot file (`segstream backfill --snapshot`): the query
+    /// sees `features` as of the snapshot's latest event, with `lifecycle`.
+    #[arg(long, conflicts_with = "input")]
+    snapshot: Option<PathBuf>,
     /// With --input: features as of this time, RFC 3339 (2024-05-01T00:00:00Z)
     /// or milliseconds since the epoch. Default: the latest event in the input.
     #[arg(long)]
@@ -64,6 +68,16 @@ fn parse_time(text: &str) -> anyhow::Result<EventTime> {
 
 pub(crate) async fn run(args: SqlArgs, config: Config) -> anyhow::Result<()> {
     let format = OutputFormat::from(args.format);
+    if let Some(path) = &args.snapshot {
+        let (path, c) = (path.clone(), config.clone());
+        let (features, _) =
+            tokio::task::spawn_blocking(move || segstream_worker::snapshot_features(&c, &path)).await??;
+        let ctx = SessionContext::new();
+        query::register(&ctx, "features", features.schema(), vec![features])?;
+        let out = query::run(&ctx, &args.query).await?;
+        println!("{}", query::render(&out, format)?);
+        return Ok(());
+    }
     let Some(input) = &args.input else {
         let addr = args.worker.clone().unwrap_or_else(|| config.http.listen.clone());
         let text = query_worker(&addr, &args.query, args.format).await?;
@@ -88,7 +102,7 @@ pub(crate) async fn run(args: SqlArgs, config: Config) -> anyhow::Result<()> {
     let ctx = SessionContext::new();
     query::register_events(&ctx, &events.clicks, &events.orders)?;
     let features = definition::batch_features(&ctx, as_of, &config.features).await?;
-    let schema = table::schema(false);
+    let schema = table::schema(&config.features, false);
     let features = concat_batches(&schema, &features)?;
     query::register(&ctx, "features", schema, vec![features])?;
     let out = query::run(&ctx, &args.query).await?;

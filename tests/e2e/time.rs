@@ -106,3 +106,40 @@ fn events_later_than_the_allowed_lateness_are_dead_lettered_when_configured() {
     let topic = setup.topic("clickstream");
     assert_eq!(metric(&metrics, &format!("segstream_late_events_total{{topic=\"{topic}\"}}")), 1.0);
 }
+
+#[test]
+fn a_quiet_partition_follows_the_workers_watermark_so_its_timers_fire() {
+    let setup = Setup::new("idle", 2).with("time.idle_partition_ms=1500");
+    // sam alone on one partition; everyone else on the other.
+    let sam_partition = segstream_kafka::partition_for(b"sam", 2);
+    let others: Vec<String> = (0..200)
+        .map(|i| format!("other-{i}"))
+        .filter(|c| segstream_kafka::partition_for(c.as_bytes(), 2) != sam_partition)
+        .take(5)
+        .collect();
+    let p = setup.producer();
+    produce(&p, &setup.topic("orders"), &[order("sam", 0)]);
+    let clicks: Vec<_> = others.iter().zip([50, 100, 150, 200, 300]).map(|(c, d)| click(c, d)).collect();
+    produce(&p, &setup.topic("clickstream"), &clicks);
+
+    let mut worker = setup.spawn_worker();
+    worker.wait_ready(Duration::from_secs(60));
+    let records = setup.read(&setup.topic("changes"), 12, Duration::from_secs(60));
+    assert!(worker.terminate(Duration::from_secs(20)).0.success());
+    let sam: Vec<(String, Trigger)> = records
+        .iter()
+        .map(|r| SegmentChange::from_avro(r.payload.as_deref().unwrap()).unwrap())
+        .filter(|c| c.customer_id.as_str() == "sam" && c.change == ChangeType::Entered)
+        .map(|c| (c.segment, c.trigger))
+        .collect();
+    assert_eq!(
+        sam,
+        [
+            ("new", Trigger::Event),
+            ("active", Trigger::Timer),
+            ("at_risk", Trigger::Timer),
+            ("churned", Trigger::Timer)
+        ]
+        .map(|(s, t)| (s.to_owned(), t))
+    );
+}

@@ -124,8 +124,31 @@ pub struct WorkerConfig {
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct FeaturesConfig {
+    /// Windows of the order features (orders, revenue), days, increasing.
+    /// Orders are kept for the longest; discount, category and payment
+    /// features look at the longest.
+    pub order_windows_days: Vec<u32>,
+    /// Windows of the click features (sessions, views, searches, add-to-cart),
+    /// days, increasing; the longest is kept as daily buckets (at most 90).
+    /// Device, time-of-day and cart features look at the longest.
+    pub activity_windows_days: Vec<u32>,
     /// Inactivity gap that splits sessions, minutes.
     pub session_gap_minutes: u32,
+    /// A cart (items added since the last order) is abandoned when this many
+    /// hours pass after its last add with no order.
+    pub cart_abandon_hours: u32,
+}
+
+impl FeaturesConfig {
+    /// The longest order window, days.
+    pub fn order_retention_days(&self) -> i64 {
+        i64::from(self.order_windows_days.iter().copied().max().unwrap_or(365))
+    }
+
+    /// The longest click window, days.
+    pub fn activity_retention_days(&self) -> i64 {
+        i64::from(self.activity_windows_days.iter().copied().max().unwrap_or(30))
+    }
 }
 
 /// `[lifecycle]`.
@@ -142,6 +165,14 @@ pub struct LifecycleConfig {
     pub churn_days: f64,
     /// Days a returning churned customer stays "reactivated".
     pub reactivated_days: f64,
+    /// When above 0: a customer with at least `personal_min_orders` orders
+    /// is at risk after this multiple of their own mean inter-purchase time
+    /// instead of `at_risk_days`.
+    pub at_risk_interpurchase_multiple: f64,
+    /// Same for churned (must then be above the at-risk multiple).
+    pub churn_interpurchase_multiple: f64,
+    /// Orders a customer needs before their own rhythm is trusted.
+    pub personal_min_orders: u32,
 }
 
 /// `[time]`.
@@ -153,6 +184,9 @@ pub struct TimeConfig {
     pub allowed_lateness_ms: u64,
     /// What happens to an event later than that.
     pub late_events: LatePolicy,
+    /// A partition that has received nothing for this long (wall time, ms)
+    /// follows the worker's watermark, so its timers still fire; 0 = never.
+    pub idle_partition_ms: u64,
     /// An event time more than this after the record's Kafka timestamp is
     /// dead-lettered (code `future_event`): it would move the partition's
     /// stream time, and every timer, into the future.
@@ -263,11 +297,55 @@ impl Config {
                 return fail(key, v.to_string(), "use a positive number of days");
             }
         }
+        let (ar, ch) = (l.at_risk_interpurchase_multiple, l.churn_interpurchase_multiple);
+        if !(ar.is_finite() && ch.is_finite() && ar >= 0.0 && ch >= 0.0)
+            || (ar > 0.0) != (ch > 0.0)
+            || (ar > 0.0 && ar >= ch)
+        {
+            return fail(
+                "lifecycle.at_risk_interpurchase_multiple",
+                format!("{ar} (churn multiple {ch})"),
+                "set both multiples to 0 (off) or both above 0 with the at-risk one below the churn one, e.g. 3 and 6",
+            );
+        }
+        if l.personal_min_orders < 3 {
+            return fail(
+                "lifecycle.personal_min_orders",
+                l.personal_min_orders.to_string(),
+                "use 3 or more: a mean inter-purchase time needs at least two gaps",
+            );
+        }
         if l.at_risk_days >= l.churn_days {
             return fail(
                 "lifecycle.at_risk_days",
                 l.at_risk_days.to_string(),
                 &format!("must be below lifecycle.churn_days ({})", l.churn_days),
+            );
+        }
+        for (key, windows, max) in [
+            ("features.order_windows_days", &self.features.order_windows_days, 730),
+            ("features.activity_windows_days", &self.features.activity_windows_days, 90),
+        ] {
+            let increasing = windows.windows(2).all(|w| w[0] < w[1]);
+            if windows.is_empty()
+                || windows.len() > 8
+                || !increasing
+                || windows[0] == 0
+                || windows[windows.len() - 1] > max
+            {
+                return fail(
+                    key,
+                    format!("{windows:?}"),
+                    &format!("use 1 to 8 increasing whole numbers of days from 1 to {max}, e.g. [7, 30]"),
+                );
+            }
+        }
+        let cart_max = self.features.activity_retention_days() * 24;
+        if !(1..=cart_max).contains(&i64::from(self.features.cart_abandon_hours)) {
+            return fail(
+                "features.cart_abandon_hours",
+                self.features.cart_abandon_hours.to_string(),
+                &format!("use 1 to {cart_max} hours (the longest activity window), e.g. 24"),
             );
         }
         if !(1..=1440).contains(&self.features.session_gap_minutes) {

@@ -259,6 +259,8 @@ pub struct OrderBatch {
     total: Float64Array,
     discount_amount: Float64Array,
     item_count: Int32Array,
+    /// First listed category of each order (not a schema column: the list is).
+    primary_category: StringArray,
     payment_method: StringArray,
     partition: Int32Array,
     offset: Int64Array,
@@ -281,6 +283,8 @@ pub struct OrderRow<'a> {
     pub discount_amount: f64,
     /// Items.
     pub item_count: i32,
+    /// The first category listed, if any: the order's primary category.
+    pub primary_category: Option<&'a str>,
     /// Payment method.
     pub payment_method: Option<&'a str>,
     /// Source partition.
@@ -337,6 +341,7 @@ impl OrderBatch {
             total: self.total.value(i),
             discount_amount: self.discount_amount.value(i),
             item_count: self.item_count.value(i),
+            primary_category: opt(&self.primary_category, i),
             payment_method: opt(&self.payment_method, i),
             partition: self.partition.value(i),
             offset: self.offset.value(i),
@@ -358,6 +363,7 @@ pub fn decode_orders<'a>(
     let mut discount_amount = Float64Builder::new();
     let mut item_count = Int32Builder::new();
     let mut categories = ListBuilder::new(StringBuilder::new());
+    let mut primary_category = StringBuilder::new();
     let mut payment_method = StringBuilder::new();
     let mut partition = Int32Builder::new();
     let mut offset = Int64Builder::new();
@@ -377,6 +383,7 @@ pub fn decode_orders<'a>(
                 categories.values().append_value(c);
             }
             categories.append(true);
+            primary_category.append_option(e.categories.first());
             payment_method.append_option(e.payment_method.as_deref());
             partition.append_value(r.partition);
             offset.append_value(r.offset);
@@ -391,6 +398,7 @@ pub fn decode_orders<'a>(
         total: total.finish(),
         discount_amount: discount_amount.finish(),
         item_count: item_count.finish(),
+        primary_category: primary_category.finish(),
         payment_method: payment_method.finish(),
         partition: partition.finish(),
         offset: offset.finish(),

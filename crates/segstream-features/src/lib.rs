@@ -1,14 +1,19 @@
 //! Per-customer features, kept incrementally from decoded events.
 //!
-//! The state of a customer is bounded: orders are kept for the longest window
-//! (365 days) and click activity as daily buckets for 30 days; older data
-//! folds into a few lifetime scalars. [`CustomerState::features`] reads the
-//! windows at any event time, so the same state answers "as of the event" and
-//! "as of a later timer".
+//! The state of a customer is bounded by time, not by the number of events:
+//! orders are kept for the longest order window, click activity as daily
+//! buckets and sessions for the longest activity window, the cart as its
+//! latest adds and removes; older data folds into a few lifetime scalars.
+//! [`CustomerState::features`] reads the windows at any event time, so the
+//! same state answers "as of the event" and "as of a later timer".
 
+mod dictionary;
 mod state;
 
-pub use state::{CustomerState, Features, Money};
+pub use dictionary::{Dictionaries, Dictionary, NONE, OVERFLOW};
+pub use state::{
+    ActivityWindow, CART_LINES, CustomerState, DAYPARTS, DEVICES, Features, Money, OrderWindow, device_class,
+};
 
 #[cfg(test)]
 mod tests;

@@ -1,16 +1,28 @@
 use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
 
 use segstream_config::FeaturesConfig;
 use segstream_events::{ClickEventType, ClickRow, EventTime, OrderRow, OrderStatus};
 use serde::{Deserialize, Serialize};
 
-/// Longest order window; orders older than this fold into lifetime scalars.
-const ORDER_WINDOW_DAYS: i64 = 365;
-/// Click activity window.
-const CLICK_WINDOW_DAYS: i64 = 30;
+use crate::dictionary::{Dictionaries, NONE};
+
 /// A repeated click event id counts once when it arrives within the
 /// customer's last this-many clicks (producer retries land that close).
 const RECENT_CLICK_IDS: usize = 8;
+/// A cart keeps its latest this-many adds and removes.
+pub const CART_LINES: usize = 64;
+const HOUR_MS: i64 = 3_600_000;
+
+/// Device classes, in the order of the per-day counters.
+pub const DEVICES: [&str; 5] = ["app", "desktop", "mobile", "other", "tablet"];
+/// Parts of the day (UTC) by hour: [0, 6), [6, 12), [12, 18), [18, 24).
+pub const DAYPARTS: [&str; 4] = ["night", "morning", "afternoon", "evening"];
+
+/// Device class of a click's free-text device.
+pub fn device_class(device: &str) -> usize {
+    DEVICES.iter().position(|d| device.eq_ignore_ascii_case(d)).unwrap_or(3)
+}
 
 /// An amount of money in cents: sums stay exact and independent of order.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -26,9 +38,18 @@ impl Money {
     pub fn units(self) -> f64 {
         self.0 as f64 / 100.0
     }
+
+    fn plus(self, other: i64) -> Self {
+        Self(self.0.saturating_add(other))
+    }
 }
 
-/// One order kept for the windows.
+const VOIDED: u8 = 1;
+/// Unset for a cancellation that arrived before its order: a tombstone
+/// that voids the order when it comes, at the time of the cancellation.
+const PLACED: u8 = 2;
+
+/// One order kept for the windows (32 bytes).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 struct OrderEntry {
     /// xxh3 of the order id: de-duplicates repeats and matches cancellations.
@@ -37,21 +58,20 @@ struct OrderEntry {
     amount: Money,
     /// Discount granted, in cents (saturating: no real discount reaches 21 M).
     discount_cents: i32,
-    /// Cancelled or refunded: no longer counts.
-    voided: bool,
-    /// False for a cancellation that arrived before its order: a tombstone
-    /// that voids the order when it comes, at `time` of the cancellation.
-    placed: bool,
+    /// Primary (first listed) category, from the category dictionary.
+    category: u16,
+    /// Payment method, from the payment dictionary.
+    payment: u8,
+    flags: u8,
 }
 
-/// One session: clicks chained by gaps of at most the session gap.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
-struct Session {
-    start: EventTime,
-    end: EventTime,
+impl OrderEntry {
+    fn counts(&self) -> bool {
+        self.flags & VOIDED == 0
+    }
 }
 
-/// Click activity of one day.
+/// Click activity of one day (32 bytes).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 struct DayActivity {
     /// Days since the epoch; i32 reaches year 5.8 million.
@@ -61,12 +81,32 @@ struct DayActivity {
     product_views: u16,
     searches: u16,
     add_to_cart: u16,
+    /// Clicks per part of the day ([`DAYPARTS`]).
+    dayparts: [u16; 4],
+    /// Clicks per device class ([`DEVICES`]).
+    devices: [u16; 5],
+}
+
+/// One session: clicks chained by gaps of at most the session gap.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+struct Session {
+    start: EventTime,
+    end: EventTime,
+}
+
+/// An add (positive) or remove (negative) of the current cart.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+struct CartLine {
+    time: EventTime,
+    /// Price added (positive) or removed (negative).
+    cents: i32,
+    add: bool,
 }
 
 /// Everything segstream keeps about one customer.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct CustomerState {
-    /// Orders of the last 365 days (by event time of the latest event seen), sorted by time.
+    /// Orders of the longest order window (by the latest event seen), sorted by time.
     orders: Vec<OrderEntry>,
     /// Latest order among those folded out of `orders`.
     folded_last_order: Option<EventTime>,
@@ -74,35 +114,59 @@ pub struct CustomerState {
     folded_orders: u32,
     folded_revenue: Money,
     first_order: Option<EventTime>,
-    /// Daily click activity, sorted by day, last 30 days.
+    /// Latest order placed (even if voided later): it closes the cart.
+    last_placed: Option<EventTime>,
+    /// Daily click activity, sorted by day, longest activity window.
     activity: VecDeque<DayActivity>,
-    /// Sessions of the last 30 days (and a day more, so a late click can still
-    /// join one that straddles the window's edge), sorted and disjoint: the
-    /// count does not depend on the order clicks arrive in.
+    /// Sessions of the longest activity window (and a day more, so a late
+    /// click can still join one that straddles the window's edge), sorted and
+    /// disjoint: the count does not depend on the order clicks arrive in.
     sessions: Vec<Session>,
+    /// Adds and removes after the last order placed, sorted by time.
+    cart: Vec<CartLine>,
     /// xxh3 of the last RECENT_CLICK_IDS click event ids, for de-duplication.
     recent_clicks: [u64; RECENT_CLICK_IDS],
     recent_next: u8,
     last_seen: Option<EventTime>,
 }
 
-/// Feature values of a customer at one point in event time.
+/// Orders and revenue of one window.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct OrderWindow {
+    /// Window length, days.
+    pub days: u32,
+    /// Net orders (placed minus cancelled/refunded) in the window.
+    pub orders: u32,
+    /// Net revenue in the window.
+    pub revenue: f64,
+}
+
+/// Click activity of one window.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ActivityWindow {
+    /// Window length, days (calendar days, UTC).
+    pub days: u32,
+    /// Sessions that started in the window.
+    pub sessions: u32,
+    /// Page and product views.
+    pub page_views: u32,
+    /// Product views.
+    pub product_views: u32,
+    /// Searches.
+    pub searches: u32,
+    /// Add-to-cart clicks.
+    pub add_to_cart: u32,
+}
+
+/// Feature values of a customer at one point in event time. The docs
+/// (`docs/segments-and-features.md`) define each in words and the batch SQL
+/// (`segstream-sql`) in SQL.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Features {
     /// The time these values are for.
     pub as_of: Option<EventTime>,
-    /// Net orders (placed minus cancelled/refunded) in the last 30 days.
-    pub orders_30d: u32,
-    /// Net orders in the last 90 days.
-    pub orders_90d: u32,
-    /// Net orders in the last 365 days.
-    pub orders_365d: u32,
-    /// Net revenue in the last 30 days.
-    pub revenue_30d: f64,
-    /// Net revenue in the last 90 days.
-    pub revenue_90d: f64,
-    /// Net revenue in the last 365 days.
-    pub revenue_365d: f64,
+    /// Orders and revenue per configured order window.
+    pub order_windows: Vec<OrderWindow>,
     /// Net orders ever.
     pub lifetime_orders: u32,
     /// Average order value over all net orders ever.
@@ -115,53 +179,78 @@ pub struct Features {
     pub first_order: Option<EventTime>,
     /// Days from the first order to `as_of`.
     pub tenure_days: Option<f64>,
-    /// Sessions (clicks separated by the session gap) in the last 30 days.
-    pub sessions_30d: u32,
-    /// Page and product views in the last 30 days.
-    pub page_views_30d: u32,
-    /// Product views in the last 30 days.
-    pub product_views_30d: u32,
-    /// Searches in the last 30 days.
-    pub searches_30d: u32,
-    /// Add-to-cart clicks in the last 30 days.
-    pub add_to_cart_30d: u32,
+    /// Click activity per configured activity window.
+    pub activity_windows: Vec<ActivityWindow>,
     /// Mean days between orders: (last − first order) / (orders − 1), lifetime.
     pub interpurchase_mean_days: Option<f64>,
-    /// Days between the last two net orders of the last 365 days.
+    /// Days between the last two net orders of the longest order window.
     pub interpurchase_last_gap_days: Option<f64>,
-    /// Share of the last 365 days' net orders that carried a discount.
-    pub discount_share_365d: Option<f64>,
-    /// Average discount of the discounted net orders of the last 365 days.
-    pub avg_discount_365d: Option<f64>,
+    /// Share of the longest order window's net orders that carried a discount.
+    pub discount_share: Option<f64>,
+    /// Average discount of the discounted net orders of the longest order window.
+    pub avg_discount: Option<f64>,
+    /// Most frequent primary category of the longest order window's net orders.
+    pub top_category: Option<Arc<str>>,
+    /// Share of those orders (with a category) in the top category.
+    pub top_category_share: Option<f64>,
+    /// Distinct primary categories among those orders.
+    pub categories_bought: u32,
+    /// Most used payment method of the longest order window's net orders.
+    pub preferred_payment: Option<Arc<str>>,
+    /// Device class with the most clicks in the longest activity window.
+    pub preferred_device: Option<&'static str>,
+    /// Share of the longest activity window's clicks per part of the day (UTC), [`DAYPARTS`] order.
+    pub daypart_shares: Option<[f64; 4]>,
+    /// Share of the longest activity window's clicks on Saturday or Sunday (UTC).
+    pub weekend_share: Option<f64>,
+    /// Value of the current cart: prices added minus removed since the last order (not below 0).
+    pub cart_value: f64,
+    /// Latest add to the current cart.
+    pub last_cart_add: Option<EventTime>,
+    /// The current cart has value and its last add is `cart_abandon_hours` old.
+    pub cart_abandoned: bool,
+    /// Value of the cart if abandoned, else 0.
+    pub abandoned_cart_value: f64,
+    /// When the current cart counts as abandoned if nothing happens (a timer).
+    pub cart_abandon_at: Option<EventTime>,
+    /// When the current cart leaves the activity window if nothing happens (a timer).
+    pub cart_expire_at: Option<EventTime>,
     /// Latest event of any kind.
     pub last_seen: Option<EventTime>,
 }
 
 impl Features {
+    /// Orders in the window of `days`, if configured.
+    pub fn orders_in(&self, days: u32) -> Option<u32> {
+        self.order_windows.iter().find(|w| w.days == days).map(|w| w.orders)
+    }
+
     /// Named numeric values, for change records ("the values that decided").
     pub fn to_map(&self) -> BTreeMap<String, f64> {
-        let mut m = BTreeMap::from([
-            ("orders_30d".to_owned(), f64::from(self.orders_30d)),
-            ("orders_90d".to_owned(), f64::from(self.orders_90d)),
-            ("orders_365d".to_owned(), f64::from(self.orders_365d)),
-            ("revenue_30d".to_owned(), self.revenue_30d),
-            ("revenue_90d".to_owned(), self.revenue_90d),
-            ("revenue_365d".to_owned(), self.revenue_365d),
-            ("lifetime_orders".to_owned(), f64::from(self.lifetime_orders)),
-            ("sessions_30d".to_owned(), f64::from(self.sessions_30d)),
-            ("page_views_30d".to_owned(), f64::from(self.page_views_30d)),
-            ("product_views_30d".to_owned(), f64::from(self.product_views_30d)),
-            ("searches_30d".to_owned(), f64::from(self.searches_30d)),
-            ("add_to_cart_30d".to_owned(), f64::from(self.add_to_cart_30d)),
-        ]);
+        let mut m = BTreeMap::new();
+        for w in &self.order_windows {
+            m.insert(format!("orders_{}d", w.days), f64::from(w.orders));
+            m.insert(format!("revenue_{}d", w.days), w.revenue);
+        }
+        for w in &self.activity_windows {
+            m.insert(format!("sessions_{}d", w.days), f64::from(w.sessions));
+            m.insert(format!("page_views_{}d", w.days), f64::from(w.page_views));
+            m.insert(format!("product_views_{}d", w.days), f64::from(w.product_views));
+            m.insert(format!("searches_{}d", w.days), f64::from(w.searches));
+            m.insert(format!("add_to_cart_{}d", w.days), f64::from(w.add_to_cart));
+        }
+        m.insert("lifetime_orders".to_owned(), f64::from(self.lifetime_orders));
+        m.insert("categories_bought".to_owned(), f64::from(self.categories_bought));
+        m.insert("cart_value".to_owned(), round2(self.cart_value));
         let optional = [
             ("avg_order_value", self.avg_order_value),
             ("interpurchase_mean_days", self.interpurchase_mean_days),
             ("interpurchase_last_gap_days", self.interpurchase_last_gap_days),
-            ("discount_share_365d", self.discount_share_365d),
-            ("avg_discount_365d", self.avg_discount_365d),
+            ("discount_share", self.discount_share),
+            ("avg_discount", self.avg_discount),
             ("days_since_last_order", self.days_since_last_order),
             ("tenure_days", self.tenure_days),
+            ("weekend_share", self.weekend_share),
         ];
         m.extend(optional.into_iter().filter_map(|(k, v)| Some((k.to_owned(), round2(v?)))));
         m
@@ -172,21 +261,35 @@ fn round2(x: f64) -> f64 {
     (x * 100.0).round() / 100.0
 }
 
+/// The key with the largest count; ties go to the smallest key.
+fn most_frequent<K: Ord + Clone>(counts: impl IntoIterator<Item = (K, u32)>) -> Option<(K, u32)> {
+    counts.into_iter().filter(|(_, n)| *n > 0).fold(None, |best: Option<(K, u32)>, (k, n)| match best {
+        Some((bk, bn)) if bn > n || (bn == n && bk <= k) => Some((bk, bn)),
+        _ => Some((k, n)),
+    })
+}
+
 impl CustomerState {
     /// Applies one order event. Returns false when it changed nothing: a
-    /// repeated `placed`, a cancellation of an unknown order, or an order more
-    /// than 365 days older than the customer's latest event.
-    pub fn apply_order(&mut self, row: &OrderRow<'_>) -> bool {
+    /// repeated `placed`, or an order older than the longest order window
+    /// relative to the customer's latest event.
+    pub fn apply_order(
+        &mut self,
+        row: &OrderRow<'_>,
+        config: &FeaturesConfig,
+        dict: &mut Dictionaries,
+    ) -> bool {
+        let retention = config.order_retention_days();
         // An order older than the longest window, relative to what we have
         // already seen of this customer, may be one we folded away: applying it
         // could count it twice, so it is refused (the caller counts it as late).
-        if self.last_seen.is_some_and(|seen| row.event_time.day() < seen.day() - ORDER_WINDOW_DAYS) {
+        if self.last_seen.is_some_and(|seen| row.event_time.day() < seen.day() - retention) {
             return false;
         }
         self.touch(row.event_time);
         let id = xxhash_rust::xxh3::xxh3_64(row.order_id.as_bytes());
-        let existing = self.orders.iter_mut().find(|o| o.id == id);
-        let entry = |voided: bool, placed: bool| OrderEntry {
+        let placed = row.status == OrderStatus::Placed;
+        let entry = |flags: u8, dict: &mut Dictionaries| OrderEntry {
             id,
             time: row.event_time,
             amount: if placed { Money::from_units(row.total) } else { Money::default() },
@@ -195,37 +298,48 @@ impl CustomerState {
             } else {
                 0
             },
-            voided,
-            placed,
+            category: row.primary_category.map_or(NONE, |c| dict.categories.intern(c)),
+            payment: row.payment_method.map_or(0, |p| dict.payments.intern(p) as u8),
+            flags,
         };
-        let changed = match (row.status, existing) {
-            (OrderStatus::Placed, Some(e)) if e.placed => false,
-            (OrderStatus::Placed, Some(tombstone)) => {
+        let existing = self.orders.iter_mut().find(|o| o.id == id);
+        let changed = match (placed, existing) {
+            (true, Some(e)) if e.flags & PLACED != 0 => false,
+            (true, Some(_)) => {
                 // The cancellation came first: the order is now known, and
                 // stays void.
-                let id = tombstone.id;
                 self.orders.retain(|o| o.id != id);
-                self.insert_order(entry(true, true));
+                let e = entry(PLACED | VOIDED, dict);
+                self.insert_order(e);
                 true
             }
-            (OrderStatus::Placed, None) => {
-                self.insert_order(entry(false, true));
+            (true, None) => {
+                let e = entry(PLACED, dict);
+                self.insert_order(e);
                 true
             }
-            (OrderStatus::Cancelled | OrderStatus::Refunded, Some(entry)) => {
-                !std::mem::replace(&mut entry.voided, true)
+            (false, Some(e)) => {
+                let was = e.flags;
+                e.flags |= VOIDED;
+                was != e.flags
             }
-            (OrderStatus::Cancelled | OrderStatus::Refunded, None) => {
-                self.insert_order(entry(true, false));
+            (false, None) => {
+                let e = entry(VOIDED, dict);
+                self.insert_order(e);
                 true
             }
         };
-        self.expire(row.event_time);
+        if placed {
+            self.last_placed = Some(self.last_placed.map_or(row.event_time, |l| l.max(row.event_time)));
+            // Placing an order closes the cart: adds before it are done.
+            self.cart.retain(|l| l.time > row.event_time);
+        }
+        self.expire(row.event_time, config);
         changed
     }
 
     fn insert_order(&mut self, o: OrderEntry) {
-        if o.placed {
+        if o.flags & PLACED != 0 {
             self.first_order = Some(self.first_order.map_or(o.time, |f| f.min(o.time)));
         }
         let at = self.orders.partition_point(|e| e.time <= o.time);
@@ -242,13 +356,22 @@ impl CustomerState {
         let slot = usize::from(self.recent_next) % RECENT_CLICK_IDS;
         self.recent_clicks[slot] = id;
         self.recent_next = ((slot + 1) % RECENT_CLICK_IDS) as u8;
-        self.touch(row.event_time);
-        self.add_to_session(row.event_time, i64::from(config.session_gap_minutes) * 60_000);
+        let t = row.event_time;
+        self.touch(t);
+        self.add_to_session(t, i64::from(config.session_gap_minutes) * 60_000);
         let kind = row.event_type;
-        let day = i32::try_from(row.event_time.day()).unwrap_or(i32::MAX);
+        let day = i32::try_from(t.day()).unwrap_or(i32::MAX);
         let at = self.activity.partition_point(|a| a.day < day);
         if self.activity.get(at).is_none_or(|a| a.day != day) {
-            let empty = DayActivity { day, page_views: 0, product_views: 0, searches: 0, add_to_cart: 0 };
+            let empty = DayActivity {
+                day,
+                page_views: 0,
+                product_views: 0,
+                searches: 0,
+                add_to_cart: 0,
+                dayparts: [0; 4],
+                devices: [0; 5],
+            };
             self.activity.insert(at, empty);
         }
         if let Some(b) = self.activity.get_mut(at) {
@@ -257,8 +380,30 @@ impl CustomerState {
             bump(&mut b.product_views, kind == ClickEventType::ProductView);
             bump(&mut b.searches, kind == ClickEventType::Search);
             bump(&mut b.add_to_cart, kind == ClickEventType::AddToCart);
+            let hour = t.millis().rem_euclid(86_400_000) / HOUR_MS;
+            if let Some(n) = b.dayparts.get_mut(usize::try_from(hour / 6).unwrap_or(0)) {
+                bump(n, true);
+            }
+            if let Some(n) = row.device.and_then(|d| b.devices.get_mut(device_class(d))) {
+                bump(n, true);
+            }
         }
-        self.expire(row.event_time);
+        let sign = match kind {
+            ClickEventType::AddToCart => 1,
+            ClickEventType::RemoveFromCart => -1,
+            _ => 0,
+        };
+        // A cart line after the last order placed; an older one belongs to a
+        // cart that order closed.
+        if sign != 0 && self.last_placed.is_none_or(|p| t > p) {
+            let cents = i32::try_from(Money::from_units(row.price.unwrap_or(0.0)).0).unwrap_or(i32::MAX);
+            let at = self.cart.partition_point(|l| l.time <= t);
+            self.cart.insert(at, CartLine { time: t, cents: sign * cents, add: sign > 0 });
+            if self.cart.len() > CART_LINES {
+                self.cart.remove(0);
+            }
+        }
+        self.expire(t, config);
         true
     }
 
@@ -299,54 +444,54 @@ impl CustomerState {
         self.last_seen = Some(self.last_seen.map_or(t, |s| s.max(t)));
     }
 
-    /// Folds orders and activity that fell out of every window as of `now`.
-    fn expire(&mut self, now: EventTime) {
-        let order_horizon = now.day() - ORDER_WINDOW_DAYS;
+    /// Folds orders and drops activity that fell out of every window as of `now`.
+    fn expire(&mut self, now: EventTime, config: &FeaturesConfig) {
+        let order_horizon = now.day() - config.order_retention_days();
         while self.orders.first().is_some_and(|o| o.time.day() < order_horizon) {
             let o = self.orders.remove(0);
-            if !o.voided {
+            if o.counts() {
                 self.folded_orders += 1;
-                self.folded_revenue = Money(self.folded_revenue.0.saturating_add(o.amount.0));
+                self.folded_revenue = self.folded_revenue.plus(o.amount.0);
                 self.folded_last_order = Some(self.folded_last_order.map_or(o.time, |l| l.max(o.time)));
             }
         }
-        let click_horizon = now.day() - CLICK_WINDOW_DAYS;
+        let click_horizon = now.day() - config.activity_retention_days();
         while self.activity.front().is_some_and(|a| i64::from(a.day) < click_horizon) {
             self.activity.pop_front();
         }
         // A day of margin: a session gap is at most a day (config check).
         let ended = self.sessions.partition_point(|s| s.end.day() < click_horizon - 1);
         self.sessions.drain(..ended);
+        let old = self.cart.partition_point(|l| l.time.day() <= click_horizon);
+        self.cart.drain(..old);
     }
 
     /// Feature values as of `now`.
-    pub fn features(&self, now: EventTime) -> Features {
-        let live = || self.orders.iter().filter(|o| !o.voided && o.time <= now);
-        let window = |days: f64| {
-            let from = now.plus_days(-days);
-            live()
-                .filter(|o| o.time > from)
-                .fold((0u32, Money(0)), |(n, m), o| (n + 1, Money(m.0.saturating_add(o.amount.0))))
-        };
-        let (orders_30d, revenue_30d) = window(30.0);
-        let (orders_90d, revenue_90d) = window(90.0);
-        let (orders_365d, revenue_365d) = window(365.0);
+    pub fn features(&self, now: EventTime, config: &FeaturesConfig, dict: &Dictionaries) -> Features {
+        let live = || self.orders.iter().filter(|o| o.counts() && o.time <= now);
+        let order_windows = config
+            .order_windows_days
+            .iter()
+            .map(|&days| {
+                let from = now.plus_days(-f64::from(days));
+                let (orders, revenue) = live()
+                    .filter(|o| o.time > from)
+                    .fold((0u32, Money(0)), |(n, m), o| (n + 1, m.plus(o.amount.0)));
+                OrderWindow { days, orders, revenue: revenue.units() }
+            })
+            .collect();
         let (live_count, live_revenue) =
-            live().fold((0u32, 0i64), |(n, m), o| (n + 1, m.saturating_add(o.amount.0)));
+            live().fold((0u32, Money(0)), |(n, m), o| (n + 1, m.plus(o.amount.0)));
         let lifetime_orders = live_count + self.folded_orders;
-        let lifetime_revenue = Money(live_revenue.saturating_add(self.folded_revenue.0));
+        let lifetime_revenue = live_revenue.plus(self.folded_revenue.0);
         let last_order = live().map(|o| o.time).max().or(self.folded_last_order);
-        let click_from = now.day() - CLICK_WINDOW_DAYS;
-        let recent = || {
-            self.activity
-                .iter()
-                .filter(move |a| i64::from(a.day) > click_from && i64::from(a.day) <= now.day())
-        };
-        let sum = |field: fn(&DayActivity) -> u16| recent().map(|a| u32::from(field(a))).sum::<u32>();
-        let year_from = now.plus_days(-365.0);
-        // One pass, no allocation: this runs several times per event.
+
+        // The longest order window: discounts, gaps, categories, payments.
+        let year_from = now.plus_days(-(config.order_retention_days() as f64));
         let (mut year_orders, mut discounted, mut discount_sum) = (0u32, 0u32, 0i64);
         let mut last_two: (Option<EventTime>, Option<EventTime>) = (None, None);
+        let mut categories: BTreeMap<u16, u32> = BTreeMap::new();
+        let mut payments: BTreeMap<u8, u32> = BTreeMap::new();
         for o in live().filter(|o| o.time > year_from) {
             year_orders += 1;
             if o.discount_cents > 0 {
@@ -355,32 +500,90 @@ impl CustomerState {
             }
             // Orders are sorted by time.
             last_two = (last_two.1, Some(o.time));
+            if o.category != NONE {
+                *categories.entry(o.category).or_default() += 1;
+            }
+            if o.payment != 0 {
+                *payments.entry(o.payment).or_default() += 1;
+            }
         }
+        let with_category: u32 = categories.values().sum();
+        let top =
+            most_frequent(categories.iter().filter_map(|(id, n)| Some((dict.categories.name(*id)?, *n))));
+        let preferred_payment = most_frequent(
+            payments.iter().filter_map(|(id, n)| Some((dict.payments.name(u16::from(*id))?, *n))),
+        )
+        .map(|(name, _)| name);
+
+        // Click activity windows.
+        let today = now.day();
+        let recent = |days: u32| {
+            let from = today - i64::from(days);
+            self.activity.iter().filter(move |a| i64::from(a.day) > from && i64::from(a.day) <= today)
+        };
+        let activity_windows = config
+            .activity_windows_days
+            .iter()
+            .map(|&days| {
+                let from = today - i64::from(days);
+                let sum =
+                    |field: fn(&DayActivity) -> u16| recent(days).map(|a| u32::from(field(a))).sum::<u32>();
+                ActivityWindow {
+                    days,
+                    sessions: self
+                        .sessions
+                        .iter()
+                        .filter(|s| s.start.day() > from && s.start.day() <= today)
+                        .count() as u32,
+                    page_views: sum(|a| a.page_views),
+                    product_views: sum(|a| a.product_views),
+                    searches: sum(|a| a.searches),
+                    add_to_cart: sum(|a| a.add_to_cart),
+                }
+            })
+            .collect();
+        let longest = config.activity_windows_days.iter().copied().max().unwrap_or(30);
+        let (mut dayparts, mut devices, mut weekend) = ([0u32; 4], [0u32; 5], 0u32);
+        for a in recent(longest) {
+            for (sum, n) in dayparts.iter_mut().zip(a.dayparts) {
+                *sum += u32::from(n);
+            }
+            for (sum, n) in devices.iter_mut().zip(a.devices) {
+                *sum += u32::from(n);
+            }
+            // 1970-01-01 was a Thursday: day + 3 counts from a Monday.
+            if (i64::from(a.day) + 3).rem_euclid(7) >= 5 {
+                weekend += a.dayparts.iter().map(|n| u32::from(*n)).sum::<u32>();
+            }
+        }
+        let clicks: u32 = dayparts.iter().sum();
+        let share = |n: u32| f64::from(n) / f64::from(clicks);
+
+        // The current cart, as of now.
+        let cart_from = today - config.activity_retention_days();
+        let lines = || self.cart.iter().filter(|l| l.time <= now && l.time.day() > cart_from);
+        let cart_value = Money(lines().map(|l| i64::from(l.cents)).sum::<i64>().max(0)).units();
+        let last_cart_add = lines().filter(|l| l.add).map(|l| l.time).max();
+        let abandon_ms = i64::from(config.cart_abandon_hours) * HOUR_MS;
+        let cart_abandon_at = last_cart_add.filter(|_| cart_value > 0.0).map(|t| t.plus_millis(abandon_ms));
+        let cart_abandoned = cart_abandon_at.is_some_and(|at| at <= now);
+        let cart_expire_at = lines()
+            .map(|l| l.time.day())
+            .max()
+            .map(|day| EventTime::from_millis((day + config.activity_retention_days()) * 86_400_000));
+
         let first_order = self.first_order;
         Features {
             as_of: Some(now),
-            orders_30d,
-            orders_90d,
-            orders_365d,
-            revenue_30d: revenue_30d.units(),
-            revenue_90d: revenue_90d.units(),
-            revenue_365d: revenue_365d.units(),
+            order_windows,
             lifetime_orders,
             avg_order_value: (lifetime_orders > 0)
                 .then(|| lifetime_revenue.units() / f64::from(lifetime_orders)),
             last_order,
             days_since_last_order: last_order.map(|l| now.days_since(l)),
-            first_order: self.first_order,
-            tenure_days: self.first_order.map(|f| now.days_since(f)),
-            sessions_30d: self
-                .sessions
-                .iter()
-                .filter(|s| s.start.day() > click_from && s.start.day() <= now.day())
-                .count() as u32,
-            page_views_30d: sum(|a| a.page_views),
-            product_views_30d: sum(|a| a.product_views),
-            searches_30d: sum(|a| a.searches),
-            add_to_cart_30d: sum(|a| a.add_to_cart),
+            first_order,
+            tenure_days: first_order.map(|f| now.days_since(f)),
+            activity_windows,
             interpurchase_mean_days: match (first_order, last_order) {
                 (Some(f), Some(l)) if lifetime_orders >= 2 => {
                     Some(l.days_since(f) / f64::from(lifetime_orders - 1))
@@ -391,8 +594,21 @@ impl CustomerState {
                 (Some(a), Some(b)) => Some(b.days_since(a)),
                 _ => None,
             },
-            discount_share_365d: (year_orders > 0).then(|| f64::from(discounted) / f64::from(year_orders)),
-            avg_discount_365d: (discounted > 0).then(|| Money(discount_sum).units() / f64::from(discounted)),
+            discount_share: (year_orders > 0).then(|| f64::from(discounted) / f64::from(year_orders)),
+            avg_discount: (discounted > 0).then(|| Money(discount_sum).units() / f64::from(discounted)),
+            top_category_share: top.as_ref().map(|(_, n)| f64::from(*n) / f64::from(with_category)),
+            top_category: top.map(|(name, _)| name),
+            categories_bought: categories.len() as u32,
+            preferred_payment,
+            preferred_device: most_frequent(DEVICES.iter().copied().zip(devices)).map(|(d, _)| d),
+            daypart_shares: (clicks > 0).then(|| dayparts.map(share)),
+            weekend_share: (clicks > 0).then(|| share(weekend)),
+            cart_value,
+            last_cart_add,
+            cart_abandoned,
+            abandoned_cart_value: if cart_abandoned { cart_value } else { 0.0 },
+            cart_abandon_at,
+            cart_expire_at,
             last_seen: self.last_seen,
         }
     }
@@ -403,5 +619,6 @@ impl CustomerState {
             + self.orders.capacity() * std::mem::size_of::<OrderEntry>()
             + self.activity.capacity() * std::mem::size_of::<DayActivity>()
             + self.sessions.capacity() * std::mem::size_of::<Session>()
+            + self.cart.capacity() * std::mem::size_of::<CartLine>()
     }
 }

@@ -1,10 +1,10 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use proptest::prelude::*;
-use segstream_config::FeaturesConfig;
+use segstream_config::{Config, FeaturesConfig};
 use segstream_events::{ClickEventType, ClickRow, EventTime, OrderRow, OrderStatus};
 
-use crate::{CustomerState, Money};
+use crate::{CustomerState, Dictionaries, Features, Money};
 
 const DAY: i64 = 86_400_000;
 const T0: i64 = 1_700_000_000_000;
@@ -18,6 +18,7 @@ fn order(id: &str, t: i64, status: OrderStatus, total: f64) -> OrderRow<'_> {
         total,
         discount_amount: 0.0,
         item_count: 1,
+        primary_category: None,
         payment_method: None,
         partition: 0,
         offset: 0,
@@ -40,17 +41,82 @@ fn click(t: i64, event_type: ClickEventType) -> ClickRow<'static> {
 }
 
 fn cfg() -> FeaturesConfig {
-    FeaturesConfig { session_gap_minutes: 30 }
+    Config::default().features
+}
+
+/// Features with the default windows as flat fields, for short assertions.
+#[derive(Debug)]
+struct Flat {
+    f: Features,
+    orders_30d: u32,
+    orders_90d: u32,
+    orders_365d: u32,
+    revenue_30d: f64,
+    revenue_90d: f64,
+    revenue_365d: f64,
+    sessions_30d: u32,
+    page_views_30d: u32,
+    product_views_30d: u32,
+    searches_30d: u32,
+    add_to_cart_30d: u32,
+}
+
+impl std::ops::Deref for Flat {
+    type Target = Features;
+    fn deref(&self) -> &Features {
+        &self.f
+    }
+}
+
+/// The state's API with the default config and a shared dictionary.
+trait Test {
+    fn order(&mut self, row: &OrderRow<'_>) -> bool;
+    fn click(&mut self, row: &ClickRow<'_>) -> bool;
+    fn features_at(&self, now: EventTime) -> Flat;
+}
+
+thread_local! {
+    static DICT: std::cell::RefCell<Dictionaries> = std::cell::RefCell::new(Dictionaries::default());
+}
+
+impl Test for CustomerState {
+    fn order(&mut self, row: &OrderRow<'_>) -> bool {
+        DICT.with(|d| self.apply_order(row, &cfg(), &mut d.borrow_mut()))
+    }
+
+    fn click(&mut self, row: &ClickRow<'_>) -> bool {
+        self.apply_click(row, &cfg())
+    }
+
+    fn features_at(&self, now: EventTime) -> Flat {
+        let f = DICT.with(|d| self.features(now, &cfg(), &d.borrow()));
+        let w = |days| f.order_windows.iter().find(|w| w.days == days).cloned().unwrap_or_default();
+        let a = f.activity_windows.iter().find(|w| w.days == 30).cloned().unwrap_or_default();
+        Flat {
+            orders_30d: w(30).orders,
+            orders_90d: w(90).orders,
+            orders_365d: w(365).orders,
+            revenue_30d: w(30).revenue,
+            revenue_90d: w(90).revenue,
+            revenue_365d: w(365).revenue,
+            sessions_30d: a.sessions,
+            page_views_30d: a.page_views,
+            product_views_30d: a.product_views,
+            searches_30d: a.searches,
+            add_to_cart_30d: a.add_to_cart,
+            f,
+        }
+    }
 }
 
 #[test]
 fn windows_count_net_orders_and_revenue() {
     let mut s = CustomerState::default();
-    assert!(s.apply_order(&order("a", T0, OrderStatus::Placed, 10.0)));
-    assert!(s.apply_order(&order("b", T0 + 40 * DAY, OrderStatus::Placed, 20.0)));
-    assert!(s.apply_order(&order("c", T0 + 100 * DAY, OrderStatus::Placed, 30.5)));
-    assert!(s.apply_order(&order("c", T0 + 101 * DAY, OrderStatus::Refunded, 30.5)));
-    let f = s.features(EventTime::from_millis(T0 + 120 * DAY));
+    assert!(s.order(&order("a", T0, OrderStatus::Placed, 10.0)));
+    assert!(s.order(&order("b", T0 + 40 * DAY, OrderStatus::Placed, 20.0)));
+    assert!(s.order(&order("c", T0 + 100 * DAY, OrderStatus::Placed, 30.5)));
+    assert!(s.order(&order("c", T0 + 101 * DAY, OrderStatus::Refunded, 30.5)));
+    let f = s.features_at(EventTime::from_millis(T0 + 120 * DAY));
     assert_eq!((f.orders_30d, f.orders_90d, f.orders_365d, f.lifetime_orders), (0, 1, 2, 2));
     assert_eq!((f.revenue_90d, f.revenue_365d), (20.0, 30.0));
     assert_eq!(f.avg_order_value, Some(15.0));
@@ -61,17 +127,17 @@ fn windows_count_net_orders_and_revenue() {
 #[test]
 fn repeated_placed_event_counts_once() {
     let mut s = CustomerState::default();
-    assert!(s.apply_order(&order("a", T0, OrderStatus::Placed, 10.0)));
-    assert!(!s.apply_order(&order("a", T0, OrderStatus::Placed, 10.0)));
-    assert_eq!(s.features(EventTime::from_millis(T0)).lifetime_orders, 1);
+    assert!(s.order(&order("a", T0, OrderStatus::Placed, 10.0)));
+    assert!(!s.order(&order("a", T0, OrderStatus::Placed, 10.0)));
+    assert_eq!(s.features_at(EventTime::from_millis(T0)).lifetime_orders, 1);
 }
 
 #[test]
 fn orders_older_than_a_year_leave_the_windows_but_stay_in_lifetime() {
     let mut s = CustomerState::default();
-    s.apply_order(&order("a", T0, OrderStatus::Placed, 10.0));
-    s.apply_order(&order("b", T0 + 400 * DAY, OrderStatus::Placed, 5.0));
-    let f = s.features(EventTime::from_millis(T0 + 400 * DAY));
+    s.order(&order("a", T0, OrderStatus::Placed, 10.0));
+    s.order(&order("b", T0 + 400 * DAY, OrderStatus::Placed, 5.0));
+    let f = s.features_at(EventTime::from_millis(T0 + 400 * DAY));
     assert_eq!((f.orders_365d, f.lifetime_orders, f.revenue_365d), (1, 2, 5.0));
     assert_eq!(f.first_order, Some(EventTime::from_millis(T0)));
 }
@@ -79,24 +145,24 @@ fn orders_older_than_a_year_leave_the_windows_but_stay_in_lifetime() {
 #[test]
 fn a_duplicate_of_an_order_folded_out_of_the_year_is_not_counted_again() {
     let mut s = CustomerState::default();
-    s.apply_order(&order("old", T0, OrderStatus::Placed, 10.0));
-    s.apply_order(&order("new", T0 + 458 * DAY, OrderStatus::Placed, 10.0));
-    assert!(!s.apply_order(&order("old", T0, OrderStatus::Placed, 10.0)));
-    assert_eq!(s.features(EventTime::from_millis(T0 + 458 * DAY)).lifetime_orders, 2);
+    s.order(&order("old", T0, OrderStatus::Placed, 10.0));
+    s.order(&order("new", T0 + 458 * DAY, OrderStatus::Placed, 10.0));
+    assert!(!s.order(&order("old", T0, OrderStatus::Placed, 10.0)));
+    assert_eq!(s.features_at(EventTime::from_millis(T0 + 458 * DAY)).lifetime_orders, 2);
 }
 
 #[test]
 fn sessions_split_on_a_thirty_minute_gap_and_views_are_counted() {
     let mut s = CustomerState::default();
     let minute = 60_000;
-    s.apply_click(&click(T0, ClickEventType::PageView), &cfg());
-    s.apply_click(&click(T0 + 10 * minute, ClickEventType::ProductView), &cfg());
-    s.apply_click(&click(T0 + 20 * minute, ClickEventType::AddToCart), &cfg());
-    s.apply_click(&click(T0 + 51 * minute, ClickEventType::PageView), &cfg());
-    let f = s.features(EventTime::from_millis(T0 + 60 * minute));
+    s.click(&click(T0, ClickEventType::PageView));
+    s.click(&click(T0 + 10 * minute, ClickEventType::ProductView));
+    s.click(&click(T0 + 20 * minute, ClickEventType::AddToCart));
+    s.click(&click(T0 + 51 * minute, ClickEventType::PageView));
+    let f = s.features_at(EventTime::from_millis(T0 + 60 * minute));
     assert_eq!((f.sessions_30d, f.page_views_30d), (2, 3));
     assert_eq!(f.last_seen, Some(EventTime::from_millis(T0 + 51 * minute)));
-    let later = s.features(EventTime::from_millis(T0 + 31 * DAY));
+    let later = s.features_at(EventTime::from_millis(T0 + 31 * DAY));
     assert_eq!((later.sessions_30d, later.page_views_30d), (0, 0));
 }
 
@@ -108,7 +174,7 @@ fn state_stays_bounded_for_a_heavy_clicker() {
     let mut s = CustomerState::default();
     let mut sizes = Vec::new();
     for i in 0..6_000 {
-        s.apply_click(&click(T0 + i * 3_600_000, ClickEventType::PageView), &cfg());
+        s.click(&click(T0 + i * 3_600_000, ClickEventType::PageView));
         if i == 2_000 || i == 5_999 {
             sizes.push(s.approx_bytes());
         }
@@ -145,15 +211,15 @@ proptest! {
         let cancelled: BTreeSet<u8> = orders.keys().copied().filter(|k| cancel_mask[usize::from(*k)]).collect();
         let mut state = CustomerState::default();
         for (k, t, total) in &placed {
-            state.apply_order(&order(&ids[k], *t, OrderStatus::Placed, *total));
+            state.order(&order(&ids[k], *t, OrderStatus::Placed, *total));
         }
         for k in &cancelled {
             let (day, _) = orders[k];
-            state.apply_order(&order(&ids[k], T0 + (day + 1) * DAY, OrderStatus::Cancelled, 0.0));
+            state.order(&order(&ids[k], T0 + (day + 1) * DAY, OrderStatus::Cancelled, 0.0));
         }
         let last_event = placed.iter().map(|p| p.1).chain(cancelled.iter().map(|k| T0 + (orders[k].0 + 1) * DAY)).max().unwrap_or(T0);
         let now = EventTime::from_millis(last_event + eval_offset_days * DAY);
-        let f = state.features(now);
+        let f = state.features_at(now);
 
         // Batch recomputation, independent of the state code.
         let live: Vec<(i64, i64)> = orders
@@ -181,18 +247,18 @@ fn interpurchase_times_and_discount_sensitivity() {
     let mut s = CustomerState::default();
     let mut with_discount = order("a", T0, OrderStatus::Placed, 40.0);
     with_discount.discount_amount = 10.0;
-    s.apply_order(&with_discount);
-    s.apply_order(&order("b", T0 + 30 * DAY, OrderStatus::Placed, 50.0));
+    s.order(&with_discount);
+    s.order(&order("b", T0 + 30 * DAY, OrderStatus::Placed, 50.0));
     let mut c = order("c", T0 + 90 * DAY, OrderStatus::Placed, 20.0);
     c.discount_amount = 5.0;
-    s.apply_order(&c);
-    let f = s.features(EventTime::from_millis(T0 + 100 * DAY));
+    s.order(&c);
+    let f = s.features_at(EventTime::from_millis(T0 + 100 * DAY));
     assert_eq!(f.interpurchase_mean_days, Some(45.0));
     assert_eq!(f.interpurchase_last_gap_days, Some(60.0));
-    assert_eq!(f.avg_discount_365d, Some(7.5));
-    assert!(f.discount_share_365d.is_some_and(|x| (x - 2.0 / 3.0).abs() < 1e-12));
-    let single = CustomerState::default().features(EventTime::from_millis(T0));
-    assert_eq!((single.interpurchase_mean_days, single.discount_share_365d), (None, None));
+    assert_eq!(f.avg_discount, Some(7.5));
+    assert!(f.discount_share.is_some_and(|x| (x - 2.0 / 3.0).abs() < 1e-12));
+    let single = CustomerState::default().features_at(EventTime::from_millis(T0));
+    assert_eq!((single.interpurchase_mean_days, single.discount_share), (None, None));
 }
 
 #[test]
@@ -208,9 +274,9 @@ fn click_kinds_are_counted_per_window() {
     .into_iter()
     .enumerate()
     {
-        s.apply_click(&click(T0 + i as i64 * 60_000, kind), &cfg());
+        s.click(&click(T0 + i as i64 * 60_000, kind));
     }
-    let f = s.features(EventTime::from_millis(T0 + DAY));
+    let f = s.features_at(EventTime::from_millis(T0 + DAY));
     assert_eq!((f.searches_30d, f.product_views_30d, f.add_to_cart_30d, f.page_views_30d), (2, 1, 1, 2));
     assert_eq!(f.sessions_30d, 1);
 }
@@ -220,21 +286,21 @@ fn a_repeated_click_event_id_counts_once() {
     let mut s = CustomerState::default();
     let mut a = click(T0, ClickEventType::Search);
     a.event_id = "dup";
-    assert!(s.apply_click(&a, &cfg()));
-    assert!(!s.apply_click(&a, &cfg()), "producer retry of the same event");
+    assert!(s.click(&a));
+    assert!(!s.click(&a), "producer retry of the same event");
     let mut b = click(T0 + 1000, ClickEventType::Search);
     b.event_id = "other";
-    assert!(s.apply_click(&b, &cfg()));
-    assert_eq!(s.features(EventTime::from_millis(T0 + 2000)).searches_30d, 2);
+    assert!(s.click(&b));
+    assert_eq!(s.features_at(EventTime::from_millis(T0 + 2000)).searches_30d, 2);
 }
 
 #[test]
 fn a_cancellation_that_arrives_before_its_order_still_voids_it() {
     let mut s = CustomerState::default();
-    assert!(s.apply_order(&order("a", T0 + DAY, OrderStatus::Cancelled, 0.0)));
-    assert!(s.apply_order(&order("a", T0, OrderStatus::Placed, 10.0)));
-    assert!(!s.apply_order(&order("a", T0, OrderStatus::Placed, 10.0)), "a repeat changes nothing");
-    let f = s.features(EventTime::from_millis(T0 + 2 * DAY));
+    assert!(s.order(&order("a", T0 + DAY, OrderStatus::Cancelled, 0.0)));
+    assert!(s.order(&order("a", T0, OrderStatus::Placed, 10.0)));
+    assert!(!s.order(&order("a", T0, OrderStatus::Placed, 10.0)), "a repeat changes nothing");
+    let f = s.features_at(EventTime::from_millis(T0 + 2 * DAY));
     assert_eq!((f.lifetime_orders, f.orders_30d, f.last_order), (0, 0, None));
     assert_eq!(
         f.first_order,
@@ -247,9 +313,80 @@ fn a_cancellation_that_arrives_before_its_order_still_voids_it() {
 fn a_late_click_that_bridges_two_sessions_merges_them() {
     let minute = 60_000;
     let mut s = CustomerState::default();
-    s.apply_click(&click(T0, ClickEventType::PageView), &cfg());
-    s.apply_click(&click(T0 + 50 * minute, ClickEventType::PageView), &cfg());
-    assert_eq!(s.features(EventTime::from_millis(T0 + 60 * minute)).sessions_30d, 2);
-    s.apply_click(&click(T0 + 25 * minute, ClickEventType::PageView), &cfg());
-    assert_eq!(s.features(EventTime::from_millis(T0 + 60 * minute)).sessions_30d, 1);
+    s.click(&click(T0, ClickEventType::PageView));
+    s.click(&click(T0 + 50 * minute, ClickEventType::PageView));
+    assert_eq!(s.features_at(EventTime::from_millis(T0 + 60 * minute)).sessions_30d, 2);
+    s.click(&click(T0 + 25 * minute, ClickEventType::PageView));
+    assert_eq!(s.features_at(EventTime::from_millis(T0 + 60 * minute)).sessions_30d, 1);
+}
+
+fn click_on(
+    t: i64,
+    event_type: ClickEventType,
+    device: Option<&'static str>,
+    price: Option<f64>,
+) -> ClickRow<'static> {
+    ClickRow { device, price, ..click(t, event_type) }
+}
+
+#[test]
+fn device_time_of_day_and_weekend_mix_over_the_activity_window() {
+    let mut s = CustomerState::default();
+    // 2023-11-14 (T0) is a Tuesday; T0 is 22:13 UTC.
+    let hour = 3_600_000;
+    s.click(&click_on(T0, ClickEventType::PageView, Some("Mobile"), None));
+    s.click(&click_on(T0 + 10 * hour, ClickEventType::PageView, Some("mobile"), None));
+    s.click(&click_on(T0 + 4 * DAY, ClickEventType::Search, Some("desktop"), None));
+    s.click(&click_on(T0 + 4 * DAY + hour, ClickEventType::Search, Some("smart fridge"), None));
+    let f = s.features_at(EventTime::from_millis(T0 + 5 * DAY));
+    assert_eq!(f.preferred_device, Some("mobile"), "case does not matter");
+    // 22:13 evening, 08:13 morning, Saturday 22:13 and 23:13 evening.
+    assert_eq!(f.daypart_shares, Some([0.0, 0.25, 0.0, 0.75]));
+    assert_eq!(f.weekend_share, Some(0.5));
+    let quiet = CustomerState::default().features_at(EventTime::from_millis(T0));
+    assert_eq!((quiet.preferred_device, quiet.weekend_share), (None, None));
+}
+
+#[test]
+fn top_category_and_preferred_payment_of_net_orders() {
+    let mut s = CustomerState::default();
+    let with = |id: &'static str, day: i64, category: &'static str, payment: &'static str| OrderRow {
+        primary_category: Some(category),
+        payment_method: Some(payment),
+        ..order(id, T0 + day * DAY, OrderStatus::Placed, 10.0)
+    };
+    s.order(&with("a", 0, "shoes", "card"));
+    s.order(&with("b", 1, "bags", "paypal"));
+    s.order(&with("c", 2, "shoes", "paypal"));
+    s.order(&with("d", 3, "toys", "card"));
+    s.order(&with("e", 4, "toys", "klarna"));
+    s.order(&order("e", T0 + 5 * DAY, OrderStatus::Cancelled, 0.0));
+    let f = s.features_at(EventTime::from_millis(T0 + 6 * DAY));
+    assert_eq!(f.top_category.as_deref(), Some("shoes"));
+    assert_eq!((f.top_category_share, f.categories_bought), (Some(0.5), 3));
+    assert_eq!(f.preferred_payment.as_deref(), Some("card"), "a tie goes to the first name");
+}
+
+#[test]
+fn a_cart_is_abandoned_after_the_configured_hours_and_closed_by_an_order() {
+    let hour = 3_600_000;
+    let mut s = CustomerState::default();
+    s.click(&click_on(T0, ClickEventType::AddToCart, None, Some(20.0)));
+    s.click(&click_on(T0 + hour, ClickEventType::AddToCart, None, Some(15.5)));
+    s.click(&click_on(T0 + 2 * hour, ClickEventType::RemoveFromCart, None, Some(20.0)));
+    let at = |h: i64| s.features_at(EventTime::from_millis(T0 + h * hour));
+    let early = at(24);
+    assert_eq!((early.cart_value, early.cart_abandoned), (15.5, false));
+    assert_eq!(
+        early.cart_abandon_at,
+        Some(EventTime::from_millis(T0 + 25 * hour)),
+        "24 h after the last add"
+    );
+    let late = at(25);
+    assert_eq!((late.cart_abandoned, late.abandoned_cart_value), (true, 15.5));
+    // An order closes the cart; an add from before the order (arriving late) does not reopen it.
+    s.order(&order("o", T0 + 26 * hour, OrderStatus::Placed, 15.5));
+    s.click(&click_on(T0 + 3 * hour, ClickEventType::AddToCart, None, Some(9.0)));
+    let after = s.features_at(EventTime::from_millis(T0 + 60 * hour));
+    assert_eq!((after.cart_value, after.cart_abandoned, after.last_cart_add), (0.0, false, None));
 }

@@ -1,4 +1,4 @@
-use segstream_events::{ChangeType, CustomerId, EventTime, SegmentChange, SegmentKind, Trigger};
+use segstream_events::{ChangeType, CustomerId, EventTime, SegmentChange, Trigger};
 use uuid::Uuid;
 
 use crate::lifecycle::Transition;
@@ -27,11 +27,11 @@ pub fn to_changes(
     emit_time: EventTime,
 ) -> Vec<SegmentChange> {
     let cause_event_id = (t.trigger == Trigger::Event).then(|| cause.event_id.map(str::to_owned)).flatten();
-    let from = t.from.map(|s| s.as_str().to_owned());
+    let from = t.from.map(str::to_owned);
     let record = |segment: &str, change: ChangeType| {
         let key = format!(
             "{customer}|{kind}|{segment}|{change}|{at}|{trigger}|{cause}|{version}",
-            kind = SegmentKind::Lifecycle,
+            kind = t.kind,
             at = t.at.millis(),
             trigger = t.trigger,
             cause = cause_event_id.as_deref().unwrap_or(""),
@@ -40,7 +40,7 @@ pub fn to_changes(
         SegmentChange {
             event_id: Uuid::new_v5(&CHANGE_ID_NAMESPACE, key.as_bytes()).to_string(),
             customer_id: customer.clone(),
-            kind: SegmentKind::Lifecycle,
+            kind: t.kind,
             segment: segment.to_owned(),
             change,
             previous_segment: from.clone(),
@@ -57,8 +57,10 @@ pub fn to_changes(
     };
     let mut out = Vec::with_capacity(2);
     if let Some(old) = t.from {
-        out.push(record(old.as_str(), ChangeType::Exited));
+        out.push(record(old, ChangeType::Exited));
     }
-    out.push(record(t.to.as_str(), ChangeType::Entered));
+    if let Some(new) = t.to {
+        out.push(record(new, ChangeType::Entered));
+    }
     out
 }

@@ -8,12 +8,17 @@
 //! the time it was noticed. Every transition becomes an `exited` and an
 //! `entered` [`SegmentChange`](segstream_events::SegmentChange) whose id is a
 //! UUID v5 of its cause: the same input always yields the same ids.
+//!
+//! One behaviour segment is built in: `cart_abandoner`, entered when the
+//! cart's last add is `features.cart_abandon_hours` old with no order (a
+//! timer, like the lifecycle's), left on an order, an emptied cart, a new add
+//! or when the cart leaves the activity window.
 
 mod changes;
 mod lifecycle;
 
 pub use changes::{Cause, to_changes};
-pub use lifecycle::{CustomerSegments, LifecycleRules, LifecycleStage, Transition};
+pub use lifecycle::{CART_ABANDONER, CustomerSegments, LifecycleRules, LifecycleStage, Transition};
 
 #[cfg(test)]
 mod tests;

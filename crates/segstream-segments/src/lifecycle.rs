@@ -24,6 +24,10 @@ pub enum LifecycleStage {
 }
 
 impl LifecycleStage {
+    /// Every stage.
+    pub const ALL: [LifecycleStage; 6] =
+        [Self::Prospect, Self::New, Self::Active, Self::AtRisk, Self::Churned, Self::Reactivated];
+
     /// Segment name on the wire.
     pub const fn as_str(self) -> &'static str {
         match self {
@@ -55,16 +59,23 @@ struct StageInputs {
     first_order: Option<EventTime>,
     last_order: Option<EventTime>,
     orders: u32,
+    /// Mean days between orders, lifetime.
+    mean_gap: Option<f64>,
     reactivated_at: Option<EventTime>,
 }
 
-/// A change of lifecycle stage, before it becomes change records.
+/// A change of segment membership, before it becomes change records: the
+/// customer leaves `from` (if any) and enters `to` (if any). A lifecycle
+/// change has both (but `from` on first appearance); a behaviour segment is
+/// entered (`to` only) or exited (`from` only).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Transition {
-    /// Stage before (`None` for a customer's first appearance).
-    pub from: Option<LifecycleStage>,
-    /// Stage after.
-    pub to: LifecycleStage,
+    /// Family of the segments.
+    pub kind: SegmentKind,
+    /// Segment left.
+    pub from: Option<&'static str>,
+    /// Segment entered.
+    pub to: Option<&'static str>,
     /// When it became true: the event's time, or the due time of a timer.
     pub at: EventTime,
     /// Event or timer.
@@ -90,8 +101,26 @@ impl LifecycleRules {
         self.config.rule_version
     }
 
+    /// Silence (days) after which this customer is at risk, and churned: the
+    /// configured days, or multiples of their own rhythm when that is on and
+    /// they have ordered often enough.
+    fn silence_limits(&self, i: &StageInputs) -> (f64, f64) {
+        let c = &self.config;
+        match i.mean_gap {
+            Some(gap)
+                if c.at_risk_interpurchase_multiple > 0.0
+                    && i.orders >= c.personal_min_orders
+                    && gap > 0.0 =>
+            {
+                (c.at_risk_interpurchase_multiple * gap, c.churn_interpurchase_multiple * gap)
+            }
+            _ => (c.at_risk_days, c.churn_days),
+        }
+    }
+
     fn stage(&self, i: StageInputs, t: EventTime) -> LifecycleStage {
         let c = &self.config;
+        let (at_risk_days, churn_days) = self.silence_limits(&i);
         let (Some(first), Some(last)) = (i.first_order, i.last_order) else {
             return LifecycleStage::Prospect;
         };
@@ -99,9 +128,9 @@ impl LifecycleRules {
             return LifecycleStage::Prospect;
         }
         let silence = t.days_since(last);
-        if silence > c.churn_days {
+        if silence > churn_days {
             LifecycleStage::Churned
-        } else if silence > c.at_risk_days {
+        } else if silence > at_risk_days {
             LifecycleStage::AtRisk
         } else if i.reactivated_at.is_some_and(|r| t.days_since(r) <= c.reactivated_days) {
             LifecycleStage::Reactivated
@@ -121,11 +150,12 @@ impl LifecycleRules {
     /// threshold is crossed 1 ms after `reference + days`.
     fn due_times(&self, i: StageInputs) -> [Option<EventTime>; 4] {
         let c = &self.config;
+        let (at_risk_days, churn_days) = self.silence_limits(&i);
         let after = |t: Option<EventTime>, days: f64| t.map(|t| t.plus_days(days).plus_millis(1));
         [
             after(i.first_order, c.new_days),
-            after(i.last_order, c.at_risk_days),
-            after(i.last_order, c.churn_days),
+            after(i.last_order, at_risk_days),
+            after(i.last_order, churn_days),
             after(i.reactivated_at, c.reactivated_days),
         ]
     }
@@ -140,6 +170,19 @@ impl LifecycleRules {
         let c = &self.config;
         let mut values = f.to_map();
         let silence = f.days_since_last_order.unwrap_or_default();
+        let (at_risk_days, churn_days) = self.silence_limits(&inputs(f, None));
+        let personal = |days: f64, multiple: f64| {
+            if (days - multiple * f.interpurchase_mean_days.unwrap_or_default()).abs() < 1e-9
+                && multiple > 0.0
+            {
+                format!(
+                    "{days:.0}, {multiple} x their {:.0}-day rhythm",
+                    f.interpurchase_mean_days.unwrap_or_default()
+                )
+            } else {
+                format!("{days}")
+            }
+        };
         let (reason, threshold) = match to {
             LifecycleStage::Prospect
                 if f.lifetime_orders == 0 && from.is_some_and(|s| s != LifecycleStage::Prospect) =>
@@ -163,16 +206,25 @@ impl LifecycleRules {
                 Some(("new_days", c.new_days)),
             ),
             LifecycleStage::Active => (
-                format!("ordered: {} orders in 365 days", f.orders_365d),
+                match f.order_windows.last() {
+                    Some(w) => format!("ordered: {} orders in {} days", w.orders, w.days),
+                    None => format!("ordered: {} orders", f.lifetime_orders),
+                },
                 Some(("at_risk_days", c.at_risk_days)),
             ),
             LifecycleStage::AtRisk => (
-                format!("no order for {silence:.0} days (at risk after {})", c.at_risk_days),
-                Some(("at_risk_days", c.at_risk_days)),
+                format!(
+                    "no order for {silence:.0} days (at risk after {})",
+                    personal(at_risk_days, c.at_risk_interpurchase_multiple)
+                ),
+                Some(("at_risk_days", at_risk_days)),
             ),
             LifecycleStage::Churned => (
-                format!("no order for {silence:.0} days (churned after {})", c.churn_days),
-                Some(("churn_days", c.churn_days)),
+                format!(
+                    "no order for {silence:.0} days (churned after {})",
+                    personal(churn_days, c.churn_interpurchase_multiple)
+                ),
+                Some(("churn_days", churn_days)),
             ),
             LifecycleStage::Reactivated => (
                 format!("ordered again after being churned, {} orders", f.lifetime_orders),
@@ -186,11 +238,21 @@ impl LifecycleRules {
     }
 }
 
+/// Name of the behaviour segment of customers with an abandoned cart.
+pub const CART_ABANDONER: &str = "cart_abandoner";
+
+/// When the cart features change with no new event: the cart becomes
+/// abandoned, or leaves the activity window.
+fn cart_due_times(f: &Features) -> [Option<EventTime>; 2] {
+    [f.cart_abandon_at, f.cart_expire_at]
+}
+
 fn inputs(f: &Features, reactivated_at: Option<EventTime>) -> StageInputs {
     StageInputs {
         first_order: f.first_order,
         last_order: f.last_order,
         orders: f.lifetime_orders,
+        mean_gap: f.interpurchase_mean_days,
         reactivated_at,
     }
 }
@@ -199,6 +261,8 @@ fn inputs(f: &Features, reactivated_at: Option<EventTime>) -> StageInputs {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct CustomerSegments {
     lifecycle: Option<(LifecycleStage, EventTime)>,
+    /// In the cart-abandoner segment since.
+    cart_abandoner: Option<EventTime>,
     reactivated_at: Option<EventTime>,
     /// Latest time this customer was evaluated at; evaluation never goes back.
     evaluated_at: Option<EventTime>,
@@ -212,14 +276,73 @@ impl CustomerSegments {
 
     /// Current memberships, for the `customer-segments` topic.
     pub fn memberships(&self) -> Vec<Membership> {
-        self.lifecycle
-            .iter()
-            .map(|(stage, since)| Membership {
-                kind: SegmentKind::Lifecycle,
-                segment: stage.as_str().to_owned(),
-                since: *since,
-            })
-            .collect()
+        let lifecycle = self.lifecycle.iter().map(|(stage, since)| Membership {
+            kind: SegmentKind::Lifecycle,
+            segment: stage.as_str().to_owned(),
+            since: *since,
+        });
+        let cart = self.cart_abandoner.iter().map(|since| Membership {
+            kind: SegmentKind::Behaviour,
+            segment: CART_ABANDONER.to_owned(),
+            since: *since,
+        });
+        lifecycle.chain(cart).collect()
+    }
+
+    /// The segments the customer is in now, by kind.
+    pub fn current(&self) -> impl Iterator<Item = (SegmentKind, &'static str)> + '_ {
+        let lifecycle = self.lifecycle().map(|s| (SegmentKind::Lifecycle, s.as_str()));
+        let cart = self.cart_abandoner.map(|_| (SegmentKind::Behaviour, CART_ABANDONER));
+        lifecycle.into_iter().chain(cart)
+    }
+
+    /// Whether the customer is in the cart-abandoner segment.
+    pub fn is_cart_abandoner(&self) -> bool {
+        self.cart_abandoner.is_some()
+    }
+
+    /// Enters or leaves the cart-abandoner segment as the features say.
+    fn evaluate_cart(
+        &mut self,
+        rules: &LifecycleRules,
+        at: EventTime,
+        trigger: Trigger,
+        f: &Features,
+    ) -> Option<Transition> {
+        if f.cart_abandoned == self.cart_abandoner.is_some() {
+            return None;
+        }
+        let mut values = BTreeMap::from([("cart_value".to_owned(), (f.cart_value * 100.0).round() / 100.0)]);
+        let (from, to, reason) = if f.cart_abandoned {
+            self.cart_abandoner = Some(at);
+            let since = f.last_cart_add.map(|t| t.to_string()).unwrap_or_default();
+            (
+                None,
+                Some(CART_ABANDONER),
+                format!("cart worth {:.2} left since {since} with no order", f.cart_value),
+            )
+        } else {
+            self.cart_abandoner = None;
+            let why =
+                if f.last_order.is_some_and(|o| o >= f.last_cart_add.unwrap_or(o)) || f.cart_value == 0.0 {
+                    "ordered, emptied the cart, or the cart left the activity window"
+                } else {
+                    "added to the cart again"
+                };
+            (Some(CART_ABANDONER), None, why.to_owned())
+        };
+        values.insert("lifetime_orders".to_owned(), f64::from(f.lifetime_orders));
+        Some(Transition {
+            kind: SegmentKind::Behaviour,
+            from,
+            to,
+            at,
+            trigger,
+            rule_id: format!("behaviour.{CART_ABANDONER}"),
+            rule_version: rules.version(),
+            reason,
+            features: values,
+        })
     }
 
     /// The next time the stage may change with no new event (for a timer),
@@ -227,7 +350,13 @@ impl CustomerSegments {
     pub fn next_due(&self, rules: &LifecycleRules, features: &Features) -> Option<EventTime> {
         let at = self.evaluated_at?;
         self.lifecycle?;
-        rules.due_times(inputs(features, self.reactivated_at)).into_iter().flatten().filter(|d| *d > at).min()
+        rules
+            .due_times(inputs(features, self.reactivated_at))
+            .into_iter()
+            .chain(cart_due_times(features))
+            .flatten()
+            .filter(|d| *d > at)
+            .min()
     }
 
     /// Time-driven transitions due in `(evaluated_at, to]`, with no new event:
@@ -243,15 +372,18 @@ impl CustomerSegments {
         if self.lifecycle.is_none() {
             return out;
         }
-        let i = inputs(&features_at(to), self.reactivated_at);
+        let latest = features_at(to);
+        let i = inputs(&latest, self.reactivated_at);
+        let cart = cart_due_times(&latest);
         loop {
-            let next = rules.due_times(i).into_iter().flatten().filter(|d| *d > at && *d <= to).min();
+            let next =
+                rules.due_times(i).into_iter().chain(cart).flatten().filter(|d| *d > at && *d <= to).min();
             let Some(due) = next else { break };
             let stage = rules.stage(i, due);
             at = due;
-            if let Some(t) = self.move_to(rules, stage, due, Trigger::Timer, &features_at(due)) {
-                out.push(t);
-            }
+            let features = features_at(due);
+            out.extend(self.move_to(rules, stage, due, Trigger::Timer, &features));
+            out.extend(self.evaluate_cart(rules, due, Trigger::Timer, &features));
         }
         self.evaluated_at = Some(at.max(to));
         out
@@ -266,7 +398,7 @@ impl CustomerSegments {
         t: EventTime,
         ordered: bool,
         features_at: impl Fn(EventTime) -> Features,
-    ) -> Option<Transition> {
+    ) -> Vec<Transition> {
         // Never evaluate back in time: a late event is judged as of now.
         let at = self.evaluated_at.map_or(t, |e| e.max(t));
         self.evaluated_at = Some(at);
@@ -276,7 +408,9 @@ impl CustomerSegments {
             self.reactivated_at = Some(at);
             stage = rules.stage(inputs(&features, self.reactivated_at), at);
         }
-        self.move_to(rules, stage, at, Trigger::Event, &features)
+        let lifecycle = self.move_to(rules, stage, at, Trigger::Event, &features);
+        let cart = self.evaluate_cart(rules, at, Trigger::Event, &features);
+        lifecycle.into_iter().chain(cart).collect()
     }
 
     fn move_to(
@@ -294,8 +428,9 @@ impl CustomerSegments {
         self.lifecycle = Some((to, at));
         let (reason, values) = rules.explain(from, to, features, trigger);
         Some(Transition {
-            from,
-            to,
+            kind: SegmentKind::Lifecycle,
+            from: from.map(LifecycleStage::as_str),
+            to: Some(to.as_str()),
             at,
             trigger,
             rule_id: format!("lifecycle.{to}"),

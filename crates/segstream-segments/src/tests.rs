@@ -2,11 +2,27 @@ use segstream_config::LifecycleConfig;
 use segstream_events::{
     ChangeType, ClickEventType, ClickRow, CustomerId, EventTime, OrderRow, OrderStatus, Trigger,
 };
-use segstream_features::CustomerState;
+use segstream_features::{CustomerState, Dictionaries, Features};
 
 use crate::*;
 
 const DAY: i64 = 86_400_000;
+
+fn features(state: &CustomerState, at: EventTime) -> Features {
+    state.features(at, &segstream_config::Config::default().features, &Dictionaries::default())
+}
+
+fn apply(state: &mut CustomerState, row: &OrderRow<'_>) -> bool {
+    state.apply_order(row, &segstream_config::Config::default().features, &mut Dictionaries::default())
+}
+
+/// A lifecycle transition as (from, to); other kinds give `None`.
+fn stages(t: &Transition) -> Option<(Option<LifecycleStage>, LifecycleStage)> {
+    let stage = |name: &str| LifecycleStage::ALL.into_iter().find(|s| s.as_str() == name);
+    (t.kind == segstream_events::SegmentKind::Lifecycle)
+        .then(|| (t.from.and_then(stage), t.to.and_then(stage)))
+        .and_then(|(from, to)| Some((from, to?)))
+}
 const T0: i64 = 1_700_000_000_000;
 
 fn rules() -> LifecycleRules {
@@ -16,6 +32,9 @@ fn rules() -> LifecycleRules {
         at_risk_days: 90.0,
         churn_days: 180.0,
         reactivated_days: 30.0,
+        at_risk_interpurchase_multiple: 0.0,
+        churn_interpurchase_multiple: 0.0,
+        personal_min_orders: 3,
     })
 }
 
@@ -29,6 +48,7 @@ fn order_row(id: &str, day: i64, status: OrderStatus) -> OrderRow<'_> {
         total: 10.0,
         discount_amount: 0.0,
         item_count: 1,
+        primary_category: None,
         payment_method: None,
         partition: 0,
         offset: 0,
@@ -47,16 +67,18 @@ impl Sim {
     fn advance(&mut self, day: i64) {
         let state = &self.state;
         for t in
-            self.segments.advance(&rules(), EventTime::from_millis(T0 + day * DAY), |at| state.features(at))
+            self.segments.advance(&rules(), EventTime::from_millis(T0 + day * DAY), |at| features(state, at))
         {
-            self.log.push((t.from, t.to, t.at.millis(), t.trigger));
+            if let Some((from, to)) = stages(&t) {
+                self.log.push((from, to, t.at.millis(), t.trigger));
+            }
         }
     }
 
     fn order(&mut self, id: &str, day: i64) {
         let t = EventTime::from_millis(T0 + day * DAY);
         self.advance(day);
-        let counted = self.state.apply_order(&order_row(id, day, OrderStatus::Placed));
+        let counted = apply(&mut self.state, &order_row(id, day, OrderStatus::Placed));
         self.evaluate(t, counted);
     }
 
@@ -75,14 +97,16 @@ impl Sim {
             partition: 0,
             offset: 0,
         };
-        self.state.apply_click(&row, &segstream_config::FeaturesConfig { session_gap_minutes: 30 });
+        self.state.apply_click(&row, &segstream_config::Config::default().features);
         self.evaluate(t, false);
     }
 
     fn evaluate(&mut self, t: EventTime, ordered: bool) {
         let state = &self.state;
-        if let Some(tr) = self.segments.on_event(&rules(), t, ordered, |at| state.features(at)) {
-            self.log.push((tr.from, tr.to, tr.at.millis(), tr.trigger));
+        for tr in self.segments.on_event(&rules(), t, ordered, |at| features(state, at)) {
+            if let Some((from, to)) = stages(&tr) {
+                self.log.push((from, to, tr.at.millis(), tr.trigger));
+            }
         }
     }
 }
@@ -136,8 +160,9 @@ fn a_late_event_is_judged_as_of_the_latest_evaluation() {
 
 fn sample_transition(trigger: Trigger) -> Transition {
     Transition {
-        from: Some(Active),
-        to: AtRisk,
+        kind: segstream_events::SegmentKind::Lifecycle,
+        from: Some("active"),
+        to: Some("at_risk"),
         at: EventTime::from_millis(T0),
         trigger,
         rule_id: "lifecycle.at_risk".into(),
@@ -186,13 +211,13 @@ fn reasons_say_which_rule_moved_the_customer() {
     // As the worker does: timers due before the event, apply it, evaluate.
     let mut at = |day: i64, rows: &[OrderRow<'_>]| {
         let t = EventTime::from_millis(T0 + day * DAY);
-        let mut out = segments.advance(&rules, t, |at| state.features(at));
+        let mut out = segments.advance(&rules, t, |at| features(&state, at));
         let mut ordered = false;
         for r in rows {
-            ordered |= state.apply_order(r) && r.status == OrderStatus::Placed;
+            ordered |= apply(&mut state, r) && r.status == OrderStatus::Placed;
         }
-        out.extend(segments.on_event(&rules, t, ordered, |at| state.features(at)));
-        reasons.extend(out.into_iter().map(|t| (t.to, t.reason)));
+        out.extend(segments.on_event(&rules, t, ordered, |at| features(&state, at)));
+        reasons.extend(out.into_iter().filter_map(|t| Some((stages(&t)?.1, t.reason))));
     };
     at(0, &[order("o1", 0, OrderStatus::Placed)]);
     at(200, &[order("o2", 200, OrderStatus::Placed)]);
@@ -207,4 +232,36 @@ fn reasons_say_which_rule_moved_the_customer() {
     );
     assert_eq!(by_stage(Churned), ["no order for 180 days (churned after 180)"]);
     assert_eq!(by_stage(Prospect), ["every order cancelled or refunded"]);
+}
+
+#[test]
+fn a_frequent_buyer_goes_at_risk_and_churned_on_their_own_rhythm_when_configured() {
+    let personal = LifecycleRules::new(LifecycleConfig {
+        at_risk_interpurchase_multiple: 3.0,
+        churn_interpurchase_multiple: 6.0,
+        ..segstream_config::Config::default().lifecycle
+    });
+    let mut state = CustomerState::default();
+    let mut segments = CustomerSegments::default();
+    // Every 10 days, three orders: a 10-day rhythm.
+    for (id, day) in [("a", 0), ("b", 10), ("c", 20)] {
+        let t = EventTime::from_millis(T0 + day * DAY);
+        segments.advance(&personal, t, |at| features(&state, at));
+        let ordered = apply(&mut state, &order_row(id, day, OrderStatus::Placed));
+        segments.on_event(&personal, t, ordered, |at| features(&state, at));
+    }
+    let fired =
+        segments.advance(&personal, EventTime::from_millis(T0 + 200 * DAY), |at| features(&state, at));
+    let moves: Vec<(Option<LifecycleStage>, LifecycleStage, i64)> =
+        fired.iter().filter_map(|t| Some((stages(t)?.0, stages(t)?.1, t.at.millis() - T0))).collect();
+    assert_eq!(
+        moves,
+        [
+            (Some(New), Active, 30 * DAY + 1),
+            (Some(Active), AtRisk, 50 * DAY + 1),
+            (Some(AtRisk), Churned, 80 * DAY + 1)
+        ],
+        "at risk 30 days (3 x 10) and churned 60 days (6 x 10) after the last order"
+    );
+    assert!(fired[2].reason.contains("6 x their 10-day rhythm"), "{}", fired[2].reason);
 }

@@ -1,68 +1,99 @@
 //! The feature table: one row per customer, one column per feature, the same
 //! schema whether the values come from live state or from the batch query.
+//! Window columns follow the configured windows (`orders_30d`, ...).
 
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
-    ArrayRef, Float64Builder, RecordBatch, StringBuilder, TimestampMillisecondBuilder, UInt32Builder,
+    ArrayRef, BooleanBuilder, Float64Builder, RecordBatch, StringBuilder, TimestampMillisecondBuilder,
+    UInt32Builder,
 };
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use segstream_config::FeaturesConfig;
 use segstream_events::EventTime;
-use segstream_features::Features;
+use segstream_features::{DAYPARTS, Features};
 
 use crate::SqlError;
 
-/// How a feature is read out of [`Features`].
-#[derive(Clone, Copy)]
-enum Value {
-    Count(fn(&Features) -> u32),
-    Number(fn(&Features) -> Option<f64>),
-    Time(fn(&Features) -> Option<EventTime>),
-}
+type Get<T> = Box<dyn Fn(&Features) -> T>;
 
-/// Every feature column, in table order. Names are the `Features` fields.
-const COLUMNS: &[(&str, Value)] = &[
-    ("as_of", Value::Time(|f| f.as_of)),
-    ("orders_30d", Value::Count(|f| f.orders_30d)),
-    ("orders_90d", Value::Count(|f| f.orders_90d)),
-    ("orders_365d", Value::Count(|f| f.orders_365d)),
-    ("revenue_30d", Value::Number(|f| Some(f.revenue_30d))),
-    ("revenue_90d", Value::Number(|f| Some(f.revenue_90d))),
-    ("revenue_365d", Value::Number(|f| Some(f.revenue_365d))),
-    ("lifetime_orders", Value::Count(|f| f.lifetime_orders)),
-    ("avg_order_value", Value::Number(|f| f.avg_order_value)),
-    ("last_order", Value::Time(|f| f.last_order)),
-    ("days_since_last_order", Value::Number(|f| f.days_since_last_order)),
-    ("first_order", Value::Time(|f| f.first_order)),
-    ("tenure_days", Value::Number(|f| f.tenure_days)),
-    ("sessions_30d", Value::Count(|f| f.sessions_30d)),
-    ("page_views_30d", Value::Count(|f| f.page_views_30d)),
-    ("product_views_30d", Value::Count(|f| f.product_views_30d)),
-    ("searches_30d", Value::Count(|f| f.searches_30d)),
-    ("add_to_cart_30d", Value::Count(|f| f.add_to_cart_30d)),
-    ("interpurchase_mean_days", Value::Number(|f| f.interpurchase_mean_days)),
-    ("interpurchase_last_gap_days", Value::Number(|f| f.interpurchase_last_gap_days)),
-    ("discount_share_365d", Value::Number(|f| f.discount_share_365d)),
-    ("avg_discount_365d", Value::Number(|f| f.avg_discount_365d)),
-    ("last_seen", Value::Time(|f| f.last_seen)),
-];
+/// How a feature is read out of [`Features`].
+enum Value {
+    Count(Get<u32>),
+    Number(Get<Option<f64>>),
+    Text(Get<Option<String>>),
+    Flag(Get<bool>),
+    Time(Get<Option<EventTime>>),
+}
 
 /// Name of the optional column with the customer's lifecycle stage.
 pub const LIFECYCLE_COLUMN: &str = "lifecycle";
+
+/// Every feature column for `config`, in table order.
+fn columns(config: &FeaturesConfig) -> Vec<(String, Value)> {
+    use Value::{Count, Flag, Number, Text, Time};
+    let mut c: Vec<(String, Value)> = vec![("as_of".into(), Time(Box::new(|f| f.as_of)))];
+    for (i, days) in config.order_windows_days.iter().enumerate() {
+        let w = move |f: &Features| f.order_windows.get(i).cloned().unwrap_or_default();
+        c.push((format!("orders_{days}d"), Count(Box::new(move |f| w(f).orders))));
+        c.push((format!("revenue_{days}d"), Number(Box::new(move |f| Some(w(f).revenue)))));
+    }
+    c.extend([
+        ("lifetime_orders".into(), Count(Box::new(|f| f.lifetime_orders))),
+        ("avg_order_value".into(), Number(Box::new(|f| f.avg_order_value))),
+        ("last_order".into(), Time(Box::new(|f| f.last_order))),
+        ("days_since_last_order".into(), Number(Box::new(|f| f.days_since_last_order))),
+        ("first_order".into(), Time(Box::new(|f| f.first_order))),
+        ("tenure_days".into(), Number(Box::new(|f| f.tenure_days))),
+    ]);
+    for (i, days) in config.activity_windows_days.iter().enumerate() {
+        let w = move |f: &Features| f.activity_windows.get(i).cloned().unwrap_or_default();
+        c.push((format!("sessions_{days}d"), Count(Box::new(move |f| w(f).sessions))));
+        c.push((format!("page_views_{days}d"), Count(Box::new(move |f| w(f).page_views))));
+        c.push((format!("product_views_{days}d"), Count(Box::new(move |f| w(f).product_views))));
+        c.push((format!("searches_{days}d"), Count(Box::new(move |f| w(f).searches))));
+        c.push((format!("add_to_cart_{days}d"), Count(Box::new(move |f| w(f).add_to_cart))));
+    }
+    c.extend([
+        ("interpurchase_mean_days".into(), Number(Box::new(|f| f.interpurchase_mean_days))),
+        ("interpurchase_last_gap_days".into(), Number(Box::new(|f| f.interpurchase_last_gap_days))),
+        ("discount_share".into(), Number(Box::new(|f| f.discount_share))),
+        ("avg_discount".into(), Number(Box::new(|f| f.avg_discount))),
+        ("top_category".into(), Text(Box::new(|f| f.top_category.as_deref().map(str::to_owned)))),
+        ("top_category_share".into(), Number(Box::new(|f| f.top_category_share))),
+        ("categories_bought".into(), Count(Box::new(|f| f.categories_bought))),
+        ("preferred_payment".into(), Text(Box::new(|f| f.preferred_payment.as_deref().map(str::to_owned)))),
+        ("preferred_device".into(), Text(Box::new(|f| f.preferred_device.map(str::to_owned)))),
+    ]);
+    for (i, part) in DAYPARTS.iter().enumerate() {
+        c.push((format!("{part}_share"), Number(Box::new(move |f| f.daypart_shares.map(|s| s[i])))));
+    }
+    c.extend([
+        ("weekend_share".into(), Number(Box::new(|f| f.weekend_share))),
+        ("cart_value".into(), Number(Box::new(|f| Some(f.cart_value)))),
+        ("last_cart_add".into(), Time(Box::new(|f| f.last_cart_add))),
+        ("cart_abandoned".into(), Flag(Box::new(|f| f.cart_abandoned))),
+        ("abandoned_cart_value".into(), Number(Box::new(|f| Some(f.abandoned_cart_value)))),
+        ("last_seen".into(), Time(Box::new(|f| f.last_seen))),
+    ]);
+    c
+}
 
 fn time_type() -> DataType {
     DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into()))
 }
 
-/// Schema of the feature table; `with_lifecycle` adds the stage column the
-/// live worker knows and the batch query does not.
-pub fn schema(with_lifecycle: bool) -> SchemaRef {
+/// Schema of the feature table for `config`; `with_lifecycle` adds the stage
+/// column the live worker knows and the batch query does not.
+pub fn schema(config: &FeaturesConfig, with_lifecycle: bool) -> SchemaRef {
     let mut fields = vec![Field::new("customer_id", DataType::Utf8, false)];
-    fields.extend(COLUMNS.iter().map(|(name, value)| match value {
-        Value::Count(_) => Field::new(*name, DataType::UInt32, false),
-        Value::Number(_) => Field::new(*name, DataType::Float64, true),
-        Value::Time(_) => Field::new(*name, time_type(), true),
+    fields.extend(columns(config).iter().map(|(name, value)| match value {
+        Value::Count(_) => Field::new(name, DataType::UInt32, false),
+        Value::Number(_) => Field::new(name, DataType::Float64, true),
+        Value::Text(_) => Field::new(name, DataType::Utf8, true),
+        Value::Flag(_) => Field::new(name, DataType::Boolean, false),
+        Value::Time(_) => Field::new(name, time_type(), true),
     }));
     if with_lifecycle {
         fields.push(Field::new(LIFECYCLE_COLUMN, DataType::Utf8, true));
@@ -83,13 +114,17 @@ pub struct Row<'a> {
 
 /// Builds the feature table from rows. The lifecycle column is present when
 /// `with_lifecycle` is set (rows without a stage give null).
-pub fn build(rows: &[Row<'_>], with_lifecycle: bool) -> Result<RecordBatch, SqlError> {
+pub fn build(
+    rows: &[Row<'_>],
+    config: &FeaturesConfig,
+    with_lifecycle: bool,
+) -> Result<RecordBatch, SqlError> {
     let mut ids = StringBuilder::new();
     for r in rows {
         ids.append_value(r.customer_id);
     }
-    let mut columns: Vec<ArrayRef> = vec![Arc::new(ids.finish())];
-    for (_, value) in COLUMNS {
+    let mut out: Vec<ArrayRef> = vec![Arc::new(ids.finish())];
+    for (_, value) in columns(config) {
         let column: ArrayRef = match value {
             Value::Count(get) => {
                 let mut b = UInt32Builder::with_capacity(rows.len());
@@ -101,26 +136,36 @@ pub fn build(rows: &[Row<'_>], with_lifecycle: bool) -> Result<RecordBatch, SqlE
                 rows.iter().for_each(|r| b.append_option(get(r.features)));
                 Arc::new(b.finish())
             }
+            Value::Text(get) => {
+                let mut b = StringBuilder::new();
+                rows.iter().for_each(|r| b.append_option(get(r.features)));
+                Arc::new(b.finish())
+            }
+            Value::Flag(get) => {
+                let mut b = BooleanBuilder::with_capacity(rows.len());
+                rows.iter().for_each(|r| b.append_value(get(r.features)));
+                Arc::new(b.finish())
+            }
             Value::Time(get) => {
                 let mut b = TimestampMillisecondBuilder::with_capacity(rows.len()).with_timezone("UTC");
                 rows.iter().for_each(|r| b.append_option(get(r.features).map(EventTime::millis)));
                 Arc::new(b.finish())
             }
         };
-        columns.push(column);
+        out.push(column);
     }
     if with_lifecycle {
         let mut b = StringBuilder::new();
         rows.iter().for_each(|r| b.append_option(r.lifecycle));
-        columns.push(Arc::new(b.finish()));
+        out.push(Arc::new(b.finish()));
     }
-    Ok(RecordBatch::try_new(schema(with_lifecycle), columns)?)
+    Ok(RecordBatch::try_new(schema(config, with_lifecycle), out)?)
 }
 
-/// Casts a query result with the feature columns (by name, any numeric or
-/// time type) into the feature table schema.
-pub fn conform(batch: &RecordBatch) -> Result<RecordBatch, SqlError> {
-    let target = schema(false);
+/// Casts a query result with the feature columns (by name, any numeric,
+/// boolean or time type) into the feature table schema.
+pub fn conform(batch: &RecordBatch, config: &FeaturesConfig) -> Result<RecordBatch, SqlError> {
+    let target = schema(config, false);
     let columns = target
         .fields()
         .iter()

@@ -4,12 +4,12 @@ use datafusion::arrow::array::{Array, Float64Array, RecordBatch};
 use datafusion::arrow::compute::concat_batches;
 use datafusion::prelude::SessionContext;
 use proptest::prelude::*;
-use segstream_config::FeaturesConfig;
+use segstream_config::{Config, FeaturesConfig};
 use segstream_events::{
     ClickBatch, ClickEvent, ClickEventType, CustomerId, EventTime, OrderBatch, OrderEvent, OrderStatus,
     PayloadFormat, RawRecord, decode_clicks, decode_orders, encode_click, encode_order, schema::Schemas,
 };
-use segstream_features::CustomerState;
+use segstream_features::{CustomerState, Dictionaries};
 
 use crate::{definition, query, table};
 
@@ -34,41 +34,56 @@ impl Event {
     }
 }
 
-fn click_event(customer: u8, n: usize, minute: i64, kind: u8) -> Event {
+const DEVICES: [Option<&str>; 6] =
+    [None, Some("mobile"), Some("Desktop"), Some("tablet"), Some("app"), Some("tv")];
+const CATEGORIES: [&str; 4] = ["bags", "books", "shoes", "toys"];
+const PAYMENTS: [Option<&str>; 4] = [None, Some("card"), Some("paypal"), Some("klarna")];
+
+fn click_event(customer: u8, n: usize, minute: i64, kind: u8, detail: u8) -> Event {
     Event::Click(ClickEvent {
         event_id: format!("e{n}"),
         customer_id: CustomerId::new(format!("c{customer}")),
         session_id: None,
         event_type: ClickEventType::ALL[usize::from(kind) % ClickEventType::ALL.len()],
         event_time: EventTime::from_millis(T0 + (SPAN_DAYS - 45) * DAY + minute * MINUTE),
-        device: None,
+        device: DEVICES[usize::from(detail) % DEVICES.len()].map(str::to_owned),
         page: None,
         product_id: None,
         category: None,
-        price: None,
+        price: (!detail.is_multiple_of(5)).then(|| f64::from(detail) * 1.25),
         search_query: None,
     })
 }
 
-fn order_event(
+/// An order event; `detail` picks its categories and payment method.
+struct OrderSpec {
     customer: u8,
     n: usize,
     t: i64,
-    status: OrderStatus,
     cents: u32,
     discount_cents: u32,
-) -> Event {
+    detail: u8,
+}
+
+fn order_event(o: &OrderSpec, status: OrderStatus) -> Event {
+    let first = usize::from(o.detail) % (CATEGORIES.len() + 1);
+    let placed = status == OrderStatus::Placed;
     Event::Order(OrderEvent {
-        order_id: format!("o{n}"),
-        customer_id: CustomerId::new(format!("c{customer}")),
-        event_time: EventTime::from_millis(t),
+        order_id: format!("o{}", o.n),
+        customer_id: CustomerId::new(format!("c{}", o.customer)),
+        event_time: EventTime::from_millis(o.t),
         status,
-        total: f64::from(cents) / 100.0,
+        total: f64::from(o.cents) / 100.0,
         currency: "EUR".into(),
-        discount_amount: f64::from(discount_cents) / 100.0,
+        discount_amount: if placed { f64::from(o.discount_cents) / 100.0 } else { 0.0 },
         item_count: 1,
-        categories: Vec::new(),
-        payment_method: None,
+        categories: CATEGORIES
+            .iter()
+            .skip(first.saturating_sub(1))
+            .take(usize::from(first > 0) * 2)
+            .map(|c| (*c).to_owned())
+            .collect(),
+        payment_method: PAYMENTS[usize::from(o.detail / 8) % PAYMENTS.len()].map(str::to_owned),
     })
 }
 
@@ -77,35 +92,34 @@ fn order_event(
 fn history() -> impl Strategy<Value = Vec<Event>> {
     let orders = proptest::collection::vec(
         (
-            0u8..4,
-            0i64..SPAN_DAYS * 24,
-            1u32..40_000,
-            prop_oneof![Just(0u32), 1u32..2_000],
-            0u8..6,
-            0i64..20 * 24,
+            (0u8..4, 0i64..SPAN_DAYS * 24, 1u32..40_000, prop_oneof![Just(0u32), 1u32..2_000]),
+            (0u8..6, 0i64..20 * 24, any::<u8>()),
         ),
         0..25,
     );
-    let clicks = proptest::collection::vec((0u8..4, 0i64..45 * 1440, 0u8..6, any::<bool>()), 0..60);
+    let clicks =
+        proptest::collection::vec((0u8..4, 0i64..45 * 1440, 0u8..6, any::<bool>(), any::<u8>()), 0..60);
     let jitter = proptest::collection::vec(0i64..3 * DAY, 200);
     (orders, clicks, jitter).prop_map(|(orders, clicks, jitter)| {
         let mut events = Vec::new();
-        for (n, (customer, hour, cents, discount, fate, cancel_after_hours)) in orders.into_iter().enumerate()
+        for (n, ((customer, hour, cents, discount_cents), (fate, cancel_after_hours, detail))) in
+            orders.into_iter().enumerate()
         {
             let t = T0 + hour * 3_600_000 + i64::from(customer);
-            events.push(order_event(customer, n, t, OrderStatus::Placed, cents, discount));
-            let later = t + cancel_after_hours * 3_600_000;
+            let spec = OrderSpec { customer, n, t, cents, discount_cents, detail };
+            events.push(order_event(&spec, OrderStatus::Placed));
+            let later = OrderSpec { t: t + cancel_after_hours * 3_600_000, ..spec };
             match fate {
-                0 => events.push(order_event(customer, n, later, OrderStatus::Cancelled, cents, 0)),
-                1 => events.push(order_event(customer, n, later, OrderStatus::Refunded, cents, 0)),
-                2 => events.push(order_event(customer, n, t, OrderStatus::Placed, cents, discount)),
+                0 => events.push(order_event(&later, OrderStatus::Cancelled)),
+                1 => events.push(order_event(&later, OrderStatus::Refunded)),
+                2 => events.push(order_event(&spec, OrderStatus::Placed)),
                 _ => {}
             }
         }
-        for (n, (customer, minute, kind, twice)) in clicks.into_iter().enumerate() {
-            events.push(click_event(customer, n, minute, kind));
+        for (n, (customer, minute, kind, twice, detail)) in clicks.into_iter().enumerate() {
+            events.push(click_event(customer, n, minute, kind, detail));
             if twice {
-                events.push(click_event(customer, n, minute, kind));
+                events.push(click_event(customer, n, minute, kind, detail));
             }
         }
         // Arrival order: event time plus a random delay of up to three days.
@@ -153,20 +167,22 @@ fn decode(events: &[Event]) -> (ClickBatch, OrderBatch, Vec<(bool, usize)>) {
 fn streaming_table(events: &[Event], config: &FeaturesConfig) -> (EventTime, RecordBatch) {
     let (clicks, orders, arrival) = decode(events);
     let mut states: BTreeMap<String, CustomerState> = BTreeMap::new();
+    let mut dict = Dictionaries::default();
     for (is_click, row) in arrival {
         if is_click {
             let r = clicks.row(row);
             states.entry(r.customer_id.to_owned()).or_default().apply_click(&r, config);
         } else {
             let r = orders.row(row);
-            states.entry(r.customer_id.to_owned()).or_default().apply_order(&r);
+            states.entry(r.customer_id.to_owned()).or_default().apply_order(&r, config, &mut dict);
         }
     }
     let as_of = EventTime::from_millis(events.iter().map(Event::time).max().unwrap_or(T0));
-    let features: Vec<_> = states.iter().map(|(id, s)| (id.clone(), s.features(as_of))).collect();
+    let features: Vec<_> =
+        states.iter().map(|(id, s)| (id.clone(), s.features(as_of, config, &dict))).collect();
     let rows: Vec<_> =
         features.iter().map(|(id, f)| table::Row { customer_id: id, features: f, lifecycle: None }).collect();
-    (as_of, table::build(&rows, false).expect("feature table"))
+    (as_of, table::build(&rows, config, false).expect("feature table"))
 }
 
 fn batch_table(events: &[Event], as_of: EventTime, config: &FeaturesConfig) -> RecordBatch {
@@ -176,7 +192,7 @@ fn batch_table(events: &[Event], as_of: EventTime, config: &FeaturesConfig) -> R
         let ctx = SessionContext::new();
         query::register_events(&ctx, &[clicks], &[orders]).expect("register");
         let batches = definition::batch_features(&ctx, as_of, config).await.expect("feature query");
-        concat_batches(&table::schema(false), &batches).expect("concat")
+        concat_batches(&table::schema(config, false), &batches).expect("concat")
     })
 }
 
@@ -210,8 +226,14 @@ proptest! {
     /// orders, orders folded out of the year) gives the same feature table as
     /// the batch SQL over the same events.
     #[test]
-    fn streaming_features_equal_the_batch_sql(events in history()) {
-        let config = FeaturesConfig { session_gap_minutes: 30 };
+    fn streaming_features_equal_the_batch_sql(events in history(), other_windows in any::<bool>()) {
+        let mut config = Config::default().features;
+        if other_windows {
+            config.order_windows_days = vec![14, 60, 180];
+            config.activity_windows_days = vec![3, 10];
+            config.session_gap_minutes = 45;
+            config.cart_abandon_hours = 2;
+        }
         let (as_of, streaming) = streaming_table(&events, &config);
         let batch = batch_table(&events, as_of, &config);
         assert_same_table(&streaming, &batch)?;
@@ -220,17 +242,25 @@ proptest! {
 
 #[test]
 fn a_scripted_history_gives_the_documented_values_in_sql() {
+    let spec = |n: usize, day: i64, cents: u32, discount_cents: u32| OrderSpec {
+        customer: 1,
+        n,
+        t: T0 + day * DAY,
+        cents,
+        discount_cents,
+        detail: 0,
+    };
     let events = vec![
-        order_event(1, 1, T0, OrderStatus::Placed, 1_000, 0),
-        order_event(1, 2, T0 + 40 * DAY, OrderStatus::Placed, 2_000, 500),
-        order_event(1, 2, T0 + 41 * DAY, OrderStatus::Refunded, 0, 0),
-        order_event(1, 3, T0 + 50 * DAY, OrderStatus::Placed, 3_000, 0),
+        order_event(&spec(1, 0, 1_000, 0), OrderStatus::Placed),
+        order_event(&spec(2, 40, 2_000, 500), OrderStatus::Placed),
+        order_event(&spec(2, 41, 0, 0), OrderStatus::Refunded),
+        order_event(&spec(3, 50, 3_000, 0), OrderStatus::Placed),
     ];
-    let config = FeaturesConfig { session_gap_minutes: 30 };
+    let config = Config::default().features;
     let as_of = EventTime::from_millis(T0 + 60 * DAY);
     let batch = batch_table(&events, as_of, &config);
     let ctx = SessionContext::new();
-    query::register(&ctx, "features", table::schema(false), vec![batch]).expect("register");
+    query::register(&ctx, "features", table::schema(&config, false), vec![batch]).expect("register");
     let runtime = tokio::runtime::Builder::new_current_thread().build().expect("runtime");
     let out = runtime
         .block_on(query::run(

@@ -34,6 +34,9 @@ pub enum WorkerError {
     /// The HTTP endpoint could not start.
     #[error(transparent)]
     Http(#[from] segstream_telemetry::HttpError),
+    /// A state snapshot could not be written, read or used.
+    #[error("state snapshot {0}")]
+    Snapshot(String),
     /// Writing replay output failed.
     #[error("writing the output failed: {0}")]
     Output(String),

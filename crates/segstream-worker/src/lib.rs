@@ -14,9 +14,12 @@ mod merge;
 mod pipeline;
 mod replay;
 mod run;
+mod snapshot;
 mod store;
 
 pub use error::WorkerError;
+pub use lookup::snapshot_features;
 pub use pipeline::Summary;
-pub use replay::{ReplaySummary, replay};
+pub use replay::{ReplaySummary, backfill, replay};
 pub use run::run;
+pub use store::CustomerStore;

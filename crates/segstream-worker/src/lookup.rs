@@ -15,12 +15,18 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use datafusion::arrow::array::RecordBatch;
 use datafusion::prelude::SessionContext;
+use std::path::Path;
+
+use segstream_config::{Config, FeaturesConfig};
 use segstream_events::EventTime;
+use segstream_segments::LifecycleRules;
 use segstream_sql::query::{self, OutputFormat};
 use segstream_sql::table;
 use serde::Deserialize;
 use tokio::sync::oneshot;
 
+use crate::error::WorkerError;
+use crate::snapshot::Snapshot;
 use crate::store::CustomerStore;
 
 /// A request for the feature table, answered by the pipeline.
@@ -36,19 +42,32 @@ pub(crate) fn channel() -> (SyncSender<SnapshotRequest>, Receiver<SnapshotReques
 }
 
 /// The feature table of every customer in `store`, as of `as_of`.
-pub(crate) fn snapshot(store: &CustomerStore, as_of: EventTime) -> Result<RecordBatch, String> {
-    let mut customers: Vec<_> =
-        store.customers().map(|(id, state, stage)| (id, state.features(as_of), stage)).collect();
+pub(crate) fn snapshot(
+    store: &CustomerStore,
+    config: &FeaturesConfig,
+    as_of: EventTime,
+) -> Result<RecordBatch, String> {
+    let mut customers: Vec<_> = store.features_as_of(as_of).collect();
     customers.sort_by(|a, b| a.0.cmp(b.0));
     let rows: Vec<_> = customers
         .iter()
-        .map(|(id, features, stage)| table::Row {
-            customer_id: id.as_str(),
-            features,
-            lifecycle: stage.map(|s| s.as_str()),
-        })
+        .map(|(id, features, stage)| table::Row { customer_id: id.as_str(), features, lifecycle: *stage })
         .collect();
-    table::build(&rows, true).map_err(|e| e.to_string())
+    table::build(&rows, config, true).map_err(|e| e.to_string())
+}
+
+/// The feature table of a snapshot file (as of its latest event, with each
+/// customer's lifecycle stage), and that time.
+pub fn snapshot_features(config: &Config, path: &Path) -> Result<(RecordBatch, EventTime), WorkerError> {
+    let saved = Snapshot::read(path)?;
+    let as_of = saved.as_of;
+    let store = CustomerStore::from_snapshot(
+        LifecycleRules::new(config.lifecycle.clone()),
+        config.features.clone(),
+        saved,
+    )?;
+    let table = snapshot(&store, &config.features, as_of).map_err(WorkerError::Snapshot)?;
+    Ok((table, as_of))
 }
 
 #[derive(Debug, Deserialize)]

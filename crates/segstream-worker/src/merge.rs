@@ -185,6 +185,15 @@ impl<T> Merger<T> {
         lane.queue.front().map(|p| p.offset).or(lane.next_offset)
     }
 
+    /// Partitions whose two lanes have received nothing for `quiet` and hold
+    /// nothing (neither replaying): their stream time is stuck.
+    pub(crate) fn quiet_partitions(&self, now: Instant, quiet: Duration) -> impl Iterator<Item = i32> + '_ {
+        self.pairs
+            .iter()
+            .filter(move |(_, pair)| pair.clicks.idle(now, quiet) && pair.orders.idle(now, quiet))
+            .map(|(partition, _)| *partition)
+    }
+
     /// Partitions tracked now.
     pub(crate) fn partitions(&self) -> impl Iterator<Item = i32> + '_ {
         self.pairs.keys().copied()
@@ -275,6 +284,22 @@ mod tests {
         m.finish_replay(Source::Clicks, 0);
         let out = m.release(later + Duration::from_millis(20));
         assert_eq!(order_of(&out), vec![(Source::Clicks, 0), (Source::Clicks, 1), (Source::Orders, 0)]);
+    }
+
+    #[test]
+    fn a_partition_is_quiet_once_both_lanes_are_empty_for_the_timeout() {
+        let mut m = Merger::new(Duration::from_millis(10));
+        let t0 = Instant::now();
+        m.open(0, t0);
+        m.open(1, t0);
+        m.push(Source::Clicks, 1, rec(0, Some(5)), t0 + Duration::from_secs(5));
+        let quiet: Vec<i32> =
+            m.quiet_partitions(t0 + Duration::from_secs(6), Duration::from_secs(2)).collect();
+        assert_eq!(quiet, [0], "partition 1 holds a record");
+        m.release(t0 + Duration::from_secs(6));
+        let quiet: Vec<i32> =
+            m.quiet_partitions(t0 + Duration::from_secs(6), Duration::from_secs(2)).collect();
+        assert_eq!(quiet, [0], "partition 1 received one a second ago");
     }
 
     #[test]

@@ -21,8 +21,8 @@ use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use segstream_config::{Config, LatePolicy};
 use segstream_events::schema::Schemas;
 use segstream_events::{
-    ClickBatch, CustomerId, DecodeError, EventTime, OrderBatch, RawRecord, SegmentChange, decode_clicks,
-    decode_orders,
+    ClickBatch, CustomerId, DecodeError, EventTime, OrderBatch, RawRecord, SegmentChange, SegmentKind,
+    decode_clicks, decode_orders,
 };
 use segstream_kafka::{Assignment, DeadLetter, RecoveringContext, dead_letter_headers};
 use segstream_segments::{Cause, Transition, to_changes};
@@ -83,7 +83,7 @@ struct BatchOut {
     /// Customers whose segments changed, with the time of their last change.
     touched: BTreeMap<CustomerId, EventTime>,
     /// Kafka timestamps of the inputs that caused changes.
-    causes_ts: Vec<i64>,
+    causes_ts: Vec<(SegmentKind, i64)>,
     emit_time: EventTime,
 }
 
@@ -323,6 +323,7 @@ impl Pipeline {
                 self.summary.dead_letters += 1;
             }
         }
+        self.advance_quiet_partitions(&mut out)?;
         let BatchOut { mut outputs, touched, causes_ts, .. } = out;
         for (id, updated_at) in &touched {
             if let Some(record) = self.engine.store.membership(id, *updated_at) {
@@ -338,14 +339,32 @@ impl Pipeline {
         if !outputs.is_empty() || offsets.count() > 0 {
             self.commit(outputs, &offsets)?;
             let now_ms = EventTime::now().millis();
-            for ts in causes_ts {
+            for (kind, ts) in causes_ts {
                 let seconds = (now_ms - ts).max(0) as f64 / 1000.0;
-                self.metrics.change_latency.with_label_values(&["lifecycle"]).observe(seconds);
+                self.metrics.change_latency.with_label_values(&[kind.as_str()]).observe(seconds);
             }
             self.metrics.batch_seconds.observe(started.elapsed().as_secs_f64());
         }
         self.update_readiness();
         self.report();
+        Ok(())
+    }
+
+    /// Partitions that received nothing for `time.idle_partition_ms` follow
+    /// the worker's watermark: their due timers fire in this batch.
+    fn advance_quiet_partitions(&mut self, out: &mut BatchOut) -> Result<(), WorkerError> {
+        let idle = self.config.time.idle_partition_ms;
+        if idle == 0 || !self.recovering.is_empty() {
+            return Ok(());
+        }
+        let quiet: Vec<i32> =
+            self.merger.quiet_partitions(Instant::now(), Duration::from_millis(idle)).collect();
+        for partition in quiet {
+            for fired in self.engine.advance_quiet(partition) {
+                self.metrics.timers_fired.inc_by(fired.transitions.len() as u64);
+                self.emit(out, &fired.id, &fired.transitions, Cause { event_id: None }, None)?;
+            }
+        }
         Ok(())
     }
 
@@ -357,7 +376,7 @@ impl Pipeline {
                 continue;
             }
             let as_of = self.max_event_time.unwrap_or(EventTime::from_millis(0));
-            if reply.send(snapshot(&self.engine.store, as_of)).is_err() {
+            if reply.send(snapshot(&self.engine.store, &self.config.features, as_of)).is_err() {
                 tracing::debug!("a /sql request gave up before its snapshot was ready");
             }
         }
@@ -487,12 +506,12 @@ impl Pipeline {
     ) -> Result<(), WorkerError> {
         let Some(last) = transitions.last() else { return Ok(()) };
         out.touched.insert(id.clone(), last.at);
-        out.causes_ts.extend(transitions.iter().filter_map(|_| ts));
+        out.causes_ts.extend(transitions.iter().filter_map(|t| Some((t.kind, ts?))));
         for t in transitions {
-            let from = t.from.map_or("none", |s| s.as_str());
+            let (from, to) = (t.from.unwrap_or("none"), t.to.unwrap_or("none"));
             self.metrics
                 .transitions
-                .with_label_values(&["lifecycle", from, t.to.as_str(), t.trigger.as_str()])
+                .with_label_values(&[t.kind.as_str(), from, to, t.trigger.as_str()])
                 .inc();
             for change in to_changes(id, t, cause, out.emit_time) {
                 self.metrics
@@ -610,8 +629,8 @@ impl Pipeline {
     }
 
     fn report(&mut self) {
-        for (stage, n) in self.engine.store.population() {
-            self.metrics.population.with_label_values(&["lifecycle", stage.as_str()]).set(n);
+        for ((kind, segment), n) in self.engine.store.population() {
+            self.metrics.population.with_label_values(&[kind.as_str(), segment]).set(n);
         }
         self.metrics.customers.set(i64::try_from(self.engine.store.len()).unwrap_or(i64::MAX));
         self.metrics

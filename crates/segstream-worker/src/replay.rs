@@ -7,8 +7,11 @@
 //! event time exactly as the worker merges them. The engine is the worker's
 //! own, so the segment changes (ids included) are those a live run over the
 //! same topics gives, when the topics have `partitions` partitions and the
-//! history was produced in file order.
+//! history was produced in file order. The end of the files is the end of the
+//! input: every partition then follows the worker's watermark, as a live
+//! worker's partitions do once quiet for `time.idle_partition_ms`.
 
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -19,7 +22,7 @@ use segstream_events::{
 };
 use segstream_segments::{Cause, to_changes};
 
-use crate::engine::{Engine, Input};
+use crate::engine::{Engine, Fired, Input};
 use crate::error::WorkerError;
 use crate::merge::{Merger, Pending, Source};
 
@@ -41,6 +44,8 @@ pub struct ReplaySummary {
     pub changes: u64,
     /// Customers in the state at the end.
     pub customers: usize,
+    /// The latest event time applied.
+    pub latest: Option<EventTime>,
 }
 
 /// A record waiting in the merge: which input and which row.
@@ -65,9 +70,37 @@ pub fn replay(
     partitions: i32,
     clicks: &[Vec<u8>],
     orders: &[Vec<u8>],
+    progress: impl FnMut(u64),
+    on_change: impl FnMut(SegmentChange) -> std::io::Result<()>,
+) -> Result<ReplaySummary, WorkerError> {
+    run_engine(config, partitions, clicks, orders, progress, on_change).map(|(summary, _)| summary)
+}
+
+/// `segstream backfill`: the state a replay of the history ends with, written
+/// as a snapshot file at `snapshot` (as of the latest event). Returns the
+/// summary and the file's size in bytes.
+pub fn backfill(
+    config: &Config,
+    partitions: i32,
+    clicks: &[Vec<u8>],
+    orders: &[Vec<u8>],
+    progress: impl FnMut(u64),
+    snapshot: &Path,
+) -> Result<(ReplaySummary, u64), WorkerError> {
+    let (summary, engine) = run_engine(config, partitions, clicks, orders, progress, |_| Ok(()))?;
+    let as_of = summary.latest.unwrap_or(EventTime::from_millis(0));
+    let bytes = engine.store.to_snapshot(as_of, partitions).write(snapshot)?;
+    Ok((summary, bytes))
+}
+
+fn run_engine(
+    config: &Config,
+    partitions: i32,
+    clicks: &[Vec<u8>],
+    orders: &[Vec<u8>],
     mut progress: impl FnMut(u64),
     mut on_change: impl FnMut(SegmentChange) -> std::io::Result<()>,
-) -> Result<ReplaySummary, WorkerError> {
+) -> Result<(ReplaySummary, Engine), WorkerError> {
     let mut summary = ReplaySummary::default();
     let schemas = Schemas::builtin();
     let c = decode_clicks(raw(clicks), schemas)?;
@@ -99,6 +132,7 @@ pub fn replay(
                 Source::Orders => (orders.row(i).customer_id, orders.row(i).event_time),
             };
             let partition = segstream_kafka::partition_for(customer.as_bytes(), partitions);
+            summary.latest = Some(summary.latest.map_or(t, |l| l.max(t)));
             let offset = next_offset.entry((source, partition)).or_insert(0_i64);
             let late = engine.late_by(source, partition, t).is_some();
             summary.late += u64::from(late);
@@ -114,26 +148,36 @@ pub fn replay(
     }
     let released = merger.release(start + idle * 2);
     let emit_time = EventTime::now();
+    let mut emit = |fired: Vec<Fired>, summary: &mut ReplaySummary| -> Result<(), WorkerError> {
+        for f in fired {
+            for t in &f.transitions {
+                for change in to_changes(&f.id, t, Cause { event_id: f.cause.as_deref() }, emit_time) {
+                    summary.changes += 1;
+                    on_change(change).map_err(|e| WorkerError::Output(e.to_string()))?;
+                }
+            }
+        }
+        Ok(())
+    };
     for (n, (_, partition, pending)) in released.into_iter().enumerate() {
         let input = match pending.item {
             Some(Row(Source::Clicks, i)) => Input::Click(clicks.row(i)),
             Some(Row(Source::Orders, i)) => Input::Order(orders.row(i)),
             None => Input::Other,
         };
-        for fired in engine.process(partition, pending.time, input) {
-            for t in &fired.transitions {
-                for change in to_changes(&fired.id, t, Cause { event_id: fired.cause.as_deref() }, emit_time)
-                {
-                    summary.changes += 1;
-                    on_change(change).map_err(|e| WorkerError::Output(e.to_string()))?;
-                }
-            }
-        }
+        emit(engine.process(partition, pending.time, input), &mut summary)?;
         if n % 65_536 == 0 {
             progress(n as u64);
         }
     }
+    // The input ends here: a live worker whose input stays quiet for
+    // `time.idle_partition_ms` moves every partition up to its watermark.
+    if config.time.idle_partition_ms > 0 {
+        for partition in 0..partitions {
+            emit(engine.advance_quiet(partition), &mut summary)?;
+        }
+    }
     progress((summary.clicks + summary.orders) as u64);
     summary.customers = engine.store.len();
-    Ok(summary)
+    Ok((summary, engine))
 }

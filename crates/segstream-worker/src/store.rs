@@ -11,13 +11,17 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use segstream_config::FeaturesConfig;
 use segstream_events::{
-    ClickRow, CustomerId, CustomerSegments as MembershipRecord, EventTime, OrderRow, OrderStatus,
+    ClickRow, CustomerId, CustomerSegments as MembershipRecord, EventTime, OrderRow, OrderStatus, SegmentKind,
 };
-use segstream_features::CustomerState;
-use segstream_segments::{CustomerSegments, LifecycleRules, LifecycleStage, Transition};
+use segstream_features::{CustomerState, Dictionaries};
+use segstream_segments::{CustomerSegments, LifecycleRules, Transition};
 
-#[derive(Debug, Default)]
+use crate::error::WorkerError;
+use crate::snapshot::{SavedCustomer, Snapshot};
+
+#[derive(Debug)]
 struct Customer {
+    id: CustomerId,
     features: CustomerState,
     segments: CustomerSegments,
     /// Input partition the customer's events come from (same index on both topics).
@@ -26,42 +30,53 @@ struct Customer {
     scheduled: Option<EventTime>,
 }
 
-/// All customers of this worker.
+/// All customers of this worker: their features, segments and timers, and
+/// the population per segment. Public for the state benchmark; the pipeline
+/// is its only other user.
 #[derive(Debug)]
-pub(crate) struct CustomerStore {
-    customers: HashMap<CustomerId, Customer>,
-    population: BTreeMap<LifecycleStage, i64>,
+pub struct CustomerStore {
+    /// Where each customer is in `slots`. Customers live in a dense vector,
+    /// not in the map itself: a hash table pays its spare capacity per
+    /// bucket, which is a few bytes here and most of a customer there.
+    index: HashMap<CustomerId, u32>,
+    slots: Vec<Customer>,
+    /// Customers per (kind, segment).
+    population: BTreeMap<(SegmentKind, &'static str), i64>,
     /// Per partition: (due time, customer), earliest first.
     timers: BTreeMap<i32, BTreeSet<(EventTime, CustomerId)>>,
     rules: LifecycleRules,
     features: FeaturesConfig,
+    /// Category and payment names shared by all customers.
+    dict: Dictionaries,
 }
 
 impl CustomerStore {
-    pub(crate) fn new(rules: LifecycleRules, features: FeaturesConfig) -> Self {
+    /// An empty store with these rules and feature windows.
+    pub fn new(rules: LifecycleRules, features: FeaturesConfig) -> Self {
         Self {
-            customers: HashMap::new(),
+            index: HashMap::new(),
+            slots: Vec::new(),
             population: BTreeMap::new(),
             timers: BTreeMap::new(),
             rules,
             features,
+            dict: Dictionaries::default(),
         }
     }
 
     /// Applies a click: time-driven transitions due before it, then the
     /// evaluation after it.
-    pub(crate) fn on_click(&mut self, row: &ClickRow<'_>) -> (CustomerId, Vec<Transition>) {
-        let features = self.features.clone();
-        self.process(row.customer_id, row.partition, row.event_time, |state| {
-            state.apply_click(row, &features);
+    pub fn on_click(&mut self, row: &ClickRow<'_>) -> (CustomerId, Vec<Transition>) {
+        self.process(row.customer_id, row.partition, row.event_time, |state, config, _| {
+            state.apply_click(row, config);
             false
         })
     }
 
     /// Applies an order event; see [`CustomerStore::on_click`].
-    pub(crate) fn on_order(&mut self, row: &OrderRow<'_>) -> (CustomerId, Vec<Transition>) {
-        self.process(row.customer_id, row.partition, row.event_time, |state| {
-            state.apply_order(row) && row.status == OrderStatus::Placed
+    pub fn on_order(&mut self, row: &OrderRow<'_>) -> (CustomerId, Vec<Transition>) {
+        self.process(row.customer_id, row.partition, row.event_time, |state, config, dict| {
+            state.apply_order(row, config, dict) && row.status == OrderStatus::Placed
         })
     }
 
@@ -70,18 +85,31 @@ impl CustomerStore {
         customer_id: &str,
         partition: i32,
         t: EventTime,
-        apply: impl FnOnce(&mut CustomerState) -> bool,
+        apply: impl FnOnce(&mut CustomerState, &FeaturesConfig, &mut Dictionaries) -> bool,
     ) -> (CustomerId, Vec<Transition>) {
-        let id = match self.customers.get_key_value(customer_id) {
-            Some((id, _)) => id.clone(),
-            None => CustomerId::new(customer_id),
+        let slot = match self.index.get(customer_id) {
+            Some(slot) => *slot as usize,
+            None => {
+                let id = CustomerId::new(customer_id);
+                let slot = self.slots.len();
+                self.index.insert(id.clone(), u32::try_from(slot).unwrap_or(u32::MAX));
+                self.slots.push(Customer {
+                    id,
+                    features: CustomerState::default(),
+                    segments: CustomerSegments::default(),
+                    partition,
+                    scheduled: None,
+                });
+                slot
+            }
         };
-        let c =
-            self.customers.entry(id.clone()).or_insert_with(|| Customer { partition, ..Customer::default() });
-        let Customer { features, segments, .. } = c;
-        let mut transitions = segments.advance(&self.rules, t, |at| features.features(at));
-        let ordered = apply(features);
-        transitions.extend(segments.on_event(&self.rules, t, ordered, |at| features.features(at)));
+        let Some(c) = self.slots.get_mut(slot) else { unreachable!("slot {slot} was just found or pushed") };
+        let id = c.id.clone();
+        let Customer { features: state, segments, .. } = c;
+        let (config, dict) = (&self.features, &mut self.dict);
+        let mut transitions = segments.advance(&self.rules, t, |at| state.features(at, config, dict));
+        let ordered = apply(state, config, dict);
+        transitions.extend(segments.on_event(&self.rules, t, ordered, |at| state.features(at, config, dict)));
         self.reschedule(&id);
         self.count(&transitions);
         (id, transitions)
@@ -89,17 +117,19 @@ impl CustomerStore {
 
     /// Fires the timers of `partition` due at or before `watermark`, earliest
     /// first: each customer moves to the stage its silence has earned.
-    pub(crate) fn fire_timers(
+    pub fn fire_timers(
         &mut self,
         partition: i32,
         watermark: EventTime,
     ) -> Vec<(CustomerId, Vec<Transition>)> {
         let mut out = Vec::new();
         while let Some((due, id)) = self.next_due_timer(partition, watermark) {
-            let Some(c) = self.customers.get_mut(&id) else { continue };
+            let Some(slot) = self.index.get(id.as_str()).map(|s| *s as usize) else { continue };
+            let Some(c) = self.slots.get_mut(slot) else { continue };
             c.scheduled = None;
-            let Customer { features, segments, .. } = c;
-            let transitions = segments.advance(&self.rules, due, |at| features.features(at));
+            let Customer { features: state, segments, .. } = c;
+            let (config, dict) = (&self.features, &self.dict);
+            let transitions = segments.advance(&self.rules, due, |at| state.features(at, config, dict));
             self.reschedule(&id);
             self.count(&transitions);
             if !transitions.is_empty() {
@@ -116,16 +146,19 @@ impl CustomerStore {
     }
 
     /// Timers waiting, all partitions.
-    pub(crate) fn pending_timers(&self) -> usize {
+    pub fn pending_timers(&self) -> usize {
         self.timers.values().map(BTreeSet::len).sum()
     }
 
     fn reschedule(&mut self, id: &CustomerId) {
-        let Some(c) = self.customers.get_mut(id) else { return };
+        let (features, dict, rules) = (&self.features, &self.dict, &self.rules);
+        let Some(c) = self.index.get(id.as_str()).and_then(|slot| self.slots.get_mut(*slot as usize)) else {
+            return;
+        };
         let next = c
             .features
             .last_seen()
-            .and_then(|seen| c.segments.next_due(&self.rules, &c.features.features(seen)));
+            .and_then(|seen| c.segments.next_due(rules, &c.features.features(seen, features, dict)));
         if next == c.scheduled {
             return;
         }
@@ -142,15 +175,18 @@ impl CustomerStore {
     fn count(&mut self, transitions: &[Transition]) {
         for tr in transitions {
             if let Some(from) = tr.from {
-                *self.population.entry(from).or_default() -= 1;
+                *self.population.entry((tr.kind, from)).or_default() -= 1;
             }
-            *self.population.entry(tr.to).or_default() += 1;
+            if let Some(to) = tr.to {
+                *self.population.entry((tr.kind, to)).or_default() += 1;
+            }
         }
     }
 
     /// The membership record of a customer, as of `updated_at`.
     pub(crate) fn membership(&self, id: &CustomerId, updated_at: EventTime) -> Option<MembershipRecord> {
-        self.customers.get(id).map(|c| MembershipRecord {
+        let c = self.slots.get(*self.index.get(id.as_str())? as usize)?;
+        Some(MembershipRecord {
             customer_id: id.clone(),
             segments: c.segments.memberships(),
             updated_at,
@@ -161,43 +197,106 @@ impl CustomerStore {
     /// Drops every customer of a revoked partition; returns how many.
     pub(crate) fn drop_partition(&mut self, partition: i32) -> usize {
         self.timers.remove(&partition);
-        let before = self.customers.len();
+        let before = self.slots.len();
         let population = &mut self.population;
-        self.customers.retain(|_, c| {
+        self.slots.retain(|c| {
             let keep = c.partition != partition;
-            if !keep && let Some(stage) = c.segments.lifecycle() {
-                *population.entry(stage).or_default() -= 1;
+            if !keep {
+                for segment in c.segments.current() {
+                    *population.entry(segment).or_default() -= 1;
+                }
             }
             keep
         });
-        before - self.customers.len()
+        // Rebalances are rare: re-index the survivors.
+        self.index = self.slots.iter().zip(0u32..).map(|(c, slot)| (c.id.clone(), slot)).collect();
+        before - self.slots.len()
     }
 
-    /// Customers per lifecycle stage.
-    pub(crate) fn population(&self) -> impl Iterator<Item = (LifecycleStage, i64)> + '_ {
+    /// Customers per (kind, segment).
+    pub(crate) fn population(&self) -> impl Iterator<Item = ((SegmentKind, &'static str), i64)> + '_ {
         self.population.iter().map(|(s, n)| (*s, *n))
     }
 
-    /// Every customer with their state and lifecycle stage.
-    pub(crate) fn customers(
+    /// Every customer with their features as of `as_of` and lifecycle stage.
+    pub(crate) fn features_as_of(
         &self,
-    ) -> impl Iterator<Item = (&CustomerId, &CustomerState, Option<LifecycleStage>)> + '_ {
-        self.customers.iter().map(|(id, c)| (id, &c.features, c.segments.lifecycle()))
+        as_of: EventTime,
+    ) -> impl Iterator<Item = (&CustomerId, segstream_features::Features, Option<&'static str>)> + '_ {
+        self.slots.iter().map(move |c| {
+            let stage = c.segments.lifecycle().map(|s| s.as_str());
+            (&c.id, c.features.features(as_of, &self.features, &self.dict), stage)
+        })
+    }
+
+    /// Everything this store holds, as a snapshot as of `as_of`.
+    pub(crate) fn to_snapshot(&self, as_of: EventTime, partitions: i32) -> Snapshot {
+        let mut snapshot = Snapshot::new(as_of, partitions, self.features.clone());
+        snapshot.categories = self.dict.categories.names().to_vec();
+        snapshot.payments = self.dict.payments.names().to_vec();
+        snapshot.customers = self
+            .slots
+            .iter()
+            .map(|c| SavedCustomer {
+                id: c.id.clone(),
+                partition: c.partition,
+                features: c.features.clone(),
+                segments: c.segments.clone(),
+            })
+            .collect();
+        snapshot
+    }
+
+    /// A store holding a snapshot's customers, timers rescheduled. The
+    /// snapshot must have been kept with the same feature windows.
+    pub(crate) fn from_snapshot(
+        rules: LifecycleRules,
+        features: FeaturesConfig,
+        snapshot: Snapshot,
+    ) -> Result<Self, WorkerError> {
+        if snapshot.features != features {
+            return Err(WorkerError::Snapshot(format!(
+                "the snapshot was kept with [features] {:?}, this config has {:?}: use the same [features] or build the snapshot again",
+                snapshot.features, features
+            )));
+        }
+        let mut store = Self::new(rules, features);
+        store.dict = Dictionaries::with_names(snapshot.categories, snapshot.payments);
+        for saved in snapshot.customers {
+            let slot = u32::try_from(store.slots.len()).unwrap_or(u32::MAX);
+            store.index.insert(saved.id.clone(), slot);
+            let id = saved.id.clone();
+            store.count_memberships(&saved.segments, 1);
+            store.slots.push(Customer {
+                id: saved.id,
+                features: saved.features,
+                segments: saved.segments,
+                partition: saved.partition,
+                scheduled: None,
+            });
+            store.reschedule(&id);
+        }
+        Ok(store)
+    }
+
+    fn count_memberships(&mut self, segments: &CustomerSegments, delta: i64) {
+        for segment in segments.current() {
+            *self.population.entry(segment).or_default() += delta;
+        }
     }
 
     /// Customers held.
-    pub(crate) fn len(&self) -> usize {
-        self.customers.len()
+    #[allow(clippy::len_without_is_empty)]
+    pub fn len(&self) -> usize {
+        self.slots.len()
     }
 
     /// Approximate bytes of the whole state (walks every customer: call rarely).
     pub(crate) fn approx_bytes(&self) -> usize {
-        self.customers
-            .iter()
-            .map(|(id, c)| {
-                id.as_str().len() + c.features.approx_bytes() + std::mem::size_of::<(CustomerId, Customer)>()
-            })
-            .sum()
+        // `approx_bytes` counts the inline state already.
+        let per_slot = std::mem::size_of::<Customer>() - std::mem::size_of::<CustomerState>()
+            + std::mem::size_of::<(CustomerId, u32)>();
+        self.slots.iter().map(|c| c.id.as_str().len() + c.features.approx_bytes() + per_slot).sum()
     }
 }
 
@@ -219,6 +318,7 @@ mod tests {
             total: 10.0,
             discount_amount: 0.0,
             item_count: 1,
+            primary_category: None,
             payment_method: None,
             partition: 0,
             offset: 0,
@@ -236,22 +336,22 @@ mod tests {
         // Day 35: a's "new" window ended (day 30), b's not yet (day 40).
         let fired = store.fire_timers(0, at(35));
         assert_eq!(
-            fired.iter().map(|(id, t)| (id.as_str(), t[0].to.as_str())).collect::<Vec<_>>(),
+            fired.iter().map(|(id, t)| (id.as_str(), t[0].to.unwrap_or("none"))).collect::<Vec<_>>(),
             [("a", "active")]
         );
         // Everything up to day 200, earliest first, each customer rescheduled after each step.
         let fired: Vec<(String, &str)> = store
             .fire_timers(0, at(200))
             .into_iter()
-            .flat_map(|(id, ts)| ts.into_iter().map(move |t| (id.to_string(), t.to.as_str())))
+            .flat_map(|(id, ts)| ts.into_iter().map(move |t| (id.to_string(), t.to.unwrap_or("none"))))
             .collect();
         let expected =
             [("b", "active"), ("a", "at_risk"), ("b", "at_risk"), ("a", "churned"), ("b", "churned")];
         assert_eq!(fired.iter().map(|(c, s)| (c.as_str(), *s)).collect::<Vec<_>>(), expected);
         assert_eq!(store.pending_timers(), 0, "churned has no further due time");
         assert_eq!(
-            store.population().find(|(s, _)| *s == LifecycleStage::Churned),
-            Some((LifecycleStage::Churned, 2))
+            store.population().find(|(s, _)| *s == (SegmentKind::Lifecycle, "churned")),
+            Some(((SegmentKind::Lifecycle, "churned"), 2))
         );
         assert!(store.fire_timers(1, at(400)).is_empty(), "other partitions are untouched");
     }

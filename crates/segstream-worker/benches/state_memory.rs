@@ -1,29 +1,31 @@
-//! State memory and update speed at scale: builds the per-customer state
-//! (features + segments, keyed by customer id as the worker keeps it) for a
-//! realistic mix of customers and reports heap bytes per customer and events
-//! applied per second on one core. Run with `make bench`.
+//! State memory and update speed at scale: drives the worker's own
+//! `CustomerStore` (features, segments, timers, dictionaries, exactly as the
+//! pipeline holds them) with a realistic mix of customers and reports heap
+//! bytes per customer and events applied per second on one core. Run with
+//! `make bench`.
 //!
 //! Mix (per 100 customers): 20 browsers (30 days of clicks, no order),
 //! 25 loyal (15 orders in the year, frequent visits), 15 bargain hunters
 //! (8 orders, frequent searches), 20 one-time buyers (1 order, rare visits),
-//! 20 lapsed (3 orders long ago, no recent visit).
+//! 20 lapsed (3 orders long ago, no recent visit). One click in seven is a
+//! search, one in seven an add-to-cart with a price.
 
 #![allow(missing_docs, clippy::unwrap_used)]
 
 use std::alloc::System;
-use std::collections::HashMap;
 use std::time::Instant;
 
 use segstream_config::Config;
-use segstream_events::{ClickEventType, ClickRow, CustomerId, EventTime, OrderRow, OrderStatus};
-use segstream_features::CustomerState;
-use segstream_segments::{CustomerSegments, LifecycleRules};
+use segstream_events::{ClickEventType, ClickRow, EventTime, OrderRow, OrderStatus};
+use segstream_segments::LifecycleRules;
+use segstream_worker::CustomerStore;
 use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
 
 #[global_allocator]
 static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
 
 const DAY: i64 = 86_400_000;
+const CATEGORIES: [&str; 6] = ["shoes", "bags", "books", "toys", "garden", "beauty"];
 const NOW: i64 = 1_735_689_600_000; // 2025-01-01
 
 /// (orders in the last year, active click days in the last 30, clicks per active day)
@@ -44,16 +46,16 @@ fn main() {
     let customers: u64 =
         std::env::var("BENCH_CUSTOMERS").ok().and_then(|v| v.parse().ok()).unwrap_or(default);
     let config = Config::default();
-    let rules = LifecycleRules::new(config.lifecycle.clone());
     let region = Region::new(GLOBAL);
     let started = Instant::now();
     let mut events: u64 = 0;
-    let mut store: HashMap<CustomerId, (CustomerState, CustomerSegments)> = HashMap::new();
+    let mut store =
+        CustomerStore::new(LifecycleRules::new(config.lifecycle.clone()), config.features.clone());
     let mut order_ids: Vec<String> = Vec::new();
+    let mut click_id = String::new();
     for i in 0..customers {
-        let id = CustomerId::new(format!("cust-{i:08}"));
+        let id = format!("cust-{i:08}");
         let (orders, active_days, clicks_per_day) = profile(i);
-        let (state, segments) = store.entry(id.clone()).or_default();
         let lapsed = i % 100 >= 80;
         let span = if lapsed { 700 } else { 360 };
         order_ids.clear();
@@ -73,45 +75,45 @@ fn main() {
             }
         }
         timeline.sort_unstable();
-        let mut click_id = String::new();
         for (t, order) in timeline {
             let at = EventTime::from_millis(t);
-            segments.advance(&rules, at, |x| state.features(x));
-            let ordered = match order {
-                Some(k) => state.apply_order(&OrderRow {
-                    order_id: &order_ids[k],
-                    customer_id: id.as_str(),
-                    event_time: at,
-                    status: OrderStatus::Placed,
-                    total: 42.5,
-                    discount_amount: 0.0,
-                    item_count: 2,
-                    payment_method: Some("card"),
-                    partition: 0,
-                    offset: 0,
-                }),
+            match order {
+                Some(k) => {
+                    store.on_order(&OrderRow {
+                        order_id: &order_ids[k],
+                        customer_id: &id,
+                        event_time: at,
+                        status: OrderStatus::Placed,
+                        total: 42.5,
+                        discount_amount: if k % 3 == 0 { 5.0 } else { 0.0 },
+                        item_count: 2,
+                        primary_category: Some(CATEGORIES[(i as usize + k) % CATEGORIES.len()]),
+                        payment_method: Some("card"),
+                        partition: 0,
+                        offset: 0,
+                    });
+                }
                 None => {
                     click_id.clear();
                     click_id.push_str(&t.to_string());
-                    let kind = if t % 3 == 0 { ClickEventType::Search } else { ClickEventType::PageView };
-                    state.apply_click(
-                        &ClickRow {
-                            customer_id: id.as_str(),
-                            event_id: &click_id,
-                            event_type: kind,
-                            event_time: at,
-                            device: Some("mobile"),
-                            category: Some("shoes"),
-                            price: None,
-                            partition: 0,
-                            offset: 0,
-                        },
-                        &config.features,
-                    );
-                    false
+                    let kind = match t % 7 {
+                        0 | 3 => ClickEventType::Search,
+                        5 => ClickEventType::AddToCart,
+                        _ => ClickEventType::PageView,
+                    };
+                    store.on_click(&ClickRow {
+                        customer_id: &id,
+                        event_id: &click_id,
+                        event_type: kind,
+                        event_time: at,
+                        device: Some("mobile"),
+                        category: Some("shoes"),
+                        price: (kind == ClickEventType::AddToCart).then_some(19.99),
+                        partition: 0,
+                        offset: 0,
+                    });
                 }
-            };
-            segments.on_event(&rules, at, ordered, |x| state.features(x));
+            }
             events += 1;
         }
     }
@@ -123,17 +125,11 @@ fn main() {
     let per_customer = live as f64 / customers as f64;
     println!("customers                 {customers}");
     println!(
-        "events applied            {events} in {elapsed:.2} s = {:.0} events/s (one core, features + lifecycle)",
+        "events applied            {events} in {elapsed:.2} s = {:.0} events/s (one core: features, segments, timers)",
         events as f64 / elapsed
     );
     println!("state heap bytes          {live} ({:.1} MiB)", live as f64 / 1_048_576.0);
     println!("bytes per customer        {per_customer:.0} (target <= 1024)");
-    let entry = std::mem::size_of::<(CustomerId, (CustomerState, CustomerSegments))>();
-    let table = store.capacity() * (entry + 1);
-    println!(
-        "of which the hash table      {:.0} per customer ({} buckets of {entry} + 1 control bytes)",
-        table as f64 / customers as f64,
-        store.capacity()
-    );
+    println!("timers pending            {}", store.pending_timers());
     assert!(store.len() as u64 == customers);
 }
