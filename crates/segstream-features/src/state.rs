@@ -19,11 +19,6 @@ pub const DEVICES: [&str; 5] = ["app", "desktop", "mobile", "other", "tablet"];
 /// Parts of the day (UTC) by hour: [0, 6), [6, 12), [12, 18), [18, 24).
 pub const DAYPARTS: [&str; 4] = ["night", "morning", "afternoon", "evening"];
 
-/// Device class of a click's free-text device.
-pub fn device_class(device: &str) -> usize {
-    DEVICES.iter().position(|d| device.eq_ignore_ascii_case(d)).unwrap_or(3)
-}
-
 /// An amount of money in cents: sums stay exact and independent of order.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Money(i64);
@@ -71,7 +66,9 @@ impl OrderEntry {
     }
 }
 
-/// Click activity of one day (32 bytes).
+/// Click activity of one day (24 bytes). Counts saturate: the kinds at
+/// 65,535 a day, the parts of the day and the devices at 255 a day (the batch
+/// SQL caps the same).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 struct DayActivity {
     /// Days since the epoch; i32 reaches year 5.8 million.
@@ -82,9 +79,42 @@ struct DayActivity {
     searches: u16,
     add_to_cart: u16,
     /// Clicks per part of the day ([`DAYPARTS`]).
-    dayparts: [u16; 4],
+    dayparts: [u8; 4],
     /// Clicks per device class ([`DEVICES`]).
-    devices: [u16; 5],
+    devices: [u8; 5],
+}
+
+/// Click counts of one customer and day, as the per-batch plan computes
+/// them (`segstream-sql`): merged into the day's bucket with
+/// [`CustomerState::merge_day`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DayCounts {
+    /// `page_view` and `product_view` clicks.
+    pub page_views: u32,
+    /// `product_view` clicks.
+    pub product_views: u32,
+    /// `search` clicks.
+    pub searches: u32,
+    /// `add_to_cart` clicks.
+    pub add_to_cart: u32,
+    /// Clicks per part of the day ([`DAYPARTS`]).
+    pub dayparts: [u32; 4],
+    /// Clicks per device class ([`DEVICES`]).
+    pub devices: [u32; 5],
+}
+
+impl DayCounts {
+    /// From the 13 counts in the order above.
+    pub fn from_array(v: [u32; 13]) -> Self {
+        Self {
+            page_views: v[0],
+            product_views: v[1],
+            searches: v[2],
+            add_to_cart: v[3],
+            dayparts: [v[4], v[5], v[6], v[7]],
+            devices: [v[8], v[9], v[10], v[11], v[12]],
+        }
+    }
 }
 
 /// One session: clicks chained by gaps of at most the session gap.
@@ -125,7 +155,8 @@ pub struct CustomerState {
     /// Adds and removes after the last order placed, sorted by time.
     cart: Vec<CartLine>,
     /// xxh3 of the last RECENT_CLICK_IDS click event ids, for de-duplication.
-    recent_clicks: [u64; RECENT_CLICK_IDS],
+    /// (32-bit: a distinct click taken for a repeat has odds of 2 in a billion.)
+    recent_clicks: [u32; RECENT_CLICK_IDS],
     recent_next: u8,
     last_seen: Option<EventTime>,
 }
@@ -225,19 +256,19 @@ impl Features {
         self.order_windows.iter().find(|w| w.days == days).map(|w| w.orders)
     }
 
-    /// Named numeric values, for change records ("the values that decided").
+    /// Named numeric values, for change records ("the values that decided"):
+    /// those kept per event, so a replay gives the same values.
     pub fn to_map(&self) -> BTreeMap<String, f64> {
         let mut m = BTreeMap::new();
         for w in &self.order_windows {
             m.insert(format!("orders_{}d", w.days), f64::from(w.orders));
             m.insert(format!("revenue_{}d", w.days), w.revenue);
         }
+        // Click counts and mixes are merged per micro-batch, so mid-batch
+        // they depend on where the batch ends: change records leave them out
+        // (sessions and the cart are kept per event).
         for w in &self.activity_windows {
             m.insert(format!("sessions_{}d", w.days), f64::from(w.sessions));
-            m.insert(format!("page_views_{}d", w.days), f64::from(w.page_views));
-            m.insert(format!("product_views_{}d", w.days), f64::from(w.product_views));
-            m.insert(format!("searches_{}d", w.days), f64::from(w.searches));
-            m.insert(format!("add_to_cart_{}d", w.days), f64::from(w.add_to_cart));
         }
         m.insert("lifetime_orders".to_owned(), f64::from(self.lifetime_orders));
         m.insert("categories_bought".to_owned(), f64::from(self.categories_bought));
@@ -250,10 +281,17 @@ impl Features {
             ("avg_discount", self.avg_discount),
             ("days_since_last_order", self.days_since_last_order),
             ("tenure_days", self.tenure_days),
-            ("weekend_share", self.weekend_share),
         ];
         m.extend(optional.into_iter().filter_map(|(k, v)| Some((k.to_owned(), round2(v?)))));
         m
+    }
+}
+
+/// Grows a per-customer list by a quarter (at least 2) instead of doubling:
+/// millions of short lists, so slack is most of their cost.
+fn grow_gently<T>(v: &mut Vec<T>) {
+    if v.len() == v.capacity() {
+        v.reserve_exact((v.len() / 4).max(2));
     }
 }
 
@@ -343,13 +381,14 @@ impl CustomerState {
             self.first_order = Some(self.first_order.map_or(o.time, |f| f.min(o.time)));
         }
         let at = self.orders.partition_point(|e| e.time <= o.time);
+        grow_gently(&mut self.orders);
         self.orders.insert(at, o);
     }
 
     /// Applies one click. Returns false for a repeated event id (within the
     /// customer's last 8 clicks), which changes nothing.
     pub fn apply_click(&mut self, row: &ClickRow<'_>, config: &FeaturesConfig) -> bool {
-        let id = xxhash_rust::xxh3::xxh3_64(row.event_id.as_bytes());
+        let id = xxhash_rust::xxh3::xxh3_64(row.event_id.as_bytes()) as u32;
         if self.recent_clicks.contains(&id) {
             return false;
         }
@@ -359,8 +398,35 @@ impl CustomerState {
         let t = row.event_time;
         self.touch(t);
         self.add_to_session(t, i64::from(config.session_gap_minutes) * 60_000);
-        let kind = row.event_type;
-        let day = i32::try_from(t.day()).unwrap_or(i32::MAX);
+        // The day's counts come from the per-batch plan (`merge_day`).
+        let sign = match row.event_type {
+            ClickEventType::AddToCart => 1,
+            ClickEventType::RemoveFromCart => -1,
+            _ => 0,
+        };
+        // A cart line after the last order placed; an older one belongs to a
+        // cart that order closed.
+        if sign != 0 && self.last_placed.is_none_or(|p| t > p) {
+            let cents = i32::try_from(Money::from_units(row.price.unwrap_or(0.0)).0).unwrap_or(i32::MAX);
+            let at = self.cart.partition_point(|l| l.time <= t);
+            grow_gently(&mut self.cart);
+            self.cart.insert(at, CartLine { time: t, cents: sign * cents, add: sign > 0 });
+            if self.cart.len() > CART_LINES {
+                self.cart.remove(0);
+            }
+        }
+        self.expire(t, config);
+        true
+    }
+
+    /// Adds a day's click counts (one micro-batch's share) to its bucket; a
+    /// day older than the activity window is dropped.
+    pub fn merge_day(&mut self, day: i64, counts: &DayCounts, config: &FeaturesConfig) {
+        let horizon = self.last_seen.map_or(i64::MIN, |s| s.day() - config.activity_retention_days());
+        if day < horizon {
+            return;
+        }
+        let day = i32::try_from(day).unwrap_or(i32::MAX);
         let at = self.activity.partition_point(|a| a.day < day);
         if self.activity.get(at).is_none_or(|a| a.day != day) {
             let empty = DayActivity {
@@ -372,39 +438,25 @@ impl CustomerState {
                 dayparts: [0; 4],
                 devices: [0; 5],
             };
+            if self.activity.len() == self.activity.capacity() {
+                self.activity.reserve_exact(4);
+            }
             self.activity.insert(at, empty);
         }
         if let Some(b) = self.activity.get_mut(at) {
-            let bump = |n: &mut u16, yes: bool| *n = n.saturating_add(u16::from(yes));
-            bump(&mut b.page_views, matches!(kind, ClickEventType::PageView | ClickEventType::ProductView));
-            bump(&mut b.product_views, kind == ClickEventType::ProductView);
-            bump(&mut b.searches, kind == ClickEventType::Search);
-            bump(&mut b.add_to_cart, kind == ClickEventType::AddToCart);
-            let hour = t.millis().rem_euclid(86_400_000) / HOUR_MS;
-            if let Some(n) = b.dayparts.get_mut(usize::try_from(hour / 6).unwrap_or(0)) {
-                bump(n, true);
+            let add = |n: &mut u16, k: u32| *n = n.saturating_add(u16::try_from(k).unwrap_or(u16::MAX));
+            let add8 = |n: &mut u8, k: u32| *n = n.saturating_add(u8::try_from(k).unwrap_or(u8::MAX));
+            add(&mut b.page_views, counts.page_views);
+            add(&mut b.product_views, counts.product_views);
+            add(&mut b.searches, counts.searches);
+            add(&mut b.add_to_cart, counts.add_to_cart);
+            for (n, k) in b.dayparts.iter_mut().zip(counts.dayparts) {
+                add8(n, k);
             }
-            if let Some(n) = row.device.and_then(|d| b.devices.get_mut(device_class(d))) {
-                bump(n, true);
-            }
-        }
-        let sign = match kind {
-            ClickEventType::AddToCart => 1,
-            ClickEventType::RemoveFromCart => -1,
-            _ => 0,
-        };
-        // A cart line after the last order placed; an older one belongs to a
-        // cart that order closed.
-        if sign != 0 && self.last_placed.is_none_or(|p| t > p) {
-            let cents = i32::try_from(Money::from_units(row.price.unwrap_or(0.0)).0).unwrap_or(i32::MAX);
-            let at = self.cart.partition_point(|l| l.time <= t);
-            self.cart.insert(at, CartLine { time: t, cents: sign * cents, add: sign > 0 });
-            if self.cart.len() > CART_LINES {
-                self.cart.remove(0);
+            for (n, k) in b.devices.iter_mut().zip(counts.devices) {
+                add8(n, k);
             }
         }
-        self.expire(t, config);
-        true
     }
 
     /// Puts a click into the session it extends, merging the two sessions it
@@ -431,7 +483,10 @@ impl CustomerState {
                     right.start = t;
                 }
             }
-            (false, false) => self.sessions.insert(at, Session { start: t, end: t }),
+            (false, false) => {
+                grow_gently(&mut self.sessions);
+                self.sessions.insert(at, Session { start: t, end: t });
+            }
         }
     }
 

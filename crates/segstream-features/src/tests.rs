@@ -4,7 +4,7 @@ use proptest::prelude::*;
 use segstream_config::{Config, FeaturesConfig};
 use segstream_events::{ClickEventType, ClickRow, EventTime, OrderRow, OrderStatus};
 
-use crate::{CustomerState, Dictionaries, Features, Money};
+use crate::{CustomerState, DayCounts, Dictionaries, Features, Money};
 
 const DAY: i64 = 86_400_000;
 const T0: i64 = 1_700_000_000_000;
@@ -75,6 +75,27 @@ trait Test {
     fn features_at(&self, now: EventTime) -> Flat;
 }
 
+/// The day counts of one click, as the per-batch SQL plan computes them
+/// (`segstream-sql`, `DAY_COUNTS`); here by hand, for unit tests.
+fn counts_of(row: &ClickRow<'_>) -> DayCounts {
+    let kind = row.event_type;
+    let hour = row.event_time.millis().rem_euclid(86_400_000) / 3_600_000;
+    let mut dayparts = [0; 4];
+    dayparts[usize::try_from(hour / 6).expect("hour of day")] = 1;
+    let mut devices = [0; 5];
+    if let Some(d) = row.device {
+        devices[crate::DEVICES.iter().position(|x| d.eq_ignore_ascii_case(x)).unwrap_or(3)] = 1;
+    }
+    DayCounts {
+        page_views: u32::from(matches!(kind, ClickEventType::PageView | ClickEventType::ProductView)),
+        product_views: u32::from(kind == ClickEventType::ProductView),
+        searches: u32::from(kind == ClickEventType::Search),
+        add_to_cart: u32::from(kind == ClickEventType::AddToCart),
+        dayparts,
+        devices,
+    }
+}
+
 thread_local! {
     static DICT: std::cell::RefCell<Dictionaries> = std::cell::RefCell::new(Dictionaries::default());
 }
@@ -85,7 +106,11 @@ impl Test for CustomerState {
     }
 
     fn click(&mut self, row: &ClickRow<'_>) -> bool {
-        self.apply_click(row, &cfg())
+        let counted = self.apply_click(row, &cfg());
+        if counted {
+            self.merge_day(row.event_time.day(), &counts_of(row), &cfg());
+        }
+        counted
     }
 
     fn features_at(&self, now: EventTime) -> Flat {

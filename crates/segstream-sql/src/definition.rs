@@ -22,12 +22,63 @@ fn day(column: &str) -> String {
     format!("(({column} - ((({column} % {DAY_MS}) + {DAY_MS}) % {DAY_MS})) / {DAY_MS})")
 }
 
+/// Hour of the day (UTC) of a millisecond column.
+fn hour(column: &str) -> String {
+    format!("(((({column} % {DAY_MS}) + {DAY_MS}) % {DAY_MS}) / 3600000)")
+}
+
+/// The click counts each day bucket holds, and when a click adds to each:
+/// the one definition of the per-day counts, used by the batch query and by
+/// the streaming path's per-batch plan ([`crate::activity`]) alike. Order is
+/// `segstream_features::DayCounts` order.
+pub(crate) const DAY_COUNTS: &[(&str, &str)] = &[
+    ("page_views", "event_type IN ('page_view', 'product_view')"),
+    ("product_views", "event_type = 'product_view'"),
+    ("searches", "event_type = 'search'"),
+    ("add_to_cart", "event_type = 'add_to_cart'"),
+    ("night", "hour < 6"),
+    ("morning", "hour >= 6 AND hour < 12"),
+    ("afternoon", "hour >= 12 AND hour < 18"),
+    ("evening", "hour >= 18"),
+    ("app", "device = 'app'"),
+    ("desktop", "device = 'desktop'"),
+    ("mobile", "device = 'mobile'"),
+    ("other", "device = 'other'"),
+    ("tablet", "device = 'tablet'"),
+];
+
+/// A click as the counts read it, from `customer_id`, `event_type`, `t`
+/// (milliseconds) and the free-text `device`: day, hour and device class.
+pub(crate) fn click_columns() -> String {
+    format!(
+        "customer_id, event_type, t, {day} AS d, {hour} AS hour,
+         CASE WHEN device IS NULL THEN NULL
+              WHEN lower(device) IN ('app', 'desktop', 'mobile', 'tablet') THEN lower(device)
+              ELSE 'other' END AS device",
+        day = day("t"),
+        hour = hour("t"),
+    )
+}
+
+/// Per (customer, day `d`) click counts of `source` (columns of [`click_columns`]).
+pub(crate) fn day_counts_sql(source: &str) -> String {
+    // Caps as the day buckets saturate: the four kinds at 65,535, the rest at 255.
+    let sums: Vec<String> = DAY_COUNTS
+        .iter()
+        .enumerate()
+        .map(|(i, (name, when))| {
+            let cap = if i < 4 { 65_535 } else { 255 };
+            format!("least(SUM(CASE WHEN {when} THEN 1 ELSE 0 END), {cap}) AS {name}")
+        })
+        .collect();
+    format!("SELECT customer_id, d, {} FROM {source} GROUP BY customer_id, d", sums.join(", "))
+}
+
 /// The feature query as of `as_of`: events after it are ignored.
 pub fn feature_sql(as_of: EventTime, config: &FeaturesConfig) -> String {
     let now = as_of.millis();
     let now_day = as_of.day();
     let gap = i64::from(config.session_gap_minutes) * 60_000;
-    let click_day = day("t");
     let order_days = config.order_retention_days();
     let activity_days = config.activity_retention_days();
     let w_year = now - order_days * DAY_MS;
@@ -40,14 +91,9 @@ pub fn feature_sql(as_of: EventTime, config: &FeaturesConfig) -> String {
     for days in &config.activity_windows_days {
         let w = in_days(days);
         session_cols.push(format!("SUM(CASE WHEN {w} THEN 1 ELSE 0 END) AS sessions_{days}d"));
-        activity_cols.extend([
-            format!(
-                "SUM(CASE WHEN {w} AND event_type IN ('page_view', 'product_view') THEN 1 ELSE 0 END) AS page_views_{days}d"
-            ),
-            format!("SUM(CASE WHEN {w} AND event_type = 'product_view' THEN 1 ELSE 0 END) AS product_views_{days}d"),
-            format!("SUM(CASE WHEN {w} AND event_type = 'search' THEN 1 ELSE 0 END) AS searches_{days}d"),
-            format!("SUM(CASE WHEN {w} AND event_type = 'add_to_cart' THEN 1 ELSE 0 END) AS add_to_cart_{days}d"),
-        ]);
+        for name in ["page_views", "product_views", "searches", "add_to_cart"] {
+            activity_cols.push(format!("SUM(CASE WHEN {w} THEN {name} ELSE 0 END) AS {name}_{days}d"));
+        }
         for name in ["sessions", "page_views", "product_views", "searches", "add_to_cart"] {
             activity_out.push(format!("COALESCE({name}_{days}d, 0) AS {name}_{days}d"));
         }
@@ -64,7 +110,10 @@ pub fn feature_sql(as_of: EventTime, config: &FeaturesConfig) -> String {
     let (session_cols, activity_cols, activity_out) =
         (session_cols.join(",\n    "), activity_cols.join(",\n    "), activity_out.join(",\n  "));
     let (order_cols, order_out) = (order_cols.join(",\n    "), order_out.join(",\n  "));
-    let hour = format!("(((t % {DAY_MS}) + {DAY_MS}) % {DAY_MS}) / 3600000");
+    let click_columns = click_columns();
+    let day_counts = day_counts_sql("cd");
+    let clicks_of_day = "(night + morning + afternoon + evening)";
+    let top_device = "greatest(app, desktop, mobile, other, tablet)";
     format!(
         "
 WITH
@@ -73,12 +122,7 @@ c AS (
   SELECT DISTINCT customer_id, event_id, CAST(event_type AS VARCHAR) AS event_type,
          CAST(event_time AS BIGINT) AS t, device, price
   FROM clicks WHERE CAST(event_time AS BIGINT) <= {now}),
-cd AS (
-  SELECT customer_id, event_type, t, {click_day} AS d, {hour} AS hour, price,
-         CASE WHEN device IS NULL THEN NULL
-              WHEN lower(device) IN ('app', 'desktop', 'mobile', 'tablet') THEN lower(device)
-              ELSE 'other' END AS device
-  FROM c),
+cd AS (SELECT {click_columns}, price FROM c),
 -- Sessions: runs of clicks with gaps of at most the session gap, counted on
 -- the day they start.
 starts AS (
@@ -88,26 +132,21 @@ sessions AS (
     {session_cols}
   FROM starts WHERE prev IS NULL OR t - prev > {gap}
   GROUP BY customer_id),
+-- The day buckets, as the streaming path keeps them.
+day_counts AS ({day_counts}),
 activity AS (
   SELECT customer_id,
     {activity_cols}
-  FROM cd GROUP BY customer_id),
+  FROM day_counts GROUP BY customer_id),
 -- The longest activity window: time of day, weekend, device.
 mix AS (
-  SELECT customer_id, COUNT(*) AS clicks,
-    SUM(CASE WHEN hour < 6 THEN 1 ELSE 0 END) AS night,
-    SUM(CASE WHEN hour >= 6 AND hour < 12 THEN 1 ELSE 0 END) AS morning,
-    SUM(CASE WHEN hour >= 12 AND hour < 18 THEN 1 ELSE 0 END) AS afternoon,
-    SUM(CASE WHEN hour >= 18 THEN 1 ELSE 0 END) AS evening,
+  SELECT customer_id, SUM({clicks_of_day}) AS clicks,
+    SUM(night) AS night, SUM(morning) AS morning, SUM(afternoon) AS afternoon, SUM(evening) AS evening,
     -- 1970-01-01 was a Thursday.
-    SUM(CASE WHEN (((d + 3) % 7) + 7) % 7 >= 5 THEN 1 ELSE 0 END) AS weekend
-  FROM cd WHERE d > {now_day} - {activity_days} AND d <= {now_day}
+    SUM(CASE WHEN (((d + 3) % 7) + 7) % 7 >= 5 THEN {clicks_of_day} ELSE 0 END) AS weekend,
+    SUM(app) AS app, SUM(desktop) AS desktop, SUM(mobile) AS mobile, SUM(other) AS other, SUM(tablet) AS tablet
+  FROM day_counts WHERE d > {now_day} - {activity_days} AND d <= {now_day}
   GROUP BY customer_id),
-devices AS (
-  SELECT customer_id, device, ROW_NUMBER() OVER (PARTITION BY customer_id ORDER BY n DESC, device ASC) AS rn
-  FROM (SELECT customer_id, device, COUNT(*) AS n FROM cd
-        WHERE device IS NOT NULL AND d > {now_day} - {activity_days} AND d <= {now_day}
-        GROUP BY customer_id, device) x),
 o AS (
   SELECT customer_id, order_id, CAST(status AS VARCHAR) AS status, CAST(event_time AS BIGINT) AS t,
          CAST(round(total * 100) AS BIGINT) AS cents,
@@ -196,7 +235,13 @@ SELECT
   CAST(top_category.n AS DOUBLE) / CAST(with_category AS DOUBLE) AS top_category_share,
   COALESCE(categories_bought, 0) AS categories_bought,
   payments.payment_method AS preferred_payment,
-  devices.device AS preferred_device,
+  -- Ties go to the first name in alphabetical order.
+  CASE WHEN COALESCE({top_device}, 0) = 0 THEN NULL
+       WHEN app = {top_device} THEN 'app'
+       WHEN desktop = {top_device} THEN 'desktop'
+       WHEN mobile = {top_device} THEN 'mobile'
+       WHEN other = {top_device} THEN 'other'
+       ELSE 'tablet' END AS preferred_device,
   CAST(night AS DOUBLE) / CAST(clicks AS DOUBLE) AS night_share,
   CAST(morning AS DOUBLE) / CAST(clicks AS DOUBLE) AS morning_share,
   CAST(afternoon AS DOUBLE) / CAST(clicks AS DOUBLE) AS afternoon_share,
@@ -213,7 +258,6 @@ LEFT JOIN totals ON seen.customer_id = totals.customer_id
 LEFT JOIN sessions ON seen.customer_id = sessions.customer_id
 LEFT JOIN activity ON seen.customer_id = activity.customer_id
 LEFT JOIN mix ON seen.customer_id = mix.customer_id
-LEFT JOIN devices ON seen.customer_id = devices.customer_id AND devices.rn = 1
 LEFT JOIN last_gap ON seen.customer_id = last_gap.customer_id
 LEFT JOIN top_category ON seen.customer_id = top_category.customer_id AND top_category.rn = 1
 LEFT JOIN category_totals ON seen.customer_id = category_totals.customer_id

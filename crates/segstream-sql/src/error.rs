@@ -13,6 +13,9 @@ pub enum SqlError {
     /// Building or converting an Arrow batch failed.
     #[error("arrow: {0}")]
     Arrow(#[from] ArrowError),
+    /// The runtime that executes the per-batch plan could not start.
+    #[error("cannot start the query runtime: {0}")]
+    Runtime(std::io::Error),
     /// A history file could not be read.
     #[error("cannot read {path}: {source}")]
     Io {

@@ -9,6 +9,7 @@ use segstream_config::Config;
 use segstream_events::{ClickRow, CustomerId, EventTime, OrderRow};
 use segstream_segments::{LifecycleRules, Transition};
 
+use crate::error::WorkerError;
 use crate::merge::Source;
 use crate::store::CustomerStore;
 
@@ -42,13 +43,21 @@ pub(crate) struct Engine {
 }
 
 impl Engine {
-    pub(crate) fn new(config: &Config) -> Self {
-        Self {
-            store: CustomerStore::new(LifecycleRules::new(config.lifecycle.clone()), config.features.clone()),
+    pub(crate) fn new(config: &Config) -> Result<Self, WorkerError> {
+        Ok(Self {
+            store: CustomerStore::new(
+                LifecycleRules::new(config.lifecycle.clone()),
+                config.features.clone(),
+            )?,
             stream_time: HashMap::new(),
             lane_max: HashMap::new(),
             lateness_ms: i64::try_from(config.time.allowed_lateness_ms).unwrap_or(i64::MAX),
-        }
+        })
+    }
+
+    /// Ends a micro-batch: its click counts go into the state.
+    pub(crate) fn end_batch(&mut self) -> Result<(), WorkerError> {
+        self.store.flush_activity()
     }
 
     pub(crate) fn lateness_ms(&self) -> i64 {

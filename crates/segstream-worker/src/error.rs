@@ -34,6 +34,9 @@ pub enum WorkerError {
     /// The HTTP endpoint could not start.
     #[error(transparent)]
     Http(#[from] segstream_telemetry::HttpError),
+    /// The per-batch DataFusion plan failed.
+    #[error(transparent)]
+    Sql(#[from] segstream_sql::SqlError),
     /// A state snapshot could not be written, read or used.
     #[error("state snapshot {0}")]
     Snapshot(String),

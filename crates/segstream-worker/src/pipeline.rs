@@ -127,10 +127,10 @@ impl Pipeline {
         consumer: BaseConsumer<RecoveringContext>,
         producer: ThreadedProducer<DefaultProducerContext>,
         snapshots: Receiver<SnapshotRequest>,
-    ) -> Self {
+    ) -> Result<Self, WorkerError> {
         let max_future_ms = i64::try_from(config.time.max_future_ms).unwrap_or(i64::MAX);
-        let engine = Engine::new(&config);
-        Self {
+        let engine = Engine::new(&config)?;
+        Ok(Self {
             merger: Merger::new(Duration::from_millis(config.worker.partition_idle_ms)),
             config,
             metrics,
@@ -147,7 +147,7 @@ impl Pipeline {
             summary: Summary::default(),
             last_report: Instant::now(),
             snapshots,
-        }
+        })
     }
 
     fn source_of(&self, topic: &str) -> Option<Source> {
@@ -323,6 +323,7 @@ impl Pipeline {
                 self.summary.dead_letters += 1;
             }
         }
+        self.engine.end_batch()?;
         self.advance_quiet_partitions(&mut out)?;
         let BatchOut { mut outputs, touched, causes_ts, .. } = out;
         for (id, updated_at) in &touched {

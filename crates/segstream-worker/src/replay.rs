@@ -114,7 +114,7 @@ fn run_engine(
     summary.clicks = clicks.len();
     summary.orders = orders.len();
 
-    let mut engine = Engine::new(config);
+    let mut engine = Engine::new(config)?;
     // Nothing arrives later: an empty lane is simply exhausted.
     let idle = Duration::from_millis(1);
     let mut merger = Merger::new(idle);
@@ -166,10 +166,13 @@ fn run_engine(
             None => Input::Other,
         };
         emit(engine.process(partition, pending.time, input), &mut summary)?;
-        if n % 65_536 == 0 {
-            progress(n as u64);
+        // Micro-batches as the worker cuts them (their size changes nothing).
+        if (n + 1).is_multiple_of(config.worker.batch_max_events) {
+            engine.end_batch()?;
+            progress(n as u64 + 1);
         }
     }
+    engine.end_batch()?;
     // The input ends here: a live worker whose input stays quiet for
     // `time.idle_partition_ms` moves every partition up to its watermark.
     if config.time.idle_partition_ms > 0 {

@@ -100,5 +100,5 @@ fn start_pipeline(
         orders = %topics.orders,
         "worker started"
     );
-    Pipeline::new(config, metrics, health, consumer, producer, snapshots).run(shutdown)
+    Pipeline::new(config, metrics, health, consumer, producer, snapshots)?.run(shutdown)
 }

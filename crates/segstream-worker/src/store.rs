@@ -15,6 +15,7 @@ use segstream_events::{
 };
 use segstream_features::{CustomerState, Dictionaries};
 use segstream_segments::{CustomerSegments, LifecycleRules, Transition};
+use segstream_sql::activity::{ActivityPlan, ClickTally};
 
 use crate::error::WorkerError;
 use crate::snapshot::{SavedCustomer, Snapshot};
@@ -48,12 +49,17 @@ pub struct CustomerStore {
     features: FeaturesConfig,
     /// Category and payment names shared by all customers.
     dict: Dictionaries,
+    /// Clicks of the current micro-batch, for the per-batch plan.
+    tally: ClickTally,
+    /// Counts a micro-batch's clicks per customer and day (DataFusion).
+    activity: ActivityPlan,
 }
 
 impl CustomerStore {
-    /// An empty store with these rules and feature windows.
-    pub fn new(rules: LifecycleRules, features: FeaturesConfig) -> Self {
-        Self {
+    /// An empty store with these rules and feature windows (plans the
+    /// per-batch click aggregation).
+    pub fn new(rules: LifecycleRules, features: FeaturesConfig) -> Result<Self, WorkerError> {
+        Ok(Self {
             index: HashMap::new(),
             slots: Vec::new(),
             population: BTreeMap::new(),
@@ -61,16 +67,34 @@ impl CustomerStore {
             rules,
             features,
             dict: Dictionaries::default(),
-        }
+            tally: ClickTally::default(),
+            activity: ActivityPlan::new()?,
+        })
     }
 
     /// Applies a click: time-driven transitions due before it, then the
     /// evaluation after it.
     pub fn on_click(&mut self, row: &ClickRow<'_>) -> (CustomerId, Vec<Transition>) {
-        self.process(row.customer_id, row.partition, row.event_time, |state, config, _| {
-            state.apply_click(row, config);
+        let counted = std::cell::Cell::new(false);
+        let out = self.process(row.customer_id, row.partition, row.event_time, |state, config, _| {
+            counted.set(state.apply_click(row, config));
             false
-        })
+        });
+        if counted.get() {
+            self.tally.push(row);
+        }
+        out
+    }
+
+    /// Ends a micro-batch: the batch's clicks, counted per customer and day
+    /// by the DataFusion plan, go into the customers' day buckets.
+    pub fn flush_activity(&mut self) -> Result<(), WorkerError> {
+        for (customer, day, counts) in self.activity.run(&mut self.tally)? {
+            if let Some(c) = self.index.get(customer.as_str()).and_then(|s| self.slots.get_mut(*s as usize)) {
+                c.features.merge_day(day, &counts, &self.features);
+            }
+        }
+        Ok(())
     }
 
     /// Applies an order event; see [`CustomerStore::on_click`].
@@ -260,7 +284,7 @@ impl CustomerStore {
                 snapshot.features, features
             )));
         }
-        let mut store = Self::new(rules, features);
+        let mut store = Self::new(rules, features)?;
         store.dict = Dictionaries::with_names(snapshot.categories, snapshot.payments);
         for saved in snapshot.customers {
             let slot = u32::try_from(store.slots.len()).unwrap_or(u32::MAX);
@@ -328,7 +352,8 @@ mod tests {
     #[test]
     fn timers_fire_in_due_order_up_to_the_watermark_and_reschedule() {
         let config = Config::default();
-        let mut store = CustomerStore::new(LifecycleRules::new(config.lifecycle), config.features);
+        let mut store =
+            CustomerStore::new(LifecycleRules::new(config.lifecycle), config.features).expect("store");
         store.on_order(&order("a", "a1", 0));
         store.on_order(&order("b", "b1", 10));
         assert_eq!(store.pending_timers(), 2);
