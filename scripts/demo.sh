@@ -49,7 +49,7 @@ cat <<MSG
 
 MSG
 # Process substitution, so $! is the watcher itself and stopping it ends tee too.
-"$BIN" watch > >(tee "$DEMO/changes.log") & pids+=($!)
+"$BIN" watch --kind lifecycle > >(tee "$DEMO/changes.log") & pids+=($!)
 "$BIN" generate --customers "$CUSTOMERS" --days "$DAYS" --rate "$RATE" >"$DEMO/generator.log" 2>&1
 
 # Let the worker drain what the generator produced.
@@ -67,7 +67,14 @@ echo
 echo "── customers per lifecycle stage now (from http://127.0.0.1:$METRICS_PORT/metrics) ──"
 curl -sf "http://127.0.0.1:$METRICS_PORT/metrics" | grep -E '^segstream_(segment_population|customers_in_state|segment_changes_total|events_in_total|dead_letters_total|transactions_total)' | sed 's/^/  /'
 echo
-echo "  $(grep -c . "$DEMO/changes.log") transitions printed; all of them are in $DEMO/changes.log, worker log in $DEMO/worker.log"
+echo "── ask the running worker in SQL (segstream sql, over its live state) ──"
+"$BIN" sql "SELECT lifecycle, count(*) AS customers, round(avg(revenue_365d), 2) AS avg_revenue_365d,
+  round(avg(sessions_30d), 1) AS avg_sessions_30d, sum(CASE WHEN cart_abandoned THEN 1 ELSE 0 END) AS abandoned_carts
+  FROM features GROUP BY lifecycle ORDER BY customers DESC" | sed 's/^/  /'
+"$BIN" sql "SELECT customer_id, round(abandoned_cart_value, 2) AS cart, preferred_device, top_category
+  FROM features WHERE cart_abandoned ORDER BY abandoned_cart_value DESC LIMIT 5" | sed 's/^/  /'
+echo
+echo "  $(grep -c . "$DEMO/changes.log") lifecycle transitions printed, all in $DEMO/changes.log (cart_abandoner changes: segstream watch --kind behaviour); worker log in $DEMO/worker.log"
 if [ "${DEMO_KEEP:-0}" = 1 ]; then
   echo "  DEMO_KEEP=1: still running; Ctrl-C to stop."
   wait "${pids[0]}"

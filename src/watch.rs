@@ -8,7 +8,7 @@ use rdkafka::Message;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use segstream_config::Config;
-use segstream_events::{ChangeType, SegmentChange};
+use segstream_events::{ChangeType, SegmentChange, SegmentKind};
 use tokio_util::sync::CancellationToken;
 
 #[derive(Debug, Args)]
@@ -25,6 +25,17 @@ pub(crate) struct WatchArgs {
     /// Stop after this many seconds without a record.
     #[arg(long)]
     idle_exit_secs: Option<u64>,
+    /// Only segments of this kind: lifecycle, rfm, behaviour, cluster or
+    /// custom (repeatable; default: all).
+    #[arg(long, value_parser = parse_kind)]
+    kind: Vec<SegmentKind>,
+}
+
+fn parse_kind(text: &str) -> Result<SegmentKind, String> {
+    SegmentKind::parse(text).ok_or_else(|| {
+        let known: Vec<&str> = SegmentKind::ALL.iter().map(|k| k.as_str()).collect();
+        format!("unknown kind {text:?}: use one of {}", known.join(", "))
+    })
 }
 
 pub(crate) async fn run(args: WatchArgs, config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
@@ -67,9 +78,16 @@ fn watch(args: &WatchArgs, config: &Config, shutdown: &CancellationToken) -> any
             }
             None => continue,
         };
+        if !args.kind.is_empty() && !args.kind.contains(&change.kind) {
+            continue;
+        }
         if args.json {
             println!("{}", serde_json::to_string(&change)?);
         } else if change.change == ChangeType::Entered {
+            println!("{}", one_line(&change));
+        } else if change.kind != SegmentKind::Lifecycle {
+            // A lifecycle exit comes with the entry that follows it; other
+            // segments are left on their own.
             println!("{}", one_line(&change));
         }
     }
@@ -81,12 +99,15 @@ fn one_line(c: &SegmentChange) -> String {
     let when = chrono::DateTime::from_timestamp_millis(c.cause_event_time.millis())
         .map(|t| t.format("%Y-%m-%d %H:%M").to_string())
         .unwrap_or_default();
-    let from = c.previous_segment.as_deref().unwrap_or("·");
+    let (from, to) = match c.change {
+        ChangeType::Entered => (c.previous_segment.as_deref().unwrap_or("·"), c.segment.as_str()),
+        ChangeType::Exited => (c.segment.as_str(), "·"),
+    };
     format!(
-        "{when}  {:<12} {:>11} → {:<11} {:<6} {}",
+        "{when}  {:<12} {:>14} → {:<14} {:<6} {}",
         c.customer_id.as_str(),
         from,
-        c.segment,
+        to,
         format!("({})", c.trigger),
         c.reason
     )

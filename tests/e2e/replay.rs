@@ -114,3 +114,92 @@ fn sql_over_history_files_runs_the_batch_definition() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("no_such_column"));
 }
+
+#[test]
+fn a_worker_started_from_a_backfilled_snapshot_knows_every_customer_before_any_event() {
+    let setup = Setup::new("warm", 2);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_str().unwrap();
+    let out = setup.cli(&[
+        "generate",
+        "--customers",
+        "30",
+        "--days",
+        "200",
+        "--seed",
+        "5",
+        "--to",
+        "files",
+        "--out",
+        path,
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let snapshot = dir.path().join("state.snap");
+    let snapshot = snapshot.to_str().unwrap();
+    let out = setup.cli(&["backfill", "--input", path, "--snapshot", snapshot]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let query = "SELECT customer_id, lifecycle FROM features ORDER BY customer_id";
+    let out = setup.cli(&["sql", "--snapshot", snapshot, "--format", "json", query]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let backfilled: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(backfilled.as_array().unwrap().len(), 30);
+    let silent = backfilled
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| matches!(r["lifecycle"].as_str(), Some("at_risk" | "churned")))
+        .expect("a silent customer in 200 days of history")
+        .clone();
+    let customer = silent["customer_id"].as_str().unwrap().to_owned();
+
+    let warm = setup.with(&format!("worker.warm_start={snapshot}"));
+    let mut worker = warm.spawn_worker();
+    let addr = worker.wait_ready(Duration::from_secs(60));
+    let (status, body) = http_get(
+        &addr,
+        "/sql?format=json&q=SELECT%20customer_id%2C%20lifecycle%20FROM%20features%20ORDER%20BY%20customer_id",
+    );
+    assert_eq!(status, 200, "{body}");
+    let live: serde_json::Value = serde_json::from_str(body.trim()).unwrap();
+    assert_eq!(live, backfilled, "every customer and stage before any event");
+
+    // A new order of the silent customer moves them on from their backfilled
+    // stage; a click from before the snapshot's time is taken as already in it.
+    let order = segstream_events::OrderEvent {
+        order_id: "o-after-backfill".into(),
+        customer_id: segstream_events::CustomerId::new(&customer),
+        event_time: segstream_events::EventTime::from_millis(1_733_011_200_000), // 2024-12-01
+        status: segstream_events::OrderStatus::Placed,
+        total: 30.0,
+        currency: "EUR".into(),
+        discount_amount: 0.0,
+        item_count: 1,
+        categories: vec![],
+        payment_method: None,
+    };
+    let p = warm.producer();
+    let payload = segstream_events::encode_order(&order, segstream_events::PayloadFormat::Avro).unwrap();
+    crate::support::produce(&p, &warm.topic("orders"), &[(customer.clone(), payload)]);
+    let old_click = crate::support::click_record(
+        &customer,
+        1_704_103_200_000,
+        segstream_events::ClickEventType::PageView,
+    );
+    crate::support::produce(&p, &warm.topic("clickstream"), &[old_click]);
+    let records = warm.read(&warm.topic("changes"), 2, Duration::from_secs(60));
+    let metrics = http_get(&addr, "/metrics").1;
+    assert!(worker.terminate(Duration::from_secs(20)).0.success());
+    let changes: Vec<SegmentChange> =
+        records.iter().map(|r| SegmentChange::from_avro(r.payload.as_deref().unwrap()).unwrap()).collect();
+    let mine: Vec<&SegmentChange> = changes
+        .iter()
+        .filter(|c| c.customer_id.as_str() == customer && c.kind.as_str() == "lifecycle")
+        .collect();
+    assert_eq!(
+        mine[0].segment,
+        silent["lifecycle"].as_str().unwrap(),
+        "leaves the backfilled stage: {mine:#?}"
+    );
+    assert_eq!(mine[0].change.as_str(), "exited");
+    assert_eq!(crate::support::metric(&metrics, "segstream_snapshot_covered_events_total"), 1.0);
+}

@@ -118,6 +118,8 @@ pub struct WorkerConfig {
     pub partition_idle_ms: u64,
     /// Kafka transaction timeout, ms.
     pub transaction_timeout_ms: u64,
+    /// A state snapshot (`segstream backfill`) to start from; empty = none.
+    pub warm_start: String,
 }
 
 /// `[features]`.

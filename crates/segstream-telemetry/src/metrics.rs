@@ -38,6 +38,8 @@ pub struct Metrics {
     pub change_latency: HistogramVec,
     /// `segstream_replayed_events_total`: events re-read at start-up to rebuild state (outputs suppressed).
     pub replayed: IntCounter,
+    /// `segstream_snapshot_covered_events_total`: input events at or before the warm-start snapshot's time, skipped.
+    pub snapshot_covered: IntCounter,
     /// `segstream_consumer_lag_messages{topic,partition}`: from librdkafka statistics.
     pub consumer_lag: IntGaugeVec,
     /// `segstream_late_events_total{topic}`: events later than the allowed lateness.
@@ -158,6 +160,14 @@ impl Metrics {
                     &["kind"],
                 )
                 .unwrap_or_else(|e| panic!("latency histogram: {e}")),
+            ),
+            snapshot_covered: register(
+                &r,
+                IntCounter::new(
+                    "segstream_snapshot_covered_events_total",
+                    "Input events at or before the warm-start snapshot's time, taken as already in it.",
+                )
+                .unwrap_or_else(|e| panic!("snapshot covered: {e}")),
             ),
             replayed: register(
                 &r,

@@ -33,6 +33,7 @@ use crate::engine::{Engine, Input};
 use crate::error::WorkerError;
 use crate::lookup::{SnapshotRequest, snapshot};
 use crate::merge::{Merger, Pending, Source};
+use crate::snapshot::WarmStart;
 
 /// Totals of one pipeline run, logged at exit.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -50,9 +51,24 @@ pub struct Summary {
 /// A buffered input record.
 #[derive(Debug)]
 enum Item {
-    Click { batch: Arc<ClickBatch>, row: usize, ts: Option<i64> },
-    Order { batch: Arc<OrderBatch>, row: usize, ts: Option<i64> },
-    Dead { key: Option<Vec<u8>>, payload: Option<Vec<u8>>, code: &'static str, message: String },
+    Click {
+        batch: Arc<ClickBatch>,
+        row: usize,
+        ts: Option<i64>,
+    },
+    Order {
+        batch: Arc<OrderBatch>,
+        row: usize,
+        ts: Option<i64>,
+    },
+    Dead {
+        key: Option<Vec<u8>>,
+        payload: Option<Vec<u8>>,
+        code: &'static str,
+        message: String,
+    },
+    /// At or before the warm-start snapshot's time: already in the state.
+    Covered,
 }
 
 /// One decoded poll of a partition.
@@ -117,6 +133,8 @@ pub(crate) struct Pipeline {
     last_report: Instant,
     /// Feature-table requests of `/sql`, answered between batches.
     snapshots: Receiver<SnapshotRequest>,
+    /// The snapshot this worker started from, if any.
+    warm: Option<WarmStart>,
 }
 
 impl Pipeline {
@@ -127,9 +145,14 @@ impl Pipeline {
         consumer: BaseConsumer<RecoveringContext>,
         producer: ThreadedProducer<DefaultProducerContext>,
         snapshots: Receiver<SnapshotRequest>,
+        warm: Option<WarmStart>,
     ) -> Result<Self, WorkerError> {
         let max_future_ms = i64::try_from(config.time.max_future_ms).unwrap_or(i64::MAX);
-        let engine = Engine::new(&config)?;
+        let mut engine = Engine::new(&config)?;
+        if let Some(w) = &warm {
+            let (categories, payments) = w.names();
+            engine.store.seed_dictionaries(categories, payments);
+        }
         Ok(Self {
             merger: Merger::new(Duration::from_millis(config.worker.partition_idle_ms)),
             config,
@@ -147,6 +170,7 @@ impl Pipeline {
             summary: Summary::default(),
             last_report: Instant::now(),
             snapshots,
+            warm,
         })
     }
 
@@ -233,6 +257,11 @@ impl Pipeline {
                         if !self.resume.keys().any(|(_, p)| *p == partition) {
                             // Nothing may survive from an earlier ownership of this partition.
                             self.forget_partition(partition);
+                            if let Some(warm) = &self.warm {
+                                for saved in warm.customers_of(partition) {
+                                    self.engine.store.insert_saved(saved.clone());
+                                }
+                            }
                         }
                         self.merger.open(partition, now);
                         self.merger.set_floor(source, partition, committed.unwrap_or(0));
@@ -288,7 +317,7 @@ impl Pipeline {
             let (input, ts) = match &pending.item {
                 Item::Click { batch, row, ts } => (Input::Click(batch.row(*row)), *ts),
                 Item::Order { batch, row, ts } => (Input::Order(batch.row(*row)), *ts),
-                Item::Dead { .. } => (Input::Other, None),
+                Item::Dead { .. } | Item::Covered => (Input::Other, None),
             };
             if let Some(t) = pending.time {
                 self.note_time(t);
@@ -376,7 +405,8 @@ impl Pipeline {
             if reply.is_closed() {
                 continue;
             }
-            let as_of = self.max_event_time.unwrap_or(EventTime::from_millis(0));
+            let warm = self.warm.as_ref().map(|w| w.as_of);
+            let as_of = self.max_event_time.max(warm).unwrap_or(EventTime::from_millis(0));
             if reply.send(snapshot(&self.engine.store, &self.config.features, as_of)).is_err() {
                 tracing::debug!("a /sql request gave up before its snapshot was ready");
             }
@@ -461,6 +491,12 @@ impl Pipeline {
                 m.key().map(String::from_utf8_lossy)
             );
             return (None, dead(m, "key_mismatch", message));
+        }
+        if let (Some(t), Some(warm)) = (time, &self.warm)
+            && t <= warm.as_of
+        {
+            self.metrics.snapshot_covered.inc();
+            return (None, Item::Covered);
         }
         let future_limit = kafka_ts.map(|ts| EventTime::from_millis(ts).plus_millis(self.max_future_ms));
         if let (Some(t), Some(limit)) = (time, future_limit)

@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 use crate::error::WorkerError;
 use crate::lookup::{self, SnapshotRequest};
 use crate::pipeline::{Pipeline, Summary};
+use crate::snapshot::WarmStart;
 
 /// How long start-up waits for the broker before giving up.
 const BROKER_WAIT: Duration = Duration::from_secs(30);
@@ -100,5 +101,12 @@ fn start_pipeline(
         orders = %topics.orders,
         "worker started"
     );
-    Pipeline::new(config, metrics, health, consumer, producer, snapshots)?.run(shutdown)
+    let warm = match config.worker.warm_start.as_str() {
+        "" => None,
+        path => {
+            let partitions = i32::try_from(partitions).unwrap_or(i32::MAX);
+            Some(WarmStart::load(std::path::Path::new(path), &config.features, partitions)?)
+        }
+    };
+    Pipeline::new(config, metrics, health, consumer, producer, snapshots, warm)?.run(shutdown)
 }

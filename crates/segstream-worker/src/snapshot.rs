@@ -19,7 +19,7 @@ const FORMAT: u32 = 1;
 const MAGIC: &[u8; 8] = b"SEGSNAP\0";
 
 /// One customer as a snapshot keeps it.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct SavedCustomer {
     pub(crate) id: CustomerId,
     pub(crate) partition: i32,
@@ -88,5 +88,60 @@ impl Snapshot {
             ));
         }
         Ok(snapshot)
+    }
+}
+
+/// A snapshot the worker starts from (`worker.warm_start`): its customers
+/// join the state partition by partition, as partitions are assigned.
+#[derive(Debug)]
+pub(crate) struct WarmStart {
+    /// Input events at or before this time are already in the snapshot.
+    pub(crate) as_of: EventTime,
+    by_partition: std::collections::HashMap<i32, Vec<SavedCustomer>>,
+    categories: Vec<Arc<str>>,
+    payments: Vec<Arc<str>>,
+}
+
+impl WarmStart {
+    /// Reads `path` and checks it fits these topics and windows.
+    pub(crate) fn load(path: &Path, features: &FeaturesConfig, partitions: i32) -> Result<Self, WorkerError> {
+        let snapshot = Snapshot::read(path)?;
+        if snapshot.partitions != partitions {
+            return Err(io_error(
+                path,
+                format!(
+                    "spreads customers over {} partitions, the input topics have {partitions}: run `segstream backfill --partitions {partitions}` again",
+                    snapshot.partitions
+                ),
+            ));
+        }
+        if &snapshot.features != features {
+            return Err(io_error(
+                path,
+                "was kept with other [features] windows than this config: use the same [features] or backfill again",
+            ));
+        }
+        let mut by_partition: std::collections::HashMap<i32, Vec<SavedCustomer>> = Default::default();
+        let customers = snapshot.customers.len();
+        for c in snapshot.customers {
+            by_partition.entry(c.partition).or_default().push(c);
+        }
+        tracing::info!(path = %path.display(), customers, as_of = %snapshot.as_of, "warm start: snapshot loaded");
+        Ok(Self {
+            as_of: snapshot.as_of,
+            by_partition,
+            categories: snapshot.categories,
+            payments: snapshot.payments,
+        })
+    }
+
+    /// The snapshot's names, for the store's dictionaries (before any event).
+    pub(crate) fn names(&self) -> (Vec<Arc<str>>, Vec<Arc<str>>) {
+        (self.categories.clone(), self.payments.clone())
+    }
+
+    /// The snapshot's customers of one partition.
+    pub(crate) fn customers_of(&self, partition: i32) -> impl Iterator<Item = &SavedCustomer> + '_ {
+        self.by_partition.get(&partition).into_iter().flatten()
     }
 }

@@ -8,6 +8,7 @@
 //! (replay) rebuilds the timers too.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
 
 use segstream_config::FeaturesConfig;
 use segstream_events::{
@@ -131,9 +132,10 @@ impl CustomerStore {
         let id = c.id.clone();
         let Customer { features: state, segments, .. } = c;
         let (config, dict) = (&self.features, &mut self.dict);
-        let mut transitions = segments.advance(&self.rules, t, |at| state.features(at, config, dict));
+        let mut transitions = segments.advance(&self.rules, t, |at| state.segment_features(at, config));
         let ordered = apply(state, config, dict);
-        transitions.extend(segments.on_event(&self.rules, t, ordered, |at| state.features(at, config, dict)));
+        transitions
+            .extend(segments.on_event(&self.rules, t, ordered, |at| state.segment_features(at, config)));
         self.reschedule(&id);
         self.count(&transitions);
         (id, transitions)
@@ -152,8 +154,8 @@ impl CustomerStore {
             let Some(c) = self.slots.get_mut(slot) else { continue };
             c.scheduled = None;
             let Customer { features: state, segments, .. } = c;
-            let (config, dict) = (&self.features, &self.dict);
-            let transitions = segments.advance(&self.rules, due, |at| state.features(at, config, dict));
+            let config = &self.features;
+            let transitions = segments.advance(&self.rules, due, |at| state.segment_features(at, config));
             self.reschedule(&id);
             self.count(&transitions);
             if !transitions.is_empty() {
@@ -175,14 +177,14 @@ impl CustomerStore {
     }
 
     fn reschedule(&mut self, id: &CustomerId) {
-        let (features, dict, rules) = (&self.features, &self.dict, &self.rules);
+        let (features, rules) = (&self.features, &self.rules);
         let Some(c) = self.index.get(id.as_str()).and_then(|slot| self.slots.get_mut(*slot as usize)) else {
             return;
         };
         let next = c
             .features
             .last_seen()
-            .and_then(|seen| c.segments.next_due(rules, &c.features.features(seen, features, dict)));
+            .and_then(|seen| c.segments.next_due(rules, &c.features.segment_features(seen, features)));
         if next == c.scheduled {
             return;
         }
@@ -285,22 +287,36 @@ impl CustomerStore {
             )));
         }
         let mut store = Self::new(rules, features)?;
-        store.dict = Dictionaries::with_names(snapshot.categories, snapshot.payments);
+        store.seed_dictionaries(snapshot.categories, snapshot.payments);
         for saved in snapshot.customers {
-            let slot = u32::try_from(store.slots.len()).unwrap_or(u32::MAX);
-            store.index.insert(saved.id.clone(), slot);
-            let id = saved.id.clone();
-            store.count_memberships(&saved.segments, 1);
-            store.slots.push(Customer {
-                id: saved.id,
-                features: saved.features,
-                segments: saved.segments,
-                partition: saved.partition,
-                scheduled: None,
-            });
-            store.reschedule(&id);
+            store.insert_saved(saved);
         }
         Ok(store)
+    }
+
+    /// Takes the names a snapshot's customers refer to; call before any event.
+    pub(crate) fn seed_dictionaries(&mut self, categories: Vec<Arc<str>>, payments: Vec<Arc<str>>) {
+        self.dict = Dictionaries::with_names(categories, payments);
+    }
+
+    /// Adds a customer saved in a snapshot (replacing none: call on a
+    /// partition that holds nothing yet), its timer scheduled.
+    pub(crate) fn insert_saved(&mut self, saved: SavedCustomer) {
+        if self.index.contains_key(saved.id.as_str()) {
+            return;
+        }
+        let slot = u32::try_from(self.slots.len()).unwrap_or(u32::MAX);
+        self.index.insert(saved.id.clone(), slot);
+        let id = saved.id.clone();
+        self.count_memberships(&saved.segments, 1);
+        self.slots.push(Customer {
+            id: saved.id,
+            features: saved.features,
+            segments: saved.segments,
+            partition: saved.partition,
+            scheduled: None,
+        });
+        self.reschedule(&id);
     }
 
     fn count_memberships(&mut self, segments: &CustomerSegments, delta: i64) {
