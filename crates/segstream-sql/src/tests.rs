@@ -298,3 +298,31 @@ fn a_scripted_history_gives_the_documented_values_in_sql() {
         r#"[{"customer_id":"c1","lifetime_orders":2,"orders_30d":1,"revenue_365d":40.0,"interpurchase_mean_days":50.0}]"#
     );
 }
+
+#[test]
+fn the_per_batch_plan_is_built_once_and_counts_each_batch_on_its_own() {
+    let plan = ActivityPlan::new().expect("plan");
+    let mut tally = ClickTally::default();
+    let (clicks, _, _) = decode(&[
+        click_event(1, 1, 0, 0, 1),   // page_view, mobile, 22:13 UTC
+        click_event(1, 2, 60, 2, 2),  // search, Desktop, 23:13
+        click_event(2, 3, 600, 3, 3), // add_to_cart, tablet, next day 08:13
+    ]);
+    for i in 0..clicks.len() {
+        tally.push(&clicks.row(i));
+    }
+    let first = plan.run(&mut tally).expect("first batch");
+    assert!(tally.is_empty(), "the tally is emptied");
+    let by_customer: BTreeMap<String, (i64, segstream_features::DayCounts)> =
+        first.into_iter().map(|(c, d, n)| (c, (d, n))).collect();
+    let c1 = by_customer["c1"].1;
+    assert_eq!((c1.page_views, c1.searches, c1.dayparts, c1.devices), (1, 1, [0, 0, 0, 2], [0, 1, 1, 0, 0]));
+    let c2 = by_customer["c2"].1;
+    assert_eq!((c2.add_to_cart, c2.dayparts, c2.devices), (1, [0, 1, 0, 0], [0, 0, 0, 0, 1]));
+    // Re-executed on the next batch: only that batch's clicks.
+    tally.push(&clicks.row(0));
+    let second = plan.run(&mut tally).expect("second batch");
+    assert_eq!(second.len(), 1);
+    assert_eq!(second[0].2.page_views, 1);
+    assert!(plan.run(&mut tally).expect("empty batch").is_empty());
+}
