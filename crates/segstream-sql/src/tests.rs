@@ -326,3 +326,52 @@ fn the_per_batch_plan_is_built_once_and_counts_each_batch_on_its_own() {
     assert_eq!(second[0].2.page_views, 1);
     assert!(plan.run(&mut tally).expect("empty batch").is_empty());
 }
+
+#[test]
+fn csv_and_parquet_history_decode_like_json_lines() {
+    let dir = tempfile::tempdir().expect("dir");
+    // CSV: a numeric-looking customer id stays a string; empty cells are nulls.
+    std::fs::write(
+        dir.path().join("orders-2024.csv"),
+        "order_id,customer_id,event_time,status,total,discount_amount,payment_method\n\
+         o1,123,1700000000000,placed,19.5,0,card\n\
+         o1,123,1700000100000,refunded,19.5,0,\n",
+    )
+    .expect("csv");
+    // Parquet with a microsecond timestamp: read as milliseconds.
+    let runtime = tokio::runtime::Builder::new_current_thread().build().expect("runtime");
+    let parquet = dir.path().join("clicks.parquet");
+    runtime.block_on(async {
+        let ctx = SessionContext::new();
+        let copy = format!(
+            "COPY (SELECT 'e1' AS event_id, 'c9' AS customer_id, 'search' AS event_type, \
+             arrow_cast(1700000000123000, 'Timestamp(Microsecond, None)') AS event_time, 'mobile' AS device) \
+             TO '{}' STORED AS PARQUET",
+            parquet.display()
+        );
+        ctx.sql(&copy).await.expect("plan").collect().await.expect("write parquet");
+    });
+    let files = crate::history::discover(dir.path()).expect("discover");
+    assert_eq!(files.len(), 2);
+    let history = runtime.block_on(crate::history::decode_history(&files)).expect("decode");
+    assert!(history.rejected.is_empty(), "{:?}", history.rejected);
+    let orders = &history.orders[0];
+    assert_eq!(orders.len(), 2);
+    let (placed, refunded) = (orders.row(0), orders.row(1));
+    assert_eq!((placed.customer_id, placed.total, placed.payment_method), ("123", 19.5, Some("card")));
+    assert_eq!((refunded.status, refunded.payment_method), (OrderStatus::Refunded, None));
+    let click = history.clicks[0].row(0);
+    assert_eq!(
+        (click.customer_id, click.event_type, click.device),
+        ("c9", ClickEventType::Search, Some("mobile"))
+    );
+    assert_eq!(click.event_time, EventTime::from_millis(1_700_000_000_123));
+}
+
+#[test]
+fn a_history_file_whose_kind_cannot_be_told_is_refused_with_the_fix() {
+    let err = crate::history::classify(std::path::Path::new("/data/events.csv")).expect_err("refused");
+    assert!(err.to_string().contains("put `click` or `order` in the file name"), "{err}");
+    let err = crate::history::classify(std::path::Path::new("/data/orders.xlsx")).expect_err("refused");
+    assert!(err.to_string().contains(".jsonl"), "{err}");
+}
