@@ -186,3 +186,18 @@ fn outputs_round_trip_through_avro() {
         membership
     );
 }
+
+#[test]
+fn event_times_order_like_their_milliseconds_and_an_optional_one_takes_eight_bytes() {
+    let times: Vec<EventTime> = [i64::MIN + 1, -86_400_001, -1, 0, 1, 1_700_000_000_000, i64::MAX]
+        .map(EventTime::from_millis)
+        .to_vec();
+    assert!(times.windows(2).all(|w| w[0] < w[1]), "{times:?}");
+    assert!(times.iter().all(|t| EventTime::from_millis(t.millis()) == *t));
+    assert_eq!(EventTime::from_millis(-1).day(), -1);
+    assert_eq!(EventTime::from_millis(i64::MIN).millis(), i64::MIN + 1, "the one value kept for None");
+    assert_eq!(std::mem::size_of::<Option<EventTime>>(), 8);
+    let json = serde_json::to_string(&EventTime::from_millis(-5)).expect("json");
+    assert_eq!(json, "-5");
+    assert_eq!(serde_json::from_str::<EventTime>(&json).expect("back"), EventTime::from_millis(-5));
+}
