@@ -372,9 +372,10 @@ impl CustomerSegments {
         if self.lifecycle.is_none() {
             return out;
         }
-        let latest = features_at(to);
-        let i = inputs(&latest, self.reactivated_at);
-        let cart = cart_due_times(&latest);
+        let i = inputs(&features_at(to), self.reactivated_at);
+        // The cart's due times are read where the walk stands, not at `to`:
+        // by then a cart may have left the window and its time with it.
+        let mut cart = cart_due_times(&features_at(at));
         loop {
             let next =
                 rules.due_times(i).into_iter().chain(cart).flatten().filter(|d| *d > at && *d <= to).min();
@@ -384,6 +385,7 @@ impl CustomerSegments {
             let features = features_at(due);
             out.extend(self.move_to(rules, stage, due, Trigger::Timer, &features));
             out.extend(self.evaluate_cart(rules, due, Trigger::Timer, &features));
+            cart = cart_due_times(&features);
         }
         self.evaluated_at = Some(at.max(to));
         out

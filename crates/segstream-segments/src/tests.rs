@@ -265,3 +265,36 @@ fn a_frequent_buyer_goes_at_risk_and_churned_on_their_own_rhythm_when_configured
     );
     assert!(fired[2].reason.contains("6 x their 10-day rhythm"), "{}", fired[2].reason);
 }
+
+#[test]
+fn an_abandoned_cart_is_left_by_a_timer_when_it_leaves_the_activity_window() {
+    let config = segstream_config::Config::default().features;
+    let mut state = CustomerState::default();
+    let mut segments = CustomerSegments::default();
+    let t0 = EventTime::from_millis(T0);
+    let add = ClickRow {
+        customer_id: "c",
+        event_id: "add",
+        event_type: ClickEventType::AddToCart,
+        event_time: t0,
+        device: None,
+        category: None,
+        price: Some(25.0),
+        partition: 0,
+        offset: 0,
+    };
+    segments.advance(&rules(), t0, |at| state.segment_features(at, &config));
+    state.apply_click(&add, &config);
+    segments.on_event(&rules(), t0, false, |at| state.segment_features(at, &config));
+    // Far past both the abandonment (24 h) and the window (30 days): both
+    // timers fire, in order, though the walk only learns of them on the way.
+    let fired = segments
+        .advance(&rules(), EventTime::from_millis(T0 + 100 * DAY), |at| state.segment_features(at, &config));
+    let cart: Vec<(Option<&str>, Option<&str>)> = fired
+        .iter()
+        .filter(|t| t.kind == segstream_events::SegmentKind::Behaviour)
+        .map(|t| (t.from, t.to))
+        .collect();
+    assert_eq!(cart, [(None, Some(CART_ABANDONER)), (Some(CART_ABANDONER), None)]);
+    assert!(!segments.is_cart_abandoner());
+}
