@@ -5,7 +5,6 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Args, ValueEnum};
-use datafusion::arrow::compute::concat_batches;
 use datafusion::prelude::SessionContext;
 use segstream_config::Config;
 use segstream_events::EventTime;
@@ -67,23 +66,32 @@ fn parse_time(text: &str) -> anyhow::Result<EventTime> {
 }
 
 pub(crate) async fn run(args: SqlArgs, config: Config) -> anyhow::Result<()> {
-    let format = OutputFormat::from(args.format);
+    let ctx = SessionContext::new();
     if let Some(path) = &args.snapshot {
         let (path, c) = (path.clone(), config.clone());
         let (features, _) =
             tokio::task::spawn_blocking(move || segstream_worker::snapshot_features(&c, &path)).await??;
-        let ctx = SessionContext::new();
         query::register(&ctx, "features", features.schema(), vec![features])?;
-        let out = query::run(&ctx, &args.query).await?;
-        println!("{}", query::render(&out, format)?);
-        return Ok(());
-    }
-    let Some(input) = &args.input else {
+    } else if let Some(input) = &args.input {
+        register_history(&ctx, input, args.as_of.as_deref(), &config).await?;
+    } else {
         let addr = args.worker.clone().unwrap_or_else(|| config.http.listen.clone());
         let text = query_worker(&addr, &args.query, args.format).await?;
         print!("{text}");
         return Ok(());
-    };
+    }
+    println!("{}", query::answer(&ctx, &args.query, OutputFormat::from(args.format)).await?);
+    Ok(())
+}
+
+/// Registers history files as `clicks` and `orders`, and their batch
+/// features as of `as_of` (default: the latest event) as `features`.
+async fn register_history(
+    ctx: &SessionContext,
+    input: &std::path::Path,
+    as_of: Option<&str>,
+    config: &Config,
+) -> anyhow::Result<()> {
     let files = history::discover(input)?;
     let events = history::decode_history(&files).await?;
     for (path, line, error) in events.rejected.iter().take(10) {
@@ -95,18 +103,13 @@ pub(crate) async fn run(args: SqlArgs, config: Config) -> anyhow::Result<()> {
         .flat_map(|b| (0..b.len()).map(|i| b.row(i).event_time))
         .chain(events.orders.iter().flat_map(|b| (0..b.len()).map(|i| b.row(i).event_time)))
         .max();
-    let as_of = match &args.as_of {
+    let as_of = match as_of {
         Some(text) => parse_time(text)?,
         None => latest.context("the input holds no events")?,
     };
-    let ctx = SessionContext::new();
-    query::register_events(&ctx, &events.clicks, &events.orders)?;
-    let features = definition::batch_features(&ctx, as_of, &config.features).await?;
-    let schema = table::schema(&config.features, false);
-    let features = concat_batches(&schema, &features)?;
-    query::register(&ctx, "features", schema, vec![features])?;
-    let out = query::run(&ctx, &args.query).await?;
-    println!("{}", query::render(&out, format)?);
+    query::register_events(ctx, &events.clicks, &events.orders)?;
+    let features = definition::batch_features(ctx, as_of, &config.features).await?;
+    query::register(ctx, "features", table::schema(&config.features, false), features)?;
     Ok(())
 }
 

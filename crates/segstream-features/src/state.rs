@@ -587,8 +587,8 @@ impl CustomerState {
 
         // Click activity windows.
         let today = now.day();
-        let recent = |days: u32| {
-            let from = today - i64::from(days);
+        let recent = |days: i64| {
+            let from = today - days;
             self.activity.iter().filter(move |a| i64::from(a.day) > from && i64::from(a.day) <= today)
         };
         let activity_windows = config
@@ -600,7 +600,7 @@ impl CustomerState {
                     if detail.is_none() {
                         return 0;
                     }
-                    recent(days).map(|a| u32::from(field(a))).sum::<u32>()
+                    recent(i64::from(days)).map(|a| u32::from(field(a))).sum::<u32>()
                 };
                 ActivityWindow {
                     days,
@@ -616,9 +616,8 @@ impl CustomerState {
                 }
             })
             .collect();
-        let longest = config.activity_windows_days.iter().copied().max().unwrap_or(30);
         let (mut dayparts, mut devices, mut weekend) = ([0u32; 4], [0u32; 5], 0u32);
-        for a in recent(longest).filter(|_| detail.is_some()) {
+        for a in recent(config.activity_retention_days()).filter(|_| detail.is_some()) {
             for (sum, n) in dayparts.iter_mut().zip(a.dayparts) {
                 *sum += u32::from(n);
             }

@@ -53,6 +53,11 @@ pub async fn run(ctx: &SessionContext, sql: &str) -> Result<Vec<RecordBatch>, Sq
     Ok(ctx.sql(sql).await?.collect().await?)
 }
 
+/// Runs one query and prints its result in the chosen format.
+pub async fn answer(ctx: &SessionContext, sql: &str, format: OutputFormat) -> Result<String, SqlError> {
+    render(&run(ctx, sql).await?, format)
+}
+
 /// Prints results in the chosen format.
 pub fn render(batches: &[RecordBatch], format: OutputFormat) -> Result<String, SqlError> {
     match format {

@@ -111,19 +111,14 @@ impl Engine {
         out
     }
 
-    /// The worker's watermark: the largest stream time of its partitions
-    /// minus the allowed lateness.
-    pub(crate) fn worker_watermark(&self) -> Option<EventTime> {
-        self.stream_time.values().max().map(|t| t.plus_millis(-self.lateness_ms))
-    }
-
     /// Moves a quiet partition's stream time up to the worker's, so its
     /// timers fire although none of its customers send anything (the timers
     /// come back, earliest first). A partition that has never released a
     /// record has no customers and is left alone.
     pub(crate) fn advance_quiet(&mut self, partition: i32) -> Vec<Fired> {
-        let Some(watermark) = self.worker_watermark() else { return Vec::new() };
-        let target = watermark.plus_millis(self.lateness_ms);
+        // The worker's watermark: its largest stream time minus the lateness.
+        let Some(target) = self.stream_time.values().max().copied() else { return Vec::new() };
+        let watermark = target.plus_millis(-self.lateness_ms);
         match self.stream_time.get_mut(&partition) {
             Some(stream) if *stream < target => *stream = target,
             _ => return Vec::new(),

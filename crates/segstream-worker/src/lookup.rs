@@ -122,8 +122,7 @@ async fn run_query(
 ) -> Result<String, segstream_sql::SqlError> {
     let ctx = SessionContext::new();
     query::register(&ctx, "features", features.schema(), vec![features])?;
-    let out = query::run(&ctx, sql).await?;
-    let mut text = query::render(&out, format)?;
+    let mut text = query::answer(&ctx, sql, format).await?;
     text.push('\n');
     Ok(text)
 }

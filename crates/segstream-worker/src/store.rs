@@ -223,20 +223,15 @@ impl CustomerStore {
     /// Drops every customer of a revoked partition; returns how many.
     pub(crate) fn drop_partition(&mut self, partition: i32) -> usize {
         self.timers.remove(&partition);
-        let before = self.slots.len();
-        let population = &mut self.population;
-        self.slots.retain(|c| {
-            let keep = c.partition != partition;
-            if !keep {
-                for segment in c.segments.current() {
-                    *population.entry(segment).or_default() -= 1;
-                }
-            }
-            keep
-        });
+        let (dropped, kept): (Vec<Customer>, Vec<Customer>) =
+            std::mem::take(&mut self.slots).into_iter().partition(|c| c.partition == partition);
+        self.slots = kept;
+        for c in &dropped {
+            self.count_memberships(&c.segments, -1);
+        }
         // Rebalances are rare: re-index the survivors.
         self.index = self.slots.iter().zip(0u32..).map(|(c, slot)| (c.id.clone(), slot)).collect();
-        before - self.slots.len()
+        dropped.len()
     }
 
     /// Customers per (kind, segment).
