@@ -7,8 +7,11 @@
 //! (re)scheduled in its partition's timer set, so rebuilding the customers
 //! (replay) rebuilds the timers too.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
+use std::hash::BuildHasher;
 use std::sync::Arc;
+
+use hashbrown::{DefaultHashBuilder, HashTable};
 
 use segstream_config::FeaturesConfig;
 use segstream_events::{
@@ -37,15 +40,18 @@ struct Customer {
 /// is its only other user.
 #[derive(Debug)]
 pub struct CustomerStore {
-    /// Where each customer is in `slots`. Customers live in a dense vector,
-    /// not in the map itself: a hash table pays its spare capacity per
-    /// bucket, which is a few bytes here and most of a customer there.
-    index: HashMap<CustomerId, u32>,
+    /// Where each customer is in `slots`, hashed by the slot's id.
+    /// Customers live in a dense vector, not in the table itself: a hash
+    /// table pays its spare capacity per bucket, which is 4 bytes of slot
+    /// number here (the id is read from the slot, stored once) and most of a
+    /// customer there.
+    index: HashTable<u32>,
+    hasher: DefaultHashBuilder,
     slots: Vec<Customer>,
     /// Customers per (kind, segment).
     population: BTreeMap<(SegmentKind, &'static str), i64>,
-    /// Per partition: (due time, customer), earliest first.
-    timers: BTreeMap<i32, BTreeSet<(EventTime, CustomerId)>>,
+    /// Per partition: (due time, slot), earliest first.
+    timers: BTreeMap<i32, BTreeSet<(EventTime, u32)>>,
     rules: LifecycleRules,
     features: FeaturesConfig,
     /// Category and payment names shared by all customers.
@@ -61,7 +67,8 @@ impl CustomerStore {
     /// per-batch click aggregation).
     pub fn new(rules: LifecycleRules, features: FeaturesConfig) -> Result<Self, WorkerError> {
         Ok(Self {
-            index: HashMap::new(),
+            index: HashTable::new(),
+            hasher: DefaultHashBuilder::default(),
             slots: Vec::new(),
             population: BTreeMap::new(),
             timers: BTreeMap::new(),
@@ -91,8 +98,8 @@ impl CustomerStore {
     /// by the DataFusion plan, go into the customers' day buckets.
     pub fn flush_activity(&mut self) -> Result<(), WorkerError> {
         for (customer, day, counts) in self.activity.run(&mut self.tally)? {
-            if let Some(c) = self.index.get(customer.as_str()).and_then(|s| self.slots.get_mut(*s as usize)) {
-                c.features.merge_day(day, &counts, &self.features);
+            if let Some(slot) = self.slot_of(customer.as_str()) {
+                self.slots[slot].features.merge_day(day, &counts, &self.features);
             }
         }
         Ok(())
@@ -112,23 +119,17 @@ impl CustomerStore {
         t: EventTime,
         apply: impl FnOnce(&mut CustomerState, &FeaturesConfig, &mut Dictionaries) -> bool,
     ) -> (CustomerId, Vec<Transition>) {
-        let slot = match self.index.get(customer_id) {
-            Some(slot) => *slot as usize,
-            None => {
-                let id = CustomerId::new(customer_id);
-                let slot = self.slots.len();
-                self.index.insert(id.clone(), u32::try_from(slot).unwrap_or(u32::MAX));
-                self.slots.push(Customer {
-                    id,
-                    features: CustomerState::default(),
-                    segments: CustomerSegments::default(),
-                    partition,
-                    scheduled: None,
-                });
-                slot
-            }
+        let slot = match self.slot_of(customer_id) {
+            Some(slot) => slot,
+            None => self.push(Customer {
+                id: CustomerId::new(customer_id),
+                features: CustomerState::default(),
+                segments: CustomerSegments::default(),
+                partition,
+                scheduled: None,
+            }),
         };
-        let Some(c) = self.slots.get_mut(slot) else { unreachable!("slot {slot} was just found or pushed") };
+        let c = &mut self.slots[slot];
         let id = c.id.clone();
         let Customer { features: state, segments, .. } = c;
         let (config, dict) = (&self.features, &mut self.dict);
@@ -136,9 +137,27 @@ impl CustomerStore {
         let ordered = apply(state, config, dict);
         transitions
             .extend(segments.on_event(&self.rules, t, ordered, |at| state.segment_features(at, config)));
-        self.reschedule(&id);
+        self.reschedule(slot);
         self.count(&transitions);
         (id, transitions)
+    }
+
+    /// Where the customer with this id is, if it is here.
+    fn slot_of(&self, id: &str) -> Option<usize> {
+        let hash = self.hasher.hash_one(id);
+        let found =
+            self.index.find(hash, |&s| self.slots.get(s as usize).is_some_and(|c| c.id.as_str() == id));
+        found.map(|&s| s as usize)
+    }
+
+    /// Adds a customer not yet here; returns its slot.
+    fn push(&mut self, customer: Customer) -> usize {
+        let slot = self.slots.len();
+        let hash = self.hasher.hash_one(customer.id.as_str());
+        self.slots.push(customer);
+        let Self { index, hasher, slots, .. } = self;
+        index.insert_unique(hash, slot_key(slot), |&s| rehash(hasher, slots, s));
+        slot
     }
 
     /// Fires the timers of `partition` due at or before `watermark`, earliest
@@ -149,14 +168,15 @@ impl CustomerStore {
         watermark: EventTime,
     ) -> Vec<(CustomerId, Vec<Transition>)> {
         let mut out = Vec::new();
-        while let Some((due, id)) = self.next_due_timer(partition, watermark) {
-            let Some(slot) = self.index.get(id.as_str()).map(|s| *s as usize) else { continue };
+        while let Some((due, slot)) = self.next_due_timer(partition, watermark) {
+            let slot = slot as usize;
             let Some(c) = self.slots.get_mut(slot) else { continue };
             c.scheduled = None;
+            let id = c.id.clone();
             let Customer { features: state, segments, .. } = c;
             let config = &self.features;
             let transitions = segments.advance(&self.rules, due, |at| state.segment_features(at, config));
-            self.reschedule(&id);
+            self.reschedule(slot);
             self.count(&transitions);
             if !transitions.is_empty() {
                 out.push((id, transitions));
@@ -166,7 +186,7 @@ impl CustomerStore {
     }
 
     /// Takes the earliest timer of `partition` if it is due by `watermark`.
-    fn next_due_timer(&mut self, partition: i32, watermark: EventTime) -> Option<(EventTime, CustomerId)> {
+    fn next_due_timer(&mut self, partition: i32, watermark: EventTime) -> Option<(EventTime, u32)> {
         let set = self.timers.get_mut(&partition)?;
         if set.first().is_some_and(|(due, _)| *due <= watermark) { set.pop_first() } else { None }
     }
@@ -176,11 +196,9 @@ impl CustomerStore {
         self.timers.values().map(BTreeSet::len).sum()
     }
 
-    fn reschedule(&mut self, id: &CustomerId) {
+    fn reschedule(&mut self, slot: usize) {
         let (features, rules) = (&self.features, &self.rules);
-        let Some(c) = self.index.get(id.as_str()).and_then(|slot| self.slots.get_mut(*slot as usize)) else {
-            return;
-        };
+        let Some(c) = self.slots.get_mut(slot) else { return };
         let next = c
             .features
             .last_seen()
@@ -190,10 +208,10 @@ impl CustomerStore {
         }
         let set = self.timers.entry(c.partition).or_default();
         if let Some(old) = c.scheduled.take() {
-            set.remove(&(old, id.clone()));
+            set.remove(&(old, slot_key(slot)));
         }
         if let Some(due) = next {
-            set.insert((due, id.clone()));
+            set.insert((due, slot_key(slot)));
         }
         c.scheduled = next;
     }
@@ -211,7 +229,7 @@ impl CustomerStore {
 
     /// The membership record of a customer, as of `updated_at`.
     pub(crate) fn membership(&self, id: &CustomerId, updated_at: EventTime) -> Option<MembershipRecord> {
-        let c = self.slots.get(*self.index.get(id.as_str())? as usize)?;
+        let c = self.slots.get(self.slot_of(id.as_str())?)?;
         Some(MembershipRecord {
             customer_id: id.clone(),
             segments: c.segments.memberships(),
@@ -222,15 +240,23 @@ impl CustomerStore {
 
     /// Drops every customer of a revoked partition; returns how many.
     pub(crate) fn drop_partition(&mut self, partition: i32) -> usize {
-        self.timers.remove(&partition);
         let (dropped, kept): (Vec<Customer>, Vec<Customer>) =
             std::mem::take(&mut self.slots).into_iter().partition(|c| c.partition == partition);
         self.slots = kept;
         for c in &dropped {
             self.count_memberships(&c.segments, -1);
         }
-        // Rebalances are rare: re-index the survivors.
-        self.index = self.slots.iter().zip(0u32..).map(|(c, slot)| (c.id.clone(), slot)).collect();
+        // Rebalances are rare: the survivors moved, index and timers anew.
+        let Self { index, hasher, slots, timers, .. } = self;
+        index.clear();
+        timers.clear();
+        for (slot, c) in slots.iter().enumerate() {
+            index
+                .insert_unique(hasher.hash_one(c.id.as_str()), slot_key(slot), |&s| rehash(hasher, slots, s));
+            if let Some(due) = c.scheduled {
+                timers.entry(c.partition).or_default().insert((due, slot_key(slot)));
+            }
+        }
         dropped.len()
     }
 
@@ -297,21 +323,18 @@ impl CustomerStore {
     /// Adds a customer saved in a snapshot (replacing none: call on a
     /// partition that holds nothing yet), its timer scheduled.
     pub(crate) fn insert_saved(&mut self, saved: SavedCustomer) {
-        if self.index.contains_key(saved.id.as_str()) {
+        if self.slot_of(saved.id.as_str()).is_some() {
             return;
         }
-        let slot = u32::try_from(self.slots.len()).unwrap_or(u32::MAX);
-        self.index.insert(saved.id.clone(), slot);
-        let id = saved.id.clone();
         self.count_memberships(&saved.segments, 1);
-        self.slots.push(Customer {
+        let slot = self.push(Customer {
             id: saved.id,
             features: saved.features,
             segments: saved.segments,
             partition: saved.partition,
             scheduled: None,
         });
-        self.reschedule(&id);
+        self.reschedule(slot);
     }
 
     fn count_memberships(&mut self, segments: &CustomerSegments, delta: i64) {
@@ -328,11 +351,23 @@ impl CustomerStore {
 
     /// Approximate bytes of the whole state (walks every customer: call rarely).
     pub(crate) fn approx_bytes(&self) -> usize {
-        // `approx_bytes` counts the inline state already.
+        // The slot without the inline state (`approx_bytes` counts it), up to
+        // two index buckets (a slot number and a control byte each) and a timer.
         let per_slot = std::mem::size_of::<Customer>() - std::mem::size_of::<CustomerState>()
-            + std::mem::size_of::<(CustomerId, u32)>();
+            + 2 * (std::mem::size_of::<u32>() + 1)
+            + std::mem::size_of::<(EventTime, u32)>();
         self.slots.iter().map(|c| c.id.as_str().len() + c.features.approx_bytes() + per_slot).sum()
     }
+}
+
+/// A slot number as the index and the timers keep it.
+fn slot_key(slot: usize) -> u32 {
+    u32::try_from(slot).unwrap_or(u32::MAX)
+}
+
+/// The hash of the id in slot `s`, for the index to move its entries when it grows.
+fn rehash(hasher: &DefaultHashBuilder, slots: &[Customer], s: u32) -> u64 {
+    slots.get(s as usize).map_or(0, |c| hasher.hash_one(c.id.as_str()))
 }
 
 #[cfg(test)]
@@ -344,10 +379,10 @@ mod tests {
 
     const DAY: i64 = 86_400_000;
 
-    fn order(customer: &str, id: &'static str, day: i64) -> OrderRow<'static> {
+    fn order(customer: &'static str, id: &'static str, day: i64) -> OrderRow<'static> {
         OrderRow {
             order_id: id,
-            customer_id: if customer == "a" { "a" } else { "b" },
+            customer_id: customer,
             event_time: EventTime::from_millis(1_700_000_000_000 + day * DAY),
             status: OrderStatus::Placed,
             total: 10.0,
@@ -390,5 +425,32 @@ mod tests {
             Some(((SegmentKind::Lifecycle, "churned"), 2))
         );
         assert!(store.fire_timers(1, at(400)).is_empty(), "other partitions are untouched");
+    }
+
+    #[test]
+    fn dropping_a_partition_keeps_the_survivors_found_and_their_timers_firing() {
+        let config = Config::default();
+        let mut store =
+            CustomerStore::new(LifecycleRules::new(config.lifecycle), config.features).expect("store");
+        // Customers of partitions 0 and 1, interleaved so the survivors move.
+        for (i, customer) in ["a", "b", "c", "d", "e"].into_iter().enumerate() {
+            let mut row = order(customer, customer, i as i64);
+            row.partition = (i % 2) as i32;
+            store.on_order(&row);
+        }
+        assert_eq!(store.drop_partition(0), 3);
+        assert_eq!(store.len(), 2);
+        assert_eq!(store.pending_timers(), 2);
+        let at = |day: i64| EventTime::from_millis(1_700_000_000_000 + day * DAY);
+        assert!(store.membership(&CustomerId::new("a"), at(1)).is_none(), "a left with partition 0");
+        assert!(store.membership(&CustomerId::new("d"), at(1)).is_some());
+        let fired: Vec<String> =
+            store.fire_timers(1, at(35)).into_iter().map(|(id, _)| id.to_string()).collect();
+        assert_eq!(fired, ["b", "d"], "each survivor's timer fires for that survivor");
+        // A customer seen again after the drop is the same one, not a second copy.
+        let mut again = order("d", "d2", 36);
+        again.partition = 1;
+        store.on_order(&again);
+        assert_eq!(store.len(), 2);
     }
 }
