@@ -73,6 +73,7 @@ const DAY_MS: i64 = 86_400_000;
 
 impl EventTime {
     /// From milliseconds since the epoch.
+    #[inline]
     pub const fn from_millis(ms: i64) -> Self {
         match NonZeroU64::new((ms as u64) ^ SIGN) {
             Some(v) => Self(v),
@@ -82,27 +83,32 @@ impl EventTime {
     }
 
     /// Milliseconds since the epoch.
+    #[inline]
     pub const fn millis(self) -> i64 {
         (self.0.get() ^ SIGN) as i64
     }
 
     /// Days since the epoch (floor), the unit of our daily feature buckets.
+    #[inline]
     pub const fn day(self) -> i64 {
         self.millis().div_euclid(DAY_MS)
     }
 
     /// This time plus a number of (possibly fractional) days.
+    #[inline]
     pub fn plus_days(self, days: f64) -> Self {
         // Durations in config are at most a few years, far inside f64's exact range.
         Self::from_millis(self.millis().saturating_add((days * DAY_MS as f64) as i64))
     }
 
     /// This time plus milliseconds.
+    #[inline]
     pub const fn plus_millis(self, ms: i64) -> Self {
         Self::from_millis(self.millis().saturating_add(ms))
     }
 
     /// Days elapsed from `earlier` to `self`, as a fraction.
+    #[inline]
     pub fn days_since(self, earlier: EventTime) -> f64 {
         (self.millis() - earlier.millis()) as f64 / DAY_MS as f64
     }

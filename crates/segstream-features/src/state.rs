@@ -1,4 +1,5 @@
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
+use std::fmt;
 use std::sync::Arc;
 
 use segstream_config::FeaturesConfig;
@@ -13,6 +14,7 @@ const RECENT_CLICK_IDS: usize = 8;
 /// A cart keeps its latest this-many adds and removes.
 pub const CART_LINES: usize = 64;
 const HOUR_MS: i64 = 3_600_000;
+const DAY_MS: i64 = 86_400_000;
 
 /// Device classes, in the order of the per-day counters.
 pub const DEVICES: [&str; 5] = ["app", "desktop", "mobile", "other", "tablet"];
@@ -39,20 +41,61 @@ impl Money {
     }
 }
 
+/// A time in milliseconds or an amount in cents, in six bytes: event times
+/// are 2000–2100 and amounts at most a billion units (both checked where
+/// events are decoded), far inside 48 bits (±1.4·10^14). Millions of
+/// customers hold lists of these, so the two bytes a value matter.
+#[derive(Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+struct I48([u8; 6]);
+
+impl I48 {
+    const MAX: i64 = (1 << 47) - 1;
+
+    /// Clamped to ±2^47 (never reached by decoded events).
+    fn new(v: i64) -> Self {
+        let [a, b, c, d, e, f, _, _] = v.clamp(-Self::MAX - 1, Self::MAX).to_le_bytes();
+        Self([a, b, c, d, e, f])
+    }
+
+    fn get(self) -> i64 {
+        let [a, b, c, d, e, f] = self.0;
+        // Shifting back down from the top of the word sign-extends.
+        i64::from_le_bytes([0, 0, a, b, c, d, e, f]) >> 16
+    }
+
+    fn time(self) -> EventTime {
+        EventTime::from_millis(self.get())
+    }
+}
+
+impl From<EventTime> for I48 {
+    fn from(t: EventTime) -> Self {
+        Self::new(t.millis())
+    }
+}
+
+impl fmt::Debug for I48 {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.get())
+    }
+}
+
 const VOIDED: u8 = 1;
 /// Unset for a cancellation that arrived before its order: a tombstone
 /// that voids the order when it comes, at the time of the cancellation.
 const PLACED: u8 = 2;
 
-/// One order kept for the windows (32 bytes).
+/// One order kept for the windows (24 bytes).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 struct OrderEntry {
-    /// xxh3 of the order id: de-duplicates repeats and matches cancellations.
-    id: u64,
-    time: EventTime,
-    amount: Money,
+    /// xxh3 of the order id, 32 bits: de-duplicates repeats and matches
+    /// cancellations among one customer's orders of a year (two of 20 orders
+    /// share a hash with odds of 1 in 20 million).
+    id: u32,
     /// Discount granted, in cents (saturating: no real discount reaches 21 M).
     discount_cents: i32,
+    at: I48,
+    cents: I48,
     /// Primary (first listed) category, from the category dictionary.
     category: u16,
     /// Payment method, from the payment dictionary.
@@ -64,15 +107,23 @@ impl OrderEntry {
     fn counts(&self) -> bool {
         self.flags & VOIDED == 0
     }
+
+    fn time(&self) -> EventTime {
+        self.at.time()
+    }
+
+    fn amount(&self) -> Money {
+        Money(self.cents.get())
+    }
 }
 
-/// Click activity of one day (24 bytes). Counts saturate: the kinds at
+/// Click activity of one day (20 bytes). Counts saturate: the kinds at
 /// 65,535 a day, the parts of the day and the devices at 255 a day (the batch
 /// SQL caps the same).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 struct DayActivity {
-    /// Days since the epoch; i32 reaches year 5.8 million.
-    day: i32,
+    /// Days since the epoch; 16 bits reach 2149 (event times end at 2100).
+    day: u16,
     /// page_view and product_view clicks.
     page_views: u16,
     product_views: u16,
@@ -117,17 +168,27 @@ impl DayCounts {
     }
 }
 
-/// One session: clicks chained by gaps of at most the session gap.
+/// One session: clicks chained by gaps of at most the session gap (12 bytes).
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 struct Session {
-    start: EventTime,
-    end: EventTime,
+    start: I48,
+    end: I48,
 }
 
-/// An add (positive) or remove (negative) of the current cart.
+impl Session {
+    fn start(&self) -> EventTime {
+        self.start.time()
+    }
+
+    fn end(&self) -> EventTime {
+        self.end.time()
+    }
+}
+
+/// An add (positive) or remove (negative) of the current cart (12 bytes).
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 struct CartLine {
-    time: EventTime,
+    at: I48,
     /// Price added (positive) or removed (negative).
     cents: i32,
     add: bool,
@@ -147,7 +208,7 @@ pub struct CustomerState {
     /// Latest order placed (even if voided later): it closes the cart.
     last_placed: Option<EventTime>,
     /// Daily click activity, sorted by day, longest activity window.
-    activity: VecDeque<DayActivity>,
+    activity: Vec<DayActivity>,
     /// Sessions of the longest activity window (and a day more, so a late
     /// click can still join one that straddles the window's edge), sorted and
     /// disjoint: the count does not depend on the order clicks arrive in.
@@ -294,6 +355,11 @@ fn grow_gently<T>(v: &mut Vec<T>) {
     }
 }
 
+/// The first millisecond of a day since the epoch.
+fn start_of_day(day: i64) -> EventTime {
+    EventTime::from_millis(day.saturating_mul(DAY_MS))
+}
+
 fn round2(x: f64) -> f64 {
     (x * 100.0).round() / 100.0
 }
@@ -324,12 +390,12 @@ impl CustomerState {
             return false;
         }
         self.touch(row.event_time);
-        let id = xxhash_rust::xxh3::xxh3_64(row.order_id.as_bytes());
+        let id = xxhash_rust::xxh3::xxh3_64(row.order_id.as_bytes()) as u32;
         let placed = row.status == OrderStatus::Placed;
         let entry = |flags: u8, dict: &mut Dictionaries| OrderEntry {
             id,
-            time: row.event_time,
-            amount: if placed { Money::from_units(row.total) } else { Money::default() },
+            at: row.event_time.into(),
+            cents: I48::new(if placed { Money::from_units(row.total).0 } else { 0 }),
             discount_cents: if placed {
                 i32::try_from(Money::from_units(row.discount_amount).0).unwrap_or(i32::MAX)
             } else {
@@ -369,17 +435,18 @@ impl CustomerState {
         if placed {
             self.last_placed = Some(self.last_placed.map_or(row.event_time, |l| l.max(row.event_time)));
             // Placing an order closes the cart: adds before it are done.
-            self.cart.retain(|l| l.time > row.event_time);
+            self.cart.retain(|l| l.at.time() > row.event_time);
         }
         self.expire(row.event_time, config);
         changed
     }
 
     fn insert_order(&mut self, o: OrderEntry) {
+        let t = o.time();
         if o.flags & PLACED != 0 {
-            self.first_order = Some(self.first_order.map_or(o.time, |f| f.min(o.time)));
+            self.first_order = Some(self.first_order.map_or(t, |f| f.min(t)));
         }
-        let at = self.orders.partition_point(|e| e.time <= o.time);
+        let at = self.orders.partition_point(|e| e.time() <= t);
         grow_gently(&mut self.orders);
         self.orders.insert(at, o);
     }
@@ -407,9 +474,9 @@ impl CustomerState {
         // cart that order closed.
         if sign != 0 && self.last_placed.is_none_or(|p| t > p) {
             let cents = i32::try_from(Money::from_units(row.price.unwrap_or(0.0)).0).unwrap_or(i32::MAX);
-            let at = self.cart.partition_point(|l| l.time <= t);
+            let at = self.cart.partition_point(|l| l.at.time() <= t);
             grow_gently(&mut self.cart);
-            self.cart.insert(at, CartLine { time: t, cents: sign * cents, add: sign > 0 });
+            self.cart.insert(at, CartLine { at: t.into(), cents: sign * cents, add: sign > 0 });
             if self.cart.len() > CART_LINES {
                 self.cart.remove(0);
             }
@@ -425,7 +492,7 @@ impl CustomerState {
         if day < horizon {
             return;
         }
-        let day = i32::try_from(day).unwrap_or(i32::MAX);
+        let day = u16::try_from(day.clamp(0, i64::from(u16::MAX))).unwrap_or(u16::MAX);
         let at = self.activity.partition_point(|a| a.day < day);
         if self.activity.get(at).is_none_or(|a| a.day != day) {
             let empty = DayActivity {
@@ -437,9 +504,7 @@ impl CustomerState {
                 dayparts: [0; 4],
                 devices: [0; 5],
             };
-            if self.activity.len() == self.activity.capacity() {
-                self.activity.reserve_exact(4);
-            }
+            grow_gently(&mut self.activity);
             self.activity.insert(at, empty);
         }
         if let Some(b) = self.activity.get_mut(at) {
@@ -461,30 +526,30 @@ impl CustomerState {
     /// Puts a click into the session it extends, merging the two sessions it
     /// bridges, or opens a new one.
     fn add_to_session(&mut self, t: EventTime, gap_ms: i64) {
-        let at = self.sessions.partition_point(|s| s.start <= t);
+        let at = self.sessions.partition_point(|s| s.start() <= t);
         let joins_left =
-            at > 0 && self.sessions.get(at - 1).is_some_and(|s| t.millis() - s.end.millis() <= gap_ms);
-        let joins_right = self.sessions.get(at).is_some_and(|s| s.start.millis() - t.millis() <= gap_ms);
+            at > 0 && self.sessions.get(at - 1).is_some_and(|s| t.millis() - s.end().millis() <= gap_ms);
+        let joins_right = self.sessions.get(at).is_some_and(|s| s.start().millis() - t.millis() <= gap_ms);
         match (joins_left, joins_right) {
             (true, true) => {
                 let right = self.sessions.remove(at);
                 if let Some(left) = self.sessions.get_mut(at - 1) {
-                    left.end = left.end.max(right.end);
+                    left.end = left.end().max(right.end()).into();
                 }
             }
             (true, false) => {
                 if let Some(left) = self.sessions.get_mut(at - 1) {
-                    left.end = left.end.max(t);
+                    left.end = left.end().max(t).into();
                 }
             }
             (false, true) => {
                 if let Some(right) = self.sessions.get_mut(at) {
-                    right.start = t;
+                    right.start = t.into();
                 }
             }
             (false, false) => {
                 grow_gently(&mut self.sessions);
-                self.sessions.insert(at, Session { start: t, end: t });
+                self.sessions.insert(at, Session { start: t.into(), end: t.into() });
             }
         }
     }
@@ -501,22 +566,21 @@ impl CustomerState {
     /// Folds orders and drops activity that fell out of every window as of `now`.
     fn expire(&mut self, now: EventTime, config: &FeaturesConfig) {
         let order_horizon = now.day() - config.order_retention_days();
-        while self.orders.first().is_some_and(|o| o.time.day() < order_horizon) {
-            let o = self.orders.remove(0);
+        let folded = self.orders.partition_point(|o| o.time().day() < order_horizon);
+        for o in self.orders.drain(..folded) {
             if o.counts() {
                 self.folded_orders += 1;
-                self.folded_revenue = self.folded_revenue.plus(o.amount.0);
-                self.folded_last_order = Some(self.folded_last_order.map_or(o.time, |l| l.max(o.time)));
+                self.folded_revenue = self.folded_revenue.plus(o.amount().0);
+                self.folded_last_order = Some(self.folded_last_order.map_or(o.time(), |l| l.max(o.time())));
             }
         }
         let click_horizon = now.day() - config.activity_retention_days();
-        while self.activity.front().is_some_and(|a| i64::from(a.day) < click_horizon) {
-            self.activity.pop_front();
-        }
+        let old = self.activity.partition_point(|a| i64::from(a.day) < click_horizon);
+        self.activity.drain(..old);
         // A day of margin: a session gap is at most a day (config check).
-        let ended = self.sessions.partition_point(|s| s.end.day() < click_horizon - 1);
+        let ended = self.sessions.partition_point(|s| s.end().day() < click_horizon - 1);
         self.sessions.drain(..ended);
-        let old = self.cart.partition_point(|l| l.time.day() <= click_horizon);
+        let old = self.cart.partition_point(|l| l.at.time().day() <= click_horizon);
         self.cart.drain(..old);
     }
 
@@ -534,38 +598,39 @@ impl CustomerState {
     }
 
     fn compute(&self, now: EventTime, config: &FeaturesConfig, detail: Option<&Dictionaries>) -> Features {
-        let live = || self.orders.iter().filter(|o| o.counts() && o.time <= now);
-        let order_windows = config
+        // One pass over the orders kept, sorted by time: the windows, the
+        // lifetime figures, and the longest window's discounts, gaps,
+        // categories and payments.
+        let mut windows: Vec<(EventTime, u32, Money)> = config
             .order_windows_days
             .iter()
-            .map(|&days| {
-                let from = now.plus_days(-f64::from(days));
-                let (orders, revenue) = live()
-                    .filter(|o| o.time > from)
-                    .fold((0u32, Money(0)), |(n, m), o| (n + 1, m.plus(o.amount.0)));
-                OrderWindow { days, orders, revenue: revenue.units() }
-            })
+            .map(|&days| (now.plus_days(-f64::from(days)), 0, Money(0)))
             .collect();
-        let (live_count, live_revenue) =
-            live().fold((0u32, Money(0)), |(n, m), o| (n + 1, m.plus(o.amount.0)));
-        let lifetime_orders = live_count + self.folded_orders;
-        let lifetime_revenue = live_revenue.plus(self.folded_revenue.0);
-        let last_order = live().map(|o| o.time).max().or(self.folded_last_order);
-
-        // The longest order window: discounts, gaps, categories, payments.
         let year_from = now.plus_days(-(config.order_retention_days() as f64));
+        let (mut live_count, mut live_revenue, mut last_live) = (0u32, Money(0), None);
         let (mut year_orders, mut discounted, mut discount_sum) = (0u32, 0u32, 0i64);
         let mut last_two: (Option<EventTime>, Option<EventTime>) = (None, None);
         let mut categories: BTreeMap<u16, u32> = BTreeMap::new();
         let mut payments: BTreeMap<u8, u32> = BTreeMap::new();
-        for o in live().filter(|o| o.time > year_from) {
+        for o in self.orders.iter().filter(|o| o.counts()) {
+            let t = o.time();
+            if t > now {
+                break;
+            }
+            let cents = o.amount().0;
+            (live_count, live_revenue, last_live) = (live_count + 1, live_revenue.plus(cents), Some(t));
+            for (_, n, revenue) in windows.iter_mut().filter(|(from, _, _)| t > *from) {
+                (*n, *revenue) = (*n + 1, revenue.plus(cents));
+            }
+            if t <= year_from {
+                continue;
+            }
             year_orders += 1;
             if o.discount_cents > 0 {
                 discounted += 1;
                 discount_sum += i64::from(o.discount_cents);
             }
-            // Orders are sorted by time.
-            last_two = (last_two.1, Some(o.time));
+            last_two = (last_two.1, Some(t));
             if detail.is_some() && o.category != NONE {
                 *categories.entry(o.category).or_default() += 1;
             }
@@ -573,6 +638,15 @@ impl CustomerState {
                 *payments.entry(o.payment).or_default() += 1;
             }
         }
+        let order_windows = config
+            .order_windows_days
+            .iter()
+            .zip(windows)
+            .map(|(&days, (_, orders, revenue))| OrderWindow { days, orders, revenue: revenue.units() })
+            .collect();
+        let lifetime_orders = live_count + self.folded_orders;
+        let lifetime_revenue = live_revenue.plus(self.folded_revenue.0);
+        let last_order = last_live.or(self.folded_last_order);
         let with_category: u32 = categories.values().sum();
         let (top, preferred_payment) = match detail {
             Some(dict) => (
@@ -602,13 +676,13 @@ impl CustomerState {
                     }
                     recent(i64::from(days)).map(|a| u32::from(field(a))).sum::<u32>()
                 };
+                // Sessions that started on the window's days: compared in
+                // milliseconds, not converted to days one by one.
+                let (first, after) = (start_of_day(from + 1), start_of_day(today + 1));
                 ActivityWindow {
                     days,
-                    sessions: self
-                        .sessions
-                        .iter()
-                        .filter(|s| s.start.day() > from && s.start.day() <= today)
-                        .count() as u32,
+                    sessions: self.sessions.iter().filter(|s| (first..after).contains(&s.start())).count()
+                        as u32,
                     page_views: sum(|a| a.page_views),
                     product_views: sum(|a| a.product_views),
                     searches: sum(|a| a.searches),
@@ -634,16 +708,17 @@ impl CustomerState {
 
         // The current cart, as of now.
         let cart_from = today - config.activity_retention_days();
-        let lines = || self.cart.iter().filter(|l| l.time <= now && l.time.day() > cart_from);
+        let cart_first = start_of_day(cart_from + 1);
+        let lines = || self.cart.iter().filter(|l| (cart_first..=now).contains(&l.at.time()));
         let cart_value = Money(lines().map(|l| i64::from(l.cents)).sum::<i64>().max(0)).units();
-        let last_cart_add = lines().filter(|l| l.add).map(|l| l.time).max();
+        let last_cart_add = lines().filter(|l| l.add).map(|l| l.at.time()).max();
         let abandon_ms = i64::from(config.cart_abandon_hours) * HOUR_MS;
         let cart_abandon_at = last_cart_add.filter(|_| cart_value > 0.0).map(|t| t.plus_millis(abandon_ms));
         let cart_abandoned = cart_abandon_at.is_some_and(|at| at <= now);
         let cart_expire_at = lines()
-            .map(|l| l.time.day())
+            .map(|l| l.at.time().day())
             .max()
-            .map(|day| EventTime::from_millis((day + config.activity_retention_days()) * 86_400_000));
+            .map(|day| start_of_day(day + config.activity_retention_days()));
 
         let first_order = self.first_order;
         Features {
@@ -693,5 +768,31 @@ impl CustomerState {
             + self.activity.capacity() * std::mem::size_of::<DayActivity>()
             + self.sessions.capacity() * std::mem::size_of::<Session>()
             + self.cart.capacity() * std::mem::size_of::<CartLine>()
+    }
+}
+
+#[cfg(test)]
+mod layout {
+    use super::*;
+
+    #[test]
+    fn i48_keeps_every_time_and_amount_events_can_carry() {
+        let cases = [0, 1, -1, 946_684_800_000, 4_102_444_800_000, 100_000_000_000, -100_000_000_000];
+        for v in cases {
+            assert_eq!(I48::new(v).get(), v, "{v}");
+        }
+        assert_eq!(I48::new(i64::MAX).get(), I48::MAX, "clamped, not wrapped");
+        assert_eq!(I48::new(i64::MIN).get(), -I48::MAX - 1, "clamped, not wrapped");
+        let t = EventTime::from_millis(1_735_689_600_123);
+        assert_eq!(I48::from(t).time(), t);
+    }
+
+    #[test]
+    fn per_customer_list_entries_keep_their_documented_sizes() {
+        // The state-memory benchmark's figure rests on these.
+        assert_eq!(std::mem::size_of::<OrderEntry>(), 24);
+        assert_eq!(std::mem::size_of::<DayActivity>(), 20);
+        assert_eq!(std::mem::size_of::<Session>(), 12);
+        assert_eq!(std::mem::size_of::<CartLine>(), 12);
     }
 }

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::WorkerError;
 
 /// Bumped whenever the encoded state changes shape.
-const FORMAT: u32 = 1;
+const FORMAT: u32 = 2;
 /// The first bytes of a snapshot file.
 const MAGIC: &[u8; 8] = b"SEGSNAP\0";
 
@@ -77,17 +77,17 @@ impl Snapshot {
         let body = bytes.strip_prefix(MAGIC.as_slice()).ok_or_else(|| {
             io_error(path, "not a segstream snapshot (write one with `segstream backfill`)")
         })?;
-        let snapshot: Snapshot = postcard::from_bytes(body).map_err(|e| io_error(path, e))?;
-        if snapshot.format != FORMAT {
+        // The format comes first: checked before the rest, whose shape it names.
+        let (format, _) = postcard::take_from_bytes::<u32>(body).map_err(|e| io_error(path, e))?;
+        if format != FORMAT {
             return Err(io_error(
                 path,
                 format!(
-                    "snapshot format {} (this build reads {FORMAT}): write it again with this version",
-                    snapshot.format
+                    "snapshot format {format} (this build reads {FORMAT}): write it again with this version"
                 ),
             ));
         }
-        Ok(snapshot)
+        postcard::from_bytes(body).map_err(|e| io_error(path, e))
     }
 }
 
@@ -143,5 +143,40 @@ impl WarmStart {
     /// The snapshot's customers of one partition.
     pub(crate) fn customers_of(&self, partition: i32) -> impl Iterator<Item = &SavedCustomer> + '_ {
         self.by_partition.get(&partition).into_iter().flatten()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use segstream_config::Config;
+
+    use super::*;
+
+    #[test]
+    fn a_snapshot_reads_back_as_written() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("state.snap");
+        let mut snapshot =
+            Snapshot::new(EventTime::from_millis(1_700_000_000_000), 3, Config::default().features);
+        snapshot.categories = vec![Arc::from("shoes")];
+        snapshot.write(&path).expect("write");
+        let back = Snapshot::read(&path).expect("read");
+        assert_eq!((back.as_of, back.partitions, back.categories), (snapshot.as_of, 3, snapshot.categories));
+    }
+
+    #[test]
+    fn a_snapshot_of_another_format_is_refused_by_its_format_number() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("old.snap");
+        // An older format: its number, then a body of another shape.
+        let mut bytes = MAGIC.to_vec();
+        bytes = postcard::to_extend(&(FORMAT - 1), bytes).expect("encode");
+        bytes.extend_from_slice(&[0xff; 7]);
+        std::fs::write(&path, bytes).expect("write");
+        let e = Snapshot::read(&path).expect_err("refused").to_string();
+        assert!(
+            e.contains(&format!("snapshot format {}", FORMAT - 1)) && e.contains("write it again"),
+            "{e}"
+        );
     }
 }
