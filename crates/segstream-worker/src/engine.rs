@@ -114,15 +114,15 @@ impl Engine {
     /// Moves a quiet partition's stream time up to the worker's, so its
     /// timers fire although none of its customers send anything (the timers
     /// come back, earliest first). A partition that has never released a
-    /// record has no customers and is left alone.
+    /// record follows too: its customers may come from a warm-start snapshot.
     pub(crate) fn advance_quiet(&mut self, partition: i32) -> Vec<Fired> {
         // The worker's watermark: its largest stream time minus the lateness.
         let Some(target) = self.stream_time.values().max().copied() else { return Vec::new() };
         let watermark = target.plus_millis(-self.lateness_ms);
-        match self.stream_time.get_mut(&partition) {
-            Some(stream) if *stream < target => *stream = target,
-            _ => return Vec::new(),
+        if self.stream_time.get(&partition).is_some_and(|stream| *stream >= target) {
+            return Vec::new();
         }
+        self.stream_time.insert(partition, target);
         let fired = self.store.fire_timers(partition, watermark);
         fired.into_iter().map(|(id, transitions)| Fired { id, transitions, cause: None }).collect()
     }
@@ -135,5 +135,53 @@ impl Engine {
         }
         self.stream_time.remove(&partition);
         self.store.drop_partition(partition)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use segstream_events::OrderStatus;
+
+    use super::*;
+
+    const DAY: i64 = 86_400_000;
+    const T0: i64 = 1_700_000_000_000;
+
+    fn order(customer: &'static str, id: &'static str, day: i64) -> Input<'static> {
+        Input::Order(OrderRow {
+            order_id: id,
+            customer_id: customer,
+            event_time: EventTime::from_millis(T0 + day * DAY),
+            status: OrderStatus::Placed,
+            total: 10.0,
+            discount_amount: 0.0,
+            item_count: 1,
+            primary_category: None,
+            payment_method: None,
+            partition: 0,
+            offset: 0,
+        })
+    }
+
+    #[test]
+    fn a_partition_that_never_released_a_record_follows_the_worker_when_quiet() {
+        let config = Config::default();
+        // A snapshot's customer of partition 1, as a warm start brings it.
+        let mut history = Engine::new(&config).expect("engine");
+        history.process(1, Some(EventTime::from_millis(T0)), order("b", "b1", 0));
+        let mut engine = Engine::new(&config).expect("engine");
+        for saved in history.store.to_snapshot(EventTime::from_millis(T0), 2).customers {
+            engine.store.insert_saved(saved);
+        }
+        // Only partition 0 sends anything; partition 1 never does.
+        let at = EventTime::from_millis(T0 + 400 * DAY);
+        engine.process(0, Some(at), order("a", "a1", 400));
+        let stages: Vec<&str> = engine
+            .advance_quiet(1)
+            .into_iter()
+            .flat_map(|f| f.transitions.into_iter().filter_map(|t| t.to))
+            .collect();
+        assert_eq!(stages, ["active", "at_risk", "churned"], "b's timers fire on the worker's time");
+        assert!(engine.advance_quiet(1).is_empty(), "once caught up, nothing more");
     }
 }
