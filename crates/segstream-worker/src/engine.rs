@@ -140,29 +140,14 @@ impl Engine {
 
 #[cfg(test)]
 mod tests {
-    use segstream_events::OrderStatus;
-
     use super::*;
 
     const DAY: i64 = 86_400_000;
     const T0: i64 = 1_700_000_000_000;
 
     fn order(customer: &'static str, id: &'static str, day: i64) -> Input<'static> {
-        Input::Order(OrderRow {
-            order_id: id,
-            customer_id: customer,
-            event_time: EventTime::from_millis(T0 + day * DAY),
-            status: OrderStatus::Placed,
-            total: 10.0,
-            discount_amount: 0.0,
-            item_count: 1,
-            primary_category: None,
-            payment_method: None,
-            partition: 0,
-            offset: 0,
-        })
+        Input::Order(crate::store::tests::order(customer, id, day))
     }
-
     #[test]
     fn a_partition_that_never_released_a_record_follows_the_worker_when_quiet() {
         let config = Config::default();

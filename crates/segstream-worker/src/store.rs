@@ -371,7 +371,7 @@ fn rehash(hasher: &DefaultHashBuilder, slots: &[Customer], s: u32) -> u64 {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use segstream_config::Config;
     use segstream_events::OrderStatus;
 
@@ -379,7 +379,8 @@ mod tests {
 
     const DAY: i64 = 86_400_000;
 
-    fn order(customer: &'static str, id: &'static str, day: i64) -> OrderRow<'static> {
+    /// A placed order of 10.00 on `day` days after 2023-11-14 (partition 0).
+    pub(crate) fn order(customer: &'static str, id: &'static str, day: i64) -> OrderRow<'static> {
         OrderRow {
             order_id: id,
             customer_id: customer,
