@@ -44,7 +44,7 @@ impl Money {
 /// A time in milliseconds or an amount in cents, in six bytes: event times
 /// are 2000–2100 and amounts at most a billion units (both checked where
 /// events are decoded), far inside 48 bits (±1.4·10^14). Millions of
-/// customers hold lists of these, so the two bytes a value matter.
+/// customers hold lists of these, so the two bytes saved on each matter.
 #[derive(Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 struct I48([u8; 6]);
 

@@ -92,20 +92,20 @@ impl Engine {
                 out.push(Fired { id, transitions, cause: None });
             }
         }
-        let (id, transitions, cause) = match input {
+        // The cause is written out only for a record that moved something.
+        let fired = match input {
             Input::Click(mut r) => {
                 r.partition = partition;
-                let (id, tr) = self.store.on_click(&r);
-                (id, tr, r.event_id.to_owned())
+                self.store.on_click(&r).map(|(id, tr)| (id, tr, r.event_id.to_owned()))
             }
             Input::Order(mut r) => {
                 r.partition = partition;
-                let (id, tr) = self.store.on_order(&r);
-                (id, tr, format!("{}:{}", r.order_id, r.status.as_str()))
+                let changed = self.store.on_order(&r);
+                changed.map(|(id, tr)| (id, tr, format!("{}:{}", r.order_id, r.status.as_str())))
             }
-            Input::Other => return out,
+            Input::Other => None,
         };
-        if !transitions.is_empty() {
+        if let Some((id, transitions, cause)) = fired {
             out.push(Fired { id, transitions, cause: Some(cause) });
         }
         out

@@ -51,7 +51,7 @@ pub(crate) fn snapshot(
     customers.sort_by(|a, b| a.0.cmp(b.0));
     let rows: Vec<_> = customers
         .iter()
-        .map(|(id, features, stage)| table::Row { customer_id: id.as_str(), features, lifecycle: *stage })
+        .map(|(id, features, stage)| table::Row { customer_id: id, features, lifecycle: *stage })
         .collect();
     table::build(&rows, config, true).map_err(|e| e.to_string())
 }

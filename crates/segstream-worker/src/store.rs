@@ -11,6 +11,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::hash::BuildHasher;
 use std::sync::Arc;
 
+use compact_str::CompactString;
 use hashbrown::{DefaultHashBuilder, HashTable};
 
 use segstream_config::FeaturesConfig;
@@ -26,7 +27,8 @@ use crate::snapshot::{SavedCustomer, Snapshot};
 
 #[derive(Debug)]
 struct Customer {
-    id: CustomerId,
+    /// Inline up to 24 bytes: most customer ids cost no allocation.
+    id: CompactString,
     features: CustomerState,
     segments: CustomerSegments,
     /// Input partition the customer's events come from (same index on both topics).
@@ -47,7 +49,7 @@ pub struct CustomerStore {
     /// customer there.
     index: HashTable<u32>,
     hasher: DefaultHashBuilder,
-    slots: Vec<Customer>,
+    slots: Slots,
     /// Customers per (kind, segment).
     population: BTreeMap<(SegmentKind, &'static str), i64>,
     /// Per partition: (due time, slot), earliest first.
@@ -69,7 +71,7 @@ impl CustomerStore {
         Ok(Self {
             index: HashTable::new(),
             hasher: DefaultHashBuilder::default(),
-            slots: Vec::new(),
+            slots: Slots::default(),
             population: BTreeMap::new(),
             timers: BTreeMap::new(),
             rules,
@@ -81,8 +83,8 @@ impl CustomerStore {
     }
 
     /// Applies a click: time-driven transitions due before it, then the
-    /// evaluation after it.
-    pub fn on_click(&mut self, row: &ClickRow<'_>) -> (CustomerId, Vec<Transition>) {
+    /// evaluation after it. The customer and their transitions, if any.
+    pub fn on_click(&mut self, row: &ClickRow<'_>) -> Option<(CustomerId, Vec<Transition>)> {
         let counted = std::cell::Cell::new(false);
         let out = self.process(row.customer_id, row.partition, row.event_time, |state, config, _| {
             counted.set(state.apply_click(row, config));
@@ -98,15 +100,15 @@ impl CustomerStore {
     /// by the DataFusion plan, go into the customers' day buckets.
     pub fn flush_activity(&mut self) -> Result<(), WorkerError> {
         for (customer, day, counts) in self.activity.run(&mut self.tally)? {
-            if let Some(slot) = self.slot_of(customer.as_str()) {
-                self.slots[slot].features.merge_day(day, &counts, &self.features);
+            if let Some(c) = self.slot_of(customer.as_str()).and_then(|slot| self.slots.get_mut(slot)) {
+                c.features.merge_day(day, &counts, &self.features);
             }
         }
         Ok(())
     }
 
     /// Applies an order event; see [`CustomerStore::on_click`].
-    pub fn on_order(&mut self, row: &OrderRow<'_>) -> (CustomerId, Vec<Transition>) {
+    pub fn on_order(&mut self, row: &OrderRow<'_>) -> Option<(CustomerId, Vec<Transition>)> {
         self.process(row.customer_id, row.partition, row.event_time, |state, config, dict| {
             state.apply_order(row, config, dict) && row.status == OrderStatus::Placed
         })
@@ -118,19 +120,18 @@ impl CustomerStore {
         partition: i32,
         t: EventTime,
         apply: impl FnOnce(&mut CustomerState, &FeaturesConfig, &mut Dictionaries) -> bool,
-    ) -> (CustomerId, Vec<Transition>) {
+    ) -> Option<(CustomerId, Vec<Transition>)> {
         let slot = match self.slot_of(customer_id) {
             Some(slot) => slot,
             None => self.push(Customer {
-                id: CustomerId::new(customer_id),
+                id: CompactString::from(customer_id),
                 features: CustomerState::default(),
                 segments: CustomerSegments::default(),
                 partition,
                 scheduled: None,
             }),
         };
-        let c = &mut self.slots[slot];
-        let id = c.id.clone();
+        let Some(c) = self.slots.get_mut(slot) else { unreachable!("slot {slot} was just found or pushed") };
         let Customer { features: state, segments, .. } = c;
         let (config, dict) = (&self.features, &mut self.dict);
         let mut transitions = segments.advance(&self.rules, t, |at| state.segment_features(at, config));
@@ -139,7 +140,7 @@ impl CustomerStore {
             .extend(segments.on_event(&self.rules, t, ordered, |at| state.segment_features(at, config)));
         self.reschedule(slot);
         self.count(&transitions);
-        (id, transitions)
+        (!transitions.is_empty()).then(|| (CustomerId::new(customer_id), transitions))
     }
 
     /// Where the customer with this id is, if it is here.
@@ -152,9 +153,8 @@ impl CustomerStore {
 
     /// Adds a customer not yet here; returns its slot.
     fn push(&mut self, customer: Customer) -> usize {
-        let slot = self.slots.len();
         let hash = self.hasher.hash_one(customer.id.as_str());
-        self.slots.push(customer);
+        let slot = self.slots.push(customer);
         let Self { index, hasher, slots, .. } = self;
         index.insert_unique(hash, slot_key(slot), |&s| rehash(hasher, slots, s));
         slot
@@ -172,8 +172,8 @@ impl CustomerStore {
             let slot = slot as usize;
             let Some(c) = self.slots.get_mut(slot) else { continue };
             c.scheduled = None;
-            let id = c.id.clone();
-            let Customer { features: state, segments, .. } = c;
+            let Customer { id, features: state, segments, .. } = c;
+            let id = CustomerId::new(id.as_str());
             let config = &self.features;
             let transitions = segments.advance(&self.rules, due, |at| state.segment_features(at, config));
             self.reschedule(slot);
@@ -240,9 +240,7 @@ impl CustomerStore {
 
     /// Drops every customer of a revoked partition; returns how many.
     pub(crate) fn drop_partition(&mut self, partition: i32) -> usize {
-        let (dropped, kept): (Vec<Customer>, Vec<Customer>) =
-            std::mem::take(&mut self.slots).into_iter().partition(|c| c.partition == partition);
-        self.slots = kept;
+        let dropped = self.slots.take_partition(partition);
         for c in &dropped {
             self.count_memberships(&c.segments, -1);
         }
@@ -269,10 +267,10 @@ impl CustomerStore {
     pub(crate) fn features_as_of(
         &self,
         as_of: EventTime,
-    ) -> impl Iterator<Item = (&CustomerId, segstream_features::Features, Option<&'static str>)> + '_ {
+    ) -> impl Iterator<Item = (&str, segstream_features::Features, Option<&'static str>)> + '_ {
         self.slots.iter().map(move |c| {
             let stage = c.segments.lifecycle().map(|s| s.as_str());
-            (&c.id, c.features.features(as_of, &self.features, &self.dict), stage)
+            (c.id.as_str(), c.features.features(as_of, &self.features, &self.dict), stage)
         })
     }
 
@@ -285,7 +283,7 @@ impl CustomerStore {
             .slots
             .iter()
             .map(|c| SavedCustomer {
-                id: c.id.clone(),
+                id: CustomerId::new(c.id.as_str()),
                 partition: c.partition,
                 features: c.features.clone(),
                 segments: c.segments.clone(),
@@ -328,7 +326,7 @@ impl CustomerStore {
         }
         self.count_memberships(&saved.segments, 1);
         let slot = self.push(Customer {
-            id: saved.id,
+            id: CompactString::from(saved.id.as_str()),
             features: saved.features,
             segments: saved.segments,
             partition: saved.partition,
@@ -356,7 +354,64 @@ impl CustomerStore {
         let per_slot = std::mem::size_of::<Customer>() - std::mem::size_of::<CustomerState>()
             + 2 * (std::mem::size_of::<u32>() + 1)
             + std::mem::size_of::<(EventTime, u32)>();
-        self.slots.iter().map(|c| c.id.as_str().len() + c.features.approx_bytes() + per_slot).sum()
+        let id_heap = |c: &Customer| if c.id.is_heap_allocated() { c.id.capacity() } else { 0 };
+        self.slots.iter().map(|c| id_heap(c) + c.features.approx_bytes() + per_slot).sum()
+    }
+}
+
+/// The customers, in chunks of a fixed size: growing never moves a large
+/// block (a doubling vector copies it and leaves up to half of its room
+/// unused), the spare room is under one chunk, and a slot number stays valid
+/// until a partition is dropped.
+#[derive(Debug, Default)]
+struct Slots {
+    /// Every chunk but the last is full.
+    chunks: Vec<Vec<Customer>>,
+}
+
+/// Customers per chunk (about 250 KB).
+const CHUNK: usize = 1024;
+
+impl Slots {
+    fn len(&self) -> usize {
+        self.chunks.len().saturating_sub(1) * CHUNK + self.chunks.last().map_or(0, Vec::len)
+    }
+
+    fn get(&self, slot: usize) -> Option<&Customer> {
+        self.chunks.get(slot / CHUNK)?.get(slot % CHUNK)
+    }
+
+    fn get_mut(&mut self, slot: usize) -> Option<&mut Customer> {
+        self.chunks.get_mut(slot / CHUNK)?.get_mut(slot % CHUNK)
+    }
+
+    /// Adds a customer; returns its slot.
+    fn push(&mut self, customer: Customer) -> usize {
+        let slot = self.len();
+        match self.chunks.last_mut() {
+            Some(chunk) if chunk.len() < CHUNK => chunk.push(customer),
+            _ => {
+                let mut chunk = Vec::with_capacity(CHUNK);
+                chunk.push(customer);
+                self.chunks.push(chunk);
+            }
+        }
+        slot
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &Customer> + '_ {
+        self.chunks.iter().flatten()
+    }
+
+    /// Takes out the customers of `partition`; the others move up to fill
+    /// their slots.
+    fn take_partition(&mut self, partition: i32) -> Vec<Customer> {
+        let (dropped, kept): (Vec<Customer>, Vec<Customer>) =
+            std::mem::take(&mut self.chunks).into_iter().flatten().partition(|c| c.partition == partition);
+        for c in kept {
+            self.push(c);
+        }
+        dropped
     }
 }
 
@@ -366,7 +421,7 @@ fn slot_key(slot: usize) -> u32 {
 }
 
 /// The hash of the id in slot `s`, for the index to move its entries when it grows.
-fn rehash(hasher: &DefaultHashBuilder, slots: &[Customer], s: u32) -> u64 {
+fn rehash(hasher: &DefaultHashBuilder, slots: &Slots, s: u32) -> u64 {
     slots.get(s as usize).map_or(0, |c| hasher.hash_one(c.id.as_str()))
 }
 
@@ -453,5 +508,27 @@ pub(crate) mod tests {
         again.partition = 1;
         store.on_order(&again);
         assert_eq!(store.len(), 2);
+    }
+
+    #[test]
+    fn customers_across_many_chunks_stay_found_after_a_partition_is_dropped() {
+        let config = Config::default();
+        let mut store =
+            CustomerStore::new(LifecycleRules::new(config.lifecycle), config.features).expect("store");
+        let ids: Vec<&'static str> =
+            (0..2 * CHUNK + 500).map(|i| &*Box::leak(format!("c{i}").into_boxed_str())).collect();
+        for (i, id) in ids.iter().enumerate() {
+            let mut row = order(id, id, 0);
+            row.partition = (i % 3) as i32;
+            store.on_order(&row);
+        }
+        let dropped = store.drop_partition(1);
+        assert_eq!(dropped, ids.iter().enumerate().filter(|(i, _)| i % 3 == 1).count());
+        assert_eq!(store.len(), ids.len() - dropped);
+        assert_eq!(store.pending_timers(), store.len());
+        for (i, id) in ids.iter().enumerate() {
+            let found = store.membership(&CustomerId::new(*id), EventTime::from_millis(1_700_000_000_000));
+            assert_eq!(found.is_some(), i % 3 != 1, "{id}");
+        }
     }
 }
