@@ -114,7 +114,9 @@ impl Engine {
     /// Moves a quiet partition's stream time up to the worker's, so its
     /// timers fire although none of its customers send anything (the timers
     /// come back, earliest first). A partition that has never released a
-    /// record follows too: its customers may come from a warm-start snapshot.
+    /// record follows too: its customers may come from a warm-start snapshot
+    /// (a new partition whose first fetch takes longer than the timeout is
+    /// then ahead of its backlog, as a quiet partition would be).
     pub(crate) fn advance_quiet(&mut self, partition: i32) -> Vec<Fired> {
         // The worker's watermark: its largest stream time minus the lateness.
         let Some(target) = self.stream_time.values().max().copied() else { return Vec::new() };

@@ -8,11 +8,11 @@
 //! (replay) rebuilds the timers too.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::hash::BuildHasher;
+use std::hash::{BuildHasher, RandomState};
 use std::sync::Arc;
 
 use compact_str::CompactString;
-use hashbrown::{DefaultHashBuilder, HashTable};
+use hashbrown::HashTable;
 
 use segstream_config::FeaturesConfig;
 use segstream_events::{
@@ -43,16 +43,20 @@ struct Customer {
 #[derive(Debug)]
 pub struct CustomerStore {
     /// Where each customer is in `slots`, hashed by the slot's id.
-    /// Customers live in a dense vector, not in the table itself: a hash
-    /// table pays its spare capacity per bucket, which is 4 bytes of slot
-    /// number here (the id is read from the slot, stored once) and most of a
-    /// customer there.
+    /// Customers live in `slots`, not in the table itself: a hash table pays
+    /// its spare capacity per bucket, which is 4 bytes of slot number here
+    /// (the id is read from the slot, stored once) and most of a customer
+    /// there.
     index: HashTable<u32>,
-    hasher: DefaultHashBuilder,
+    /// SipHash with random keys: customer ids come from outside, so the
+    /// index must not degrade under ids chosen to collide.
+    hasher: RandomState,
     slots: Slots,
     /// Customers per (kind, segment).
     population: BTreeMap<(SegmentKind, &'static str), i64>,
-    /// Per partition: (due time, slot), earliest first.
+    /// Per partition: (due time, slot), earliest first; ties in the order
+    /// the customers were first seen (slot order, kept by drops and warm
+    /// starts), so a replay fires them in the live order.
     timers: BTreeMap<i32, BTreeSet<(EventTime, u32)>>,
     rules: LifecycleRules,
     features: FeaturesConfig,
@@ -70,7 +74,7 @@ impl CustomerStore {
     pub fn new(rules: LifecycleRules, features: FeaturesConfig) -> Result<Self, WorkerError> {
         Ok(Self {
             index: HashTable::new(),
-            hasher: DefaultHashBuilder::default(),
+            hasher: RandomState::new(),
             slots: Slots::default(),
             population: BTreeMap::new(),
             timers: BTreeMap::new(),
@@ -172,14 +176,13 @@ impl CustomerStore {
             let slot = slot as usize;
             let Some(c) = self.slots.get_mut(slot) else { continue };
             c.scheduled = None;
-            let Customer { id, features: state, segments, .. } = c;
-            let id = CustomerId::new(id.as_str());
+            let Customer { features: state, segments, .. } = c;
             let config = &self.features;
             let transitions = segments.advance(&self.rules, due, |at| state.segment_features(at, config));
             self.reschedule(slot);
             self.count(&transitions);
-            if !transitions.is_empty() {
-                out.push((id, transitions));
+            if let Some(c) = self.slots.get(slot).filter(|_| !transitions.is_empty()) {
+                out.push((CustomerId::new(c.id.as_str()), transitions));
             }
         }
         out
@@ -240,13 +243,18 @@ impl CustomerStore {
 
     /// Drops every customer of a revoked partition; returns how many.
     pub(crate) fn drop_partition(&mut self, partition: i32) -> usize {
+        self.timers.remove(&partition);
+        if !self.slots.iter().any(|c| c.partition == partition) {
+            // Nothing moves (a newly assigned partition, or one revoked twice).
+            return 0;
+        }
         let dropped = self.slots.take_partition(partition);
         for c in &dropped {
             self.count_memberships(&c.segments, -1);
         }
         // Rebalances are rare: the survivors moved, index and timers anew.
         let Self { index, hasher, slots, timers, .. } = self;
-        index.clear();
+        *index = HashTable::with_capacity(slots.len());
         timers.clear();
         for (slot, c) in slots.iter().enumerate() {
             index
@@ -350,9 +358,10 @@ impl CustomerStore {
     /// Approximate bytes of the whole state (walks every customer: call rarely).
     pub(crate) fn approx_bytes(&self) -> usize {
         // The slot without the inline state (`approx_bytes` counts it), up to
-        // two index buckets (a slot number and a control byte each) and a timer.
+        // about two and a third index buckets (a slot number and a control
+        // byte each: at most 7/8 full, sizes double) and a timer.
         let per_slot = std::mem::size_of::<Customer>() - std::mem::size_of::<CustomerState>()
-            + 2 * (std::mem::size_of::<u32>() + 1)
+            + 7 * (std::mem::size_of::<u32>() + 1) / 3
             + std::mem::size_of::<(EventTime, u32)>();
         let id_heap = |c: &Customer| if c.id.is_heap_allocated() { c.id.capacity() } else { 0 };
         self.slots.iter().map(|c| id_heap(c) + c.features.approx_bytes() + per_slot).sum()
@@ -404,12 +413,15 @@ impl Slots {
     }
 
     /// Takes out the customers of `partition`; the others move up to fill
-    /// their slots.
+    /// their slots, chunk by chunk.
     fn take_partition(&mut self, partition: i32) -> Vec<Customer> {
-        let (dropped, kept): (Vec<Customer>, Vec<Customer>) =
-            std::mem::take(&mut self.chunks).into_iter().flatten().partition(|c| c.partition == partition);
-        for c in kept {
-            self.push(c);
+        let mut dropped = Vec::new();
+        for c in std::mem::take(&mut self.chunks).into_iter().flatten() {
+            if c.partition == partition {
+                dropped.push(c);
+            } else {
+                self.push(c);
+            }
         }
         dropped
     }
@@ -421,7 +433,7 @@ fn slot_key(slot: usize) -> u32 {
 }
 
 /// The hash of the id in slot `s`, for the index to move its entries when it grows.
-fn rehash(hasher: &DefaultHashBuilder, slots: &Slots, s: u32) -> u64 {
+fn rehash(hasher: &RandomState, slots: &Slots, s: u32) -> u64 {
     slots.get(s as usize).map_or(0, |c| hasher.hash_one(c.id.as_str()))
 }
 
