@@ -608,10 +608,12 @@ impl CustomerState {
         // One pass over the orders kept, sorted by time: the windows, the
         // lifetime figures, and the longest window's discounts, gaps,
         // categories and payments.
-        let mut windows: Vec<(EventTime, u32, Money)> = config
+        // (days, from, orders, revenue) per window; turned into the
+        // `OrderWindow`s in place at the end (one allocation, on a hot path).
+        let mut windows: Vec<(u32, EventTime, u32, Money)> = config
             .order_windows_days
             .iter()
-            .map(|&days| (now.plus_days(-f64::from(days)), 0, Money(0)))
+            .map(|&days| (days, now.plus_days(-f64::from(days)), 0, Money(0)))
             .collect();
         let year_from = now.plus_days(-(config.order_retention_days() as f64));
         let (mut live_count, mut live_revenue, mut last_live) = (0u32, Money(0), None);
@@ -626,7 +628,7 @@ impl CustomerState {
             }
             let cents = o.amount().0;
             (live_count, live_revenue, last_live) = (live_count + 1, live_revenue.plus(cents), Some(t));
-            for (_, n, revenue) in windows.iter_mut().filter(|(from, _, _)| t > *from) {
+            for (_, _, n, revenue) in windows.iter_mut().filter(|(_, from, _, _)| t > *from) {
                 (*n, *revenue) = (*n + 1, revenue.plus(cents));
             }
             if t <= year_from {
@@ -645,11 +647,9 @@ impl CustomerState {
                 *payments.entry(o.payment).or_default() += 1;
             }
         }
-        let order_windows = config
-            .order_windows_days
-            .iter()
-            .zip(windows)
-            .map(|(&days, (_, orders, revenue))| OrderWindow { days, orders, revenue: revenue.units() })
+        let order_windows = windows
+            .into_iter()
+            .map(|(days, _, orders, revenue)| OrderWindow { days, orders, revenue: revenue.units() })
             .collect();
         let lifetime_orders = live_count + self.folded_orders;
         let lifetime_revenue = live_revenue.plus(self.folded_revenue.0);
