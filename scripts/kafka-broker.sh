@@ -134,6 +134,9 @@ transaction.state.log.num.partitions=1
 share.coordinator.state.topic.replication.factor=1
 share.coordinator.state.topic.min.isr=1
 share.coordinator.state.topic.num.partitions=1
+# A dead producer's open transaction is aborted within a second of its
+# timeout (default check every 10 s), so readers are not held back longer.
+transaction.abort.timed.out.transaction.cleanup.interval.ms=1000
 # Compaction observable in tests: cleaner checks every second (default 15 s);
 # a small dedupe buffer keeps the 512 MB heap free (default 128 MB).
 log.cleaner.enable=true

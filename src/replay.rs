@@ -29,6 +29,11 @@ pub(crate) struct ReplayArgs {
     /// Where to write the segment changes, one JSON object per line; `-` for stdout.
     #[arg(long, default_value = "-")]
     output: PathBuf,
+    /// Also write every customer's memberships at the end (what the
+    /// compacted customer-segments topic ends up holding), one JSON object
+    /// per line.
+    #[arg(long)]
+    memberships: Option<PathBuf>,
 }
 
 /// Payloads of one kind in file order, and where each came from.
@@ -149,11 +154,18 @@ pub(crate) async fn run(args: ReplayArgs, config: Config) -> anyhow::Result<()> 
             .with_context(|| format!("creating --output {}", args.output.display()))?;
         Box::new(std::io::BufWriter::new(file))
     };
+    let mut memberships_out = match &args.memberships {
+        Some(path) => Some(std::io::BufWriter::new(
+            std::fs::File::create(path)
+                .with_context(|| format!("creating --memberships {}", path.display()))?,
+        )),
+        None => None,
+    };
     let began = Instant::now();
     let progress = bar.clone();
     let h = Arc::clone(&history);
-    let summary = tokio::task::spawn_blocking(move || {
-        segstream_worker::replay(
+    let summary = tokio::task::spawn_blocking(move || -> anyhow::Result<ReplaySummary> {
+        let (summary, memberships) = segstream_worker::replay(
             &config,
             partitions,
             &h.clicks.payloads,
@@ -163,11 +175,16 @@ pub(crate) async fn run(args: ReplayArgs, config: Config) -> anyhow::Result<()> 
                 serde_json::to_writer(&mut out, &change)?;
                 out.write_all(b"\n")
             },
-        )
-        .and_then(|s| {
-            out.flush().map_err(|e| segstream_worker::WorkerError::Output(e.to_string()))?;
-            Ok(s)
-        })
+        )?;
+        out.flush().context("writing --output")?;
+        if let Some(file) = memberships_out.as_mut() {
+            for m in memberships {
+                serde_json::to_writer(&mut *file, &m)?;
+                file.write_all(b"\n")?;
+            }
+            file.flush().context("writing --memberships")?;
+        }
+        Ok(summary)
     })
     .await?;
     let summary = summary?;

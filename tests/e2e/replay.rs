@@ -29,8 +29,7 @@ fn a_replay_of_generated_history_gives_the_changes_of_a_live_run() {
     // A long lane timeout: the lanes are merged on their data alone, as in a
     // replay; a short partition timeout: the live run ends, as the replay
     // does, with every partition following the worker's watermark.
-    let setup =
-        Setup::new("replay", 3).with("worker.partition_idle_ms=4000").with("time.idle_partition_ms=1000");
+    let setup = Setup::new("replay", 3).with("time.idle_partition_ms=1000");
     let dir = tempfile::tempdir().unwrap();
     let generate = ["generate", "--customers", "40", "--days", "240", "--seed", "11"];
     let out = setup.cli(&[&generate[..], &["--to", "files", "--out", dir.path().to_str().unwrap()]].concat());

@@ -114,9 +114,11 @@ impl Setup {
             format!("topics.segment_changes=changes-{name}"),
             format!("topics.customer_segments=members-{name}"),
             format!("topics.dead_letter=dlq-{name}"),
+            format!("topics.decisions=decisions-{name}"),
             format!("topics.partitions={partitions}"),
             format!("worker.instance_id=w-{name}"),
-            "worker.partition_idle_ms=300".to_owned(),
+            // The broker's smallest session (group.min.session.timeout.ms).
+            "worker.session_timeout_ms=6000".to_owned(),
             "http.listen=127.0.0.1:0".to_owned(),
         ];
         let setup = Self { name, sets };

@@ -98,6 +98,8 @@ pub struct TopicsConfig {
     pub customer_segments: String,
     /// Dead letters.
     pub dead_letter: String,
+    /// Internal: the timing-dependent decisions of the merge, per input partition.
+    pub decisions: String,
     /// Partitions for `topics create`.
     pub partitions: i32,
     /// Replication factor for `topics create`.
@@ -114,10 +116,14 @@ pub struct WorkerConfig {
     pub batch_max_events: usize,
     /// Max wait per micro-batch, ms.
     pub batch_max_wait_ms: u64,
-    /// Idle timeout of a partition in the co-partition merge, ms.
+    /// How long a lane at the end of its log holds its co-partition back, ms.
     pub partition_idle_ms: u64,
+    /// A Kafka transaction commits the outputs and input offsets this often, ms.
+    pub commit_interval_ms: u64,
     /// Kafka transaction timeout, ms.
     pub transaction_timeout_ms: u64,
+    /// Consumer-group session timeout, ms (static membership).
+    pub session_timeout_ms: u64,
     /// A state snapshot (`segstream backfill`) to start from; empty = none.
     pub warm_start: String,
 }
@@ -277,6 +283,32 @@ impl Config {
         }
         if self.worker.batch_max_events == 0 {
             return fail("worker.batch_max_events", "0".into(), "use a positive number, e.g. 5000");
+        }
+        if self.worker.commit_interval_ms == 0 || self.worker.commit_interval_ms > 60_000 {
+            return fail(
+                "worker.commit_interval_ms",
+                self.worker.commit_interval_ms.to_string(),
+                "use 1 to 60000 ms, e.g. 100",
+            );
+        }
+        if self.worker.transaction_timeout_ms < 1_000
+            || self.worker.transaction_timeout_ms <= self.worker.commit_interval_ms
+        {
+            return fail(
+                "worker.transaction_timeout_ms",
+                self.worker.transaction_timeout_ms.to_string(),
+                &format!(
+                    "use at least 1000 ms and more than worker.commit_interval_ms ({}), e.g. 10000",
+                    self.worker.commit_interval_ms
+                ),
+            );
+        }
+        if !(1_000..=1_800_000).contains(&self.worker.session_timeout_ms) {
+            return fail(
+                "worker.session_timeout_ms",
+                self.worker.session_timeout_ms.to_string(),
+                "use 1000 to 1800000 ms (the broker's group.min/max.session.timeout.ms bound it further), e.g. 10000",
+            );
         }
         if self.topics.partitions < 1 {
             return fail("topics.partitions", self.topics.partitions.to_string(), "use 1 or more");

@@ -71,6 +71,13 @@ impl Fields {
         }
     }
 
+    pub(crate) fn long(&mut self, name: &'static str) -> Result<i64, DecodeError> {
+        match self.take(name)? {
+            Value::Long(l) => Ok(l),
+            other => Err(unexpected(name, "a long", &other)),
+        }
+    }
+
     pub(crate) fn time(&mut self, name: &'static str) -> Result<EventTime, DecodeError> {
         match self.take(name)? {
             Value::TimestampMillis(ms) | Value::Long(ms) => Ok(EventTime::from_millis(ms)),

@@ -10,6 +10,7 @@ mod arrow_batch;
 mod avro_fields;
 mod change;
 mod codec;
+mod decision;
 mod error;
 mod ids;
 mod model;
@@ -22,6 +23,7 @@ pub use arrow_batch::{
 };
 pub use change::{ChangeType, CustomerSegments, Membership, SegmentChange, SegmentKind, Trigger};
 pub use codec::{PayloadFormat, decode_click, decode_order, encode_click, encode_order};
+pub use decision::{Decision, DecisionAction, DecisionRecord, Lane, Positions};
 pub use error::{DecodeError, EncodeError};
 pub use ids::{CustomerId, EventTime};
 pub use model::{ClickEvent, ClickEventType, OrderEvent, OrderStatus};

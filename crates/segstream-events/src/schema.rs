@@ -19,6 +19,9 @@ pub const SEGMENT_CHANGES_AVSC: &str = include_str!("../../../schemas/segment-ch
 /// `schemas/customer-segments.avsc`.
 pub const CUSTOMER_SEGMENTS_AVSC: &str = include_str!("../../../schemas/customer-segments.avsc");
 
+/// `schemas/decisions.avsc`.
+pub const DECISIONS_AVSC: &str = include_str!("../../../schemas/decisions.avsc");
+
 /// Schema id of `ClickEvent` v1 in the Confluent header.
 pub const CLICKSTREAM_SCHEMA_ID: u32 = 1;
 /// Schema id of `OrderEvent` v1.
@@ -27,6 +30,8 @@ pub const ORDERS_SCHEMA_ID: u32 = 2;
 pub const SEGMENT_CHANGES_SCHEMA_ID: u32 = 3;
 /// Schema id of `CustomerSegments` v1.
 pub const CUSTOMER_SEGMENTS_SCHEMA_ID: u32 = 4;
+/// Schema id of `Decisions` v1 (internal decisions topic).
+pub const DECISIONS_SCHEMA_ID: u32 = 5;
 
 /// Parsed schemas, parsed once per process.
 #[derive(Debug)]
@@ -39,6 +44,8 @@ pub struct Schemas {
     pub change: Schema,
     /// Writer schema for memberships.
     pub membership: Schema,
+    /// Writer schema of the internal decisions topic.
+    pub decisions: Schema,
     /// Writer schemas we accept on the click topic, by id.
     click_writers: HashMap<u32, Schema>,
     /// Writer schemas we accept on the order topic, by id.
@@ -64,6 +71,7 @@ impl Schemas {
                 order,
                 change: parse(SEGMENT_CHANGES_AVSC, "segment-changes.avsc"),
                 membership: parse(CUSTOMER_SEGMENTS_AVSC, "customer-segments.avsc"),
+                decisions: parse(DECISIONS_AVSC, "decisions.avsc"),
             }
         })
     }

@@ -201,3 +201,35 @@ fn event_times_order_like_their_milliseconds_and_an_optional_one_takes_eight_byt
     assert_eq!(json, "-5");
     assert_eq!(serde_json::from_str::<EventTime>(&json).expect("back"), EventTime::from_millis(-5));
 }
+
+#[test]
+fn decision_records_round_trip_through_avro_with_every_action() {
+    let at = Positions { clicks: 1_234, orders: 56 };
+    let record = DecisionRecord {
+        group_id: "g".into(),
+        partition: 3,
+        seq: 7,
+        decisions: vec![
+            Decision { at, action: DecisionAction::Alone { lane: Lane::Clicks, until: 1_300 } },
+            Decision { at, action: DecisionAction::Alone { lane: Lane::Orders, until: 60 } },
+            Decision {
+                at: Positions { clicks: 1_300, orders: 60 },
+                action: DecisionAction::Follow { stream_time: EventTime::from_millis(1_700_000_000_000) },
+            },
+        ],
+    };
+    let bytes = record.to_avro().expect("encode");
+    assert_eq!(&bytes[..5], &[0, 0, 0, 0, schema::DECISIONS_SCHEMA_ID as u8]);
+    assert_eq!(DecisionRecord::from_avro(&bytes).expect("decode"), record);
+    let mut other = bytes.clone();
+    other[4] = schema::SEGMENT_CHANGES_SCHEMA_ID as u8;
+    assert!(DecisionRecord::from_avro(&other).is_err(), "another schema id is refused");
+}
+
+#[test]
+fn a_position_is_passed_once_either_lane_is_beyond_it() {
+    let at = Positions { clicks: 10, orders: 5 };
+    assert!(!at.passed(at));
+    assert!(!Positions { clicks: 9, orders: 5 }.passed(at));
+    assert!(Positions { clicks: 10, orders: 6 }.passed(at));
+}

@@ -59,6 +59,8 @@ pub async fn create_topics(config: &Config) -> Result<Vec<TopicStatus>, KafkaIoE
             .set("cleanup.policy", "compact")
             .set("min.cleanable.dirty.ratio", "0.1"),
     );
+    // A rebuild reads a partition's decisions from the start: kept for good.
+    topics.push(NewTopic::new(t.decisions.as_str(), t.partitions, replication()).set("retention.ms", "-1"));
     let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
     let results =
         admin.create_topics(topics.iter(), &options).await.map_err(KafkaIoError::kafka("creating topics"))?;
@@ -75,30 +77,36 @@ pub async fn create_topics(config: &Config) -> Result<Vec<TopicStatus>, KafkaIoE
         .collect()
 }
 
-/// Checks that the two input topics exist and have the same partition count;
-/// returns it. Call it from a blocking context.
+/// The partition count of a topic. Call it from a blocking context.
+pub fn partition_count<C: ClientContext>(client: &Client<C>, topic: &str) -> Result<usize, KafkaIoError> {
+    let md = client
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .map_err(KafkaIoError::kafka(format!("reading metadata of {topic}")))?;
+    match md.topics().first() {
+        Some(t) if t.error().is_none() && !t.partitions().is_empty() => Ok(t.partitions().len()),
+        _ => Err(KafkaIoError::MissingTopic { topic: topic.to_owned() }),
+    }
+}
+
+/// Checks that the two input topics and the decisions topic exist and have
+/// the same partition count; returns it. Call it from a blocking context.
 pub fn check_copartitioned<C: ClientContext>(
     client: &Client<C>,
     a: &str,
     b: &str,
+    decisions: &str,
 ) -> Result<usize, KafkaIoError> {
-    let count = |topic: &str| -> Result<usize, KafkaIoError> {
-        let md = client
-            .fetch_metadata(Some(topic), Duration::from_secs(10))
-            .map_err(KafkaIoError::kafka(format!("reading metadata of {topic}")))?;
-        match md.topics().first() {
-            Some(t) if t.error().is_none() && !t.partitions().is_empty() => Ok(t.partitions().len()),
-            _ => Err(KafkaIoError::MissingTopic { topic: topic.to_owned() }),
+    let na = partition_count(client, a)?;
+    for other in [b, decisions] {
+        let nb = partition_count(client, other)?;
+        if na != nb {
+            return Err(KafkaIoError::NotCopartitioned {
+                a: a.to_owned(),
+                a_partitions: na,
+                b: other.to_owned(),
+                b_partitions: nb,
+            });
         }
-    };
-    let (na, nb) = (count(a)?, count(b)?);
-    if na != nb {
-        return Err(KafkaIoError::NotCopartitioned {
-            a: a.to_owned(),
-            a_partitions: na,
-            b: b.to_owned(),
-            b_partitions: nb,
-        });
     }
     Ok(na)
 }

@@ -11,9 +11,14 @@ const CONSUMER_ENFORCED: &[(&str, &str, &str)] = &[
     (
         "partition.assignment.strategy",
         "range",
-        "partition i of clickstream and orders must land on the same worker (co-partitioning)",
+        "the group assigns clickstream only and the worker adds orders partition i to clickstream partition i; the eager protocol lets it commit before any partition moves",
     ),
     ("auto.offset.reset", "earliest", "a new partition is read from its start, state is rebuilt by replay"),
+    (
+        "enable.partition.eof",
+        "true",
+        "a lane counts as idle only once the consumer says it is at the end of its log",
+    ),
 ];
 
 /// Producer settings exactly-once depends on.
@@ -28,6 +33,8 @@ const OWNED_KEYS: &[(&str, &str)] = &[
     ("group.id", "set kafka.group_id instead"),
     ("transactional.id", "set worker.instance_id instead"),
     ("transaction.timeout.ms", "set worker.transaction_timeout_ms instead"),
+    ("group.instance.id", "set worker.instance_id instead (workers are static group members)"),
+    ("session.timeout.ms", "set worker.session_timeout_ms instead"),
 ];
 
 fn base(config: &Config, enforced: &[(&str, &str, &str)]) -> Result<ClientConfig, KafkaIoError> {
@@ -58,10 +65,29 @@ fn base(config: &Config, enforced: &[(&str, &str, &str)]) -> Result<ClientConfig
     Ok(c)
 }
 
-/// Consumer configuration for the worker's group.
+/// Configuration of the worker's group member, which subscribes to the
+/// clickstream topic: static membership (`group.instance.id` from
+/// `worker.instance_id`), the worker's session timeout, end-of-partition
+/// events.
 pub fn consumer_config(config: &Config) -> Result<ClientConfig, KafkaIoError> {
     let mut c = base(config, CONSUMER_ENFORCED)?;
     c.set("group.id", &config.kafka.group_id);
+    c.set("group.instance.id", config.instance_id());
+    let session = config.worker.session_timeout_ms;
+    c.set("session.timeout.ms", session.to_string());
+    c.set_if_absent("heartbeat.interval.ms", &(session / 3).max(100).to_string());
+    c.set_if_absent("statistics.interval.ms", "5000");
+    Ok(c)
+}
+
+/// Configuration of a consumer the worker assigns partitions to itself (the
+/// orders lane, the decisions topic, tail probes): not a group member,
+/// `read_committed`, end-of-partition events, never commits.
+pub fn assigned_consumer_config(config: &Config) -> Result<ClientConfig, KafkaIoError> {
+    let mut c = base(config, CONSUMER_ENFORCED)?;
+    c.remove("partition.assignment.strategy");
+    // librdkafka wants a group id for a consumer; this one never joins it.
+    c.set("group.id", format!("{}-assigned", config.kafka.group_id));
     c.set_if_absent("statistics.interval.ms", "5000");
     Ok(c)
 }
@@ -151,6 +177,30 @@ mod tests {
         assert_eq!(c.get("partition.assignment.strategy"), Some("range"));
         let p = producer_config(&config, Some("tx")).expect("config");
         assert_eq!((p.get("acks"), p.get("transactional.id")), (Some("all"), Some("tx")));
+    }
+
+    #[test]
+    fn the_group_member_is_static_and_the_assigned_consumers_are_not_members() {
+        let mut config = Config::default();
+        config.worker.instance_id = "w-7".into();
+        config.worker.session_timeout_ms = 6_000;
+        let c = consumer_config(&config).expect("config");
+        assert_eq!(c.get("group.instance.id"), Some("w-7"));
+        assert_eq!(
+            (c.get("session.timeout.ms"), c.get("heartbeat.interval.ms")),
+            (Some("6000"), Some("2000"))
+        );
+        assert_eq!(c.get("enable.partition.eof"), Some("true"));
+        let a = assigned_consumer_config(&config).expect("config");
+        assert_eq!((a.get("group.instance.id"), a.get("isolation.level")), (None, Some("read_committed")));
+    }
+
+    #[test]
+    fn session_and_instance_come_from_segstream_config() {
+        let mut config = Config::default();
+        config.kafka.librdkafka_options.insert("session.timeout.ms".into(), "45000".into());
+        let text = consumer_config(&config).expect_err("refused").to_string();
+        assert!(text.contains("worker.session_timeout_ms"), "{text}");
     }
 
     #[test]

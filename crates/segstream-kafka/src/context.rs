@@ -1,43 +1,54 @@
 use std::sync::Mutex;
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use rdkafka::client::ClientContext;
-use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
+use rdkafka::consumer::{BaseConsumer, ConsumerContext};
 use rdkafka::statistics::Statistics;
-use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use rdkafka::topic_partition_list::TopicPartitionList;
 use rdkafka::types::RDKafkaRespErr;
 use segstream_telemetry::Metrics;
 
-/// A rebalance, as the pipeline must act on it.
+/// A rebalance the pipeline must act on. librdkafka waits for the pipeline
+/// to call `assign` / `unassign` itself, so the pipeline can first commit
+/// what it did with the partitions it gives up (their generation is still
+/// valid then), and decide per partition how to start the ones it gets.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Assignment {
-    /// Partitions now ours: `(topic, partition, committed offset)`. Reading
-    /// starts at the beginning; outputs are suppressed below the committed
-    /// offset, so the state is rebuilt exactly up to what was committed.
-    Assigned(Vec<(String, i32, Option<i64>)>),
-    /// Partitions taken away: their customers' state must be dropped.
-    Revoked(Vec<(String, i32)>),
-    /// The assignment could not be completed safely; the pipeline must stop.
-    Failed(String),
+    /// Partitions given to this member: `(topic, partition)`. The pipeline
+    /// must call `assign` with them (and their start offsets).
+    Assigned(Vec<(String, i32)>),
+    /// Partitions taken away. `lost`: the member was already out of the
+    /// group (session expired), so nothing can be committed for them. The
+    /// pipeline must call `unassign`.
+    Revoked {
+        /// The partitions.
+        partitions: Vec<(String, i32)>,
+        /// Taken away without this member's consent.
+        lost: bool,
+    },
 }
 
-/// Consumer context of the worker.
-///
-/// On assignment it reads the group's committed offsets and starts every
-/// partition from the beginning instead, so the worker can replay history
-/// into its (in-memory) state with outputs suppressed up to the committed
-/// offset. It queues each rebalance for the pipeline, which drains the queue
-/// after every poll. It also turns librdkafka statistics into lag gauges.
+/// Consumer context of the worker's input consumers: queues rebalances for
+/// the pipeline (without acting on them) and turns librdkafka statistics
+/// into lag gauges.
 #[derive(Debug)]
-pub struct RecoveringContext {
+pub struct InputContext {
     metrics: Metrics,
     pending: Mutex<Vec<Assignment>>,
+    /// The consumer is being closed: nobody will act on a rebalance any more.
+    closing: AtomicBool,
 }
 
-impl RecoveringContext {
+impl InputContext {
     /// A context reporting to `metrics`.
     pub fn new(metrics: Metrics) -> Self {
-        Self { metrics, pending: Mutex::new(Vec::new()) }
+        Self { metrics, pending: Mutex::new(Vec::new()), closing: AtomicBool::new(false) }
+    }
+
+    /// From now on the context answers rebalances itself (the consumer is
+    /// about to close and waits for its revocation to be acted on).
+    pub fn closing(&self) {
+        self.closing.store(true, Ordering::SeqCst);
     }
 
     /// Rebalances seen since the last call, in order.
@@ -50,32 +61,13 @@ impl RecoveringContext {
             p.push(a);
         }
     }
-
-    fn assign(
-        &self,
-        consumer: &BaseConsumer<Self>,
-        tpl: &mut TopicPartitionList,
-    ) -> Result<Assignment, String> {
-        let committed = consumer
-            .committed_offsets(tpl.clone(), Duration::from_secs(30))
-            .map_err(|e| format!("reading committed offsets: {e}"))?;
-        let mut assigned = Vec::new();
-        for elem in committed.elements() {
-            let offset = match elem.offset() {
-                Offset::Offset(o) => Some(o),
-                _ => None,
-            };
-            assigned.push((elem.topic().to_owned(), elem.partition(), offset));
-            tpl.set_partition_offset(elem.topic(), elem.partition(), Offset::Beginning).map_err(|e| {
-                format!("seeking {}[{}] to the beginning: {e}", elem.topic(), elem.partition())
-            })?;
-        }
-        consumer.assign(tpl).map_err(|e| format!("assigning partitions: {e}"))?;
-        Ok(Assignment::Assigned(assigned))
-    }
 }
 
-impl ClientContext for RecoveringContext {
+fn elements(tpl: &TopicPartitionList) -> Vec<(String, i32)> {
+    tpl.elements().iter().map(|e| (e.topic().to_owned(), e.partition())).collect()
+}
+
+impl ClientContext for InputContext {
     fn stats(&self, statistics: Statistics) {
         for (topic, t) in &statistics.topics {
             for (partition, p) in &t.partitions {
@@ -91,30 +83,29 @@ impl ClientContext for RecoveringContext {
     }
 }
 
-impl ConsumerContext for RecoveringContext {
+impl ConsumerContext for InputContext {
     fn rebalance(&self, consumer: &BaseConsumer<Self>, err: RDKafkaRespErr, tpl: &mut TopicPartitionList) {
+        use rdkafka::consumer::Consumer;
+        if self.closing.load(Ordering::SeqCst) {
+            if let Err(e) = consumer.unassign() {
+                tracing::warn!(error = %e, "unassigning while closing");
+            }
+            return;
+        }
         match err {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
                 self.metrics.rebalances.with_label_values(&["assign"]).inc();
-                let outcome = self.assign(consumer, tpl).unwrap_or_else(Assignment::Failed);
-                self.push(outcome);
+                self.push(Assignment::Assigned(elements(tpl)));
             }
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
                 self.metrics.rebalances.with_label_values(&["revoke"]).inc();
-                let revoked = tpl.elements().iter().map(|e| (e.topic().to_owned(), e.partition())).collect();
-                if let Err(e) = consumer.unassign() {
-                    self.push(Assignment::Failed(format!("unassigning revoked partitions: {e}")));
-                }
-                self.push(Assignment::Revoked(revoked));
+                let lost = consumer.assignment_lost();
+                self.push(Assignment::Revoked { partitions: elements(tpl), lost });
             }
             other => {
-                tracing::error!(error = ?other, "rebalance error");
-                if let Err(e) = consumer.unassign() {
-                    tracing::error!(error = %e, "unassign after a rebalance error failed");
-                }
-                self.push(Assignment::Revoked(
-                    tpl.elements().iter().map(|e| (e.topic().to_owned(), e.partition())).collect(),
-                ));
+                self.metrics.rebalances.with_label_values(&["error"]).inc();
+                tracing::error!(error = ?other, "rebalance error: giving up the assignment");
+                self.push(Assignment::Revoked { partitions: elements(tpl), lost: true });
             }
         }
     }

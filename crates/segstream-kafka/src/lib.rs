@@ -1,7 +1,7 @@
 //! Kafka I/O for segstream: client configuration with the settings our
 //! delivery guarantee depends on enforced, topic administration (creation,
-//! the co-partitioning check), the consumer context that rebuilds state after
-//! a rebalance, and dead-letter records.
+//! the co-partitioning check), the consumer context that hands
+//! rebalances to the pipeline, and dead-letter records.
 //!
 //! Everything here is plain Apache Kafka protocol: no broker-specific calls.
 
@@ -11,8 +11,11 @@ mod context;
 mod dead_letter;
 mod error;
 
-pub use admin::{TopicStatus, check_copartitioned, create_topics, wait_for_broker};
-pub use client::{consumer_config, partition_for, producer_config, reader_config, transactional_id};
-pub use context::{Assignment, RecoveringContext};
+pub use admin::{TopicStatus, check_copartitioned, create_topics, partition_count, wait_for_broker};
+pub use client::{
+    assigned_consumer_config, consumer_config, partition_for, producer_config, reader_config,
+    transactional_id,
+};
+pub use context::{Assignment, InputContext};
 pub use dead_letter::{DeadLetter, dead_letter_headers};
 pub use error::KafkaIoError;

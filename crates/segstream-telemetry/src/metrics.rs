@@ -27,8 +27,17 @@ pub struct Metrics {
     pub state_bytes: IntGauge,
     /// `segstream_batch_duration_seconds`: processing time per micro-batch.
     pub batch_seconds: Histogram,
-    /// `segstream_transactions_total{result}`: Kafka transactions.
+    /// `segstream_transactions_total{result}`: Kafka transactions by result
+    /// (committed, aborted, fenced, fatal).
     pub transactions: IntCounterVec,
+    /// `segstream_commit_duration_seconds`: time to commit one transaction
+    /// (memberships, decisions, offsets, commit).
+    pub commit_seconds: Histogram,
+    /// `segstream_decisions_total`: timing-dependent merge decisions recorded.
+    pub decisions: IntCounter,
+    /// `segstream_partitions_rebuilding`: partition pairs still rebuilding
+    /// their state up to the committed offsets.
+    pub partitions_rebuilding: IntGauge,
     /// `segstream_event_time_max_seconds`: largest event time processed.
     pub event_time_max: IntGauge,
     /// `segstream_watermark_lag_seconds`: wall clock minus the largest event time.
@@ -129,15 +138,39 @@ impl Metrics {
                 &r,
                 Histogram::with_opts(HistogramOpts::new(
                     "segstream_batch_duration_seconds",
-                    "Time to process one micro-batch, transaction commit included.",
+                    "Time to process one micro-batch (transactions commit separately).",
                 ))
                 .unwrap_or_else(|e| panic!("batch histogram: {e}")),
             ),
             transactions: counter_vec(
                 &r,
                 "segstream_transactions_total",
-                "Kafka transactions, by result.",
+                "Kafka transactions, by result (committed, aborted, fenced, fatal).",
                 &["result"],
+            ),
+            commit_seconds: register(
+                &r,
+                Histogram::with_opts(
+                    HistogramOpts::new(
+                        "segstream_commit_duration_seconds",
+                        "Time to commit one transaction: memberships, decisions, input offsets, commit.",
+                    )
+                    .buckets(vec![0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0]),
+                )
+                .unwrap_or_else(|e| panic!("commit histogram: {e}")),
+            ),
+            decisions: register(
+                &r,
+                IntCounter::new(
+                    "segstream_decisions_total",
+                    "Timing-dependent merge decisions recorded on the decisions topic (a lane released alone at the live tail, a quiet partition following the input's watermark).",
+                )
+                .unwrap_or_else(|e| panic!("decisions: {e}")),
+            ),
+            partitions_rebuilding: gauge(
+                &r,
+                "segstream_partitions_rebuilding",
+                "Partition pairs still rebuilding their state up to the committed offsets.",
             ),
             event_time_max: gauge(
                 &r,
@@ -212,7 +245,7 @@ impl Metrics {
             rebalances: counter_vec(
                 &r,
                 "segstream_rebalances_total",
-                "Consumer-group rebalances seen, by kind (assign, revoke).",
+                "Consumer-group rebalances seen, by kind (assign, revoke, error).",
                 &["kind"],
             ),
             registry: r,

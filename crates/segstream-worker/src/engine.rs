@@ -1,6 +1,5 @@
-//! Event-time processing shared by the live pipeline and `replay`: lateness
-//! per lane, stream time and watermark per partition, timers, and the
-//! customer state. It sees records in merge order and knows nothing of Kafka,
+//! Event-time processing behind the merge: stream time and watermark per
+//! partition, timers, and the customer state. It sees records in merge order and knows nothing of Kafka,
 //! so a replay of the same records gives the same transitions.
 
 use std::collections::HashMap;
@@ -10,7 +9,6 @@ use segstream_events::{ClickRow, CustomerId, EventTime, OrderRow};
 use segstream_segments::{LifecycleRules, Transition};
 
 use crate::error::WorkerError;
-use crate::merge::Source;
 use crate::store::CustomerStore;
 
 /// A released record, as the engine sees it.
@@ -37,8 +35,6 @@ pub(crate) struct Engine {
     pub(crate) store: CustomerStore,
     /// Largest event time released per partition pair (its stream time).
     stream_time: HashMap<i32, EventTime>,
-    /// Largest event time received per lane, for lateness.
-    lane_max: HashMap<(Source, i32), EventTime>,
     lateness_ms: i64,
 }
 
@@ -50,7 +46,6 @@ impl Engine {
                 config.features.clone(),
             )?,
             stream_time: HashMap::new(),
-            lane_max: HashMap::new(),
             lateness_ms: i64::try_from(config.time.allowed_lateness_ms).unwrap_or(i64::MAX),
         })
     }
@@ -58,19 +53,6 @@ impl Engine {
     /// Ends a micro-batch: its click counts go into the state.
     pub(crate) fn end_batch(&mut self) -> Result<(), WorkerError> {
         self.store.flush_activity()
-    }
-
-    pub(crate) fn lateness_ms(&self) -> i64 {
-        self.lateness_ms
-    }
-
-    /// Tracks the largest event time of a lane, in arrival order; returns the
-    /// limit if `t` is later than the allowed lateness behind it.
-    pub(crate) fn late_by(&mut self, source: Source, partition: i32, t: EventTime) -> Option<EventTime> {
-        let max = self.lane_max.entry((source, partition)).or_insert(t);
-        *max = (*max).max(t);
-        let limit = max.plus_millis(-self.lateness_ms);
-        (t < limit).then_some(limit)
     }
 
     /// Processes one released record of `partition`: the timers its
@@ -111,30 +93,27 @@ impl Engine {
         out
     }
 
-    /// Moves a quiet partition's stream time up to the worker's, so its
-    /// timers fire although none of its customers send anything (the timers
-    /// come back, earliest first). A partition that has never released a
-    /// record follows too: its customers may come from a warm-start snapshot
-    /// (a new partition whose first fetch takes longer than the timeout is
-    /// then ahead of its backlog, as a quiet partition would be).
-    pub(crate) fn advance_quiet(&mut self, partition: i32) -> Vec<Fired> {
-        // The worker's watermark: its largest stream time minus the lateness.
-        let Some(target) = self.stream_time.values().max().copied() else { return Vec::new() };
-        let watermark = target.plus_millis(-self.lateness_ms);
+    /// Moves a partition's stream time up to `target` (its inputs are quiet;
+    /// `target` is the input's watermark), so its timers fire although none
+    /// of its customers send anything (earliest first). Nothing happens if
+    /// the partition is already there.
+    pub(crate) fn follow(&mut self, partition: i32, target: EventTime) -> Option<Vec<Fired>> {
         if self.stream_time.get(&partition).is_some_and(|stream| *stream >= target) {
-            return Vec::new();
+            return None;
         }
         self.stream_time.insert(partition, target);
-        let fired = self.store.fire_timers(partition, watermark);
-        fired.into_iter().map(|(id, transitions)| Fired { id, transitions, cause: None }).collect()
+        let fired = self.store.fire_timers(partition, target.plus_millis(-self.lateness_ms));
+        Some(fired.into_iter().map(|(id, transitions)| Fired { id, transitions, cause: None }).collect())
+    }
+
+    /// The partition's stream time, if it has one.
+    pub(crate) fn stream_time(&self, partition: i32) -> Option<EventTime> {
+        self.stream_time.get(&partition).copied()
     }
 
     /// Forgets a partition: its customers, timers and times. Returns how many
     /// customers were dropped.
     pub(crate) fn forget_partition(&mut self, partition: i32) -> usize {
-        for source in [Source::Clicks, Source::Orders] {
-            self.lane_max.remove(&(source, partition));
-        }
         self.stream_time.remove(&partition);
         self.store.drop_partition(partition)
     }
@@ -151,7 +130,7 @@ mod tests {
         Input::Order(crate::store::tests::order(customer, id, day))
     }
     #[test]
-    fn a_partition_that_never_released_a_record_follows_the_worker_when_quiet() {
+    fn a_partition_that_never_released_a_record_follows_the_input_watermark() {
         let config = Config::default();
         // A snapshot's customer of partition 1, as a warm start brings it.
         let mut history = Engine::new(&config).expect("engine");
@@ -164,11 +143,12 @@ mod tests {
         let at = EventTime::from_millis(T0 + 400 * DAY);
         engine.process(0, Some(at), order("a", "a1", 400));
         let stages: Vec<&str> = engine
-            .advance_quiet(1)
+            .follow(1, at)
+            .unwrap_or_default()
             .into_iter()
             .flat_map(|f| f.transitions.into_iter().filter_map(|t| t.to))
             .collect();
-        assert_eq!(stages, ["active", "at_risk", "churned"], "b's timers fire on the worker's time");
-        assert!(engine.advance_quiet(1).is_empty(), "once caught up, nothing more");
+        assert_eq!(stages, ["active", "at_risk", "churned"], "b's timers fire on the input's time");
+        assert!(engine.follow(1, at).is_none(), "once there, nothing more");
     }
 }

@@ -22,9 +22,29 @@ pub enum WorkerError {
     /// The consumer has no group metadata to attach offsets to a transaction.
     #[error("the consumer has no group metadata (not in a group yet); cannot commit offsets transactionally")]
     NoGroupMetadata,
-    /// A rebalance could not be completed.
-    #[error("rebalance failed: {0}")]
-    Rebalance(String),
+    /// Another worker joined the group with the same instance id, or took
+    /// over this one's transactional id.
+    #[error(
+        "another worker runs with worker.instance_id={instance_id:?} and fenced this one: give every worker its own instance id (a StatefulSet ordinal, a host name)"
+    )]
+    DuplicateInstance {
+        /// The instance id in use twice.
+        instance_id: String,
+    },
+    /// The group consumer hit an error it cannot go on from.
+    #[error("the input consumer cannot go on: {0}")]
+    Consumer(String),
+    /// A partition's committed decisions could not be read back.
+    #[error("partition {partition}: the committed decisions cannot be read: {problem}")]
+    DecisionLog {
+        /// Input partition.
+        partition: i32,
+        /// What went wrong.
+        problem: String,
+    },
+    /// A partition rebuilt from its logs did not retrace its committed run.
+    #[error("{0}")]
+    Divergence(String),
     /// Building an Arrow batch failed (a bug: our builders follow our schema).
     #[error("building an Arrow batch failed: {0}")]
     Arrow(#[from] datafusion::arrow::error::ArrowError),

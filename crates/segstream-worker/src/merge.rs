@@ -1,94 +1,250 @@
-//! Event-time merge of co-partitioned inputs.
+//! Event-time merge of co-partitioned inputs, as a function of their content.
 //!
 //! Partition *i* of `clickstream` and partition *i* of `orders` hold the same
 //! customers. Their records are released to the state in event-time order:
-//! the head of each lane is compared and the earlier one goes first; a lane
-//! with nothing buffered holds the other back until it has been quiet for
-//! `idle` (then it counts as idle). Because each partition is read in offset
-//! order, this makes processing order a function of the input, not of fetch
-//! timing: a replay of the same topics gives the same transitions and ids.
-//! Within a lane, release follows offset order, so "everything below the
-//! first unreleased offset is processed" always holds: that offset is what we
-//! commit.
+//! the heads of the two lanes are compared and the earlier goes first (clicks
+//! on ties). A lane with nothing buffered holds the other back until it is
+//! known to be at the end of its log (the consumer said so): a slow fetch
+//! never counts as idle, so while a partition has a backlog the order is
+//! decided by the records alone (the rule of Kafka Streams' task idling since
+//! KIP-695).
+//!
+//! At the live tail, releasing a lane alone because the other is at its end
+//! is a decision that depends on timing: the merge records it as a
+//! [`Decision`] at the point it was taken ([`Positions`]). The pipeline
+//! commits these with the outputs; whoever rebuilds the partition later hands
+//! them back ([`Merger::open`]) and the merge repeats them at the same
+//! points, so the rebuilt state is the state that produced the committed
+//! outputs. The same holds for a quiet partition following the input's
+//! watermark, which the merge returns as a [`Step::Follow`] in its place.
+//!
+//! Within a lane, release follows offset order, so "every record below the
+//! first unreleased offset is processed" always holds: that offset is what
+//! the pipeline commits.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
 
-use segstream_events::EventTime;
-
-/// Which input a record comes from. At equal event time clicks go first: the
-/// click that led to an order precedes it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub(crate) enum Source {
-    /// `clickstream`.
-    Clicks,
-    /// `orders`.
-    Orders,
-}
+use segstream_events::{Decision, DecisionAction, EventTime, Lane, Positions};
 
 /// A buffered input record.
 #[derive(Debug)]
 pub(crate) struct Pending<T> {
     /// Source offset.
     pub(crate) offset: i64,
-    /// Event time; `None` for records that did not decode (released at once).
+    /// Event time; `None` for records that only pass through (dead letters,
+    /// events a warm start already holds): released as soon as they are a head.
     pub(crate) time: Option<EventTime>,
     /// The record.
     pub(crate) item: T,
 }
 
+/// What the merge releases, in order, per partition.
 #[derive(Debug)]
-struct Lane<T> {
-    queue: VecDeque<Pending<T>>,
-    last_arrival: Instant,
-    /// Offset after the last record received, if any.
-    next_offset: Option<i64>,
-    /// Committed offset at assignment: records below it are being replayed.
-    floor: i64,
-    /// Still replaying up to `floor` (until the consumer's position passes it).
-    replaying: bool,
+pub(crate) enum Step<T> {
+    /// A record of `lane`.
+    Record(Lane, Pending<T>),
+    /// A committed decision says the partition's stream time moved up to
+    /// this time here.
+    Follow(EventTime),
 }
 
-impl<T> Lane<T> {
-    fn new(now: Instant) -> Self {
-        Self { queue: VecDeque::new(), last_arrival: now, next_offset: None, floor: 0, replaying: false }
+/// The committed decisions do not fit the input: the partition cannot be
+/// rebuilt as it was.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "partition {partition}: the decision log does not fit the input ({problem}); the topics or the decisions topic changed under the committed offsets"
+)]
+pub(crate) struct Divergence {
+    /// The partition.
+    pub(crate) partition: i32,
+    /// What did not fit.
+    pub(crate) problem: String,
+}
+
+#[derive(Debug)]
+struct LaneBuffer<T> {
+    queue: VecDeque<Pending<T>>,
+    /// Offset after the last record released (the start offset before any).
+    position: i64,
+    /// Offset after the last record received, if any since opening.
+    received: Option<i64>,
+    /// Where the consumer was told to start reading.
+    fetch_from: i64,
+    /// Known to be at the end of its log since then, nothing received after.
+    end_since: Option<Instant>,
+}
+
+impl<T> LaneBuffer<T> {
+    fn new(position: i64, fetch_from: i64) -> Self {
+        Self { queue: VecDeque::new(), position, received: None, fetch_from, end_since: None }
     }
 
     fn head_time(&self) -> Option<Option<EventTime>> {
         self.queue.front().map(|p| p.time)
     }
 
-    /// A replaying lane is never idle: the records it still has to deliver
-    /// were merged with the other lane in the committed run.
-    fn idle(&self, now: Instant, idle: Duration) -> bool {
-        !self.replaying && self.queue.is_empty() && now.duration_since(self.last_arrival) >= idle
-    }
-
-    /// The head is at or above the floor: new work, not replay.
-    fn head_is_new(&self) -> bool {
-        self.queue.front().is_some_and(|p| p.offset >= self.floor)
+    /// Empty and at the end of its log for at least `idle`.
+    fn exhausted(&self, now: Instant, idle: Duration) -> bool {
+        self.queue.is_empty() && self.end_since.is_some_and(|since| now.duration_since(since) >= idle)
     }
 }
 
 #[derive(Debug)]
 struct Pair<T> {
-    clicks: Lane<T>,
-    orders: Lane<T>,
+    clicks: LaneBuffer<T>,
+    orders: LaneBuffer<T>,
+    /// Committed decisions still to repeat, in order.
+    script: VecDeque<Decision>,
+    /// A committed release-alone being repeated: the lane and where it ends.
+    repeating: Option<(Lane, i64)>,
+    /// Decisions taken since they were last taken out (to commit).
+    taken: Vec<Decision>,
 }
 
 impl<T> Pair<T> {
-    fn lane(&mut self, source: Source) -> &mut Lane<T> {
-        match source {
-            Source::Clicks => &mut self.clicks,
-            Source::Orders => &mut self.orders,
+    fn lane(&mut self, lane: Lane) -> &mut LaneBuffer<T> {
+        match lane {
+            Lane::Clicks => &mut self.clicks,
+            Lane::Orders => &mut self.orders,
         }
     }
+
+    fn lane_ref(&self, lane: Lane) -> &LaneBuffer<T> {
+        match lane {
+            Lane::Clicks => &self.clicks,
+            Lane::Orders => &self.orders,
+        }
+    }
+
+    fn positions(&self) -> Positions {
+        Positions { clicks: self.clicks.position, orders: self.orders.position }
+    }
+
+    /// Still repeating committed decisions.
+    fn scripted(&self) -> bool {
+        !self.script.is_empty() || self.repeating.is_some()
+    }
+
+    fn pop(&mut self, lane: Lane) -> Option<Pending<T>> {
+        let buffer = self.lane(lane);
+        let p = buffer.queue.pop_front()?;
+        buffer.position = p.offset + 1;
+        Some(p)
+    }
+
+    /// Records that `lane` goes alone from here to its position after the
+    /// next release, extending the previous decision if it is the same run.
+    fn note_alone(&mut self, lane: Lane, at: Positions, until: i64) {
+        if let Some(Decision { action: DecisionAction::Alone { lane: l, until: u }, .. }) =
+            self.taken.last_mut()
+            && *l == lane
+            && *u == at.of(lane)
+        {
+            *u = until;
+            return;
+        }
+        self.taken.push(Decision { at, action: DecisionAction::Alone { lane, until } });
+    }
+
+    /// Releases what can go now into `out`.
+    fn release(
+        &mut self,
+        partition: i32,
+        now: Instant,
+        idle: Duration,
+        out: &mut Vec<(i32, Step<T>)>,
+    ) -> Result<(), Divergence> {
+        let diverged = |problem: String| Divergence { partition, problem };
+        loop {
+            if let Some((lane, until)) = self.repeating {
+                let buffer = self.lane(lane);
+                if buffer.position >= until {
+                    self.repeating = None;
+                    continue;
+                }
+                match buffer.queue.front() {
+                    None => return Ok(()),
+                    Some(head) if head.offset >= until => {
+                        return Err(diverged(format!(
+                            "{} was released alone up to offset {until}, the next record is at {}",
+                            lane.as_str(),
+                            head.offset
+                        )));
+                    }
+                    Some(_) => {}
+                }
+                if let Some(p) = self.pop(lane) {
+                    out.push((partition, Step::Record(lane, p)));
+                }
+                continue;
+            }
+            if let Some(next) = self.script.front().copied() {
+                let at = self.positions();
+                if at == next.at {
+                    self.script.pop_front();
+                    match next.action {
+                        DecisionAction::Alone { lane, until } => self.repeating = Some((lane, until)),
+                        DecisionAction::Follow { stream_time } => {
+                            out.push((partition, Step::Follow(stream_time)));
+                        }
+                    }
+                    continue;
+                }
+                if at.passed(next.at) {
+                    return Err(diverged(format!(
+                        "the merge is at {at:?}, past a decision taken at {next:?}"
+                    )));
+                }
+            }
+            let (c, o) = (self.clicks.head_time(), self.orders.head_time());
+            let pick = match (c, o) {
+                (Some(None), _) => Lane::Clicks,
+                (_, Some(None)) => Lane::Orders,
+                (Some(Some(c)), Some(Some(o))) => {
+                    if o < c {
+                        Lane::Orders
+                    } else {
+                        Lane::Clicks
+                    }
+                }
+                (Some(_), None) | (None, Some(_)) => {
+                    let lane = if c.is_some() { Lane::Clicks } else { Lane::Orders };
+                    if self.scripted() || !self.lane_ref(lane.other()).exhausted(now, idle) {
+                        return Ok(());
+                    }
+                    let at = self.positions();
+                    if let Some(p) = self.pop(lane) {
+                        self.note_alone(lane, at, p.offset + 1);
+                        out.push((partition, Step::Record(lane, p)));
+                    }
+                    continue;
+                }
+                (None, None) => return Ok(()),
+            };
+            if let Some(p) = self.pop(pick) {
+                out.push((partition, Step::Record(pick, p)));
+            }
+        }
+    }
+}
+
+/// Where a partition's merge starts.
+#[derive(Debug, Clone)]
+pub(crate) struct Opening {
+    /// Positions of the merge (the start offsets, when rebuilding from them).
+    pub(crate) positions: Positions,
+    /// Where the consumer reads each lane from.
+    pub(crate) fetch_from: Positions,
+    /// Committed decisions to repeat, in order.
+    pub(crate) script: Vec<Decision>,
 }
 
 /// The merge buffer of one worker, over all its partitions.
 #[derive(Debug)]
 pub(crate) struct Merger<T> {
     pairs: BTreeMap<i32, Pair<T>>,
+    /// How long a lane at the end of its log holds the other back.
     idle: Duration,
 }
 
@@ -97,106 +253,122 @@ impl<T> Merger<T> {
         Self { pairs: BTreeMap::new(), idle }
     }
 
-    fn pair(&mut self, partition: i32, now: Instant) -> &mut Pair<T> {
-        self.pairs.entry(partition).or_insert_with(|| Pair { clicks: Lane::new(now), orders: Lane::new(now) })
+    /// Starts (or restarts) a partition; anything buffered for it is dropped.
+    pub(crate) fn open(&mut self, partition: i32, opening: Opening) {
+        let Opening { positions, fetch_from, script } = opening;
+        self.pairs.insert(
+            partition,
+            Pair {
+                clicks: LaneBuffer::new(positions.clicks, fetch_from.clicks),
+                orders: LaneBuffer::new(positions.orders, fetch_from.orders),
+                script: script.into(),
+                repeating: None,
+                taken: Vec::new(),
+            },
+        );
     }
 
-    /// Starts tracking a partition (at assignment), so an empty lane is
-    /// waited for from now on.
-    pub(crate) fn open(&mut self, partition: i32, now: Instant) {
-        self.pair(partition, now);
-    }
-
-    /// Sets a lane's committed offset at assignment; the lane replays until
-    /// [`Merger::finish_replay`].
-    pub(crate) fn set_floor(&mut self, source: Source, partition: i32, floor: i64) {
-        let lane = self.pair(partition, Instant::now()).lane(source);
-        lane.floor = floor;
-        lane.replaying = floor > 0;
-    }
-
-    /// The lane has been read up to its floor.
-    pub(crate) fn finish_replay(&mut self, source: Source, partition: i32) {
+    /// Keeps a partition's positions but drops what is buffered: the
+    /// consumer reads again from `fetch_from` (the committed offsets).
+    pub(crate) fn reopen(&mut self, partition: i32, fetch_from: Positions) {
         if let Some(pair) = self.pairs.get_mut(&partition) {
-            pair.lane(source).replaying = false;
+            for lane in Lane::BOTH {
+                let buffer = pair.lane(lane);
+                *buffer = LaneBuffer::new(buffer.position, fetch_from.of(lane));
+            }
         }
     }
 
-    /// Forgets a partition (revoked): its buffered records are dropped; the
-    /// next owner re-reads them from the committed offset.
+    /// Forgets a partition.
     pub(crate) fn close(&mut self, partition: i32) {
         self.pairs.remove(&partition);
     }
 
-    /// Buffers a record, in offset order per lane.
-    pub(crate) fn push(&mut self, source: Source, partition: i32, record: Pending<T>, now: Instant) {
-        let lane = self.pair(partition, now).lane(source);
-        lane.last_arrival = now;
-        lane.next_offset = Some(record.offset + 1);
-        lane.queue.push_back(record);
+    /// Buffers a record, in offset order per lane; the lane is no longer at
+    /// its end.
+    pub(crate) fn push(&mut self, lane: Lane, partition: i32, record: Pending<T>) {
+        if let Some(pair) = self.pairs.get_mut(&partition) {
+            let buffer = pair.lane(lane);
+            buffer.received = Some(record.offset + 1);
+            buffer.end_since = None;
+            buffer.queue.push_back(record);
+        }
     }
 
-    /// Releases every record that can go now, in merge order, partition by
-    /// partition.
-    pub(crate) fn release(&mut self, now: Instant) -> Vec<(Source, i32, Pending<T>)> {
+    /// The consumer reached the end of the lane's log: everything in it has
+    /// been pushed.
+    pub(crate) fn mark_end(&mut self, lane: Lane, partition: i32, now: Instant) {
+        if let Some(pair) = self.pairs.get_mut(&partition) {
+            pair.lane(lane).end_since.get_or_insert(now);
+        }
+    }
+
+    /// Releases every record (and committed follow) that can go now, in
+    /// merge order, partition by partition.
+    pub(crate) fn release(&mut self, now: Instant) -> Result<Vec<(i32, Step<T>)>, Divergence> {
         let mut out = Vec::new();
         for (&partition, pair) in &mut self.pairs {
-            loop {
-                let pick = match (pair.clicks.head_time(), pair.orders.head_time()) {
-                    // Undecodable records carry no time: release them as they come up.
-                    (Some(None), _) => Source::Clicks,
-                    (_, Some(None)) => Source::Orders,
-                    (Some(Some(c)), Some(Some(o))) => {
-                        if o < c {
-                            Source::Orders
-                        } else {
-                            Source::Clicks
-                        }
-                    }
-                    (Some(_), None) if pair.orders.idle(now, self.idle) => Source::Clicks,
-                    (None, Some(_)) if pair.clicks.idle(now, self.idle) => Source::Orders,
-                    _ => break,
-                };
-                // After a restart the committed prefix of both lanes replays
-                // first, so new records merge against the same history.
-                let other = match pick {
-                    Source::Clicks => &pair.orders,
-                    Source::Orders => &pair.clicks,
-                };
-                if other.replaying && pair.lane(pick).head_is_new() {
-                    break;
-                }
-                if let Some(p) = pair.lane(pick).queue.pop_front() {
-                    out.push((pick, partition, p));
-                }
-            }
+            pair.release(partition, now, self.idle, &mut out)?;
         }
-        out
+        Ok(out)
+    }
+
+    /// Records that a quiet partition followed the input's watermark here.
+    pub(crate) fn note_follow(&mut self, partition: i32, stream_time: EventTime) {
+        if let Some(pair) = self.pairs.get_mut(&partition) {
+            let at = pair.positions();
+            pair.taken.push(Decision { at, action: DecisionAction::Follow { stream_time } });
+        }
+    }
+
+    /// The decisions taken since the last call, per partition (to commit).
+    pub(crate) fn take_decisions(&mut self) -> Vec<(i32, Vec<Decision>)> {
+        self.pairs
+            .iter_mut()
+            .filter(|(_, pair)| !pair.taken.is_empty())
+            .map(|(p, pair)| (*p, std::mem::take(&mut pair.taken)))
+            .collect()
     }
 
     /// The offset to commit for a lane: its first unreleased record, or the
-    /// offset after the last one received; `None` if nothing was received.
-    pub(crate) fn commit_offset(&self, source: Source, partition: i32) -> Option<i64> {
-        let pair = self.pairs.get(&partition)?;
-        let lane = match source {
-            Source::Clicks => &pair.clicks,
-            Source::Orders => &pair.orders,
-        };
-        lane.queue.front().map(|p| p.offset).or(lane.next_offset)
+    /// offset after the last one received, or where reading started.
+    pub(crate) fn commit_offset(&self, lane: Lane, partition: i32) -> Option<i64> {
+        let buffer = self.pairs.get(&partition)?.lane_ref(lane);
+        Some(buffer.queue.front().map(|p| p.offset).or(buffer.received).unwrap_or(buffer.fetch_from))
     }
 
-    /// Partitions whose two lanes have received nothing for `quiet` and hold
-    /// nothing (neither replaying): their stream time is stuck.
-    pub(crate) fn quiet_partitions(&self, now: Instant, quiet: Duration) -> impl Iterator<Item = i32> + '_ {
+    /// True once the lane has released everything below `offset` (or is at
+    /// the end of its log, so nothing below it is left to come).
+    pub(crate) fn reached(&self, lane: Lane, partition: i32, offset: i64) -> bool {
+        self.pairs.get(&partition).is_some_and(|pair| {
+            let buffer = pair.lane_ref(lane);
+            buffer.position >= offset
+                || buffer.queue.front().is_some_and(|p| p.offset >= offset)
+                || (buffer.queue.is_empty() && buffer.end_since.is_some())
+        })
+    }
+
+    /// True while the partition still repeats committed decisions.
+    pub(crate) fn scripted(&self, partition: i32) -> bool {
+        self.pairs.get(&partition).is_some_and(Pair::scripted)
+    }
+
+    /// Where the merge of a partition stands.
+    #[cfg(test)]
+    pub(crate) fn positions(&self, partition: i32) -> Option<Positions> {
+        self.pairs.get(&partition).map(Pair::positions)
+    }
+
+    /// Partitions whose two lanes have been at the end of their logs, with
+    /// nothing buffered, for at least `quiet`, and repeat nothing.
+    pub(crate) fn quiet_partitions(&self, now: Instant, quiet: Duration) -> Vec<i32> {
         self.pairs
             .iter()
-            .filter(move |(_, pair)| pair.clicks.idle(now, quiet) && pair.orders.idle(now, quiet))
+            .filter(|(_, pair)| {
+                !pair.scripted() && pair.clicks.exhausted(now, quiet) && pair.orders.exhausted(now, quiet)
+            })
             .map(|(partition, _)| *partition)
-    }
-
-    /// Partitions tracked now.
-    pub(crate) fn partitions(&self) -> impl Iterator<Item = i32> + '_ {
-        self.pairs.keys().copied()
+            .collect()
     }
 
     /// Records buffered and not yet released.
@@ -209,106 +381,238 @@ impl<T> Merger<T> {
 mod tests {
     use super::*;
 
-    fn rec(offset: i64, t: Option<i64>) -> Pending<&'static str> {
-        Pending { offset, time: t.map(EventTime::from_millis), item: "" }
+    fn rec(offset: i64, t: Option<i64>) -> Pending<()> {
+        Pending { offset, time: t.map(EventTime::from_millis), item: () }
     }
 
-    fn order_of(released: &[(Source, i32, Pending<&'static str>)]) -> Vec<(Source, i64)> {
-        released.iter().map(|(s, _, p)| (*s, p.offset)).collect()
+    fn at(clicks: i64, orders: i64) -> Positions {
+        Positions { clicks, orders }
+    }
+
+    fn fresh(m: &mut Merger<()>, partition: i32, script: Vec<Decision>) {
+        m.open(partition, Opening { positions: at(0, 0), fetch_from: at(0, 0), script });
+    }
+
+    fn order_of(released: &[(i32, Step<()>)]) -> Vec<(Lane, i64)> {
+        released
+            .iter()
+            .filter_map(|(_, s)| match s {
+                Step::Record(lane, p) => Some((*lane, p.offset)),
+                Step::Follow(_) => None,
+            })
+            .collect()
+    }
+
+    fn push_all(m: &mut Merger<()>, lane: Lane, records: &[(i64, i64)]) {
+        for &(o, t) in records {
+            m.push(lane, 0, rec(o, Some(t)));
+        }
     }
 
     #[test]
     fn heads_are_released_in_event_time_order_with_clicks_first_on_ties() {
         let now = Instant::now();
-        let mut m = Merger::new(Duration::from_millis(500));
-        for (o, t) in [(0, 10), (1, 20), (2, 30)] {
-            m.push(Source::Clicks, 0, rec(o, Some(t)), now);
-        }
-        for (o, t) in [(0, 5), (1, 20), (2, 40)] {
-            m.push(Source::Orders, 0, rec(o, Some(t)), now);
-        }
-        let out = m.release(now);
+        let mut m = Merger::new(Duration::ZERO);
+        fresh(&mut m, 0, vec![]);
+        push_all(&mut m, Lane::Clicks, &[(0, 10), (1, 20), (2, 30)]);
+        push_all(&mut m, Lane::Orders, &[(0, 5), (1, 20), (2, 40)]);
+        let out = m.release(now).expect("release");
         // The last order (t=40) waits: clicks may still bring something earlier.
         assert_eq!(
             order_of(&out),
             vec![
-                (Source::Orders, 0),
-                (Source::Clicks, 0),
-                (Source::Clicks, 1),
-                (Source::Orders, 1),
-                (Source::Clicks, 2),
+                (Lane::Orders, 0),
+                (Lane::Clicks, 0),
+                (Lane::Clicks, 1),
+                (Lane::Orders, 1),
+                (Lane::Clicks, 2),
             ]
         );
-        assert_eq!(m.commit_offset(Source::Orders, 0), Some(2));
-        assert_eq!(m.commit_offset(Source::Clicks, 0), Some(3));
-        // Once clicks have been quiet for the idle timeout, the order goes.
-        let later = now + Duration::from_millis(600);
-        assert_eq!(order_of(&m.release(later)), vec![(Source::Orders, 2)]);
-        assert_eq!(m.commit_offset(Source::Orders, 0), Some(3));
+        assert_eq!(m.commit_offset(Lane::Orders, 0), Some(2));
+        assert_eq!(m.commit_offset(Lane::Clicks, 0), Some(3));
+        assert!(m.take_decisions().is_empty(), "nothing depended on timing");
     }
 
     #[test]
-    fn undecodable_records_do_not_wait_for_the_other_lane() {
+    fn an_empty_lane_that_is_not_at_its_end_holds_the_other_back_however_long() {
         let now = Instant::now();
-        let mut m = Merger::new(Duration::from_secs(60));
-        m.push(Source::Orders, 3, rec(7, None), now);
-        m.push(Source::Orders, 3, rec(8, Some(50)), now);
-        assert_eq!(order_of(&m.release(now)), vec![(Source::Orders, 7)]);
-        assert_eq!(m.commit_offset(Source::Orders, 3), Some(8));
+        let mut m = Merger::new(Duration::ZERO);
+        fresh(&mut m, 0, vec![]);
+        push_all(&mut m, Lane::Orders, &[(0, 5)]);
+        assert!(m.release(now + Duration::from_secs(3600)).expect("release").is_empty());
+        m.mark_end(Lane::Clicks, 0, now);
+        assert_eq!(order_of(&m.release(now).expect("release")), vec![(Lane::Orders, 0)]);
+        assert_eq!(
+            m.take_decisions(),
+            vec![(
+                0,
+                vec![Decision {
+                    at: at(0, 0),
+                    action: DecisionAction::Alone { lane: Lane::Orders, until: 1 }
+                }]
+            )]
+        );
+    }
+
+    #[test]
+    fn a_lane_at_its_end_holds_the_other_back_for_the_idle_time_only() {
+        let now = Instant::now();
+        let mut m = Merger::new(Duration::from_millis(100));
+        fresh(&mut m, 0, vec![]);
+        m.mark_end(Lane::Clicks, 0, now);
+        push_all(&mut m, Lane::Orders, &[(0, 5)]);
+        assert!(m.release(now + Duration::from_millis(50)).expect("release").is_empty());
+        assert_eq!(m.release(now + Duration::from_millis(100)).expect("release").len(), 1);
+    }
+
+    #[test]
+    fn a_record_received_after_the_end_makes_the_lane_wait_again() {
+        let now = Instant::now();
+        let mut m = Merger::new(Duration::ZERO);
+        fresh(&mut m, 0, vec![]);
+        m.mark_end(Lane::Clicks, 0, now);
+        m.push(Lane::Clicks, 0, rec(0, Some(50)));
+        push_all(&mut m, Lane::Orders, &[(0, 5), (1, 60)]);
+        // Order 0 goes by time; order 1 waits behind click 0, then click 0
+        // goes; now clicks are empty but no longer known at their end.
+        assert_eq!(order_of(&m.release(now).expect("release")), vec![(Lane::Orders, 0), (Lane::Clicks, 0)]);
         assert_eq!(m.buffered(), 1);
     }
 
     #[test]
-    fn a_fresh_partition_waits_for_its_quiet_lane_from_assignment_time() {
+    fn consecutive_releases_alone_are_one_decision() {
         let now = Instant::now();
-        let mut m = Merger::new(Duration::from_millis(100));
-        m.open(1, now);
-        m.push(Source::Clicks, 1, rec(0, Some(1)), now);
-        assert!(m.release(now + Duration::from_millis(50)).is_empty());
-        assert_eq!(m.release(now + Duration::from_millis(150)).len(), 1);
+        let mut m = Merger::new(Duration::ZERO);
+        fresh(&mut m, 0, vec![]);
+        m.mark_end(Lane::Orders, 0, now);
+        push_all(&mut m, Lane::Clicks, &[(0, 1), (1, 2)]);
+        m.release(now).expect("release");
+        push_all(&mut m, Lane::Clicks, &[(2, 3)]);
+        m.release(now).expect("release");
+        let decisions = m.take_decisions();
+        assert_eq!(
+            decisions,
+            vec![(
+                0,
+                vec![Decision {
+                    at: at(0, 0),
+                    action: DecisionAction::Alone { lane: Lane::Clicks, until: 3 }
+                }]
+            )]
+        );
+    }
+
+    /// Live: orders arrive while clicks are at their end; a click older than
+    /// them arrives afterwards. A rebuild that has every record at once and
+    /// the decisions repeats the live order, not the event-time order.
+    #[test]
+    fn a_rebuild_with_the_committed_decisions_repeats_the_live_order() {
+        let now = Instant::now();
+        let mut live = Merger::new(Duration::ZERO);
+        fresh(&mut live, 0, vec![]);
+        push_all(&mut live, Lane::Clicks, &[(0, 10)]);
+        push_all(&mut live, Lane::Orders, &[(0, 20), (1, 30)]);
+        let mut live_order = order_of(&live.release(now).expect("release"));
+        live.mark_end(Lane::Clicks, 0, now);
+        live_order.extend(order_of(&live.release(now).expect("release")));
+        push_all(&mut live, Lane::Clicks, &[(1, 15), (2, 40)]);
+        live.note_follow(0, EventTime::from_millis(99));
+        live_order.extend(order_of(&live.release(now).expect("release")));
+        live.mark_end(Lane::Orders, 0, now);
+        live_order.extend(order_of(&live.release(now).expect("release")));
+        let script: Vec<Decision> = live.take_decisions().into_iter().flat_map(|(_, d)| d).collect();
+        assert_eq!(script.len(), 3, "{script:?}");
+
+        let mut rebuilt = Merger::new(Duration::ZERO);
+        fresh(&mut rebuilt, 0, script);
+        push_all(&mut rebuilt, Lane::Clicks, &[(0, 10), (1, 15), (2, 40)]);
+        push_all(&mut rebuilt, Lane::Orders, &[(0, 20), (1, 30)]);
+        rebuilt.mark_end(Lane::Clicks, 0, now);
+        rebuilt.mark_end(Lane::Orders, 0, now);
+        let out = rebuilt.release(now).expect("release");
+        assert_eq!(order_of(&out), live_order);
+        assert_eq!(
+            live_order,
+            vec![
+                (Lane::Clicks, 0),
+                (Lane::Orders, 0),
+                (Lane::Orders, 1),
+                (Lane::Clicks, 1),
+                (Lane::Clicks, 2)
+            ]
+        );
+        let follow = out.iter().position(|(_, s)| matches!(s, Step::Follow(t) if t.millis() == 99));
+        assert_eq!(follow, Some(3), "the follow comes back where it was taken: {out:?}");
+        assert!(rebuilt.take_decisions().is_empty(), "a rebuild takes no decision of its own");
     }
 
     #[test]
-    fn new_records_wait_until_the_other_lane_has_replayed_its_committed_prefix() {
+    fn a_rebuild_waits_for_the_records_a_decision_names() {
         let now = Instant::now();
-        let mut m = Merger::new(Duration::from_millis(10));
-        m.set_floor(Source::Clicks, 0, 1);
-        m.set_floor(Source::Orders, 0, 1);
-        m.push(Source::Clicks, 0, rec(0, Some(1)), now);
-        m.push(Source::Clicks, 0, rec(1, Some(2)), now);
-        // Orders have not delivered their committed prefix: even long idle, nothing new goes.
-        let later = now + Duration::from_secs(5);
-        assert!(m.release(later).is_empty());
-        m.push(Source::Orders, 0, rec(0, Some(3)), later);
-        m.finish_replay(Source::Orders, 0);
-        m.finish_replay(Source::Clicks, 0);
-        let out = m.release(later + Duration::from_millis(20));
-        assert_eq!(order_of(&out), vec![(Source::Clicks, 0), (Source::Clicks, 1), (Source::Orders, 0)]);
+        let script =
+            vec![Decision { at: at(0, 0), action: DecisionAction::Alone { lane: Lane::Orders, until: 2 } }];
+        let mut m = Merger::new(Duration::ZERO);
+        fresh(&mut m, 0, script);
+        push_all(&mut m, Lane::Clicks, &[(0, 1)]);
+        push_all(&mut m, Lane::Orders, &[(0, 50)]);
+        assert_eq!(order_of(&m.release(now).expect("release")), vec![(Lane::Orders, 0)]);
+        assert!(m.scripted(0));
+        push_all(&mut m, Lane::Orders, &[(1, 60)]);
+        assert_eq!(order_of(&m.release(now).expect("release")), vec![(Lane::Orders, 1)]);
+        assert!(!m.scripted(0), "done repeating: click 0 now waits for orders as usual");
     }
 
     #[test]
-    fn a_partition_is_quiet_once_both_lanes_are_empty_for_the_timeout() {
-        let mut m = Merger::new(Duration::from_millis(10));
+    fn a_decision_the_merge_cannot_reach_is_a_divergence() {
+        let now = Instant::now();
+        let script =
+            vec![Decision { at: at(0, 1), action: DecisionAction::Alone { lane: Lane::Clicks, until: 2 } }];
+        let mut m = Merger::new(Duration::ZERO);
+        fresh(&mut m, 0, script);
+        push_all(&mut m, Lane::Clicks, &[(0, 1), (1, 2)]);
+        push_all(&mut m, Lane::Orders, &[(0, 50)]);
+        let e = m.release(now).expect_err("clicks 0 goes first by time: the decision's point is passed");
+        assert_eq!(e.partition, 0);
+    }
+
+    #[test]
+    fn pass_through_records_do_not_wait_for_the_other_lane() {
+        let now = Instant::now();
+        let mut m = Merger::new(Duration::from_secs(60));
+        fresh(&mut m, 3, vec![]);
+        m.push(Lane::Orders, 3, rec(7, None));
+        m.push(Lane::Orders, 3, rec(8, Some(50)));
+        let out = m.release(now).expect("release");
+        assert_eq!(out.len(), 1);
+        assert_eq!(m.commit_offset(Lane::Orders, 3), Some(8));
+    }
+
+    #[test]
+    fn a_partition_is_quiet_once_both_lanes_sit_at_their_end_for_the_timeout() {
         let t0 = Instant::now();
-        m.open(0, t0);
-        m.open(1, t0);
-        m.push(Source::Clicks, 1, rec(0, Some(5)), t0 + Duration::from_secs(5));
-        let quiet: Vec<i32> =
-            m.quiet_partitions(t0 + Duration::from_secs(6), Duration::from_secs(2)).collect();
-        assert_eq!(quiet, [0], "partition 1 holds a record");
-        m.release(t0 + Duration::from_secs(6));
-        let quiet: Vec<i32> =
-            m.quiet_partitions(t0 + Duration::from_secs(6), Duration::from_secs(2)).collect();
-        assert_eq!(quiet, [0], "partition 1 received one a second ago");
+        let mut m = Merger::new(Duration::ZERO);
+        fresh(&mut m, 0, vec![]);
+        fresh(&mut m, 1, vec![]);
+        for p in [0, 1] {
+            m.mark_end(Lane::Clicks, p, t0);
+            m.mark_end(Lane::Orders, p, t0);
+        }
+        m.push(Lane::Clicks, 1, rec(0, Some(5)));
+        assert!(m.quiet_partitions(t0 + Duration::from_secs(1), Duration::from_secs(2)).is_empty());
+        assert_eq!(m.quiet_partitions(t0 + Duration::from_secs(2), Duration::from_secs(2)), [0]);
     }
 
     #[test]
-    fn closing_a_partition_forgets_its_records() {
+    fn reopening_keeps_the_positions_and_reads_again_from_the_committed_offsets() {
         let now = Instant::now();
-        let mut m = Merger::new(Duration::from_millis(100));
-        m.push(Source::Clicks, 1, rec(0, Some(1)), now);
-        m.close(1);
-        assert_eq!(m.commit_offset(Source::Clicks, 1), None);
-        assert_eq!(m.partitions().count(), 0);
+        let mut m = Merger::new(Duration::ZERO);
+        fresh(&mut m, 0, vec![]);
+        m.mark_end(Lane::Orders, 0, now);
+        push_all(&mut m, Lane::Clicks, &[(0, 1), (1, 2)]);
+        m.release(now).expect("release");
+        m.reopen(0, at(2, 0));
+        assert_eq!(m.positions(0), Some(at(2, 0)));
+        assert_eq!(m.commit_offset(Lane::Clicks, 0), Some(2));
+        assert!(m.release(now).expect("release").is_empty(), "the end of orders is not known any more");
     }
 }

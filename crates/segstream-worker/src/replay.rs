@@ -1,30 +1,28 @@
-//! `segstream replay`: history through the live worker's event-time engine,
-//! as fast as the CPU allows.
+//! `segstream replay` and `segstream backfill`: history files through the
+//! live worker's own engine ([`Processor`]), as fast as one core goes.
 //!
 //! Each event goes to the partition Kafka's default partitioner gives its
-//! customer ([`segstream_kafka::partition_for`]), keeps its place in its
-//! file as its offset, and the two lanes of each partition are merged in
-//! event time exactly as the worker merges them. The engine is the worker's
-//! own, so the segment changes (ids included) are those a live run over the
-//! same topics gives, when the topics have `partitions` partitions and the
-//! history was produced in file order. The end of the files is the end of the
-//! input: every partition then follows the worker's watermark, as a live
-//! worker's partitions do once quiet for `time.idle_partition_ms`.
+//! customer ([`segstream_kafka::partition_for`]) and keeps its place in its
+//! file as its offset. The files are the whole input: once pushed, every
+//! lane is at its end, as a live worker's lanes are once it has consumed
+//! topics holding the same events, and every partition then follows the
+//! input's watermark (the largest event time at the end of the input, see
+//! [`tail_target`]) as quiet live partitions do. So the changes, ids
+//! included, are those a live run gives over topics with `partitions`
+//! partitions holding the history in file order. Files carry no Kafka key or
+//! timestamp: the key and future-event checks have nothing to check.
 
+use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use segstream_config::{Config, LatePolicy};
-use segstream_events::schema::Schemas;
-use segstream_events::{
-    ClickBatch, DecodeError, EventTime, OrderBatch, RawRecord, SegmentChange, decode_clicks, decode_orders,
-};
-use segstream_segments::{Cause, to_changes};
+use segstream_config::Config;
+use segstream_events::{CustomerSegments, DecodeError, EventTime, Lane, Positions, RawRecord, SegmentChange};
+use segstream_telemetry::Metrics;
 
-use crate::engine::{Engine, Fired, Input};
+use crate::admission::Decoded;
 use crate::error::WorkerError;
-use crate::merge::{Merger, Pending, Source};
+use crate::processor::{Emitted, Processor};
 
 /// What a replay read and produced.
 #[derive(Debug, Default)]
@@ -48,11 +46,7 @@ pub struct ReplaySummary {
     pub latest: Option<EventTime>,
 }
 
-/// A record waiting in the merge: which input and which row.
-#[derive(Debug, Clone, Copy)]
-struct Row(Source, usize);
-
-/// Payloads as records of one partition, offsets counting from 0.
+/// Payloads as records, offsets counting from 0.
 fn raw(payloads: &[Vec<u8>]) -> impl Iterator<Item = RawRecord<'_>> {
     payloads.iter().zip(0_i64..).map(|(p, offset)| RawRecord {
         payload: Some(p.as_slice()),
@@ -64,16 +58,28 @@ fn raw(payloads: &[Vec<u8>]) -> impl Iterator<Item = RawRecord<'_>> {
 /// Replays `clicks` and `orders` (payloads in their topic order, as the
 /// worker would read them) over `partitions` partitions. Every change is
 /// passed to `on_change` in output order; `progress` gets the number of
-/// records processed so far now and then.
+/// records pushed so far now and then. Returns, with the summary, every
+/// customer's memberships at the end (what the compacted
+/// `customer-segments` topic ends up holding).
 pub fn replay(
     config: &Config,
     partitions: i32,
     clicks: &[Vec<u8>],
     orders: &[Vec<u8>],
     progress: impl FnMut(u64),
-    on_change: impl FnMut(SegmentChange) -> std::io::Result<()>,
-) -> Result<ReplaySummary, WorkerError> {
-    run_engine(config, partitions, clicks, orders, progress, on_change).map(|(summary, _)| summary)
+    mut on_change: impl FnMut(SegmentChange) -> std::io::Result<()>,
+) -> Result<(ReplaySummary, Vec<CustomerSegments>), WorkerError> {
+    let mut latest: BTreeMap<String, EventTime> = BTreeMap::new();
+    let (summary, processor) = run_engine(config, partitions, clicks, orders, progress, |change| {
+        let at = latest.entry(change.customer_id.to_string()).or_insert(change.cause_event_time);
+        *at = (*at).max(change.cause_event_time);
+        on_change(change)
+    })?;
+    let memberships = latest
+        .into_iter()
+        .filter_map(|(id, at)| processor.store().membership(&segstream_events::CustomerId::new(id), at))
+        .collect();
+    Ok((summary, memberships))
 }
 
 /// `segstream backfill`: the state a replay of the history ends with, written
@@ -87,10 +93,51 @@ pub fn backfill(
     progress: impl FnMut(u64),
     snapshot: &Path,
 ) -> Result<(ReplaySummary, u64), WorkerError> {
-    let (summary, engine) = run_engine(config, partitions, clicks, orders, progress, |_| Ok(()))?;
+    let (summary, processor) = run_engine(config, partitions, clicks, orders, progress, |_| Ok(()))?;
     let as_of = summary.latest.unwrap_or(EventTime::from_millis(0));
-    let bytes = engine.store.to_snapshot(as_of, partitions).write(snapshot)?;
+    let bytes = processor.store().to_snapshot(as_of, partitions).write(snapshot)?;
     Ok((summary, bytes))
+}
+
+/// One lane of the history: decoded rows per partition, in file order, with
+/// their offsets on that partition.
+struct LaneRows {
+    decoded: Decoded,
+    by_partition: BTreeMap<i32, Vec<(usize, i64)>>,
+}
+
+impl LaneRows {
+    fn new(
+        lane: Lane,
+        payloads: &[Vec<u8>],
+        partitions: i32,
+    ) -> Result<(Self, Vec<(usize, DecodeError)>), WorkerError> {
+        let (decoded, rejected) = Decoded::decode(lane, raw(payloads))?;
+        let mut by_partition: BTreeMap<i32, Vec<(usize, i64)>> = BTreeMap::new();
+        for row in 0..decoded.len() {
+            let (customer, _) = decoded.row(row);
+            let rows = by_partition
+                .entry(segstream_kafka::partition_for(customer.as_bytes(), partitions))
+                .or_default();
+            let offset = i64::try_from(rows.len()).unwrap_or(i64::MAX);
+            rows.push((row, offset));
+        }
+        let rejected =
+            rejected.into_iter().map(|r| (usize::try_from(r.offset).unwrap_or(0), r.error)).collect();
+        Ok((Self { decoded, by_partition }, rejected))
+    }
+
+    /// The event time of each partition's last record.
+    fn tails(&self) -> impl Iterator<Item = EventTime> + '_ {
+        self.by_partition.values().filter_map(|rows| rows.last().map(|(row, _)| self.decoded.row(*row).1))
+    }
+}
+
+/// The input's watermark at the end of the files: the largest event time
+/// among the last record of every lane of every partition, as a live
+/// worker's probe reads it at the end of the topics.
+fn tail_target(lanes: &[&LaneRows]) -> Option<EventTime> {
+    lanes.iter().flat_map(|l| l.tails()).max()
 }
 
 fn run_engine(
@@ -100,87 +147,64 @@ fn run_engine(
     orders: &[Vec<u8>],
     mut progress: impl FnMut(u64),
     mut on_change: impl FnMut(SegmentChange) -> std::io::Result<()>,
-) -> Result<(ReplaySummary, Engine), WorkerError> {
+) -> Result<(ReplaySummary, Processor), WorkerError> {
     let mut summary = ReplaySummary::default();
-    let schemas = Schemas::builtin();
-    let c = decode_clicks(raw(clicks), schemas)?;
-    let o = decode_orders(raw(orders), schemas)?;
-    let rejected = |kind: &'static str, r: Vec<segstream_events::Rejected>| {
-        r.into_iter().map(move |r| (kind, usize::try_from(r.offset).unwrap_or(0), r.error))
-    };
-    summary.rejected.extend(rejected("clicks", c.rejected));
-    summary.rejected.extend(rejected("orders", o.rejected));
-    let (clicks, orders): (Arc<ClickBatch>, Arc<OrderBatch>) = (Arc::new(c.batch), Arc::new(o.batch));
-    summary.clicks = clicks.len();
-    summary.orders = orders.len();
+    let (clicks, rejected) = LaneRows::new(Lane::Clicks, clicks, partitions)?;
+    summary.rejected.extend(rejected.into_iter().map(|(i, e)| ("clicks", i, e)));
+    let (orders, rejected) = LaneRows::new(Lane::Orders, orders, partitions)?;
+    summary.rejected.extend(rejected.into_iter().map(|(i, e)| ("orders", i, e)));
+    summary.clicks = clicks.decoded.len();
+    summary.orders = orders.decoded.len();
 
-    let mut engine = Engine::new(config)?;
-    // Nothing arrives later: an empty lane is simply exhausted.
-    let idle = Duration::from_millis(1);
-    let mut merger = Merger::new(idle);
-    let start = Instant::now();
-    for p in 0..partitions {
-        merger.open(p, start);
+    let metrics = Metrics::new();
+    let mut processor = Processor::new(config, metrics.clone(), None)?;
+    for partition in 0..partitions {
+        processor.open(partition, Positions { clicks: 0, orders: 0 }, None, Vec::new());
     }
-    let mut next_offset = std::collections::HashMap::new();
-    let dead_letter_late = config.time.late_events == LatePolicy::DeadLetter;
-    let lanes = [(Source::Clicks, clicks.len()), (Source::Orders, orders.len())];
-    for (source, len) in lanes {
-        for i in 0..len {
-            let (customer, t) = match source {
-                Source::Clicks => (clicks.row(i).customer_id, clicks.row(i).event_time),
-                Source::Orders => (orders.row(i).customer_id, orders.row(i).event_time),
-            };
-            let partition = segstream_kafka::partition_for(customer.as_bytes(), partitions);
-            summary.latest = Some(summary.latest.map_or(t, |l| l.max(t)));
-            let offset = next_offset.entry((source, partition)).or_insert(0_i64);
-            let late = engine.late_by(source, partition, t).is_some();
-            summary.late += u64::from(late);
-            let (time, row) = if late && dead_letter_late {
-                summary.late_set_aside += 1;
-                (None, None)
-            } else {
-                (Some(t), Some(Row(source, i)))
-            };
-            merger.push(source, partition, Pending { offset: *offset, time, item: row }, start);
-            *offset += 1;
+    let mut emit = |out: Emitted, summary: &mut ReplaySummary| -> Result<(), WorkerError> {
+        for change in out.changes {
+            summary.changes += 1;
+            on_change(change).map_err(|e| WorkerError::Output(e.to_string()))?;
         }
-    }
-    let released = merger.release(start + idle * 2);
-    let emit_time = EventTime::now();
-    let mut emit = |fired: Vec<Fired>, summary: &mut ReplaySummary| -> Result<(), WorkerError> {
-        for f in fired {
-            for t in &f.transitions {
-                for change in to_changes(&f.id, t, Cause { event_id: f.cause.as_deref() }, emit_time) {
-                    summary.changes += 1;
-                    on_change(change).map_err(|e| WorkerError::Output(e.to_string()))?;
-                }
-            }
-        }
+        summary.late_set_aside += out.dead_letters.len() as u64;
         Ok(())
     };
-    for (n, (_, partition, pending)) in released.into_iter().enumerate() {
-        let input = match pending.item {
-            Some(Row(Source::Clicks, i)) => Input::Click(clicks.row(i)),
-            Some(Row(Source::Orders, i)) => Input::Order(orders.row(i)),
-            None => Input::Other,
-        };
-        emit(engine.process(partition, pending.time, input), &mut summary)?;
-        // Micro-batches as the worker cuts them (their size changes nothing).
-        if (n + 1).is_multiple_of(config.worker.batch_max_events) {
-            engine.end_batch()?;
-            progress(n as u64 + 1);
+    // Micro-batches of about the worker's size (their size changes nothing).
+    let chunk = config.worker.batch_max_events.max(1);
+    let mut pushed = 0_u64;
+    let now = Instant::now();
+    // Orders first: they are few, and clicks then flow through in chunks.
+    for (lane, rows) in [(Lane::Orders, &orders), (Lane::Clicks, &clicks)] {
+        for (&partition, part) in &rows.by_partition {
+            for batch in part.chunks(chunk) {
+                processor.push_rows(lane, partition, &rows.decoded, batch);
+                let mut out = Emitted::default();
+                processor.process(now, &mut out)?;
+                emit(out, &mut summary)?;
+                pushed += batch.len() as u64;
+                progress(pushed);
+            }
         }
     }
-    engine.end_batch()?;
-    // The input ends here: a live worker whose input stays quiet for
-    // `time.idle_partition_ms` moves every partition up to its watermark.
-    if config.time.idle_partition_ms > 0 {
+    // The files end here: every lane is at its end.
+    for partition in 0..partitions {
+        for lane in Lane::BOTH {
+            processor.mark_end(lane, partition, now);
+        }
+    }
+    let mut out = Emitted::default();
+    processor.process(now, &mut out)?;
+    if config.time.idle_partition_ms > 0
+        && let Some(target) = tail_target(&[&clicks, &orders])
+    {
         for partition in 0..partitions {
-            emit(engine.advance_quiet(partition), &mut summary)?;
+            processor.follow(partition, target, &mut out);
         }
     }
-    progress((summary.clicks + summary.orders) as u64);
-    summary.customers = engine.store.len();
-    Ok((summary, engine))
+    emit(out, &mut summary)?;
+    let topics = [config.topics.clickstream.as_str(), config.topics.orders.as_str()];
+    summary.late = topics.iter().map(|t| metrics.late_events.with_label_values(&[*t]).get()).sum();
+    summary.latest = processor.max_event_time();
+    summary.customers = processor.store().len();
+    Ok((summary, processor))
 }

@@ -1,0 +1,190 @@
+//! The internal `segstream-decisions` topic (`schemas/decisions.avsc`): the
+//! decisions a worker took at the live tail that depend on timing rather
+//! than on the input's content, so that whoever rebuilds a partition's state
+//! repeats them exactly.
+
+use apache_avro::types::Value;
+
+use crate::avro_fields::{Fields, invalid, read_datum, write_datum};
+use crate::error::{DecodeError, EncodeError};
+use crate::ids::EventTime;
+use crate::schema::{DECISIONS_SCHEMA_ID, Schemas};
+use crate::wire;
+
+/// One of the two co-partitioned inputs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Lane {
+    /// `clickstream`. At equal event time clicks go first: the click that
+    /// led to an order precedes it.
+    Clicks,
+    /// `orders`.
+    Orders,
+}
+
+impl Lane {
+    /// Both lanes, clicks first.
+    pub const BOTH: [Lane; 2] = [Lane::Clicks, Lane::Orders];
+
+    /// The other lane of the pair.
+    pub const fn other(self) -> Lane {
+        match self {
+            Lane::Clicks => Lane::Orders,
+            Lane::Orders => Lane::Clicks,
+        }
+    }
+
+    /// Lower-case name, for logs and metric labels.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Lane::Clicks => "clicks",
+            Lane::Orders => "orders",
+        }
+    }
+}
+
+/// Where the merge of a partition pair stands: per lane, the offset after
+/// the last record released (the lane's start offset before any).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Positions {
+    /// On `clickstream`.
+    pub clicks: i64,
+    /// On `orders`.
+    pub orders: i64,
+}
+
+impl Positions {
+    /// The position of one lane.
+    pub const fn of(self, lane: Lane) -> i64 {
+        match lane {
+            Lane::Clicks => self.clicks,
+            Lane::Orders => self.orders,
+        }
+    }
+
+    /// True if some lane has gone past `other`'s position: `other` can no
+    /// longer be reached.
+    pub const fn passed(self, other: Positions) -> bool {
+        self.clicks > other.clicks || self.orders > other.orders
+    }
+}
+
+/// What was decided.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DecisionAction {
+    /// `lane`'s records went first, up to position `until`, while the other
+    /// lane was at the end of its log.
+    Alone {
+        /// The lane released.
+        lane: Lane,
+        /// Its position after the release.
+        until: i64,
+    },
+    /// The partition's stream time moved up to the input's watermark (its
+    /// own inputs were quiet): its due timers fired.
+    Follow {
+        /// The stream time reached.
+        stream_time: EventTime,
+    },
+}
+
+/// One decision and the point of the merge it was taken at.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Decision {
+    /// Where the merge stood.
+    pub at: Positions,
+    /// What was decided.
+    pub action: DecisionAction,
+}
+
+/// One record of the decisions topic: the decisions of one transaction for
+/// one partition pair.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DecisionRecord {
+    /// Consumer group of the workers.
+    pub group_id: String,
+    /// Input partition pair.
+    pub partition: i32,
+    /// 0, 1, 2, ... per group and partition.
+    pub seq: i64,
+    /// In the order taken.
+    pub decisions: Vec<Decision>,
+}
+
+fn action_symbol(action: DecisionAction) -> (u32, &'static str, i64) {
+    match action {
+        DecisionAction::Alone { lane: Lane::Clicks, until } => (0, "release_clicks_alone", until),
+        DecisionAction::Alone { lane: Lane::Orders, until } => (1, "release_orders_alone", until),
+        DecisionAction::Follow { stream_time } => (2, "follow_watermark", stream_time.millis()),
+    }
+}
+
+impl DecisionRecord {
+    /// Confluent-framed Avro, as written to the decisions topic.
+    pub fn to_avro(&self) -> Result<Vec<u8>, EncodeError> {
+        let decisions = self
+            .decisions
+            .iter()
+            .map(|d| {
+                let (index, symbol, value) = action_symbol(d.action);
+                Value::Record(vec![
+                    ("clicks_position".into(), Value::Long(d.at.clicks)),
+                    ("orders_position".into(), Value::Long(d.at.orders)),
+                    ("action".into(), Value::Enum(index, symbol.to_owned())),
+                    ("value".into(), Value::Long(value)),
+                ])
+            })
+            .collect();
+        let value = Value::Record(vec![
+            ("group_id".into(), Value::String(self.group_id.clone())),
+            ("partition".into(), Value::Int(self.partition)),
+            ("seq".into(), Value::Long(self.seq)),
+            ("decisions".into(), Value::Array(decisions)),
+        ]);
+        let body = write_datum(&Schemas::builtin().decisions, value)
+            .map_err(|e| EncodeError::Avro { record: "Decisions", message: e.to_string() })?;
+        Ok(wire::frame(DECISIONS_SCHEMA_ID, &body))
+    }
+
+    /// Reads a record written by [`DecisionRecord::to_avro`].
+    pub fn from_avro(payload: &[u8]) -> Result<Self, DecodeError> {
+        if payload.first() != Some(&wire::MAGIC) {
+            return Err(DecodeError::UnknownFormat(payload.first().copied().unwrap_or_default()));
+        }
+        let (id, mut body) = wire::split(payload)?;
+        if id != DECISIONS_SCHEMA_ID {
+            return Err(DecodeError::UnknownSchemaId {
+                id,
+                topic_kind: "decisions",
+                known: vec![DECISIONS_SCHEMA_ID],
+            });
+        }
+        let schema = &Schemas::builtin().decisions;
+        let value = read_datum(schema, None, &mut body).map_err(|e| DecodeError::Avro(e.to_string()))?;
+        let mut r = Fields::new(value)?;
+        let decisions = match r.take("decisions")? {
+            Value::Array(items) => items.into_iter().map(decision).collect::<Result<_, _>>()?,
+            other => return Err(invalid("decisions", format!("expected an array, found {other:?}"))),
+        };
+        Ok(Self {
+            group_id: r.string("group_id")?,
+            partition: r.int("partition")?,
+            seq: r.long("seq")?,
+            decisions,
+        })
+    }
+}
+
+fn decision(item: Value) -> Result<Decision, DecodeError> {
+    let mut d = Fields::new(item)?;
+    let at = Positions { clicks: d.long("clicks_position")?, orders: d.long("orders_position")? };
+    let action = d.symbol("action", |s| {
+        ["release_clicks_alone", "release_orders_alone", "follow_watermark"].iter().position(|a| *a == s)
+    })?;
+    let value = d.long("value")?;
+    let action = match action {
+        0 => DecisionAction::Alone { lane: Lane::Clicks, until: value },
+        1 => DecisionAction::Alone { lane: Lane::Orders, until: value },
+        _ => DecisionAction::Follow { stream_time: EventTime::from_millis(value) },
+    };
+    Ok(Decision { at, action })
+}

@@ -1,0 +1,295 @@
+//! Admission: what a record becomes before it enters the merge. Decoding
+//! (straight into Arrow), then the checks that depend only on the record
+//! itself and on its lane's history in offset order, so a replay of the same
+//! input decides the same:
+//! - the key must be the customer_id (else dead letter `key_mismatch`);
+//! - an event at or before the warm-start snapshot's time is already in the
+//!   state (passed through, counted);
+//! - the event time may be at most `time.max_future_ms` after the Kafka
+//!   timestamp (else dead letter `future_event`);
+//! - an event older than its lane's largest event time minus the allowed
+//!   lateness is late: counted, then applied or dead-lettered (`late_event`).
+
+use std::sync::Arc;
+
+use segstream_config::{Config, LatePolicy};
+use segstream_events::schema::Schemas;
+use segstream_events::{
+    ClickBatch, EventTime, Lane, OrderBatch, RawRecord, Rejected, decode_clicks, decode_orders,
+};
+
+use crate::error::WorkerError;
+
+/// A record as it arrives from Kafka.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Incoming<'a> {
+    /// Message key.
+    pub(crate) key: Option<&'a [u8]>,
+    /// Message value.
+    pub(crate) payload: Option<&'a [u8]>,
+    /// Source offset.
+    pub(crate) offset: i64,
+    /// Kafka record timestamp (ms), if any.
+    pub(crate) timestamp: Option<i64>,
+}
+
+/// A record waiting in the merge.
+#[derive(Debug)]
+pub(crate) enum Item {
+    /// A click: row `row` of `batch`.
+    Click {
+        /// The decoded poll it came in.
+        batch: Arc<ClickBatch>,
+        /// Its row.
+        row: usize,
+        /// Its Kafka timestamp, for the latency histogram.
+        ts: Option<i64>,
+    },
+    /// An order: row `row` of `batch`.
+    Order {
+        /// The decoded poll it came in.
+        batch: Arc<OrderBatch>,
+        /// Its row.
+        row: usize,
+        /// Its Kafka timestamp.
+        ts: Option<i64>,
+    },
+    /// Set aside for the dead-letter topic.
+    Dead(Box<Rejection>),
+    /// At or before the warm-start snapshot's time: already in the state.
+    Covered,
+}
+
+/// Why a record is set aside, with its original bytes.
+#[derive(Debug)]
+pub(crate) struct Rejection {
+    /// Original key.
+    pub(crate) key: Option<Vec<u8>>,
+    /// Original value.
+    pub(crate) payload: Option<Vec<u8>>,
+    /// Stable code (dead-letter header `segstream.error.code`).
+    pub(crate) code: &'static str,
+    /// Human-readable reason.
+    pub(crate) message: String,
+}
+
+/// One decoded poll of a lane.
+#[derive(Debug, Clone)]
+pub(crate) enum Decoded {
+    Clicks(Arc<ClickBatch>),
+    Orders(Arc<OrderBatch>),
+}
+
+impl Decoded {
+    /// Decodes a lane's payloads; the ones that did not decode come back
+    /// with their offsets.
+    pub(crate) fn decode<'a>(
+        lane: Lane,
+        records: impl IntoIterator<Item = RawRecord<'a>>,
+    ) -> Result<(Self, Vec<Rejected>), WorkerError> {
+        let schemas = Schemas::builtin();
+        Ok(match lane {
+            Lane::Clicks => {
+                let d = decode_clicks(records, schemas)?;
+                (Self::Clicks(Arc::new(d.batch)), d.rejected)
+            }
+            Lane::Orders => {
+                let d = decode_orders(records, schemas)?;
+                (Self::Orders(Arc::new(d.batch)), d.rejected)
+            }
+        })
+    }
+
+    /// Rows decoded.
+    pub(crate) fn len(&self) -> usize {
+        match self {
+            Self::Clicks(b) => b.len(),
+            Self::Orders(b) => b.len(),
+        }
+    }
+
+    /// Customer and event time of a row.
+    pub(crate) fn row(&self, row: usize) -> (&str, EventTime) {
+        match self {
+            Self::Clicks(b) => (b.row(row).customer_id, b.row(row).event_time),
+            Self::Orders(b) => (b.row(row).customer_id, b.row(row).event_time),
+        }
+    }
+
+    fn item(&self, row: usize, ts: Option<i64>) -> Item {
+        match self {
+            Self::Clicks(b) => Item::Click { batch: Arc::clone(b), row, ts },
+            Self::Orders(b) => Item::Order { batch: Arc::clone(b), row, ts },
+        }
+    }
+}
+
+/// A record that decoded but breaks a check of its own: the dead-letter code
+/// and message.
+pub(crate) fn own_check(
+    customer: &str,
+    key: Option<&[u8]>,
+    time: EventTime,
+    timestamp: Option<i64>,
+    max_future_ms: i64,
+) -> Result<(), (&'static str, String)> {
+    if key != Some(customer.as_bytes()) {
+        return Err((
+            "key_mismatch",
+            format!(
+                "message key {:?} is not the customer_id {customer:?}: key every record by customer_id so both topics are co-partitioned",
+                key.map(String::from_utf8_lossy)
+            ),
+        ));
+    }
+    if let Some(ts) = timestamp
+        && time > EventTime::from_millis(ts).plus_millis(max_future_ms)
+    {
+        return Err((
+            "future_event",
+            format!(
+                "event time {time} is more than time.max_future_ms ({max_future_ms} ms) after the record's Kafka timestamp"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// What admission found, for the caller's counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Verdict {
+    /// Goes into the merge as an event.
+    Event,
+    /// Did not decode.
+    Undecodable(&'static str),
+    /// Decoded but broke its own check (key, future).
+    Refused(&'static str),
+    /// Later than the allowed lateness, applied anyway.
+    LateApplied,
+    /// Later than the allowed lateness, set aside.
+    LateSetAside,
+    /// Already in the warm-start snapshot.
+    Covered,
+}
+
+/// The admission rules of one worker.
+#[derive(Debug, Clone)]
+pub(crate) struct Admission {
+    max_future_ms: i64,
+    late: LatePolicy,
+    lateness_ms: i64,
+    /// Events at or before this time are in the warm-start snapshot.
+    warm_as_of: Option<EventTime>,
+}
+
+impl Admission {
+    pub(crate) fn new(config: &Config, warm_as_of: Option<EventTime>) -> Self {
+        Self {
+            max_future_ms: i64::try_from(config.time.max_future_ms).unwrap_or(i64::MAX),
+            late: config.time.late_events,
+            lateness_ms: i64::try_from(config.time.allowed_lateness_ms).unwrap_or(i64::MAX),
+            warm_as_of,
+        }
+    }
+
+    /// The Kafka records of one poll of a lane, in offset order, as merge
+    /// items. `lane_max` is the lane's largest event time so far (in offset
+    /// order) and is moved along.
+    pub(crate) fn admit(
+        &self,
+        lane: Lane,
+        records: &[Incoming<'_>],
+        lane_max: &mut Option<EventTime>,
+        mut verdict: impl FnMut(Verdict),
+    ) -> Result<Vec<(i64, Option<EventTime>, Item)>, WorkerError> {
+        let raw = records.iter().map(|r| RawRecord { payload: r.payload, partition: 0, offset: r.offset });
+        let (decoded, rejected) = Decoded::decode(lane, raw)?;
+        // Decoded rows keep input order minus the rejects: walk both in step.
+        let mut rejected = rejected.into_iter().peekable();
+        let mut row = 0;
+        let mut out = Vec::with_capacity(records.len());
+        for r in records {
+            let dead = |code, message| {
+                Item::Dead(Box::new(Rejection {
+                    key: r.key.map(<[u8]>::to_vec),
+                    payload: r.payload.map(<[u8]>::to_vec),
+                    code,
+                    message,
+                }))
+            };
+            if let Some(e) = rejected.next_if(|e| e.offset == r.offset) {
+                verdict(Verdict::Undecodable(e.error.code()));
+                out.push((r.offset, None, dead(e.error.code(), e.error.to_string())));
+                continue;
+            }
+            let (customer, time) = decoded.row(row);
+            let item = decoded.item(row, r.timestamp);
+            row += 1;
+            if let Err((code, message)) = own_check(customer, r.key, time, r.timestamp, self.max_future_ms) {
+                verdict(Verdict::Refused(code));
+                out.push((r.offset, None, dead(code, message)));
+                continue;
+            }
+            let (time, item) = self.judge(time, item, lane_max, &mut verdict, dead);
+            out.push((r.offset, time, item));
+        }
+        Ok(out)
+    }
+
+    /// Rows of a history file (no key or Kafka timestamp to check), as merge
+    /// items; see [`Admission::admit`].
+    pub(crate) fn admit_rows(
+        &self,
+        decoded: &Decoded,
+        rows: &[(usize, i64)],
+        lane_max: &mut Option<EventTime>,
+        mut verdict: impl FnMut(Verdict),
+    ) -> Vec<(i64, Option<EventTime>, Item)> {
+        rows.iter()
+            .map(|&(row, offset)| {
+                let (_, time) = decoded.row(row);
+                let (time, item) =
+                    self.judge(time, decoded.item(row, None), lane_max, &mut verdict, |code, message| {
+                        Item::Dead(Box::new(Rejection { key: None, payload: None, code, message }))
+                    });
+                (offset, time, item)
+            })
+            .collect()
+    }
+
+    /// Warm-start cutoff and lateness.
+    fn judge(
+        &self,
+        time: EventTime,
+        item: Item,
+        lane_max: &mut Option<EventTime>,
+        verdict: &mut impl FnMut(Verdict),
+        dead: impl FnOnce(&'static str, String) -> Item,
+    ) -> (Option<EventTime>, Item) {
+        if self.warm_as_of.is_some_and(|as_of| time <= as_of) {
+            verdict(Verdict::Covered);
+            return (None, Item::Covered);
+        }
+        let max = *lane_max.get_or_insert(time);
+        *lane_max = Some(max.max(time));
+        let limit = max.plus_millis(-self.lateness_ms);
+        if time >= limit {
+            verdict(Verdict::Event);
+            return (Some(time), item);
+        }
+        match self.late {
+            LatePolicy::Apply => {
+                verdict(Verdict::LateApplied);
+                (Some(time), item)
+            }
+            LatePolicy::DeadLetter => {
+                verdict(Verdict::LateSetAside);
+                let message = format!(
+                    "event time {time} is before {limit}: later than time.allowed_lateness_ms ({} ms) behind its partition",
+                    self.lateness_ms
+                );
+                (None, dead("late_event", message))
+            }
+        }
+    }
+}

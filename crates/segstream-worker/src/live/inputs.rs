@@ -1,0 +1,263 @@
+//! The two input consumers of a worker. The group member subscribes to
+//! `clickstream` only; the worker assigns partition *i* of `orders` to its
+//! second consumer whenever the group gives it partition *i* of
+//! `clickstream`, so the two lanes of a pair are always on one worker,
+//! whatever the assignor. Both are polled by the pipeline thread; each
+//! reports the end of a partition's log for its own topic (librdkafka's
+//! end-of-partition event names the partition only).
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use rdkafka::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerGroupMetadata};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{Message, OwnedMessage};
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use rdkafka::types::RDKafkaErrorCode;
+use segstream_config::Config;
+use segstream_events::{Lane, Positions};
+use segstream_kafka::{Assignment, InputContext, KafkaIoError, assigned_consumer_config, consumer_config};
+use segstream_telemetry::Metrics;
+
+use crate::error::WorkerError;
+
+/// What one poll brought.
+#[derive(Debug, Default)]
+pub(crate) struct Polled {
+    /// Records per lane and partition, in offset order.
+    pub(crate) records: BTreeMap<(Lane, i32), Vec<OwnedMessage>>,
+    /// Lanes whose consumer reached the end of the log (after their records above).
+    pub(crate) ends: Vec<(Lane, i32)>,
+    /// Rebalances to act on; records polled with them are dropped.
+    pub(crate) rebalances: Vec<Assignment>,
+    /// Records in `records`.
+    pub(crate) count: usize,
+}
+
+/// The group's committed offsets of a partition pair, with the metadata
+/// committed with them.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Committed {
+    /// Per lane, if committed.
+    pub(crate) clicks: Option<i64>,
+    /// Per lane, if committed.
+    pub(crate) orders: Option<i64>,
+    /// The metadata string (the same on both lanes).
+    pub(crate) metadata: Option<String>,
+}
+
+/// See the module documentation.
+pub(crate) struct Inputs {
+    lead: BaseConsumer<InputContext>,
+    orders: BaseConsumer<InputContext>,
+    clickstream_topic: String,
+    orders_topic: String,
+    instance_id: String,
+}
+
+impl std::fmt::Debug for Inputs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Inputs").field("clickstream", &self.clickstream_topic).finish_non_exhaustive()
+    }
+}
+
+/// How long a committed-offsets request may wait for open transactions of
+/// a previous owner to be resolved.
+const COMMITTED_WAIT: Duration = Duration::from_secs(60);
+
+fn create(
+    config: ClientConfig,
+    metrics: &Metrics,
+    what: &'static str,
+) -> Result<BaseConsumer<InputContext>, WorkerError> {
+    Ok(config.create_with_context(InputContext::new(metrics.clone())).map_err(KafkaIoError::kafka(what))?)
+}
+
+impl Inputs {
+    /// Creates both consumers and subscribes the group member.
+    pub(crate) fn new(config: &Config, metrics: &Metrics) -> Result<Self, WorkerError> {
+        let lead = create(consumer_config(config)?, metrics, "creating the clickstream consumer")?;
+        let orders = create(assigned_consumer_config(config)?, metrics, "creating the orders consumer")?;
+        lead.subscribe(&[config.topics.clickstream.as_str()])
+            .map_err(KafkaIoError::kafka("subscribing to the clickstream topic"))?;
+        Ok(Self {
+            lead,
+            orders,
+            clickstream_topic: config.topics.clickstream.clone(),
+            orders_topic: config.topics.orders.clone(),
+            instance_id: config.instance_id(),
+        })
+    }
+
+    /// The group member's client (metadata requests).
+    pub(crate) fn client(&self) -> &rdkafka::client::Client<InputContext> {
+        self.lead.client()
+    }
+
+    fn topic(&self, lane: Lane) -> &str {
+        match lane {
+            Lane::Clicks => &self.clickstream_topic,
+            Lane::Orders => &self.orders_topic,
+        }
+    }
+
+    /// Polls both consumers: up to `max` records, waiting at most `wait` for
+    /// the first. Returns early on a rebalance.
+    pub(crate) fn poll(&self, max: usize, wait: Duration) -> Result<Polled, WorkerError> {
+        let deadline = Instant::now() + wait;
+        let mut polled = Polled::default();
+        loop {
+            let before = polled.count + polled.ends.len();
+            for lane in Lane::BOTH {
+                while polled.count < max && self.poll_one(lane, Duration::ZERO, &mut polled)? {
+                    if !polled.rebalances.is_empty() {
+                        return Ok(polled);
+                    }
+                }
+            }
+            let progressed = polled.count + polled.ends.len() > before;
+            let left = deadline.saturating_duration_since(Instant::now());
+            if polled.count >= max || (!progressed && (left.is_zero() || polled.count > 0)) {
+                return Ok(polled);
+            }
+            if !progressed {
+                // Nothing ready: wait on the group member (rebalances come through it).
+                self.poll_one(Lane::Clicks, left.min(Duration::from_millis(10)), &mut polled)?;
+                if !polled.rebalances.is_empty() {
+                    return Ok(polled);
+                }
+            }
+        }
+    }
+
+    /// One poll of a lane's consumer; false if it had nothing.
+    fn poll_one(&self, lane: Lane, timeout: Duration, polled: &mut Polled) -> Result<bool, WorkerError> {
+        let consumer = match lane {
+            Lane::Clicks => &self.lead,
+            Lane::Orders => &self.orders,
+        };
+        let got = match consumer.poll(timeout) {
+            Some(Ok(m)) => {
+                polled.records.entry((lane, m.partition())).or_default().push(m.detach());
+                polled.count += 1;
+                true
+            }
+            Some(Err(KafkaError::PartitionEOF(partition))) => {
+                polled.ends.push((lane, partition));
+                true
+            }
+            Some(Err(KafkaError::MessageConsumptionFatal(code))) => {
+                return Err(self.fatal(code));
+            }
+            Some(Err(e)) => {
+                tracing::warn!(topic = self.topic(lane), error = %e, "consumer error (librdkafka retries by itself)");
+                true
+            }
+            None => false,
+        };
+        polled.rebalances.extend(consumer.context().take_assignments());
+        Ok(got)
+    }
+
+    fn fatal(&self, code: RDKafkaErrorCode) -> WorkerError {
+        if code == RDKafkaErrorCode::FencedInstanceId {
+            WorkerError::DuplicateInstance { instance_id: self.instance_id.clone() }
+        } else {
+            WorkerError::Consumer(code.to_string())
+        }
+    }
+
+    /// The group's committed offsets and metadata of these partition pairs.
+    /// Waits until transactions of previous owners that hold offsets are
+    /// resolved (`read_committed` asks the broker for stable offsets).
+    pub(crate) fn committed(&self, partitions: &[i32]) -> Result<BTreeMap<i32, Committed>, WorkerError> {
+        let mut tpl = TopicPartitionList::new();
+        for &p in partitions {
+            for lane in Lane::BOTH {
+                tpl.add_partition(self.topic(lane), p);
+            }
+        }
+        let committed = self
+            .lead
+            .committed_offsets(tpl, COMMITTED_WAIT)
+            .map_err(KafkaIoError::kafka("reading the group's committed offsets"))?;
+        let mut out: BTreeMap<i32, Committed> =
+            partitions.iter().map(|p| (*p, Committed::default())).collect();
+        for e in committed.elements() {
+            let Some(c) = out.get_mut(&e.partition()) else { continue };
+            let Offset::Offset(offset) = e.offset() else { continue };
+            if e.topic() == self.clickstream_topic {
+                c.clicks = Some(offset);
+            } else {
+                c.orders = Some(offset);
+            }
+            if !e.metadata().is_empty() {
+                c.metadata = Some(e.metadata().to_owned());
+            }
+        }
+        Ok(out)
+    }
+
+    /// The first offset still in each lane's log.
+    pub(crate) fn log_start(&self, partition: i32) -> Result<Positions, WorkerError> {
+        let low = |topic: &str| -> Result<i64, WorkerError> {
+            let (low, _) = self
+                .lead
+                .fetch_watermarks(topic, partition, Duration::from_secs(30))
+                .map_err(KafkaIoError::kafka(format!("reading the start offset of {topic}[{partition}]")))?;
+            Ok(low)
+        };
+        Ok(Positions { clicks: low(&self.clickstream_topic)?, orders: low(&self.orders_topic)? })
+    }
+
+    /// Starts reading these partition pairs from these offsets (replacing
+    /// whatever was assigned).
+    pub(crate) fn assign(&self, from: &BTreeMap<i32, Positions>) -> Result<(), WorkerError> {
+        for (lane, consumer) in [(Lane::Clicks, &self.lead), (Lane::Orders, &self.orders)] {
+            let mut tpl = TopicPartitionList::new();
+            for (&p, at) in from {
+                tpl.add_partition_offset(self.topic(lane), p, Offset::Offset(at.of(lane)))
+                    .map_err(KafkaIoError::kafka("building the assignment"))?;
+            }
+            consumer.assign(&tpl).map_err(KafkaIoError::kafka(format!("assigning {}", self.topic(lane))))?;
+        }
+        Ok(())
+    }
+
+    /// Stops reading everything.
+    pub(crate) fn unassign(&self) -> Result<(), WorkerError> {
+        self.lead.unassign().map_err(KafkaIoError::kafka("unassigning clickstream"))?;
+        self.orders.unassign().map_err(KafkaIoError::kafka("unassigning orders"))?;
+        Ok(())
+    }
+
+    /// The group metadata a transaction's offsets are committed under.
+    pub(crate) fn group_metadata(&self) -> Option<ConsumerGroupMetadata> {
+        self.lead.group_metadata()
+    }
+
+    /// The topic of a lane, for offsets.
+    pub(crate) fn lane_topic(&self, lane: Lane) -> &str {
+        self.topic(lane)
+    }
+
+    /// The lane of a topic.
+    pub(crate) fn lane_of(&self, topic: &str) -> Option<Lane> {
+        if topic == self.clickstream_topic {
+            Some(Lane::Clicks)
+        } else if topic == self.orders_topic {
+            Some(Lane::Orders)
+        } else {
+            None
+        }
+    }
+
+    /// Closes both consumers (a static member stays in the group until its
+    /// session times out, so a quick restart gets its partitions back).
+    pub(crate) fn close(self) {
+        for consumer in [&self.lead, &self.orders] {
+            consumer.context().closing();
+        }
+    }
+}

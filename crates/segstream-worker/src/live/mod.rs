@@ -1,0 +1,570 @@
+//! The Kafka loop of a worker. It only moves records: from the input
+//! consumers into the [`Processor`], from the processor into a Kafka
+//! transaction, and commits that transaction with the input offsets every
+//! `worker.commit_interval_ms`. Everything the records cause is decided by
+//! the processor (see ARCHITECTURE.md for the invariants).
+//!
+//! Rebalances (eager protocol, handled here rather than in librdkafka's
+//! callback): before giving partitions up, the worker commits what it did
+//! with them while its generation is still valid, and keeps their state for
+//! a moment. When the group hands a partition back and nobody committed it
+//! since (the committed token is the worker's own), the state is kept and
+//! reading resumes at the committed offsets; otherwise the partition is
+//! rebuilt from the start of its logs, repeating the committed decisions,
+//! with outputs suppressed up to the committed offsets.
+
+mod inputs;
+mod outbox;
+mod ownership;
+mod probe;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::mpsc::Receiver;
+use std::time::{Duration, Instant};
+
+use rdkafka::message::Message;
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use segstream_config::Config;
+use segstream_events::{CustomerId, DecisionRecord, EventTime, Lane, Positions, SegmentKind};
+use segstream_kafka::{
+    Assignment, DeadLetter, KafkaIoError, check_copartitioned, dead_letter_headers, wait_for_broker,
+};
+use segstream_telemetry::{Health, Metrics};
+use tokio_util::sync::CancellationToken;
+
+use crate::admission::Incoming;
+use crate::error::WorkerError;
+use crate::lookup::{SnapshotRequest, snapshot};
+use crate::processor::{Emitted, Processor};
+use crate::snapshot::WarmStart;
+
+use self::inputs::Inputs;
+use self::outbox::{Outbox, Record, TxFailure};
+use self::ownership::{DecisionLog, Owned, Tokens, metadata, parse_metadata};
+use self::probe::Probe;
+
+/// Totals of one pipeline run, logged at exit.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Summary {
+    /// Input records consumed.
+    pub events: u64,
+    /// Change records published.
+    pub changes: u64,
+    /// Dead letters published.
+    pub dead_letters: u64,
+    /// Transactions committed.
+    pub transactions: u64,
+}
+
+/// How long start-up waits for the broker before giving up.
+const BROKER_WAIT: Duration = Duration::from_secs(30);
+
+/// See the module documentation.
+#[derive(Debug)]
+pub(crate) struct Pipeline {
+    config: Config,
+    metrics: Metrics,
+    health: Arc<Health>,
+    inputs: Inputs,
+    outbox: Outbox,
+    processor: Processor,
+    decision_log: DecisionLog,
+    probe: Probe,
+    tokens: Tokens,
+    /// Partition pairs assigned now, as of their last commit.
+    owned: BTreeMap<i32, Owned>,
+    /// Revoked partition pairs whose state is kept until the next assignment.
+    parked: BTreeMap<i32, Owned>,
+    /// An assignment (perhaps empty) is in force.
+    assigned: bool,
+    /// Customers whose membership record is due at the next commit.
+    touched: BTreeMap<CustomerId, EventTime>,
+    /// Kafka timestamps of the inputs behind this transaction's changes.
+    causes_ts: Vec<(SegmentKind, i64)>,
+    /// Since when something is waiting to be committed.
+    dirty_since: Option<Instant>,
+    summary: Summary,
+    last_report: Instant,
+    /// Feature-table requests of `/sql`, answered between batches.
+    snapshots: Receiver<SnapshotRequest>,
+}
+
+impl Pipeline {
+    /// Connects to Kafka, checks the topics, fences any previous
+    /// incarnation and joins the group.
+    pub(crate) fn connect(
+        config: Config,
+        metrics: Metrics,
+        health: Arc<Health>,
+        snapshots: Receiver<SnapshotRequest>,
+    ) -> Result<Self, WorkerError> {
+        let inputs = Inputs::new(&config, &metrics)?;
+        wait_for_broker(inputs.client(), &config.kafka.bootstrap_servers, BROKER_WAIT)?;
+        let topics = &config.topics;
+        let partitions =
+            check_copartitioned(inputs.client(), &topics.clickstream, &topics.orders, &topics.decisions)?;
+        let partitions = i32::try_from(partitions).unwrap_or(i32::MAX);
+        let warm = match config.worker.warm_start.as_str() {
+            "" => None,
+            path => Some(WarmStart::load(std::path::Path::new(path), &config.features, partitions)?),
+        };
+        let outbox = Outbox::new(&config)?;
+        tracing::info!(
+            group = %config.kafka.group_id,
+            instance = %config.instance_id(),
+            transactional_id = %outbox.transactional_id(),
+            partitions,
+            clickstream = %topics.clickstream,
+            orders = %topics.orders,
+            "worker started"
+        );
+        Ok(Self {
+            processor: Processor::new(&config, metrics.clone(), warm)?,
+            decision_log: DecisionLog::new(&config)?,
+            probe: Probe::new(&config, partitions)?,
+            tokens: Tokens::new(&config.instance_id()),
+            config,
+            metrics,
+            health,
+            inputs,
+            outbox,
+            owned: BTreeMap::new(),
+            parked: BTreeMap::new(),
+            assigned: false,
+            touched: BTreeMap::new(),
+            causes_ts: Vec::new(),
+            dirty_since: None,
+            summary: Summary::default(),
+            last_report: Instant::now(),
+            snapshots,
+        })
+    }
+
+    /// Runs until `shutdown` is cancelled; what was processed is committed
+    /// before it returns.
+    pub(crate) fn run(mut self, shutdown: &CancellationToken) -> Result<Summary, WorkerError> {
+        while !shutdown.is_cancelled() {
+            self.cycle()?;
+            self.answer_snapshots();
+        }
+        if !self.commit()? {
+            tracing::warn!("the last transaction did not commit: the next owner redoes its work");
+        }
+        self.inputs.close();
+        tracing::info!(summary = ?self.summary, "pipeline stopped; last transaction committed");
+        Ok(self.summary)
+    }
+
+    /// One poll, what it releases, and a commit when one is due.
+    fn cycle(&mut self) -> Result<(), WorkerError> {
+        let polled = self.inputs.poll(self.config.worker.batch_max_events, self.poll_wait())?;
+        if !polled.rebalances.is_empty() {
+            // Records polled with a rebalance are read again from the committed offsets.
+            for rebalance in polled.rebalances {
+                self.rebalance(rebalance)?;
+            }
+            return Ok(());
+        }
+        let started = Instant::now();
+        self.summary.events += polled.count as u64;
+        for ((lane, partition), messages) in &polled.records {
+            if !self.owned.contains_key(partition) {
+                continue;
+            }
+            let incoming: Vec<Incoming<'_>> = messages
+                .iter()
+                .map(|m| Incoming {
+                    key: m.key(),
+                    payload: m.payload(),
+                    offset: m.offset(),
+                    timestamp: m.timestamp().to_millis(),
+                })
+                .collect();
+            self.processor.push(*lane, *partition, &incoming)?;
+        }
+        for (lane, partition) in polled.ends {
+            if self.owned.contains_key(&partition) {
+                self.processor.mark_end(lane, partition, started);
+            }
+        }
+        let mut out = Emitted::default();
+        self.processor.process(started, &mut out)?;
+        let followed = self.follow_quiet(started, &mut out)?;
+        if polled.count > 0 || followed || !out.is_empty() {
+            self.dirty_since.get_or_insert(started);
+        }
+        if !self.publish(out)? {
+            return self.restore_all();
+        }
+        if polled.count > 0 {
+            self.metrics.batch_seconds.observe(started.elapsed().as_secs_f64());
+        }
+        if self.dirty_since.is_some_and(|t| t.elapsed() >= self.commit_interval()) && !self.commit()? {
+            return self.restore_all();
+        }
+        self.outbox.poll();
+        self.update_readiness();
+        self.report();
+        Ok(())
+    }
+
+    fn commit_interval(&self) -> Duration {
+        Duration::from_millis(self.config.worker.commit_interval_ms)
+    }
+
+    /// How long the next poll may wait: never past the commit that is due.
+    fn poll_wait(&self) -> Duration {
+        let wait = Duration::from_millis(self.config.worker.batch_max_wait_ms);
+        match self.dirty_since {
+            Some(t) => wait.min(self.commit_interval().saturating_sub(t.elapsed())),
+            None => wait,
+        }
+    }
+
+    /// Quiet partitions follow the input's watermark.
+    fn follow_quiet(&mut self, now: Instant, out: &mut Emitted) -> Result<bool, WorkerError> {
+        let idle = self.config.time.idle_partition_ms;
+        if idle == 0 {
+            return Ok(false);
+        }
+        let quiet = self.processor.quiet_partitions(now, Duration::from_millis(idle));
+        if quiet.is_empty() {
+            return Ok(false);
+        }
+        let Some(target) = self.probe.target(now)? else { return Ok(false) };
+        let mut followed = false;
+        for partition in quiet {
+            if self.processor.stream_time(partition).is_none_or(|s| s < target) {
+                self.processor.follow(partition, target, out);
+                followed = true;
+            }
+        }
+        Ok(followed)
+    }
+
+    /// Sends what processing produced into the open transaction. False if
+    /// the transaction failed (it is aborted then).
+    fn publish(&mut self, out: Emitted) -> Result<bool, WorkerError> {
+        let Emitted { changes, dead_letters, touched, causes_ts, .. } = out;
+        for change in &changes {
+            let payload = change.to_avro()?;
+            let record = Record {
+                topic: &self.config.topics.segment_changes,
+                partition: None,
+                key: Some(change.customer_id.as_str().as_bytes()),
+                payload: Some(&payload),
+                headers: None,
+            };
+            let sent = self.outbox.send(record);
+            if !self.settle(sent)? {
+                return Ok(false);
+            }
+        }
+        for d in &dead_letters {
+            let topic = self.inputs.lane_topic(d.lane);
+            let headers = dead_letter_headers(&DeadLetter {
+                topic,
+                partition: d.partition,
+                offset: d.offset,
+                code: d.rejection.code,
+                message: &d.rejection.message,
+            });
+            let record = Record {
+                topic: &self.config.topics.dead_letter,
+                partition: None,
+                key: d.rejection.key.as_deref(),
+                payload: d.rejection.payload.as_deref(),
+                headers: Some(headers),
+            };
+            let sent = self.outbox.send(record);
+            if !self.settle(sent)? {
+                return Ok(false);
+            }
+        }
+        self.summary.changes += changes.len() as u64;
+        self.summary.dead_letters += dead_letters.len() as u64;
+        for (id, at) in touched {
+            let last = self.touched.entry(id).or_insert(at);
+            *last = (*last).max(at);
+        }
+        self.causes_ts.extend(causes_ts);
+        Ok(true)
+    }
+
+    /// Turns a transaction step's failure into what to do: `Ok(true)` went
+    /// through, `Ok(false)` was aborted (non-fatal), `Err` stops the worker.
+    fn settle(&mut self, result: Result<(), TxFailure>) -> Result<bool, WorkerError> {
+        let (kind, error) = match result {
+            Ok(()) => return Ok(true),
+            Err(TxFailure::Fatal(e)) => {
+                self.metrics.transactions.with_label_values(&["fatal"]).inc();
+                return Err(e);
+            }
+            Err(TxFailure::Abortable(e)) => ("aborted", e),
+            Err(TxFailure::GroupFenced(e)) => ("fenced", e),
+        };
+        tracing::warn!(
+            error = %error,
+            result = kind,
+            "transaction failed: aborted; the partitions go back to their committed state"
+        );
+        self.metrics.transactions.with_label_values(&[kind]).inc();
+        self.outbox.abort()?;
+        Ok(false)
+    }
+
+    /// Commits memberships, decisions and input offsets with what was sent
+    /// since the last commit. False if the transaction was aborted (the
+    /// state is then ahead of the committed one: the caller restores or
+    /// drops it).
+    fn commit(&mut self) -> Result<bool, WorkerError> {
+        if self.dirty_since.is_none() && !self.outbox.is_open() {
+            return Ok(true);
+        }
+        let Some(group) = self.inputs.group_metadata() else { return Err(WorkerError::NoGroupMetadata) };
+        let started = Instant::now();
+        let touched = std::mem::take(&mut self.touched);
+        for (id, at) in &touched {
+            let Some(membership) = self.processor.store().membership(id, *at) else { continue };
+            let payload = membership.to_avro()?;
+            let record = Record {
+                topic: &self.config.topics.customer_segments,
+                partition: None,
+                key: Some(id.as_str().as_bytes()),
+                payload: Some(&payload),
+                headers: None,
+            };
+            let sent = self.outbox.send(record);
+            if !self.settle(sent)? {
+                return Ok(false);
+            }
+        }
+        let mut counts: BTreeMap<i32, i64> = self.owned.iter().map(|(p, o)| (*p, o.decisions)).collect();
+        for (partition, decisions) in self.processor.take_decisions() {
+            let Some(n) = counts.get_mut(&partition) else { continue };
+            self.metrics.decisions.inc_by(decisions.len() as u64);
+            let record = DecisionRecord {
+                group_id: self.config.kafka.group_id.clone(),
+                partition,
+                seq: *n,
+                decisions,
+            };
+            let payload = record.to_avro()?;
+            let out = Record {
+                topic: &self.config.topics.decisions,
+                partition: Some(partition),
+                key: Some(self.config.kafka.group_id.as_bytes()),
+                payload: Some(&payload),
+                headers: None,
+            };
+            let sent = self.outbox.send(out);
+            if !self.settle(sent)? {
+                return Ok(false);
+            }
+            *n += 1;
+        }
+        let token = self.tokens.next();
+        let mut offsets = TopicPartitionList::new();
+        let mut positions: BTreeMap<i32, Positions> = BTreeMap::new();
+        for (&partition, &n) in &counts {
+            let meta = metadata(&token, n);
+            let (Some(clicks), Some(orders)) = (
+                self.processor.commit_offset(Lane::Clicks, partition),
+                self.processor.commit_offset(Lane::Orders, partition),
+            ) else {
+                continue;
+            };
+            for (lane, offset) in [(Lane::Clicks, clicks), (Lane::Orders, orders)] {
+                offsets
+                    .add_partition_offset(self.inputs.lane_topic(lane), partition, Offset::Offset(offset))
+                    .map_err(KafkaIoError::kafka("building the offsets to commit"))?;
+                if let Some(mut e) = offsets.find_partition(self.inputs.lane_topic(lane), partition) {
+                    e.set_metadata(meta.as_str());
+                }
+            }
+            positions.insert(partition, Positions { clicks, orders });
+        }
+        let result = self.outbox.commit(&offsets, &group);
+        if !self.settle(result)? {
+            return Ok(false);
+        }
+        for (partition, owned) in &mut self.owned {
+            owned.token = Some(token.clone());
+            owned.decisions = counts.get(partition).copied().unwrap_or(owned.decisions);
+            owned.committed = positions.get(partition).copied().or(owned.committed);
+        }
+        self.metrics.transactions.with_label_values(&["committed"]).inc();
+        self.metrics.commit_seconds.observe(started.elapsed().as_secs_f64());
+        let now_ms = EventTime::now().millis();
+        for (kind, ts) in self.causes_ts.drain(..) {
+            let seconds = (now_ms - ts).max(0) as f64 / 1000.0;
+            self.metrics.change_latency.with_label_values(&[kind.as_str()]).observe(seconds);
+        }
+        self.summary.transactions += 1;
+        self.dirty_since = None;
+        Ok(true)
+    }
+
+    /// Brings every owned partition back to its committed state after an
+    /// aborted transaction: rebuilt from the start of its logs.
+    fn restore_all(&mut self) -> Result<(), WorkerError> {
+        let partitions: Vec<i32> = self.owned.keys().copied().collect();
+        self.forget_uncommitted();
+        for &partition in &partitions {
+            self.processor.close(partition);
+        }
+        self.owned.clear();
+        tracing::warn!(?partitions, "rebuilding the partitions from their committed state");
+        self.start(partitions)
+    }
+
+    fn forget_uncommitted(&mut self) {
+        self.touched.clear();
+        self.causes_ts.clear();
+        self.dirty_since = None;
+        self.processor.take_decisions();
+    }
+
+    fn rebalance(&mut self, rebalance: Assignment) -> Result<(), WorkerError> {
+        match rebalance {
+            Assignment::Revoked { partitions, lost } => {
+                // What was done with them is committed while the generation is ours.
+                let clean = if lost {
+                    let dirty = self.dirty_since.is_some() || self.outbox.is_open();
+                    self.outbox.abort()?;
+                    !dirty
+                } else {
+                    self.commit()?
+                };
+                self.forget_uncommitted();
+                for (partition, owned) in std::mem::take(&mut self.owned) {
+                    if clean {
+                        self.parked.insert(partition, owned);
+                    } else {
+                        self.processor.close(partition);
+                    }
+                }
+                self.inputs.unassign()?;
+                self.assigned = false;
+                tracing::info!(revoked = partitions.len(), lost, kept = clean, "partitions revoked");
+            }
+            Assignment::Assigned(partitions) => {
+                let mine: Vec<i32> = partitions
+                    .iter()
+                    .filter(|(topic, _)| self.inputs.lane_of(topic) == Some(Lane::Clicks))
+                    .map(|(_, p)| *p)
+                    .collect();
+                self.start(mine)?;
+                self.assigned = true;
+            }
+        }
+        self.metrics.assigned_partitions.set(i64::try_from(self.owned.len()).unwrap_or(i64::MAX));
+        self.update_readiness();
+        Ok(())
+    }
+
+    /// Takes on partition pairs: kept state where nobody committed since
+    /// this worker did, rebuilt from the start otherwise; then reads them.
+    fn start(&mut self, partitions: Vec<i32>) -> Result<(), WorkerError> {
+        let committed = self.inputs.committed(&partitions)?;
+        let mut from = BTreeMap::new();
+        let (mut kept, mut rebuilt) = (Vec::new(), Vec::new());
+        for partition in partitions {
+            let c = committed.get(&partition).cloned().unwrap_or_default();
+            let meta = c.metadata.as_deref().and_then(parse_metadata);
+            let token = meta.as_ref().map(|(t, _)| t.clone());
+            let parked = self.parked.remove(&partition);
+            if let Some(parked) = parked
+                && let Some(at) = parked.committed
+                && parked.token.is_some()
+                && parked.token == token
+            {
+                self.processor.reopen(partition, at);
+                from.insert(partition, at);
+                self.owned.insert(partition, parked);
+                kept.push(partition);
+                continue;
+            }
+            let start = self.inputs.log_start(partition)?;
+            let committed_at = match (c.clicks, c.orders) {
+                (None, None) => None,
+                (clicks, orders) => Some(Positions {
+                    clicks: clicks.unwrap_or(start.clicks),
+                    orders: orders.unwrap_or(start.orders),
+                }),
+            };
+            if committed_at.is_some() && meta.is_none() {
+                tracing::warn!(
+                    partition,
+                    "offsets were committed without segstream's metadata: rebuilding without recorded decisions"
+                );
+            }
+            let count = meta.map_or(0, |(_, n)| n);
+            let script = self.decision_log.read(partition, count)?;
+            self.processor.open(partition, start, committed_at, script);
+            from.insert(partition, start);
+            self.owned.insert(partition, Owned { token, decisions: count, committed: committed_at });
+            rebuilt.push(partition);
+        }
+        // Kept after a revocation, but someone else's now.
+        for (partition, _) in std::mem::take(&mut self.parked) {
+            self.processor.close(partition);
+        }
+        self.inputs.assign(&from)?;
+        tracing::info!(?kept, ?rebuilt, "partitions assigned");
+        Ok(())
+    }
+
+    /// Answers waiting `/sql` requests with the feature table as of the
+    /// latest event time seen (a query that gave up waiting is skipped).
+    fn answer_snapshots(&mut self) {
+        while let Ok(reply) = self.snapshots.try_recv() {
+            if reply.is_closed() {
+                continue;
+            }
+            let as_of = self.processor.max_event_time().unwrap_or(EventTime::from_millis(0));
+            if reply.send(snapshot(self.processor.store(), &self.config.features, as_of)).is_err() {
+                tracing::debug!("a /sql request gave up before its snapshot was ready");
+            }
+        }
+    }
+
+    /// Ready once an assignment is in force and no partition is rebuilding.
+    fn update_readiness(&mut self) {
+        let rebuilding = self.owned.keys().filter(|p| self.processor.rebuilding(**p)).count();
+        self.metrics.partitions_rebuilding.set(i64::try_from(rebuilding).unwrap_or(i64::MAX));
+        let ready = self.assigned && rebuilding == 0;
+        if ready && !self.health.is_ready() && !self.owned.is_empty() {
+            tracing::info!(
+                customers = self.processor.store().len(),
+                "state rebuilt up to the committed offsets"
+            );
+        }
+        self.health.set_ready(ready);
+    }
+
+    fn report(&mut self) {
+        let store = self.processor.store();
+        for ((kind, segment), n) in store.population() {
+            self.metrics.population.with_label_values(&[kind.as_str(), segment]).set(n);
+        }
+        self.metrics.customers.set(i64::try_from(store.len()).unwrap_or(i64::MAX));
+        self.metrics.timers_pending.set(i64::try_from(store.pending_timers()).unwrap_or(i64::MAX));
+        if let Some(t) = self.processor.max_event_time() {
+            self.metrics.event_time_max.set(t.millis() / 1000);
+            self.metrics.watermark_lag.set((EventTime::now().millis() - t.millis()) / 1000);
+        }
+        if self.last_report.elapsed() >= Duration::from_secs(10) {
+            self.last_report = Instant::now();
+            self.metrics.state_bytes.set(i64::try_from(store.approx_bytes()).unwrap_or(i64::MAX));
+            tracing::info!(
+                events = self.summary.events,
+                changes = self.summary.changes,
+                customers = store.len(),
+                buffered = self.processor.buffered(),
+                "progress"
+            );
+        }
+    }
+}

@@ -1,0 +1,211 @@
+//! The transactional producer. Outputs go into a transaction opened at the
+//! first record; a commit adds the input offsets (with the consumer group's
+//! metadata, so a member that has been fenced by a rebalance cannot commit)
+//! and commits. The producer is polled by the pipeline thread itself, and
+//! the commit waits for the last delivery reports with short polls, so it
+//! never sits out a fixed flush interval.
+
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::ConsumerGroupMetadata;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::OwnedHeaders;
+use rdkafka::producer::{BaseProducer, BaseRecord, DefaultProducerContext, Producer};
+use rdkafka::topic_partition_list::TopicPartitionList;
+use segstream_config::Config;
+use segstream_kafka::{KafkaIoError, producer_config, transactional_id};
+
+use crate::error::WorkerError;
+
+/// One output record.
+#[derive(Debug)]
+pub(crate) struct Record<'a> {
+    pub(crate) topic: &'a str,
+    /// Explicit partition (the decisions topic), else by key.
+    pub(crate) partition: Option<i32>,
+    pub(crate) key: Option<&'a [u8]>,
+    pub(crate) payload: Option<&'a [u8]>,
+    pub(crate) headers: Option<OwnedHeaders>,
+}
+
+/// How a failed transaction step must be handled.
+#[derive(Debug)]
+pub(crate) enum TxFailure {
+    /// Abort, bring the partitions back to their committed state, go on.
+    Abortable(KafkaError),
+    /// The consumer group moved on without this member (its session
+    /// expired, or a rebalance completed): abort, drop the partitions'
+    /// state, let the consumer rejoin.
+    GroupFenced(KafkaError),
+    /// The producer cannot go on: stop.
+    Fatal(WorkerError),
+}
+
+/// See the module documentation.
+pub(crate) struct Outbox {
+    producer: BaseProducer<DefaultProducerContext>,
+    open: bool,
+    timeout: Duration,
+    transactional_id: String,
+    instance_id: String,
+}
+
+impl std::fmt::Debug for Outbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Outbox")
+            .field("transactional_id", &self.transactional_id)
+            .field("open", &self.open)
+            .finish()
+    }
+}
+
+impl Outbox {
+    /// Creates the producer and fences any previous incarnation with the
+    /// same transactional id (its open transaction is aborted, so
+    /// `read_committed` readers are not held back by it).
+    pub(crate) fn new(config: &Config) -> Result<Self, WorkerError> {
+        let transactional_id = transactional_id(config);
+        let producer: BaseProducer<DefaultProducerContext> =
+            producer_config(config, Some(&transactional_id))?
+                .create()
+                .map_err(KafkaIoError::kafka("creating the producer"))?;
+        let timeout = Duration::from_millis(config.worker.transaction_timeout_ms);
+        producer
+            .init_transactions(timeout.max(Duration::from_secs(30)))
+            .map_err(|source| WorkerError::Transaction { context: "initialising transactions", source })?;
+        Ok(Self { producer, open: false, timeout, transactional_id, instance_id: config.instance_id() })
+    }
+
+    /// The transactional id, for logs.
+    pub(crate) fn transactional_id(&self) -> &str {
+        &self.transactional_id
+    }
+
+    /// True while a transaction is open.
+    pub(crate) fn is_open(&self) -> bool {
+        self.open
+    }
+
+    fn begin(&mut self) -> Result<(), TxFailure> {
+        if !self.open {
+            self.producer.begin_transaction().map_err(|e| self.classify(e))?;
+            self.open = true;
+        }
+        Ok(())
+    }
+
+    /// Sends a record in the open transaction (opening one if needed).
+    pub(crate) fn send(&mut self, out: Record<'_>) -> Result<(), TxFailure> {
+        self.begin()?;
+        let mut headers = out.headers;
+        loop {
+            let mut record: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(out.topic);
+            if let Some(p) = out.partition {
+                record = record.partition(p);
+            }
+            if let Some(k) = out.key {
+                record = record.key(k);
+            }
+            if let Some(p) = out.payload {
+                record = record.payload(p);
+            }
+            if let Some(h) = headers.take() {
+                record = record.headers(h);
+            }
+            match self.producer.send(record) {
+                Ok(()) => return Ok(()),
+                // The local queue is full: serve delivery reports, try again.
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                    headers = back.headers;
+                    self.producer.poll(Duration::from_millis(5));
+                }
+                Err((e, _)) => return Err(self.classify(e)),
+            }
+        }
+    }
+
+    /// Serves delivery reports without waiting.
+    pub(crate) fn poll(&self) {
+        self.producer.poll(Duration::ZERO);
+    }
+
+    /// Commits the open transaction (opening one if only offsets move) with
+    /// the input offsets, under the consumer group's current generation.
+    pub(crate) fn commit(
+        &mut self,
+        offsets: &TopicPartitionList,
+        group: &ConsumerGroupMetadata,
+    ) -> Result<(), TxFailure> {
+        self.begin()?;
+        let deadline = Instant::now() + self.timeout;
+        // librdkafka's commit flushes first, and rust-rdkafka's flush sleeps in
+        // 100 ms polls: wait for the last delivery reports here, in short polls.
+        while self.producer.in_flight_count() > 0 && Instant::now() < deadline {
+            self.producer.poll(Duration::from_millis(1));
+        }
+        if offsets.count() > 0 {
+            self.retrying(|p, t| p.send_offsets_to_transaction(offsets, group, t))?;
+        }
+        self.retrying(|p, t| p.commit_transaction(t))?;
+        self.open = false;
+        Ok(())
+    }
+
+    /// Aborts the open transaction, if any.
+    pub(crate) fn abort(&mut self) -> Result<(), WorkerError> {
+        if !self.open {
+            return Ok(());
+        }
+        self.open = false;
+        match self.retrying(|p, t| p.abort_transaction(t)) {
+            Ok(()) => Ok(()),
+            Err(TxFailure::Fatal(e)) => Err(e),
+            Err(TxFailure::Abortable(source) | TxFailure::GroupFenced(source)) => {
+                Err(WorkerError::Transaction { context: "aborting a transaction", source })
+            }
+        }
+    }
+
+    /// Runs a transactional call, again while librdkafka says it may be retried.
+    fn retrying(
+        &self,
+        call: impl Fn(&BaseProducer<DefaultProducerContext>, Duration) -> Result<(), KafkaError>,
+    ) -> Result<(), TxFailure> {
+        let mut attempts = 0;
+        loop {
+            match call(&self.producer, self.timeout) {
+                Ok(()) => return Ok(()),
+                Err(KafkaError::Transaction(e)) if e.is_retriable() && attempts < 5 => {
+                    attempts += 1;
+                    tracing::warn!(error = %e, attempts, "transaction step failed, retrying");
+                }
+                Err(e) => return Err(self.classify(e)),
+            }
+        }
+    }
+
+    fn classify(&self, e: KafkaError) -> TxFailure {
+        let code = e.rdkafka_error_code();
+        let fatal = match &e {
+            KafkaError::Transaction(t) => t.is_fatal(),
+            _ => false,
+        };
+        if fatal {
+            return TxFailure::Fatal(match code {
+                Some(RDKafkaErrorCode::Fenced | RDKafkaErrorCode::ProducerFenced) => {
+                    WorkerError::DuplicateInstance { instance_id: self.instance_id.clone() }
+                }
+                _ => WorkerError::Transaction { context: "a transaction (fatal producer error)", source: e },
+            });
+        }
+        match code {
+            Some(
+                RDKafkaErrorCode::IllegalGeneration
+                | RDKafkaErrorCode::UnknownMemberId
+                | RDKafkaErrorCode::FencedInstanceId
+                | RDKafkaErrorCode::RebalanceInProgress,
+            ) => TxFailure::GroupFenced(e),
+            _ => TxFailure::Abortable(e),
+        }
+    }
+}

@@ -1,0 +1,407 @@
+//! The one engine: admission, the merge of co-partitioned lanes, event time,
+//! timers and change emission, in one code path shared by the live worker,
+//! `replay`, `backfill` and the rebuild of a partition after an assignment.
+//! It knows nothing of Kafka: records come in per lane and partition, and
+//! what they cause comes out as [`Emitted`] records; the Kafka loop only
+//! moves records and commits them.
+//!
+//! A partition being rebuilt runs exactly like a live one, with the
+//! committed decisions repeated and the outputs of everything below the
+//! committed offsets suppressed (they are in committed transactions).
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, Instant};
+
+use segstream_config::Config;
+use segstream_events::{CustomerId, Decision, EventTime, Lane, Positions, SegmentChange, SegmentKind};
+use segstream_segments::{Cause, Transition, to_changes};
+use segstream_telemetry::Metrics;
+
+use crate::admission::{Admission, Decoded, Incoming, Item, Rejection, Verdict};
+use crate::engine::{Engine, Fired, Input};
+use crate::error::WorkerError;
+use crate::merge::{Merger, Opening, Pending, Step};
+use crate::snapshot::WarmStart;
+use crate::store::CustomerStore;
+
+/// A record for the dead-letter topic.
+#[derive(Debug)]
+pub(crate) struct DeadLetterOut {
+    /// Source lane.
+    pub(crate) lane: Lane,
+    /// Source partition.
+    pub(crate) partition: i32,
+    /// Source offset.
+    pub(crate) offset: i64,
+    /// Original bytes and why.
+    pub(crate) rejection: Rejection,
+}
+
+/// What processing produced, to publish.
+#[derive(Debug)]
+pub(crate) struct Emitted {
+    /// Change records, in order.
+    pub(crate) changes: Vec<SegmentChange>,
+    /// Dead letters, in order.
+    pub(crate) dead_letters: Vec<DeadLetterOut>,
+    /// Customers whose segments changed, with the time of their last change
+    /// (their membership record is due).
+    pub(crate) touched: BTreeMap<CustomerId, EventTime>,
+    /// Kafka timestamps of the inputs that caused changes.
+    pub(crate) causes_ts: Vec<(SegmentKind, i64)>,
+    /// Wall-clock time stamped on change records.
+    pub(crate) emit_time: EventTime,
+}
+
+impl Emitted {
+    /// Nothing to publish.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.changes.is_empty() && self.dead_letters.is_empty() && self.touched.is_empty()
+    }
+}
+
+impl Default for Emitted {
+    fn default() -> Self {
+        Self {
+            changes: Vec::new(),
+            dead_letters: Vec::new(),
+            touched: BTreeMap::new(),
+            causes_ts: Vec::new(),
+            emit_time: EventTime::now(),
+        }
+    }
+}
+
+/// Per partition: what rebuilding it means.
+#[derive(Debug, Default)]
+struct Rebuild {
+    /// Committed offsets: outputs caused below them are suppressed.
+    committed: Option<Positions>,
+}
+
+/// See the module documentation.
+#[derive(Debug)]
+pub(crate) struct Processor {
+    engine: Engine,
+    merger: Merger<Item>,
+    admission: Admission,
+    warm: Option<WarmStart>,
+    /// Largest event time admitted per lane, in offset order (lateness).
+    admitted_max: HashMap<(Lane, i32), EventTime>,
+    /// Largest event time released per lane: what `admitted_max` is when
+    /// reading starts again from the first unreleased record.
+    released_max: HashMap<(Lane, i32), EventTime>,
+    /// Partitions still rebuilding up to their committed offsets.
+    rebuilding: BTreeMap<i32, Rebuild>,
+    metrics: Metrics,
+    topics: [String; 2],
+    /// Largest event time released, all partitions (for `/sql` and metrics).
+    max_event_time: Option<EventTime>,
+}
+
+impl Processor {
+    pub(crate) fn new(
+        config: &Config,
+        metrics: Metrics,
+        warm: Option<WarmStart>,
+    ) -> Result<Self, WorkerError> {
+        let mut engine = Engine::new(config)?;
+        if let Some(w) = &warm {
+            let (categories, payments) = w.names();
+            engine.store.seed_dictionaries(categories, payments);
+        }
+        Ok(Self {
+            engine,
+            merger: Merger::new(Duration::from_millis(config.worker.partition_idle_ms)),
+            admission: Admission::new(config, warm.as_ref().map(|w| w.as_of)),
+            warm,
+            admitted_max: HashMap::new(),
+            released_max: HashMap::new(),
+            rebuilding: BTreeMap::new(),
+            metrics,
+            topics: [config.topics.clickstream.clone(), config.topics.orders.clone()],
+            max_event_time: None,
+        })
+    }
+
+    fn topic(&self, lane: Lane) -> &str {
+        match lane {
+            Lane::Clicks => &self.topics[0],
+            Lane::Orders => &self.topics[1],
+        }
+    }
+
+    /// Starts a partition from the start of its logs (`start`): nothing of
+    /// it is kept, the warm-start snapshot's customers join, the committed
+    /// decisions are repeated, and outputs below `committed` are suppressed.
+    pub(crate) fn open(
+        &mut self,
+        partition: i32,
+        start: Positions,
+        committed: Option<Positions>,
+        script: Vec<Decision>,
+    ) {
+        self.close(partition);
+        if let Some(warm) = &self.warm {
+            for saved in warm.customers_of(partition) {
+                self.engine.store.insert_saved(saved.clone());
+            }
+        }
+        self.merger.open(partition, Opening { positions: start, fetch_from: start, script });
+        self.rebuilding.insert(partition, Rebuild { committed });
+    }
+
+    /// Keeps a partition's state (it is exactly at `committed`): reading
+    /// starts again there.
+    pub(crate) fn reopen(&mut self, partition: i32, committed: Positions) {
+        self.merger.reopen(partition, committed);
+        for lane in Lane::BOTH {
+            match self.released_max.get(&(lane, partition)) {
+                Some(t) => self.admitted_max.insert((lane, partition), *t),
+                None => self.admitted_max.remove(&(lane, partition)),
+            };
+        }
+    }
+
+    /// Forgets everything of a partition.
+    pub(crate) fn close(&mut self, partition: i32) {
+        let dropped = self.engine.forget_partition(partition);
+        if dropped > 0 {
+            tracing::info!(partition, dropped, "partition state dropped");
+        }
+        self.merger.close(partition);
+        self.rebuilding.remove(&partition);
+        for lane in Lane::BOTH {
+            self.admitted_max.remove(&(lane, partition));
+            self.released_max.remove(&(lane, partition));
+        }
+    }
+
+    /// Admits one poll of a lane's Kafka records (offset order).
+    pub(crate) fn push(
+        &mut self,
+        lane: Lane,
+        partition: i32,
+        records: &[Incoming<'_>],
+    ) -> Result<(), WorkerError> {
+        let topic = self.topic(lane).to_owned();
+        self.metrics.events_in.with_label_values(&[topic.as_str()]).inc_by(records.len() as u64);
+        let mut lane_max = self.admitted_max.get(&(lane, partition)).copied();
+        let metrics = &self.metrics;
+        let admitted = self.admission.admit(lane, records, &mut lane_max, |v| count(metrics, &topic, v))?;
+        self.note_admitted(lane, partition, lane_max, admitted);
+        Ok(())
+    }
+
+    /// Admits rows of a history file as records of a lane (offset order).
+    pub(crate) fn push_rows(&mut self, lane: Lane, partition: i32, decoded: &Decoded, rows: &[(usize, i64)]) {
+        let topic = self.topic(lane).to_owned();
+        self.metrics.events_in.with_label_values(&[topic.as_str()]).inc_by(rows.len() as u64);
+        let mut lane_max = self.admitted_max.get(&(lane, partition)).copied();
+        let metrics = &self.metrics;
+        let admitted = self.admission.admit_rows(decoded, rows, &mut lane_max, |v| count(metrics, &topic, v));
+        self.note_admitted(lane, partition, lane_max, admitted);
+    }
+
+    fn note_admitted(
+        &mut self,
+        lane: Lane,
+        partition: i32,
+        lane_max: Option<EventTime>,
+        admitted: Vec<(i64, Option<EventTime>, Item)>,
+    ) {
+        if let Some(t) = lane_max {
+            self.admitted_max.insert((lane, partition), t);
+        }
+        for (offset, time, item) in admitted {
+            self.merger.push(lane, partition, Pending { offset, time, item });
+        }
+    }
+
+    /// The consumer reached the end of a lane's log.
+    pub(crate) fn mark_end(&mut self, lane: Lane, partition: i32, now: Instant) {
+        self.merger.mark_end(lane, partition, now);
+    }
+
+    /// Releases what the merge lets go, applies it, and collects what it
+    /// causes into `out`; ends the micro-batch.
+    pub(crate) fn process(&mut self, now: Instant, out: &mut Emitted) -> Result<(), WorkerError> {
+        let steps = self.merger.release(now).map_err(|e| WorkerError::Divergence(e.to_string()))?;
+        for (partition, step) in steps {
+            match step {
+                Step::Record(lane, pending) => self.apply(lane, partition, pending, out)?,
+                Step::Follow(target) => {
+                    // A committed decision: its outputs are committed too.
+                    if let Some(fired) = self.engine.follow(partition, target) {
+                        self.count_timers(&fired);
+                    }
+                }
+            }
+        }
+        self.engine.end_batch()?;
+        self.finish_rebuilds();
+        Ok(())
+    }
+
+    fn apply(
+        &mut self,
+        lane: Lane,
+        partition: i32,
+        pending: Pending<Item>,
+        out: &mut Emitted,
+    ) -> Result<(), WorkerError> {
+        let suppress = self
+            .rebuilding
+            .get(&partition)
+            .and_then(|r| r.committed)
+            .is_some_and(|c| pending.offset < c.of(lane));
+        if suppress {
+            self.metrics.replayed.inc();
+        }
+        if let Some(t) = pending.time {
+            let max = self.released_max.entry((lane, partition)).or_insert(t);
+            *max = (*max).max(t);
+            self.max_event_time = Some(self.max_event_time.map_or(t, |m| m.max(t)));
+        }
+        let (input, ts) = match &pending.item {
+            Item::Click { batch, row, ts } => (Input::Click(batch.row(*row)), *ts),
+            Item::Order { batch, row, ts } => (Input::Order(batch.row(*row)), *ts),
+            Item::Dead(_) | Item::Covered => (Input::Other, None),
+        };
+        let fired = self.engine.process(partition, pending.time, input);
+        if suppress {
+            self.count_timers(&fired);
+            return Ok(());
+        }
+        for f in fired {
+            let ts = if f.cause.is_some() { ts } else { None };
+            self.emit(out, f, ts);
+        }
+        if let Item::Dead(rejection) = pending.item {
+            self.metrics.dead_letters.with_label_values(&[self.topic(lane)]).inc();
+            out.dead_letters.push(DeadLetterOut {
+                lane,
+                partition,
+                offset: pending.offset,
+                rejection: *rejection,
+            });
+        }
+        Ok(())
+    }
+
+    fn count_timers(&self, fired: &[Fired]) {
+        let timers: usize = fired.iter().filter(|f| f.cause.is_none()).map(|f| f.transitions.len()).sum();
+        self.metrics.timers_fired.inc_by(timers as u64);
+    }
+
+    /// Turns one customer's transitions into change records, marks the
+    /// customer for a membership record and keeps the cause's Kafka
+    /// timestamp for the latency histogram.
+    fn emit(&self, out: &mut Emitted, fired: Fired, ts: Option<i64>) {
+        let Fired { id, transitions, cause } = fired;
+        let Some(last) = transitions.last() else { return };
+        out.touched.insert(id.clone(), last.at);
+        out.causes_ts.extend(transitions.iter().filter_map(|t| Some((t.kind, ts?))));
+        if cause.is_none() {
+            self.metrics.timers_fired.inc_by(transitions.len() as u64);
+        }
+        for t in &transitions {
+            self.count_transition(t);
+            for change in to_changes(&id, t, Cause { event_id: cause.as_deref() }, out.emit_time) {
+                self.metrics
+                    .segment_changes
+                    .with_label_values(&[change.kind.as_str(), change.change.as_str()])
+                    .inc();
+                out.changes.push(change);
+            }
+        }
+    }
+
+    fn count_transition(&self, t: &Transition) {
+        let (from, to) = (t.from.unwrap_or("none"), t.to.unwrap_or("none"));
+        self.metrics.transitions.with_label_values(&[t.kind.as_str(), from, to, t.trigger.as_str()]).inc();
+    }
+
+    /// Rebuilding partitions that have reached their committed offsets and
+    /// repeated every committed decision are live from here on.
+    fn finish_rebuilds(&mut self) {
+        let merger = &self.merger;
+        self.rebuilding.retain(|&partition, rebuild| {
+            let reached = rebuild
+                .committed
+                .is_none_or(|c| Lane::BOTH.iter().all(|&lane| merger.reached(lane, partition, c.of(lane))));
+            !reached || merger.scripted(partition)
+        });
+    }
+
+    /// True while a partition is rebuilding up to its committed offsets.
+    pub(crate) fn rebuilding(&self, partition: i32) -> bool {
+        self.rebuilding.contains_key(&partition)
+    }
+
+    /// Partitions whose inputs have been at the end of their logs for
+    /// `quiet`, and which are not rebuilding.
+    pub(crate) fn quiet_partitions(&self, now: Instant, quiet: Duration) -> Vec<i32> {
+        let mut quiet = self.merger.quiet_partitions(now, quiet);
+        quiet.retain(|p| !self.rebuilding(*p));
+        quiet
+    }
+
+    /// A quiet partition follows the input's watermark (`target`, the
+    /// largest event time at the end of the input topics): its stream time
+    /// moves up to it and its due timers fire. The decision is recorded.
+    pub(crate) fn follow(&mut self, partition: i32, target: EventTime, out: &mut Emitted) {
+        let Some(fired) = self.engine.follow(partition, target) else { return };
+        self.merger.note_follow(partition, target);
+        for f in fired {
+            self.emit(out, f, None);
+        }
+    }
+
+    /// The timing-dependent decisions taken since the last call, per
+    /// partition.
+    pub(crate) fn take_decisions(&mut self) -> Vec<(i32, Vec<Decision>)> {
+        self.merger.take_decisions()
+    }
+
+    /// The offset to commit for a lane (its first unprocessed record).
+    pub(crate) fn commit_offset(&self, lane: Lane, partition: i32) -> Option<i64> {
+        let next = self.merger.commit_offset(lane, partition)?;
+        let committed = self.rebuilding.get(&partition).and_then(|r| r.committed).map(|c| c.of(lane));
+        Some(committed.map_or(next, |c| next.max(c)))
+    }
+
+    /// The customer state.
+    pub(crate) fn store(&self) -> &CustomerStore {
+        &self.engine.store
+    }
+
+    /// The largest event time released, with the warm start's time.
+    pub(crate) fn max_event_time(&self) -> Option<EventTime> {
+        self.max_event_time.max(self.warm.as_ref().map(|w| w.as_of))
+    }
+
+    /// A partition's stream time.
+    pub(crate) fn stream_time(&self, partition: i32) -> Option<EventTime> {
+        self.engine.stream_time(partition)
+    }
+
+    /// Records buffered in the merge.
+    pub(crate) fn buffered(&self) -> usize {
+        self.merger.buffered()
+    }
+}
+
+fn count(metrics: &Metrics, topic: &str, verdict: Verdict) {
+    match verdict {
+        Verdict::Event => {}
+        Verdict::Undecodable(code) => metrics.decode_errors.with_label_values(&[topic, code]).inc(),
+        Verdict::Refused(code) => {
+            if code == "future_event" {
+                metrics.future_events.with_label_values(&[topic]).inc();
+            }
+        }
+        Verdict::LateApplied | Verdict::LateSetAside => metrics.late_events.with_label_values(&[topic]).inc(),
+        Verdict::Covered => metrics.snapshot_covered.inc(),
+    }
+}
