@@ -24,7 +24,9 @@ lint:
 
 ## bench: benchmarks (release build); figures and method in benches/README.md
 bench: tools
+	scripts/kafka-broker.sh install >/dev/null
 	$(CARGO) bench -p segstream-worker --bench state_memory
+	$(CARGO) bench --bench pipeline
 
 ## broker: start a local Kafka on 127.0.0.1:$(KAFKA_PORT) (data in $(BROKER_DIR)) with segstream's topics
 broker: tools build

@@ -35,7 +35,7 @@ scripts/kafka-broker.sh start --dir "$BROKER_DIR" --port "$KAFKA_PORT"
 export SEGSTREAM__KAFKA__BOOTSTRAP_SERVERS="127.0.0.1:$KAFKA_PORT"
 export SEGSTREAM__HTTP__LISTEN="127.0.0.1:$METRICS_PORT"
 export SEGSTREAM__WORKER__INSTANCE_ID=demo
-# When the traffic stops, every partition follows the worker's watermark after
+# When the traffic stops, every partition follows the input's watermark after
 # 2 s (not the default 30 s), so the last timers fire before the summary.
 export SEGSTREAM__TIME__IDLE_PARTITION_MS=2000
 "$BIN" topics create >/dev/null

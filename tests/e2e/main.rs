@@ -6,7 +6,9 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod exactly_once;
 mod lifecycle;
 mod operations;
+mod recovery;
 mod replay;
 mod time;

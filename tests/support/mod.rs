@@ -91,6 +91,15 @@ impl Broker {
     }
 }
 
+/// With `SEGSTREAM_TEST_KEEP=DIR`, copies the broker's directory (its log and
+/// every worker's log of this test run) to DIR, which a failing test calls
+/// before it panics: the directory itself goes with the test process.
+pub fn keep_logs() {
+    let Some(to) = std::env::var_os("SEGSTREAM_TEST_KEEP") else { return };
+    let status = Command::new("cp").arg("-r").arg(&Broker::shared().dir).arg(&to).status();
+    eprintln!("broker and worker logs copied to {} ({status:?})", PathBuf::from(to).display());
+}
+
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
 /// Unique names for one test: topics, group, instance.
@@ -344,6 +353,26 @@ impl WorkerProc {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// SIGKILL, and reap the process.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().ok();
+            child.wait().ok();
+        }
+    }
+
+    /// Sends a signal by name (`STOP`, `CONT`, ...).
+    pub fn signal(&self, name: &str) {
+        let status =
+            Command::new("kill").args([&format!("-{name}"), &self.pid().to_string()]).status().expect("kill");
+        assert!(status.success(), "kill -{name} {}", self.pid());
+    }
+
+    /// Exited already (by itself)?
+    pub fn exited(&mut self) -> Option<ExitStatus> {
+        self.child.as_mut().and_then(|c| c.try_wait().ok().flatten())
     }
 
     /// Waits for the process to exit by itself.

@@ -45,6 +45,9 @@ pub enum WorkerError {
     /// A partition rebuilt from its logs did not retrace its committed run.
     #[error("{0}")]
     Divergence(String),
+    /// An invariant of the pipeline does not hold (a bug).
+    #[error("internal invariant broken (a bug): {0}")]
+    Invariant(String),
     /// Building an Arrow batch failed (a bug: our builders follow our schema).
     #[error("building an Arrow batch failed: {0}")]
     Arrow(#[from] datafusion::arrow::error::ArrowError),

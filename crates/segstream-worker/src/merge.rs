@@ -100,6 +100,8 @@ struct Pair<T> {
     repeating: Option<(Lane, i64)>,
     /// Decisions taken since they were last taken out (to commit).
     taken: Vec<Decision>,
+    /// Kept but not owned (revoked, maybe handed back): nothing moves.
+    frozen: bool,
 }
 
 impl<T> Pair<T> {
@@ -264,8 +266,17 @@ impl<T> Merger<T> {
                 script: script.into(),
                 repeating: None,
                 taken: Vec::new(),
+                frozen: false,
             },
         );
+    }
+
+    /// Keeps a partition as it is: nothing is released from it, it is never
+    /// quiet, until [`Merger::reopen`].
+    pub(crate) fn freeze(&mut self, partition: i32) {
+        if let Some(pair) = self.pairs.get_mut(&partition) {
+            pair.frozen = true;
+        }
     }
 
     /// Keeps a partition's positions but drops what is buffered: the
@@ -276,6 +287,7 @@ impl<T> Merger<T> {
                 let buffer = pair.lane(lane);
                 *buffer = LaneBuffer::new(buffer.position, fetch_from.of(lane));
             }
+            pair.frozen = false;
         }
     }
 
@@ -307,7 +319,7 @@ impl<T> Merger<T> {
     /// merge order, partition by partition.
     pub(crate) fn release(&mut self, now: Instant) -> Result<Vec<(i32, Step<T>)>, Divergence> {
         let mut out = Vec::new();
-        for (&partition, pair) in &mut self.pairs {
+        for (&partition, pair) in self.pairs.iter_mut().filter(|(_, pair)| !pair.frozen) {
             pair.release(partition, now, self.idle, &mut out)?;
         }
         Ok(out)
@@ -365,7 +377,10 @@ impl<T> Merger<T> {
         self.pairs
             .iter()
             .filter(|(_, pair)| {
-                !pair.scripted() && pair.clicks.exhausted(now, quiet) && pair.orders.exhausted(now, quiet)
+                !pair.frozen
+                    && !pair.scripted()
+                    && pair.clicks.exhausted(now, quiet)
+                    && pair.orders.exhausted(now, quiet)
             })
             .map(|(partition, _)| *partition)
             .collect()
@@ -600,6 +615,29 @@ mod tests {
         m.push(Lane::Clicks, 1, rec(0, Some(5)));
         assert!(m.quiet_partitions(t0 + Duration::from_secs(1), Duration::from_secs(2)).is_empty());
         assert_eq!(m.quiet_partitions(t0 + Duration::from_secs(2), Duration::from_secs(2)), [0]);
+    }
+
+    #[test]
+    fn a_frozen_partition_releases_nothing_and_is_never_quiet_until_reopened() {
+        let now = Instant::now();
+        let mut m = Merger::new(Duration::ZERO);
+        fresh(&mut m, 0, vec![]);
+        m.mark_end(Lane::Orders, 0, now);
+        m.mark_end(Lane::Clicks, 0, now);
+        m.freeze(0);
+        assert!(m.quiet_partitions(now, Duration::ZERO).is_empty());
+        push_all(&mut m, Lane::Clicks, &[(0, 1)]);
+        m.mark_end(Lane::Clicks, 0, now);
+        assert!(m.release(now).expect("release").is_empty(), "what was buffered stays put");
+        m.reopen(0, at(0, 0));
+        assert_eq!(
+            m.quiet_partitions(now, Duration::ZERO),
+            Vec::<i32>::new(),
+            "the ends are not known again yet"
+        );
+        m.mark_end(Lane::Orders, 0, now);
+        m.mark_end(Lane::Clicks, 0, now);
+        assert_eq!(m.quiet_partitions(now, Duration::ZERO), [0]);
     }
 
     #[test]

@@ -151,6 +151,12 @@ impl Processor {
         self.rebuilding.insert(partition, Rebuild { committed });
     }
 
+    /// Keeps a revoked partition as it is, owned by nobody here: nothing of
+    /// it is processed until [`Processor::reopen`] or [`Processor::close`].
+    pub(crate) fn freeze(&mut self, partition: i32) {
+        self.merger.freeze(partition);
+    }
+
     /// Keeps a partition's state (it is exactly at `committed`): reading
     /// starts again there.
     pub(crate) fn reopen(&mut self, partition: i32, committed: Positions) {

@@ -147,8 +147,8 @@ impl Inputs {
                 polled.ends.push((lane, partition));
                 true
             }
-            Some(Err(KafkaError::MessageConsumptionFatal(code))) => {
-                return Err(self.fatal(code));
+            Some(Err(KafkaError::MessageConsumptionFatal(_))) => {
+                return Err(self.fatal(consumer));
             }
             Some(Err(e)) => {
                 tracing::warn!(topic = self.topic(lane), error = %e, "consumer error (librdkafka retries by itself)");
@@ -160,17 +160,22 @@ impl Inputs {
         Ok(got)
     }
 
-    fn fatal(&self, code: RDKafkaErrorCode) -> WorkerError {
-        if code == RDKafkaErrorCode::FencedInstanceId {
-            WorkerError::DuplicateInstance { instance_id: self.instance_id.clone() }
-        } else {
-            WorkerError::Consumer(code.to_string())
+    /// The error a consumer cannot go on from, and why.
+    fn fatal(&self, consumer: &BaseConsumer<InputContext>) -> WorkerError {
+        match consumer.client().fatal_error() {
+            Some((RDKafkaErrorCode::FencedInstanceId, _)) => {
+                WorkerError::DuplicateInstance { instance_id: self.instance_id.clone() }
+            }
+            Some((code, reason)) => WorkerError::Consumer(format!("{code}: {reason}")),
+            None => WorkerError::Consumer("fatal error without a reason".into()),
         }
     }
 
     /// The group's committed offsets and metadata of these partition pairs.
     /// Waits until transactions of previous owners that hold offsets are
-    /// resolved (`read_committed` asks the broker for stable offsets).
+    /// resolved (`read_committed` asks the broker for stable offsets; a
+    /// partition whose offsets are still part of an open transaction is
+    /// asked again).
     pub(crate) fn committed(&self, partitions: &[i32]) -> Result<BTreeMap<i32, Committed>, WorkerError> {
         let mut tpl = TopicPartitionList::new();
         for &p in partitions {
@@ -178,10 +183,30 @@ impl Inputs {
                 tpl.add_partition(self.topic(lane), p);
             }
         }
-        let committed = self
-            .lead
-            .committed_offsets(tpl, COMMITTED_WAIT)
-            .map_err(KafkaIoError::kafka("reading the group's committed offsets"))?;
+        let started = Instant::now();
+        let committed = loop {
+            let committed = self
+                .lead
+                .committed_offsets(tpl.clone(), COMMITTED_WAIT)
+                .map_err(KafkaIoError::kafka("reading the group's committed offsets"))?;
+            let unsettled: Vec<String> = committed
+                .elements()
+                .iter()
+                .filter_map(|e| e.error().err().map(|err| format!("{}[{}]: {err}", e.topic(), e.partition())))
+                .collect();
+            if unsettled.is_empty() {
+                break committed;
+            }
+            if started.elapsed() > COMMITTED_WAIT {
+                return Err(WorkerError::Consumer(format!(
+                    "the committed offsets did not settle within {} s: {}",
+                    COMMITTED_WAIT.as_secs(),
+                    unsettled.join(", ")
+                )));
+            }
+            tracing::info!(partitions = ?unsettled, "committed offsets not stable yet (a previous owner's transaction is open); asking again");
+            std::thread::sleep(Duration::from_millis(200));
+        };
         let mut out: BTreeMap<i32, Committed> =
             partitions.iter().map(|p| (*p, Committed::default())).collect();
         for e in committed.elements() {
@@ -252,10 +277,14 @@ impl Inputs {
             None
         }
     }
+}
 
-    /// Closes both consumers (a static member stays in the group until its
-    /// session times out, so a quick restart gets its partitions back).
-    pub(crate) fn close(self) {
+impl Drop for Inputs {
+    /// The consumers close after this (a static member stays in the group
+    /// until its session times out, so a quick restart gets its partitions
+    /// back); closing waits for the revocation to be acted on, which nobody
+    /// will do any more: their contexts do it themselves from now on.
+    fn drop(&mut self) {
         for consumer in [&self.lead, &self.orders] {
             consumer.context().closing();
         }

@@ -17,6 +17,8 @@ mod inputs;
 mod outbox;
 mod ownership;
 mod probe;
+mod rebalance;
+mod transaction;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -24,12 +26,9 @@ use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
 use rdkafka::message::Message;
-use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use segstream_config::Config;
-use segstream_events::{CustomerId, DecisionRecord, EventTime, Lane, Positions, SegmentKind};
-use segstream_kafka::{
-    Assignment, DeadLetter, KafkaIoError, check_copartitioned, dead_letter_headers, wait_for_broker,
-};
+use segstream_events::{CustomerId, EventTime, SegmentKind};
+use segstream_kafka::{check_copartitioned, wait_for_broker};
 use segstream_telemetry::{Health, Metrics};
 use tokio_util::sync::CancellationToken;
 
@@ -40,8 +39,8 @@ use crate::processor::{Emitted, Processor};
 use crate::snapshot::WarmStart;
 
 use self::inputs::Inputs;
-use self::outbox::{Outbox, Record, TxFailure};
-use self::ownership::{DecisionLog, Owned, Tokens, metadata, parse_metadata};
+use self::outbox::Outbox;
+use self::ownership::{DecisionLog, Owned, Tokens};
 use self::probe::Probe;
 
 /// Totals of one pipeline run, logged at exit.
@@ -151,7 +150,6 @@ impl Pipeline {
         if !self.commit()? {
             tracing::warn!("the last transaction did not commit: the next owner redoes its work");
         }
-        self.inputs.close();
         tracing::info!(summary = ?self.summary, "pipeline stopped; last transaction committed");
         Ok(self.summary)
     }
@@ -235,285 +233,21 @@ impl Pipeline {
         let Some(target) = self.probe.target(now)? else { return Ok(false) };
         let mut followed = false;
         for partition in quiet {
-            if self.processor.stream_time(partition).is_none_or(|s| s < target) {
+            let stream = self.processor.stream_time(partition);
+            if stream.is_none_or(|s| s < target) {
+                let before = out.changes.len();
                 self.processor.follow(partition, target, out);
+                tracing::info!(
+                    partition,
+                    from = ?stream,
+                    to = %target,
+                    changes = out.changes.len() - before,
+                    "quiet partition follows the input's watermark"
+                );
                 followed = true;
             }
         }
         Ok(followed)
-    }
-
-    /// Sends what processing produced into the open transaction. False if
-    /// the transaction failed (it is aborted then).
-    fn publish(&mut self, out: Emitted) -> Result<bool, WorkerError> {
-        let Emitted { changes, dead_letters, touched, causes_ts, .. } = out;
-        for change in &changes {
-            let payload = change.to_avro()?;
-            let record = Record {
-                topic: &self.config.topics.segment_changes,
-                partition: None,
-                key: Some(change.customer_id.as_str().as_bytes()),
-                payload: Some(&payload),
-                headers: None,
-            };
-            let sent = self.outbox.send(record);
-            if !self.settle(sent)? {
-                return Ok(false);
-            }
-        }
-        for d in &dead_letters {
-            let topic = self.inputs.lane_topic(d.lane);
-            let headers = dead_letter_headers(&DeadLetter {
-                topic,
-                partition: d.partition,
-                offset: d.offset,
-                code: d.rejection.code,
-                message: &d.rejection.message,
-            });
-            let record = Record {
-                topic: &self.config.topics.dead_letter,
-                partition: None,
-                key: d.rejection.key.as_deref(),
-                payload: d.rejection.payload.as_deref(),
-                headers: Some(headers),
-            };
-            let sent = self.outbox.send(record);
-            if !self.settle(sent)? {
-                return Ok(false);
-            }
-        }
-        self.summary.changes += changes.len() as u64;
-        self.summary.dead_letters += dead_letters.len() as u64;
-        for (id, at) in touched {
-            let last = self.touched.entry(id).or_insert(at);
-            *last = (*last).max(at);
-        }
-        self.causes_ts.extend(causes_ts);
-        Ok(true)
-    }
-
-    /// Turns a transaction step's failure into what to do: `Ok(true)` went
-    /// through, `Ok(false)` was aborted (non-fatal), `Err` stops the worker.
-    fn settle(&mut self, result: Result<(), TxFailure>) -> Result<bool, WorkerError> {
-        let (kind, error) = match result {
-            Ok(()) => return Ok(true),
-            Err(TxFailure::Fatal(e)) => {
-                self.metrics.transactions.with_label_values(&["fatal"]).inc();
-                return Err(e);
-            }
-            Err(TxFailure::Abortable(e)) => ("aborted", e),
-            Err(TxFailure::GroupFenced(e)) => ("fenced", e),
-        };
-        tracing::warn!(
-            error = %error,
-            result = kind,
-            "transaction failed: aborted; the partitions go back to their committed state"
-        );
-        self.metrics.transactions.with_label_values(&[kind]).inc();
-        self.outbox.abort()?;
-        Ok(false)
-    }
-
-    /// Commits memberships, decisions and input offsets with what was sent
-    /// since the last commit. False if the transaction was aborted (the
-    /// state is then ahead of the committed one: the caller restores or
-    /// drops it).
-    fn commit(&mut self) -> Result<bool, WorkerError> {
-        if self.dirty_since.is_none() && !self.outbox.is_open() {
-            return Ok(true);
-        }
-        let Some(group) = self.inputs.group_metadata() else { return Err(WorkerError::NoGroupMetadata) };
-        let started = Instant::now();
-        let touched = std::mem::take(&mut self.touched);
-        for (id, at) in &touched {
-            let Some(membership) = self.processor.store().membership(id, *at) else { continue };
-            let payload = membership.to_avro()?;
-            let record = Record {
-                topic: &self.config.topics.customer_segments,
-                partition: None,
-                key: Some(id.as_str().as_bytes()),
-                payload: Some(&payload),
-                headers: None,
-            };
-            let sent = self.outbox.send(record);
-            if !self.settle(sent)? {
-                return Ok(false);
-            }
-        }
-        let mut counts: BTreeMap<i32, i64> = self.owned.iter().map(|(p, o)| (*p, o.decisions)).collect();
-        for (partition, decisions) in self.processor.take_decisions() {
-            let Some(n) = counts.get_mut(&partition) else { continue };
-            self.metrics.decisions.inc_by(decisions.len() as u64);
-            let record = DecisionRecord {
-                group_id: self.config.kafka.group_id.clone(),
-                partition,
-                seq: *n,
-                decisions,
-            };
-            let payload = record.to_avro()?;
-            let out = Record {
-                topic: &self.config.topics.decisions,
-                partition: Some(partition),
-                key: Some(self.config.kafka.group_id.as_bytes()),
-                payload: Some(&payload),
-                headers: None,
-            };
-            let sent = self.outbox.send(out);
-            if !self.settle(sent)? {
-                return Ok(false);
-            }
-            *n += 1;
-        }
-        let token = self.tokens.next();
-        let mut offsets = TopicPartitionList::new();
-        let mut positions: BTreeMap<i32, Positions> = BTreeMap::new();
-        for (&partition, &n) in &counts {
-            let meta = metadata(&token, n);
-            let (Some(clicks), Some(orders)) = (
-                self.processor.commit_offset(Lane::Clicks, partition),
-                self.processor.commit_offset(Lane::Orders, partition),
-            ) else {
-                continue;
-            };
-            for (lane, offset) in [(Lane::Clicks, clicks), (Lane::Orders, orders)] {
-                offsets
-                    .add_partition_offset(self.inputs.lane_topic(lane), partition, Offset::Offset(offset))
-                    .map_err(KafkaIoError::kafka("building the offsets to commit"))?;
-                if let Some(mut e) = offsets.find_partition(self.inputs.lane_topic(lane), partition) {
-                    e.set_metadata(meta.as_str());
-                }
-            }
-            positions.insert(partition, Positions { clicks, orders });
-        }
-        let result = self.outbox.commit(&offsets, &group);
-        if !self.settle(result)? {
-            return Ok(false);
-        }
-        for (partition, owned) in &mut self.owned {
-            owned.token = Some(token.clone());
-            owned.decisions = counts.get(partition).copied().unwrap_or(owned.decisions);
-            owned.committed = positions.get(partition).copied().or(owned.committed);
-        }
-        self.metrics.transactions.with_label_values(&["committed"]).inc();
-        self.metrics.commit_seconds.observe(started.elapsed().as_secs_f64());
-        let now_ms = EventTime::now().millis();
-        for (kind, ts) in self.causes_ts.drain(..) {
-            let seconds = (now_ms - ts).max(0) as f64 / 1000.0;
-            self.metrics.change_latency.with_label_values(&[kind.as_str()]).observe(seconds);
-        }
-        self.summary.transactions += 1;
-        self.dirty_since = None;
-        Ok(true)
-    }
-
-    /// Brings every owned partition back to its committed state after an
-    /// aborted transaction: rebuilt from the start of its logs.
-    fn restore_all(&mut self) -> Result<(), WorkerError> {
-        let partitions: Vec<i32> = self.owned.keys().copied().collect();
-        self.forget_uncommitted();
-        for &partition in &partitions {
-            self.processor.close(partition);
-        }
-        self.owned.clear();
-        tracing::warn!(?partitions, "rebuilding the partitions from their committed state");
-        self.start(partitions)
-    }
-
-    fn forget_uncommitted(&mut self) {
-        self.touched.clear();
-        self.causes_ts.clear();
-        self.dirty_since = None;
-        self.processor.take_decisions();
-    }
-
-    fn rebalance(&mut self, rebalance: Assignment) -> Result<(), WorkerError> {
-        match rebalance {
-            Assignment::Revoked { partitions, lost } => {
-                // What was done with them is committed while the generation is ours.
-                let clean = if lost {
-                    let dirty = self.dirty_since.is_some() || self.outbox.is_open();
-                    self.outbox.abort()?;
-                    !dirty
-                } else {
-                    self.commit()?
-                };
-                self.forget_uncommitted();
-                for (partition, owned) in std::mem::take(&mut self.owned) {
-                    if clean {
-                        self.parked.insert(partition, owned);
-                    } else {
-                        self.processor.close(partition);
-                    }
-                }
-                self.inputs.unassign()?;
-                self.assigned = false;
-                tracing::info!(revoked = partitions.len(), lost, kept = clean, "partitions revoked");
-            }
-            Assignment::Assigned(partitions) => {
-                let mine: Vec<i32> = partitions
-                    .iter()
-                    .filter(|(topic, _)| self.inputs.lane_of(topic) == Some(Lane::Clicks))
-                    .map(|(_, p)| *p)
-                    .collect();
-                self.start(mine)?;
-                self.assigned = true;
-            }
-        }
-        self.metrics.assigned_partitions.set(i64::try_from(self.owned.len()).unwrap_or(i64::MAX));
-        self.update_readiness();
-        Ok(())
-    }
-
-    /// Takes on partition pairs: kept state where nobody committed since
-    /// this worker did, rebuilt from the start otherwise; then reads them.
-    fn start(&mut self, partitions: Vec<i32>) -> Result<(), WorkerError> {
-        let committed = self.inputs.committed(&partitions)?;
-        let mut from = BTreeMap::new();
-        let (mut kept, mut rebuilt) = (Vec::new(), Vec::new());
-        for partition in partitions {
-            let c = committed.get(&partition).cloned().unwrap_or_default();
-            let meta = c.metadata.as_deref().and_then(parse_metadata);
-            let token = meta.as_ref().map(|(t, _)| t.clone());
-            let parked = self.parked.remove(&partition);
-            if let Some(parked) = parked
-                && let Some(at) = parked.committed
-                && parked.token.is_some()
-                && parked.token == token
-            {
-                self.processor.reopen(partition, at);
-                from.insert(partition, at);
-                self.owned.insert(partition, parked);
-                kept.push(partition);
-                continue;
-            }
-            let start = self.inputs.log_start(partition)?;
-            let committed_at = match (c.clicks, c.orders) {
-                (None, None) => None,
-                (clicks, orders) => Some(Positions {
-                    clicks: clicks.unwrap_or(start.clicks),
-                    orders: orders.unwrap_or(start.orders),
-                }),
-            };
-            if committed_at.is_some() && meta.is_none() {
-                tracing::warn!(
-                    partition,
-                    "offsets were committed without segstream's metadata: rebuilding without recorded decisions"
-                );
-            }
-            let count = meta.map_or(0, |(_, n)| n);
-            let script = self.decision_log.read(partition, count)?;
-            self.processor.open(partition, start, committed_at, script);
-            from.insert(partition, start);
-            self.owned.insert(partition, Owned { token, decisions: count, committed: committed_at });
-            rebuilt.push(partition);
-        }
-        // Kept after a revocation, but someone else's now.
-        for (partition, _) in std::mem::take(&mut self.parked) {
-            self.processor.close(partition);
-        }
-        self.inputs.assign(&from)?;
-        tracing::info!(?kept, ?rebuilt, "partitions assigned");
-        Ok(())
     }
 
     /// Answers waiting `/sql` requests with the feature table as of the

@@ -17,6 +17,11 @@ use segstream_kafka::{KafkaIoError, producer_config, transactional_id};
 
 use crate::error::WorkerError;
 
+/// The producer was fenced by another one with its transactional id.
+fn fenced(e: &KafkaError) -> bool {
+    matches!(e.rdkafka_error_code(), Some(RDKafkaErrorCode::Fenced | RDKafkaErrorCode::ProducerFenced))
+}
+
 /// One output record.
 #[derive(Debug)]
 pub(crate) struct Record<'a> {
@@ -63,17 +68,42 @@ impl Outbox {
     /// Creates the producer and fences any previous incarnation with the
     /// same transactional id (its open transaction is aborted, so
     /// `read_committed` readers are not held back by it).
+    ///
+    /// The last requests of the incarnation being fenced can still bump the
+    /// producer epoch while this one starts: a fence at start-up is retried
+    /// a few times with a new producer before it counts as a duplicate.
     pub(crate) fn new(config: &Config) -> Result<Self, WorkerError> {
         let transactional_id = transactional_id(config);
-        let producer: BaseProducer<DefaultProducerContext> =
-            producer_config(config, Some(&transactional_id))?
-                .create()
-                .map_err(KafkaIoError::kafka("creating the producer"))?;
         let timeout = Duration::from_millis(config.worker.transaction_timeout_ms);
-        producer
-            .init_transactions(timeout.max(Duration::from_secs(30)))
-            .map_err(|source| WorkerError::Transaction { context: "initialising transactions", source })?;
-        Ok(Self { producer, open: false, timeout, transactional_id, instance_id: config.instance_id() })
+        let mut attempt = 0;
+        loop {
+            let producer: BaseProducer<DefaultProducerContext> =
+                producer_config(config, Some(&transactional_id))?
+                    .create()
+                    .map_err(KafkaIoError::kafka("creating the producer"))?;
+            match producer.init_transactions(timeout.max(Duration::from_secs(30))) {
+                Ok(()) => {
+                    return Ok(Self {
+                        producer,
+                        open: false,
+                        timeout,
+                        transactional_id,
+                        instance_id: config.instance_id(),
+                    });
+                }
+                Err(e) if fenced(&e) && attempt < 5 => {
+                    attempt += 1;
+                    tracing::warn!(error = %e, attempt, "fenced while starting; trying again");
+                    std::thread::sleep(Duration::from_millis(500));
+                }
+                Err(e) if fenced(&e) => {
+                    return Err(WorkerError::DuplicateInstance { instance_id: config.instance_id() });
+                }
+                Err(source) => {
+                    return Err(WorkerError::Transaction { context: "initialising transactions", source });
+                }
+            }
+        }
     }
 
     /// The transactional id, for logs.
@@ -188,13 +218,16 @@ impl Outbox {
         let code = e.rdkafka_error_code();
         let fatal = match &e {
             KafkaError::Transaction(t) => t.is_fatal(),
-            _ => false,
+            _ => code == Some(RDKafkaErrorCode::Fatal),
         };
         if fatal {
-            return TxFailure::Fatal(match code {
-                Some(RDKafkaErrorCode::Fenced | RDKafkaErrorCode::ProducerFenced) => {
+            // The underlying reason of a fatal error is kept by the client.
+            let reason = self.producer.client().fatal_error();
+            return TxFailure::Fatal(match reason {
+                Some((RDKafkaErrorCode::Fenced | RDKafkaErrorCode::ProducerFenced, _)) => {
                     WorkerError::DuplicateInstance { instance_id: self.instance_id.clone() }
                 }
+                _ if fenced(&e) => WorkerError::DuplicateInstance { instance_id: self.instance_id.clone() },
                 _ => WorkerError::Transaction { context: "a transaction (fatal producer error)", source: e },
             });
         }

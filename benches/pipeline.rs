@@ -1,0 +1,149 @@
+//! End-to-end throughput of one worker over a backlog: a real broker started
+//! here (scripts/kafka-broker.sh), generated history on 6 partitions, the
+//! release `segstream worker` with a fresh group per run, timed from start
+//! until every input lane's committed offset is at the end of its log.
+//! Prints events per second, how busy the pipeline thread was (time in
+//! micro-batches over wall time) and the transactions' commit times.
+//!
+//! `BENCH_CUSTOMERS` (default 2000), `BENCH_DAYS` (365), `BENCH_RUNS` (3; a
+//! debug build, as `cargo test --all-targets` runs it: 100, 60, 1);
+//! `BENCH_BASELINE_BIN=/path/to/segstream` runs another build of the worker
+//! in turn with each run, for a side-by-side ratio (settings it does not
+//! know are left out).
+
+#![allow(missing_docs, clippy::unwrap_used, unreachable_pub, dead_code)]
+
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+
+use support::{Broker, Setup, http_get, metric, segstream_bin};
+
+fn env(key: &str, default: u64) -> u64 {
+    std::env::var(key).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+/// One timed run: wall seconds until every lane is committed to its end,
+/// and the worker's own figures.
+struct Run {
+    seconds: f64,
+    busy: f64,
+    commits: f64,
+    commit_ms: f64,
+}
+
+fn ends(setup: &Setup, topics: &[String]) -> TopicPartitionList {
+    let consumer: BaseConsumer =
+        segstream_kafka::reader_config(&setup.config(), "bench-ends").unwrap().create().unwrap();
+    let mut tpl = TopicPartitionList::new();
+    for topic in topics {
+        for p in 0..setup.config().topics.partitions {
+            let (_, high) = consumer.fetch_watermarks(topic, p, Duration::from_secs(10)).unwrap();
+            tpl.add_partition_offset(topic, p, Offset::Offset(high)).unwrap();
+        }
+    }
+    tpl
+}
+
+fn committed_to_end(setup: &Setup, end: &TopicPartitionList) -> bool {
+    let consumer: BaseConsumer =
+        segstream_kafka::reader_config(&setup.config(), &setup.config().kafka.group_id)
+            .unwrap()
+            .create()
+            .unwrap();
+    let mut tpl = end.clone();
+    tpl.set_all_offsets(Offset::Invalid).unwrap();
+    let Ok(committed) = consumer.committed_offsets(tpl, Duration::from_secs(10)) else { return false };
+    end.elements()
+        .iter()
+        .all(|e| committed.find_partition(e.topic(), e.partition()).is_some_and(|c| c.offset() == e.offset()))
+}
+
+fn run(setup: &Setup, bin: &Path, keep: impl Fn(&str) -> bool, end: &TopicPartitionList) -> Run {
+    let log = Broker::shared().dir.join(format!("bench-{}.log", setup.name));
+    let mut command = Command::new(bin);
+    for s in setup.sets.iter().filter(|s| keep(s)) {
+        command.arg("--set").arg(s);
+    }
+    let started = Instant::now();
+    let mut child = command
+        .arg("worker")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    while !committed_to_end(setup, end) {
+        assert!(started.elapsed() < Duration::from_secs(900), "no end: {}", log.display());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let text = std::fs::read_to_string(&log).unwrap();
+    let addr = text.split("serving http://").nth(1).unwrap().split('/').next().unwrap().to_owned();
+    let m = http_get(&addr, "/metrics").1;
+    Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    child.wait().unwrap();
+    let commits = metric(&m, "segstream_commit_duration_seconds_count");
+    Run {
+        seconds,
+        busy: metric(&m, "segstream_batch_duration_seconds_sum") / seconds,
+        commits: commits.max(metric(&m, "segstream_transactions_total{result=\"committed\"}")),
+        commit_ms: 1000.0 * metric(&m, "segstream_commit_duration_seconds_sum") / commits.max(1.0),
+    }
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn main() {
+    let (customers, days, runs) =
+        (env("BENCH_CUSTOMERS", 2000), env("BENCH_DAYS", 365), env("BENCH_RUNS", 3));
+    let setup = Setup::new("bench", 6);
+    eprintln!("generating {customers} customers × {days} days on 6 partitions…");
+    let out = setup.cli(&["generate", "--customers", &customers.to_string(), "--days", &days.to_string()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let config = setup.config();
+    let end = ends(&setup, &[config.topics.clickstream.clone(), config.topics.orders.clone()]);
+    let events: i64 = end.elements().iter().filter_map(|e| e.offset().to_raw()).sum();
+    let baseline = std::env::var_os("BENCH_BASELINE_BIN").map(std::path::PathBuf::from);
+    let mut this = Vec::new();
+    let mut other = Vec::new();
+    for i in 0..runs {
+        this.push(run(&setup.second_run(&format!("r{i}")), &segstream_bin(), |_| true, &end));
+        if let Some(bin) = &baseline {
+            // An older build knows neither the decisions topic nor these worker keys.
+            let known = |s: &str| {
+                !["topics.decisions", "worker.session_timeout_ms", "worker.commit_interval_ms"]
+                    .iter()
+                    .any(|k| s.starts_with(k))
+            };
+            other.push(run(&setup.second_run(&format!("b{i}")), bin, known, &end));
+        }
+    }
+    let report = |name: &str, runs: &[Run]| {
+        let rate = median(runs.iter().map(|r| events as f64 / r.seconds).collect());
+        println!(
+            "{name:<10} {events} events: median {:.0} events/s over {} runs (each: {}); pipeline busy {:.0} %; {:.0} transactions, {:.1} ms per commit",
+            rate,
+            runs.len(),
+            runs.iter().map(|r| format!("{:.1} s", r.seconds)).collect::<Vec<_>>().join(", "),
+            100.0 * median(runs.iter().map(|r| r.busy).collect()),
+            median(runs.iter().map(|r| r.commits).collect()),
+            median(runs.iter().map(|r| r.commit_ms).collect()),
+        );
+        rate
+    };
+    let rate = report("this build", &this);
+    if !other.is_empty() {
+        let base = report("baseline", &other);
+        println!("ratio this / baseline: {:.2}", rate / base);
+    }
+}

@@ -1,0 +1,316 @@
+//! Exactly-once: the committed output is a function of the input topics'
+//! content. Uninterrupted runs, `segstream replay` and a group of workers
+//! under SIGKILL, rebalances and a pause past its session all commit the
+//! same changes (same ids, same payloads, emit time aside), each once, and
+//! leave the same memberships on the compacted topic.
+//!
+//! The inputs are a backlog: a micro-batch takes longer than every idle and
+//! timeout setting (`worker.partition_idle_ms` 0, commit interval 100 ms,
+//! `time.idle_partition_ms` 200 ms), so anything that depended on fetch
+//! timing would show.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use segstream_events::{CustomerSegments, SegmentChange};
+
+use crate::support::{Setup, WorkerProc, http_get, metric};
+
+/// A change as compared across runs: everything but the emit time.
+fn comparable(c: &SegmentChange) -> String {
+    let mut v = serde_json::to_value(c).unwrap();
+    v.as_object_mut().unwrap().remove("emit_time");
+    v.to_string()
+}
+
+/// The changes and memberships `segstream replay` gives over the same input.
+struct Reference {
+    changes: Vec<String>,
+    memberships: BTreeMap<String, String>,
+    events: usize,
+}
+
+/// Generated history on the setup's input topics and as files; the replay
+/// of the files is the reference.
+fn workload(setup: &Setup, customers: u32, days: u32, seed: u32) -> Reference {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_str().unwrap();
+    let generate = [
+        "generate",
+        "--customers",
+        &customers.to_string(),
+        "--days",
+        &days.to_string(),
+        "--seed",
+        &seed.to_string(),
+    ];
+    let out = setup.cli(&[&generate[..], &["--to", "files", "--out", path]].concat());
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = setup.cli(&generate);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let (changes_file, members_file) = (dir.path().join("changes.jsonl"), dir.path().join("members.jsonl"));
+    let out = setup.cli(&[
+        "replay",
+        "--input",
+        path,
+        "--output",
+        changes_file.to_str().unwrap(),
+        "--memberships",
+        members_file.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let lines = |p: &Path| std::fs::read_to_string(p).unwrap().lines().map(str::to_owned).collect::<Vec<_>>();
+    let mut changes: Vec<String> =
+        lines(&changes_file).iter().map(|l| comparable(&serde_json::from_str(l).unwrap())).collect();
+    changes.sort();
+    let memberships = lines(&members_file)
+        .iter()
+        .map(|l| {
+            let m: CustomerSegments = serde_json::from_str(l).unwrap();
+            (m.customer_id.to_string(), serde_json::to_string(&m).unwrap())
+        })
+        .collect();
+    let events = ["clickstream.jsonl", "orders.jsonl"].iter().map(|f| lines(&dir.path().join(f)).len()).sum();
+    Reference { changes, memberships, events }
+}
+
+/// What a run committed: changes (read_committed, not de-duplicated) and
+/// the last membership record per customer.
+fn committed(setup: &Setup, want: usize, timeout: Duration) -> (Vec<String>, BTreeMap<String, String>) {
+    let records = setup.read(&setup.topic("changes"), want, timeout);
+    let mut changes: Vec<String> = records
+        .iter()
+        .map(|r| comparable(&SegmentChange::from_avro(r.payload.as_deref().unwrap()).unwrap()))
+        .collect();
+    changes.sort();
+    let mut memberships = BTreeMap::new();
+    for r in setup.read(&setup.topic("members"), 1, Duration::from_secs(30)) {
+        let m = CustomerSegments::from_avro(r.payload.as_deref().unwrap()).unwrap();
+        memberships.insert(m.customer_id.to_string(), serde_json::to_string(&m).unwrap());
+    }
+    (changes, memberships)
+}
+
+/// Asserts `got` holds exactly the reference's changes and memberships.
+fn assert_same(what: &str, reference: &Reference, got: &(Vec<String>, BTreeMap<String, String>)) {
+    let (changes, memberships) = got;
+    let mut repeated = changes.clone();
+    repeated.dedup();
+    let repeats = changes.len() - repeated.len();
+    let twice: Vec<&String> = changes.windows(2).filter(|w| w[0] == w[1]).map(|w| &w[0]).take(10).collect();
+    if repeats > 0 || changes.len() != reference.changes.len() {
+        crate::support::keep_logs();
+    }
+    let only_got: Vec<&String> =
+        changes.iter().filter(|c| reference.changes.binary_search(c).is_err()).take(3).collect();
+    let missing: Vec<&String> =
+        reference.changes.iter().filter(|c| changes.binary_search(c).is_err()).take(3).collect();
+    assert!(
+        repeats == 0 && only_got.is_empty() && missing.is_empty() && changes.len() == reference.changes.len(),
+        "{what}: {} changes committed, {} in the reference, {repeats} repeated: {twice:#?}\nnot in the reference: {only_got:#?}\nmissing: {missing:#?}",
+        changes.len(),
+        reference.changes.len(),
+    );
+    let differing: Vec<&String> = reference
+        .memberships
+        .keys()
+        .filter(|k| memberships.get(*k) != reference.memberships.get(*k))
+        .take(3)
+        .collect();
+    assert!(
+        differing.is_empty() && memberships.len() == reference.memberships.len(),
+        "{what}: memberships differ for {differing:?} ({} customers vs {})",
+        memberships.len(),
+        reference.memberships.len()
+    );
+}
+
+/// Settings of every run here: a backlog never idles, quiet partitions
+/// follow soon after their end.
+fn backlog_setup(name: &str) -> Setup {
+    Setup::new(name, 6).with("time.idle_partition_ms=200").with("worker.partition_idle_ms=0")
+}
+
+#[test]
+fn uninterrupted_runs_and_a_replay_give_the_same_changes_ids_and_memberships() {
+    let setup = backlog_setup("twice");
+    let reference = workload(&setup, 300, 365, 21);
+    assert!(reference.changes.len() > 5_000, "a real history: {} changes", reference.changes.len());
+    // Two independent groups over the same input, at the same time.
+    let runs: Vec<Setup> = ["a", "b"].iter().map(|s| setup.second_run(s)).collect();
+    let mut workers: Vec<WorkerProc> = runs.iter().map(Setup::spawn_worker).collect();
+    for (run, worker) in runs.iter().zip(&mut workers) {
+        let got = committed(run, reference.changes.len(), Duration::from_secs(240));
+        let addr = worker.http_addr(Duration::from_secs(5));
+        let metrics = http_get(&addr, "/metrics").1;
+        assert!(
+            metric(&metrics, "segstream_batch_duration_seconds_sum")
+                / metric(&metrics, "segstream_batch_duration_seconds_count")
+                > 0.2,
+            "batches take longer than time.idle_partition_ms:\n{metrics}"
+        );
+        assert_same(&run.name, &reference, &got);
+    }
+    for mut w in workers {
+        assert!(w.terminate(Duration::from_secs(30)).0.success());
+    }
+}
+
+/// A small deterministic random source for the chaos schedule.
+struct Dice(u64);
+
+impl Dice {
+    fn next(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n.max(1)
+    }
+
+    fn millis(&mut self, from: u64, to: u64) -> Duration {
+        Duration::from_millis(from + self.next(to - from))
+    }
+}
+
+/// A worker of the crash test: its instance id, the running process, and
+/// how long each start took to become ready.
+struct Member {
+    setup: Setup,
+    proc: Option<WorkerProc>,
+    /// Set when the current process is killed, so its readiness watch stops.
+    gone: Arc<AtomicBool>,
+}
+
+impl Member {
+    fn new(setup: &Setup, id: &str) -> Self {
+        Self {
+            setup: setup.with(&format!("worker.instance_id={id}")),
+            proc: None,
+            gone: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    /// Starts the worker and measures its time to ready in the background.
+    fn start(&mut self, ready: &Arc<Mutex<Vec<Duration>>>) {
+        let started = Instant::now();
+        let proc = self.setup.spawn_worker();
+        let (log, gone, ready) = (proc.log.clone(), Arc::new(AtomicBool::new(false)), Arc::clone(ready));
+        self.gone = Arc::clone(&gone);
+        std::thread::spawn(move || {
+            let mut addr = None;
+            while !gone.load(Ordering::SeqCst) && started.elapsed() < Duration::from_secs(300) {
+                let text = std::fs::read_to_string(&log).unwrap_or_default();
+                if addr.is_none() {
+                    addr = text
+                        .split("serving http://")
+                        .nth(1)
+                        .and_then(|r| r.split('/').next())
+                        .map(str::to_owned);
+                }
+                if let Some(a) = &addr
+                    && http_get(a, "/readyz").0 == 200
+                {
+                    ready.lock().unwrap().push(started.elapsed());
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        });
+        self.proc = Some(proc);
+    }
+
+    fn kill(&mut self) {
+        self.gone.store(true, Ordering::SeqCst);
+        if let Some(mut p) = self.proc.take() {
+            p.kill();
+        }
+    }
+}
+
+#[test]
+fn three_workers_under_sigkill_rebalances_and_a_pause_commit_exactly_the_uninterrupted_changes() {
+    let setup = backlog_setup("crash");
+    let reference = workload(&setup, 600, 365, 5);
+    let ready = Arc::new(Mutex::new(Vec::new()));
+    let mut members: Vec<Member> = (0..4).map(|i| Member::new(&setup, &format!("crash-w{i}"))).collect();
+    for m in &mut members[..3] {
+        m.start(&ready);
+    }
+    // Another schedule: SEGSTREAM_CRASH_SEED=<number>.
+    let seed = std::env::var("SEGSTREAM_CRASH_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(0x5eed_cafe);
+    let mut dice = Dice(seed);
+    let (mut kills, mut pauses, mut joins) = (0, 0, 0);
+    let began = Instant::now();
+    let mut step = 0;
+    while kills < 22 {
+        step += 1;
+        std::thread::sleep(dice.millis(500, 2_500));
+        match step {
+            // A fourth worker joins, and later leaves (SIGTERM).
+            4 => {
+                eprintln!("{:>6.1} s: a fourth worker joins", began.elapsed().as_secs_f64());
+                members[3].start(&ready);
+                joins += 1;
+            }
+            14 => {
+                eprintln!("{:>6.1} s: the fourth worker leaves (SIGTERM)", began.elapsed().as_secs_f64());
+                let (status, _) = members[3].proc.as_mut().unwrap().terminate(Duration::from_secs(30));
+                assert!(status.success(), "the fourth worker stops cleanly");
+                members[3].proc = None;
+            }
+            // One worker paused past its session (6 s), then resumed: it rejoins.
+            9 => {
+                let i = usize::try_from(dice.next(3)).unwrap();
+                let p = members[i].proc.as_ref().unwrap();
+                eprintln!("{:>6.1} s: worker {i} paused for 10 s", began.elapsed().as_secs_f64());
+                p.signal("STOP");
+                std::thread::sleep(Duration::from_secs(10));
+                p.signal("CONT");
+                pauses += 1;
+            }
+            _ => {
+                let i = usize::try_from(dice.next(3)).unwrap();
+                eprintln!("{:>6.1} s: SIGKILL worker {i}", began.elapsed().as_secs_f64());
+                members[i].kill();
+                kills += 1;
+                std::thread::sleep(dice.millis(0, 1_000));
+                members[i].start(&ready);
+            }
+        }
+        for m in &mut members {
+            if let Some(status) = m.proc.as_mut().and_then(WorkerProc::exited) {
+                panic!("a worker exited by itself ({status:?}):\n{}", m.proc.as_ref().unwrap().log_text());
+            }
+        }
+    }
+    let chaos = began.elapsed();
+    let got = committed(&setup, reference.changes.len(), Duration::from_secs(300));
+    let mut rebalances = 0.0;
+    for m in &members[..3] {
+        let p = m.proc.as_ref().unwrap();
+        let metrics = http_get(&p.http_addr(Duration::from_secs(5)), "/metrics").1;
+        rebalances += metric(&metrics, "segstream_rebalances_total{kind=\"assign\"}");
+    }
+    let mut times = ready.lock().unwrap().clone();
+    times.sort();
+    eprintln!(
+        "crash test (seed {seed}): {} events, {kills} SIGKILLs, {pauses} pause past the session, {joins} join and leave, {rebalances} assignments seen by the last incarnations, {:.0} s of chaos; {} changes committed ({} expected); restart to ready: min {:?}, median {:?}, max {:?} over {} starts",
+        reference.events,
+        chaos.as_secs_f64(),
+        got.0.len(),
+        reference.changes.len(),
+        times.first().unwrap(),
+        times[times.len() / 2],
+        times.last().unwrap(),
+        times.len(),
+    );
+    assert_same("three workers under SIGKILL", &reference, &got);
+    for m in &mut members {
+        if let Some(mut p) = m.proc.take() {
+            assert!(p.terminate(Duration::from_secs(30)).0.success());
+        }
+    }
+}

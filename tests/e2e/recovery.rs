@@ -1,0 +1,125 @@
+//! Recovery at the live tail: a worker that rebuilds a partition after a
+//! SIGKILL repeats the timing-dependent decisions the dead one committed,
+//! so its state is the committed one; a second worker with the same
+//! instance id fences the first, which stops and says why.
+
+use std::time::Duration;
+
+use segstream_events::{
+    ClickEventType, CustomerId, EventTime, OrderEvent, OrderStatus, PayloadFormat, SegmentChange,
+    encode_order,
+};
+
+use crate::support::{Setup, click_record, http_get, metric, produce};
+
+const DAY: i64 = 86_400_000;
+/// 2024-01-01T10:00:00Z.
+const T0: i64 = 1_704_103_200_000;
+
+fn order(customer: &str, id: &str, day: i64) -> (String, Vec<u8>) {
+    let o = OrderEvent {
+        order_id: id.to_owned(),
+        customer_id: CustomerId::new(customer),
+        event_time: EventTime::from_millis(T0 + day * DAY),
+        status: OrderStatus::Placed,
+        total: 40.0,
+        currency: "EUR".into(),
+        discount_amount: 0.0,
+        item_count: 1,
+        categories: vec![],
+        payment_method: None,
+    };
+    (customer.to_owned(), encode_order(&o, PayloadFormat::Avro).unwrap())
+}
+
+/// A customer id that Kafka's partitioner puts on `partition` of 2.
+fn customer_on(partition: i32, prefix: &str) -> String {
+    (0..)
+        .map(|i| format!("{prefix}-{i}"))
+        .find(|c| segstream_kafka::partition_for(c.as_bytes(), 2) == partition)
+        .unwrap()
+}
+
+fn lifecycle_of(addr: &str, customer: &str) -> String {
+    let q = format!("SELECT%20lifecycle%20FROM%20features%20WHERE%20customer_id%20%3D%20%27{customer}%27");
+    let (status, body) = http_get(addr, &format!("/sql?format=json&q={q}"));
+    assert_eq!(status, 200, "{body}");
+    let rows: serde_json::Value = serde_json::from_str(body.trim()).unwrap();
+    rows[0]["lifecycle"].as_str().unwrap_or_default().to_owned()
+}
+
+/// Partition 0 holds one buyer, partition 1 only browsing. Partition 0 goes
+/// quiet and follows the input's watermark (day 200): its buyer churns on
+/// timers. Then the buyer orders again with an event time before that
+/// (day 150): judged as of day 200, they are reactivated. Rebuilt from the
+/// events alone, the order of day 150 would come before the timers and
+/// leave them active: only the committed follow decision gives back the
+/// committed state.
+#[test]
+fn a_partition_rebuilt_after_sigkill_repeats_the_committed_follow_and_matches_the_committed_state() {
+    let setup = Setup::new("follow", 2).with("time.idle_partition_ms=500");
+    let (buyer, browser) = (customer_on(0, "buyer"), customer_on(1, "browser"));
+    let p = setup.producer();
+    produce(&p, &setup.topic("orders"), &[order(&buyer, "o1", 0)]);
+    let clicks: Vec<_> = [0, 100, 200]
+        .iter()
+        .map(|d| click_record(&browser, T0 + d * DAY, ClickEventType::PageView))
+        .collect();
+    produce(&p, &setup.topic("clickstream"), &clicks);
+
+    let mut first = setup.spawn_worker();
+    first.wait_ready(Duration::from_secs(60));
+    let churned = |c: &SegmentChange| c.customer_id.as_str() == buyer && c.segment == "churned";
+    let changes = |want| -> Vec<SegmentChange> {
+        setup
+            .read(&setup.topic("changes"), want, Duration::from_secs(60))
+            .iter()
+            .map(|r| SegmentChange::from_avro(r.payload.as_deref().unwrap()).unwrap())
+            .collect()
+    };
+    // The buyer: new, then active, at risk and churned on timers; the browser: prospect.
+    let before = changes(8);
+    assert!(before.iter().any(churned), "partition 0 followed the watermark: {before:#?}");
+    produce(&p, &setup.topic("orders"), &[order(&buyer, "o2", 150)]);
+    let committed = changes(before.len() + 2);
+    let last = committed.iter().rfind(|c| c.customer_id.as_str() == buyer).unwrap();
+    assert_eq!((last.segment.as_str(), last.change.as_str()), ("reactivated", "entered"), "{committed:#?}");
+    assert_eq!(lifecycle_of(&first.wait_ready(Duration::from_secs(5)), &buyer), "reactivated");
+
+    first.kill();
+    let mut second = setup.spawn_worker();
+    let addr = second.wait_ready(Duration::from_secs(90));
+    assert_eq!(lifecycle_of(&addr, &buyer), "reactivated", "the rebuilt state is the committed one");
+    let metrics = http_get(&addr, "/metrics").1;
+    assert!(metric(&metrics, "segstream_replayed_events_total") >= 5.0, "{metrics}");
+    // Long enough for the quiet partitions to be looked at again.
+    std::thread::sleep(Duration::from_secs(2));
+    let after = changes(committed.len());
+    assert_eq!(
+        after.len(),
+        committed.len(),
+        "nothing committed is emitted again: {:#?}",
+        &after[committed.len()..]
+    );
+    assert!(second.terminate(Duration::from_secs(20)).0.success());
+}
+
+#[test]
+fn a_second_worker_with_the_same_instance_id_fences_the_first_which_stops_and_says_why() {
+    let setup = Setup::new("twin", 1);
+    let p = setup.producer();
+    produce(&p, &setup.topic("clickstream"), &[click_record("c-1", T0, ClickEventType::PageView)]);
+    let mut first = setup.spawn_worker();
+    first.wait_ready(Duration::from_secs(60));
+    let mut second = setup.spawn_worker();
+    let status = first.wait_exit(Duration::from_secs(30));
+    assert!(!status.success());
+    let log = first.log_text();
+    assert!(log.contains("another worker runs with worker.instance_id="), "{log}");
+    let addr = second.wait_ready(Duration::from_secs(60));
+    produce(&p, &setup.topic("clickstream"), &[click_record("c-2", T0 + DAY, ClickEventType::PageView)]);
+    let changes = setup.read(&setup.topic("changes"), 2, Duration::from_secs(30));
+    assert_eq!(changes.len(), 2, "the second worker carries on");
+    assert_eq!(metric(&http_get(&addr, "/metrics").1, "segstream_customers_in_state"), 2.0);
+    assert!(second.terminate(Duration::from_secs(20)).0.success());
+}
