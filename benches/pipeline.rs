@@ -104,8 +104,11 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 fn main() {
+    // `cargo test --all-targets` also runs this (unoptimised): there it is a
+    // quick smoke test of a small history.
+    let (customers, days, runs) = if cfg!(debug_assertions) { (100, 60, 1) } else { (2000, 365, 3) };
     let (customers, days, runs) =
-        (env("BENCH_CUSTOMERS", 2000), env("BENCH_DAYS", 365), env("BENCH_RUNS", 3));
+        (env("BENCH_CUSTOMERS", customers), env("BENCH_DAYS", days), env("BENCH_RUNS", runs));
     let setup = Setup::new("bench", 6);
     eprintln!("generating {customers} customers × {days} days on 6 partitions…");
     let out = setup.cli(&["generate", "--customers", &customers.to_string(), "--days", &days.to_string()]);

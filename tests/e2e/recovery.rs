@@ -5,31 +5,16 @@
 
 use std::time::Duration;
 
-use segstream_events::{
-    ClickEventType, CustomerId, EventTime, OrderEvent, OrderStatus, PayloadFormat, SegmentChange,
-    encode_order,
-};
+use segstream_events::{ClickEventType, SegmentChange};
 
-use crate::support::{Setup, click_record, http_get, metric, produce};
+use crate::support::{Setup, click_record, http_get, metric, order_record, produce};
 
 const DAY: i64 = 86_400_000;
 /// 2024-01-01T10:00:00Z.
 const T0: i64 = 1_704_103_200_000;
 
 fn order(customer: &str, id: &str, day: i64) -> (String, Vec<u8>) {
-    let o = OrderEvent {
-        order_id: id.to_owned(),
-        customer_id: CustomerId::new(customer),
-        event_time: EventTime::from_millis(T0 + day * DAY),
-        status: OrderStatus::Placed,
-        total: 40.0,
-        currency: "EUR".into(),
-        discount_amount: 0.0,
-        item_count: 1,
-        categories: vec![],
-        payment_method: None,
-    };
-    (customer.to_owned(), encode_order(&o, PayloadFormat::Avro).unwrap())
+    order_record(customer, id, T0 + day * DAY)
 }
 
 /// A customer id that Kafka's partitioner puts on `partition` of 2.

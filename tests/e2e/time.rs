@@ -4,12 +4,9 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use segstream_events::{
-    ChangeType, ClickEventType, CustomerId, EventTime, OrderEvent, OrderStatus, PayloadFormat, SegmentChange,
-    Trigger, encode_order,
-};
+use segstream_events::{ChangeType, ClickEventType, SegmentChange, Trigger};
 
-use crate::support::{Setup, click_record, http_get, metric, produce};
+use crate::support::{Setup, click_record, http_get, metric, order_record, produce};
 
 const DAY: i64 = 86_400_000;
 /// 2024-01-01T10:00:00Z.
@@ -24,19 +21,7 @@ fn click_at(customer: &str, ms: i64) -> (String, Vec<u8>) {
 }
 
 fn order(customer: &str, day: i64) -> (String, Vec<u8>) {
-    let o = OrderEvent {
-        order_id: format!("o-{customer}-{day}"),
-        customer_id: CustomerId::new(customer),
-        event_time: EventTime::from_millis(T0 + day * DAY),
-        status: OrderStatus::Placed,
-        total: 25.0,
-        currency: "EUR".into(),
-        discount_amount: 0.0,
-        item_count: 1,
-        categories: vec![],
-        payment_method: None,
-    };
-    (customer.to_owned(), encode_order(&o, PayloadFormat::Avro).unwrap())
+    order_record(customer, &format!("o-{customer}-{day}"), T0 + day * DAY)
 }
 
 #[test]
@@ -108,7 +93,7 @@ fn events_later_than_the_allowed_lateness_are_dead_lettered_when_configured() {
 }
 
 #[test]
-fn a_quiet_partition_follows_the_workers_watermark_so_its_timers_fire() {
+fn a_quiet_partition_follows_the_input_watermark_so_its_timers_fire() {
     let setup = Setup::new("idle", 2).with("time.idle_partition_ms=1500");
     // sam alone on one partition; everyone else on the other.
     let sam_partition = segstream_kafka::partition_for(b"sam", 2);

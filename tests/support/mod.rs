@@ -19,7 +19,10 @@ use rdkafka::message::Headers;
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use segstream_config::Config;
-use segstream_events::{ClickEvent, ClickEventType, CustomerId, EventTime, PayloadFormat, encode_click};
+use segstream_events::{
+    ClickEvent, ClickEventType, CustomerId, EventTime, OrderEvent, OrderStatus, PayloadFormat, encode_click,
+    encode_order,
+};
 
 pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -243,7 +246,15 @@ impl Setup {
                 deadline = Instant::now() + Duration::from_secs(1);
             }
             if let Some(m) = consumer.poll(Duration::from_millis(200)) {
-                let m = m.expect("reading");
+                // librdkafka reports transient trouble (a connection dropped
+                // under load) as errors and recovers by itself.
+                let m = match m {
+                    Ok(m) => m,
+                    Err(e) => {
+                        eprintln!("reading {topic}: {e} (retrying)");
+                        continue;
+                    }
+                };
                 let headers = m
                     .headers()
                     .map(|h| {
@@ -437,4 +448,22 @@ pub fn click_record(customer: &str, ms: i64, event_type: ClickEventType) -> (Str
         search_query: None,
     };
     (customer.to_owned(), encode_click(&e, PayloadFormat::Avro).unwrap())
+}
+
+/// A minimal placed order `id` of `customer` at `ms`, Avro-encoded, keyed by
+/// the customer.
+pub fn order_record(customer: &str, id: &str, ms: i64) -> (String, Vec<u8>) {
+    let o = OrderEvent {
+        order_id: id.to_owned(),
+        customer_id: CustomerId::new(customer),
+        event_time: EventTime::from_millis(ms),
+        status: OrderStatus::Placed,
+        total: 25.0,
+        currency: "EUR".into(),
+        discount_amount: 0.0,
+        item_count: 1,
+        categories: vec![],
+        payment_method: None,
+    };
+    (customer.to_owned(), encode_order(&o, PayloadFormat::Avro).unwrap())
 }

@@ -38,6 +38,9 @@ pub struct Metrics {
     /// `segstream_partitions_rebuilding`: partition pairs still rebuilding
     /// their state up to the committed offsets.
     pub partitions_rebuilding: IntGauge,
+    /// `segstream_paused_lanes`: input lanes not fetched now because the
+    /// merge holds a backlog of them (waiting for the other lane).
+    pub paused_lanes: IntGauge,
     /// `segstream_event_time_max_seconds`: largest event time processed.
     pub event_time_max: IntGauge,
     /// `segstream_watermark_lag_seconds`: wall clock minus the largest event time.
@@ -171,6 +174,11 @@ impl Metrics {
                 &r,
                 "segstream_partitions_rebuilding",
                 "Partition pairs still rebuilding their state up to the committed offsets.",
+            ),
+            paused_lanes: gauge(
+                &r,
+                "segstream_paused_lanes",
+                "Input lanes not fetched now: the merge holds a backlog of them while it waits for the other lane.",
             ),
             event_time_max: gauge(
                 &r,

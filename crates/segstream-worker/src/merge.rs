@@ -149,16 +149,20 @@ impl<T> Pair<T> {
         self.taken.push(Decision { at, action: DecisionAction::Alone { lane, until } });
     }
 
-    /// Releases what can go now into `out`.
+    /// Releases what can go now into `out`, until `out` holds `limit` steps.
     fn release(
         &mut self,
         partition: i32,
         now: Instant,
         idle: Duration,
         out: &mut Vec<(i32, Step<T>)>,
+        limit: usize,
     ) -> Result<(), Divergence> {
         let diverged = |problem: String| Divergence { partition, problem };
         loop {
+            if out.len() >= limit {
+                return Ok(());
+            }
             if let Some((lane, until)) = self.repeating {
                 let buffer = self.lane(lane);
                 if buffer.position >= until {
@@ -248,11 +252,14 @@ pub(crate) struct Merger<T> {
     pairs: BTreeMap<i32, Pair<T>>,
     /// How long a lane at the end of its log holds the other back.
     idle: Duration,
+    /// The partition the next release starts with (turns, so a partition
+    /// with a large backlog does not keep the others waiting).
+    next_first: i32,
 }
 
 impl<T> Merger<T> {
     pub(crate) fn new(idle: Duration) -> Self {
-        Self { pairs: BTreeMap::new(), idle }
+        Self { pairs: BTreeMap::new(), idle, next_first: 0 }
     }
 
     /// Starts (or restarts) a partition; anything buffered for it is dropped.
@@ -315,14 +322,29 @@ impl<T> Merger<T> {
         }
     }
 
-    /// Releases every record (and committed follow) that can go now, in
-    /// merge order, partition by partition.
-    pub(crate) fn release(&mut self, now: Instant) -> Result<Vec<(i32, Step<T>)>, Divergence> {
+    /// Releases the records (and committed follows) that can go now, in
+    /// merge order, partition by partition, at most `budget` of them: a
+    /// large backlog is worked off over several calls (and transactions).
+    /// The order within a partition does not depend on the budget.
+    pub(crate) fn release(&mut self, now: Instant, budget: usize) -> Result<Vec<(i32, Step<T>)>, Divergence> {
         let mut out = Vec::new();
-        for (&partition, pair) in self.pairs.iter_mut().filter(|(_, pair)| !pair.frozen) {
-            pair.release(partition, now, self.idle, &mut out)?;
+        let first = self.next_first;
+        let (later, earlier): (Vec<_>, Vec<_>) =
+            self.pairs.iter_mut().filter(|(_, pair)| !pair.frozen).partition(|(p, _)| **p >= first);
+        for (&partition, pair) in later.into_iter().chain(earlier) {
+            if out.len() >= budget {
+                self.next_first = partition;
+                return Ok(out);
+            }
+            pair.release(partition, now, self.idle, &mut out, budget)?;
         }
+        self.next_first = 0;
         Ok(out)
+    }
+
+    /// Records buffered in one lane.
+    pub(crate) fn backlog(&self, lane: Lane, partition: i32) -> usize {
+        self.pairs.get(&partition).map_or(0, |pair| pair.lane_ref(lane).queue.len())
     }
 
     /// Records that a quiet partition followed the input's watermark here.
@@ -431,7 +453,7 @@ mod tests {
         fresh(&mut m, 0, vec![]);
         push_all(&mut m, Lane::Clicks, &[(0, 10), (1, 20), (2, 30)]);
         push_all(&mut m, Lane::Orders, &[(0, 5), (1, 20), (2, 40)]);
-        let out = m.release(now).expect("release");
+        let out = m.release(now, usize::MAX).expect("release");
         // The last order (t=40) waits: clicks may still bring something earlier.
         assert_eq!(
             order_of(&out),
@@ -454,9 +476,9 @@ mod tests {
         let mut m = Merger::new(Duration::ZERO);
         fresh(&mut m, 0, vec![]);
         push_all(&mut m, Lane::Orders, &[(0, 5)]);
-        assert!(m.release(now + Duration::from_secs(3600)).expect("release").is_empty());
+        assert!(m.release(now + Duration::from_secs(3600), usize::MAX).expect("release").is_empty());
         m.mark_end(Lane::Clicks, 0, now);
-        assert_eq!(order_of(&m.release(now).expect("release")), vec![(Lane::Orders, 0)]);
+        assert_eq!(order_of(&m.release(now, usize::MAX).expect("release")), vec![(Lane::Orders, 0)]);
         assert_eq!(
             m.take_decisions(),
             vec![(
@@ -476,8 +498,8 @@ mod tests {
         fresh(&mut m, 0, vec![]);
         m.mark_end(Lane::Clicks, 0, now);
         push_all(&mut m, Lane::Orders, &[(0, 5)]);
-        assert!(m.release(now + Duration::from_millis(50)).expect("release").is_empty());
-        assert_eq!(m.release(now + Duration::from_millis(100)).expect("release").len(), 1);
+        assert!(m.release(now + Duration::from_millis(50), usize::MAX).expect("release").is_empty());
+        assert_eq!(m.release(now + Duration::from_millis(100), usize::MAX).expect("release").len(), 1);
     }
 
     #[test]
@@ -490,7 +512,10 @@ mod tests {
         push_all(&mut m, Lane::Orders, &[(0, 5), (1, 60)]);
         // Order 0 goes by time; order 1 waits behind click 0, then click 0
         // goes; now clicks are empty but no longer known at their end.
-        assert_eq!(order_of(&m.release(now).expect("release")), vec![(Lane::Orders, 0), (Lane::Clicks, 0)]);
+        assert_eq!(
+            order_of(&m.release(now, usize::MAX).expect("release")),
+            vec![(Lane::Orders, 0), (Lane::Clicks, 0)]
+        );
         assert_eq!(m.buffered(), 1);
     }
 
@@ -501,9 +526,9 @@ mod tests {
         fresh(&mut m, 0, vec![]);
         m.mark_end(Lane::Orders, 0, now);
         push_all(&mut m, Lane::Clicks, &[(0, 1), (1, 2)]);
-        m.release(now).expect("release");
+        m.release(now, usize::MAX).expect("release");
         push_all(&mut m, Lane::Clicks, &[(2, 3)]);
-        m.release(now).expect("release");
+        m.release(now, usize::MAX).expect("release");
         let decisions = m.take_decisions();
         assert_eq!(
             decisions,
@@ -527,14 +552,14 @@ mod tests {
         fresh(&mut live, 0, vec![]);
         push_all(&mut live, Lane::Clicks, &[(0, 10)]);
         push_all(&mut live, Lane::Orders, &[(0, 20), (1, 30)]);
-        let mut live_order = order_of(&live.release(now).expect("release"));
+        let mut live_order = order_of(&live.release(now, usize::MAX).expect("release"));
         live.mark_end(Lane::Clicks, 0, now);
-        live_order.extend(order_of(&live.release(now).expect("release")));
+        live_order.extend(order_of(&live.release(now, usize::MAX).expect("release")));
         push_all(&mut live, Lane::Clicks, &[(1, 15), (2, 40)]);
         live.note_follow(0, EventTime::from_millis(99));
-        live_order.extend(order_of(&live.release(now).expect("release")));
+        live_order.extend(order_of(&live.release(now, usize::MAX).expect("release")));
         live.mark_end(Lane::Orders, 0, now);
-        live_order.extend(order_of(&live.release(now).expect("release")));
+        live_order.extend(order_of(&live.release(now, usize::MAX).expect("release")));
         let script: Vec<Decision> = live.take_decisions().into_iter().flat_map(|(_, d)| d).collect();
         assert_eq!(script.len(), 3, "{script:?}");
 
@@ -544,7 +569,7 @@ mod tests {
         push_all(&mut rebuilt, Lane::Orders, &[(0, 20), (1, 30)]);
         rebuilt.mark_end(Lane::Clicks, 0, now);
         rebuilt.mark_end(Lane::Orders, 0, now);
-        let out = rebuilt.release(now).expect("release");
+        let out = rebuilt.release(now, usize::MAX).expect("release");
         assert_eq!(order_of(&out), live_order);
         assert_eq!(
             live_order,
@@ -570,10 +595,10 @@ mod tests {
         fresh(&mut m, 0, script);
         push_all(&mut m, Lane::Clicks, &[(0, 1)]);
         push_all(&mut m, Lane::Orders, &[(0, 50)]);
-        assert_eq!(order_of(&m.release(now).expect("release")), vec![(Lane::Orders, 0)]);
+        assert_eq!(order_of(&m.release(now, usize::MAX).expect("release")), vec![(Lane::Orders, 0)]);
         assert!(m.scripted(0));
         push_all(&mut m, Lane::Orders, &[(1, 60)]);
-        assert_eq!(order_of(&m.release(now).expect("release")), vec![(Lane::Orders, 1)]);
+        assert_eq!(order_of(&m.release(now, usize::MAX).expect("release")), vec![(Lane::Orders, 1)]);
         assert!(!m.scripted(0), "done repeating: click 0 now waits for orders as usual");
     }
 
@@ -586,7 +611,9 @@ mod tests {
         fresh(&mut m, 0, script);
         push_all(&mut m, Lane::Clicks, &[(0, 1), (1, 2)]);
         push_all(&mut m, Lane::Orders, &[(0, 50)]);
-        let e = m.release(now).expect_err("clicks 0 goes first by time: the decision's point is passed");
+        let e = m
+            .release(now, usize::MAX)
+            .expect_err("clicks 0 goes first by time: the decision's point is passed");
         assert_eq!(e.partition, 0);
     }
 
@@ -597,7 +624,7 @@ mod tests {
         fresh(&mut m, 3, vec![]);
         m.push(Lane::Orders, 3, rec(7, None));
         m.push(Lane::Orders, 3, rec(8, Some(50)));
-        let out = m.release(now).expect("release");
+        let out = m.release(now, usize::MAX).expect("release");
         assert_eq!(out.len(), 1);
         assert_eq!(m.commit_offset(Lane::Orders, 3), Some(8));
     }
@@ -618,6 +645,49 @@ mod tests {
     }
 
     #[test]
+    fn a_budget_splits_a_release_without_changing_its_order_and_takes_partitions_in_turn() {
+        let now = Instant::now();
+        let (mut whole, mut split) = (Merger::new(Duration::ZERO), Merger::new(Duration::ZERO));
+        for m in [&mut whole, &mut split] {
+            for p in [0, 1] {
+                fresh(m, p, vec![]);
+                m.mark_end(Lane::Orders, p, now);
+                for o in 0..5 {
+                    m.push(Lane::Clicks, p, rec(o, Some(o)));
+                }
+            }
+        }
+        let steps = |v: &[(i32, Step<()>)]| -> Vec<(i32, i64)> {
+            v.iter()
+                .filter_map(|(p, s)| match s {
+                    Step::Record(_, r) => Some((*p, r.offset)),
+                    Step::Follow(_) => None,
+                })
+                .collect()
+        };
+        let all = steps(&whole.release(now, usize::MAX).expect("release"));
+        let mut calls = Vec::new();
+        loop {
+            let out = steps(&split.release(now, 3).expect("release"));
+            if out.is_empty() {
+                break;
+            }
+            calls.push(out);
+        }
+        let partitions: Vec<Vec<i32>> = calls.iter().map(|c| c.iter().map(|(p, _)| *p).collect()).collect();
+        assert_eq!(
+            partitions,
+            [vec![0, 0, 0], vec![1, 1, 1], vec![0, 0, 1], vec![1]],
+            "partitions take turns"
+        );
+        let mut joined: Vec<(i32, i64)> = calls.concat();
+        let mut all_sorted = all.clone();
+        joined.sort_by_key(|(p, _)| *p);
+        all_sorted.sort_by_key(|(p, _)| *p);
+        assert_eq!(joined, all_sorted, "each partition's order is the same");
+    }
+
+    #[test]
     fn a_frozen_partition_releases_nothing_and_is_never_quiet_until_reopened() {
         let now = Instant::now();
         let mut m = Merger::new(Duration::ZERO);
@@ -628,7 +698,7 @@ mod tests {
         assert!(m.quiet_partitions(now, Duration::ZERO).is_empty());
         push_all(&mut m, Lane::Clicks, &[(0, 1)]);
         m.mark_end(Lane::Clicks, 0, now);
-        assert!(m.release(now).expect("release").is_empty(), "what was buffered stays put");
+        assert!(m.release(now, usize::MAX).expect("release").is_empty(), "what was buffered stays put");
         m.reopen(0, at(0, 0));
         assert_eq!(
             m.quiet_partitions(now, Duration::ZERO),
@@ -647,10 +717,13 @@ mod tests {
         fresh(&mut m, 0, vec![]);
         m.mark_end(Lane::Orders, 0, now);
         push_all(&mut m, Lane::Clicks, &[(0, 1), (1, 2)]);
-        m.release(now).expect("release");
+        m.release(now, usize::MAX).expect("release");
         m.reopen(0, at(2, 0));
         assert_eq!(m.positions(0), Some(at(2, 0)));
         assert_eq!(m.commit_offset(Lane::Clicks, 0), Some(2));
-        assert!(m.release(now).expect("release").is_empty(), "the end of orders is not known any more");
+        assert!(
+            m.release(now, usize::MAX).expect("release").is_empty(),
+            "the end of orders is not known any more"
+        );
     }
 }

@@ -229,10 +229,18 @@ impl Processor {
         self.merger.mark_end(lane, partition, now);
     }
 
-    /// Releases what the merge lets go, applies it, and collects what it
-    /// causes into `out`; ends the micro-batch.
-    pub(crate) fn process(&mut self, now: Instant, out: &mut Emitted) -> Result<(), WorkerError> {
-        let steps = self.merger.release(now).map_err(|e| WorkerError::Divergence(e.to_string()))?;
+    /// Releases what the merge lets go (at most `budget` records), applies
+    /// it, and collects what it causes into `out`; ends the micro-batch.
+    /// Returns how many steps were released (fewer than `budget`: nothing
+    /// more can go now).
+    pub(crate) fn process(
+        &mut self,
+        now: Instant,
+        budget: usize,
+        out: &mut Emitted,
+    ) -> Result<usize, WorkerError> {
+        let steps = self.merger.release(now, budget).map_err(|e| WorkerError::Divergence(e.to_string()))?;
+        let released = steps.len();
         for (partition, step) in steps {
             match step {
                 Step::Record(lane, pending) => self.apply(lane, partition, pending, out)?,
@@ -246,7 +254,7 @@ impl Processor {
         }
         self.engine.end_batch()?;
         self.finish_rebuilds();
-        Ok(())
+        Ok(released)
     }
 
     fn apply(
@@ -395,6 +403,11 @@ impl Processor {
     /// Records buffered in the merge.
     pub(crate) fn buffered(&self) -> usize {
         self.merger.buffered()
+    }
+
+    /// Records buffered in one lane.
+    pub(crate) fn backlog(&self, lane: Lane, partition: i32) -> usize {
+        self.merger.backlog(lane, partition)
     }
 }
 

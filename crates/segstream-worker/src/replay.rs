@@ -169,18 +169,27 @@ fn run_engine(
         summary.late_set_aside += out.dead_letters.len() as u64;
         Ok(())
     };
-    // Micro-batches of about the worker's size (their size changes nothing).
+    // Micro-batches of the worker's size (their size changes nothing).
     let chunk = config.worker.batch_max_events.max(1);
-    let mut pushed = 0_u64;
     let now = Instant::now();
+    // Everything the merge lets go now, one micro-batch at a time.
+    let mut drain = |processor: &mut Processor, summary: &mut ReplaySummary| -> Result<(), WorkerError> {
+        loop {
+            let mut out = Emitted::default();
+            let released = processor.process(now, chunk, &mut out)?;
+            emit(out, summary)?;
+            if released < chunk {
+                return Ok(());
+            }
+        }
+    };
+    let mut pushed = 0_u64;
     // Orders first: they are few, and clicks then flow through in chunks.
     for (lane, rows) in [(Lane::Orders, &orders), (Lane::Clicks, &clicks)] {
         for (&partition, part) in &rows.by_partition {
             for batch in part.chunks(chunk) {
                 processor.push_rows(lane, partition, &rows.decoded, batch);
-                let mut out = Emitted::default();
-                processor.process(now, &mut out)?;
-                emit(out, &mut summary)?;
+                drain(&mut processor, &mut summary)?;
                 pushed += batch.len() as u64;
                 progress(pushed);
             }
@@ -192,8 +201,8 @@ fn run_engine(
             processor.mark_end(lane, partition, now);
         }
     }
+    drain(&mut processor, &mut summary)?;
     let mut out = Emitted::default();
-    processor.process(now, &mut out)?;
     if config.time.idle_partition_ms > 0
         && let Some(target) = tail_target(&[&clicks, &orders])
     {

@@ -102,26 +102,29 @@ impl Inputs {
         }
     }
 
-    /// Polls both consumers: up to `max` records, waiting at most `wait` for
-    /// the first. Returns early on a rebalance.
+    /// Polls both consumers, one record of each in turn (so a lane with a
+    /// large backlog does not starve the other, which the merge would then
+    /// wait for): up to `max` records, waiting at most `wait` for the first.
+    /// Returns early on a rebalance.
     pub(crate) fn poll(&self, max: usize, wait: Duration) -> Result<Polled, WorkerError> {
         let deadline = Instant::now() + wait;
         let mut polled = Polled::default();
         loop {
-            let before = polled.count + polled.ends.len();
+            let mut progressed = false;
             for lane in Lane::BOTH {
-                while polled.count < max && self.poll_one(lane, Duration::ZERO, &mut polled)? {
-                    if !polled.rebalances.is_empty() {
-                        return Ok(polled);
-                    }
+                progressed |= polled.count < max && self.poll_one(lane, Duration::ZERO, &mut polled)?;
+                if !polled.rebalances.is_empty() {
+                    return Ok(polled);
                 }
             }
-            let progressed = polled.count + polled.ends.len() > before;
-            let left = deadline.saturating_duration_since(Instant::now());
-            if polled.count >= max || (!progressed && (left.is_zero() || polled.count > 0)) {
+            if polled.count >= max {
                 return Ok(polled);
             }
             if !progressed {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() || polled.count > 0 || !polled.ends.is_empty() {
+                    return Ok(polled);
+                }
                 // Nothing ready: wait on the group member (rebalances come through it).
                 self.poll_one(Lane::Clicks, left.min(Duration::from_millis(10)), &mut polled)?;
                 if !polled.rebalances.is_empty() {
@@ -129,6 +132,20 @@ impl Inputs {
                 }
             }
         }
+    }
+
+    /// Stops (`pause`) or restarts fetching one lane of a partition pair.
+    pub(crate) fn set_paused(&self, lane: Lane, partition: i32, pause: bool) -> Result<(), WorkerError> {
+        let consumer = match lane {
+            Lane::Clicks => &self.lead,
+            Lane::Orders => &self.orders,
+        };
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition(self.topic(lane), partition);
+        let result = if pause { consumer.pause(&tpl) } else { consumer.resume(&tpl) };
+        result
+            .map_err(KafkaIoError::kafka(format!("pausing or resuming {}[{partition}]", self.topic(lane))))?;
+        Ok(())
     }
 
     /// One poll of a lane's consumer; false if it had nothing.
@@ -246,6 +263,8 @@ impl Inputs {
                     .map_err(KafkaIoError::kafka("building the assignment"))?;
             }
             consumer.assign(&tpl).map_err(KafkaIoError::kafka(format!("assigning {}", self.topic(lane))))?;
+            // A pause of an earlier assignment must not carry over.
+            consumer.resume(&tpl).map_err(KafkaIoError::kafka(format!("resuming {}", self.topic(lane))))?;
         }
         Ok(())
     }

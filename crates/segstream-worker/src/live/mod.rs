@@ -20,14 +20,14 @@ mod probe;
 mod rebalance;
 mod transaction;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
 use rdkafka::message::Message;
 use segstream_config::Config;
-use segstream_events::{CustomerId, EventTime, SegmentKind};
+use segstream_events::{CustomerId, EventTime, Lane, SegmentKind};
 use segstream_kafka::{check_copartitioned, wait_for_broker};
 use segstream_telemetry::{Health, Metrics};
 use tokio_util::sync::CancellationToken;
@@ -56,6 +56,10 @@ pub struct Summary {
     pub transactions: u64,
 }
 
+/// A lane whose backlog in the merge exceeds this many micro-batches is
+/// paused until it is down to one.
+const PAUSE_AT_BATCHES: usize = 4;
+
 /// How long start-up waits for the broker before giving up.
 const BROKER_WAIT: Duration = Duration::from_secs(30);
 
@@ -83,6 +87,10 @@ pub(crate) struct Pipeline {
     causes_ts: Vec<(SegmentKind, i64)>,
     /// Since when something is waiting to be committed.
     dirty_since: Option<Instant>,
+    /// The last cycle released a full micro-batch: more may be ready.
+    backlogged: bool,
+    /// Lanes whose fetching is paused while the merge works off their backlog.
+    paused: BTreeSet<(Lane, i32)>,
     summary: Summary,
     last_report: Instant,
     /// Feature-table requests of `/sql`, answered between batches.
@@ -134,6 +142,8 @@ impl Pipeline {
             touched: BTreeMap::new(),
             causes_ts: Vec::new(),
             dirty_since: None,
+            backlogged: false,
+            paused: BTreeSet::new(),
             summary: Summary::default(),
             last_report: Instant::now(),
             snapshots,
@@ -187,7 +197,9 @@ impl Pipeline {
             }
         }
         let mut out = Emitted::default();
-        self.processor.process(started, &mut out)?;
+        let batch = self.config.worker.batch_max_events;
+        self.backlogged = self.processor.process(started, batch, &mut out)? >= batch;
+        self.pace_lanes()?;
         let followed = self.follow_quiet(started, &mut out)?;
         if polled.count > 0 || followed || !out.is_empty() {
             self.dirty_since.get_or_insert(started);
@@ -211,13 +223,39 @@ impl Pipeline {
         Duration::from_millis(self.config.worker.commit_interval_ms)
     }
 
-    /// How long the next poll may wait: never past the commit that is due.
+    /// How long the next poll may wait: never past the commit that is due,
+    /// not at all while the merge has more to release.
     fn poll_wait(&self) -> Duration {
+        if self.backlogged {
+            return Duration::ZERO;
+        }
         let wait = Duration::from_millis(self.config.worker.batch_max_wait_ms);
         match self.dirty_since {
             Some(t) => wait.min(self.commit_interval().saturating_sub(t.elapsed())),
             None => wait,
         }
+    }
+
+    /// Bounds the merge buffer: a lane holding more than
+    /// [`PAUSE_AT_BATCHES`] micro-batches (its co-partition is behind) is
+    /// not fetched until it is down to one.
+    fn pace_lanes(&mut self) -> Result<(), WorkerError> {
+        let batch = self.config.worker.batch_max_events;
+        for &partition in self.owned.keys() {
+            for lane in Lane::BOTH {
+                let backlog = self.processor.backlog(lane, partition);
+                let paused = self.paused.contains(&(lane, partition));
+                if !paused && backlog > PAUSE_AT_BATCHES * batch {
+                    self.inputs.set_paused(lane, partition, true)?;
+                    self.paused.insert((lane, partition));
+                } else if paused && backlog <= batch {
+                    self.inputs.set_paused(lane, partition, false)?;
+                    self.paused.remove(&(lane, partition));
+                }
+            }
+        }
+        self.metrics.paused_lanes.set(i64::try_from(self.paused.len()).unwrap_or(i64::MAX));
+        Ok(())
     }
 
     /// Quiet partitions follow the input's watermark.

@@ -54,6 +54,7 @@ impl Pipeline {
                     }
                 }
                 self.inputs.unassign()?;
+                self.paused.clear();
                 self.assigned = false;
                 tracing::info!(revoked = partitions.len(), lost, kept = clean, "partitions revoked");
             }
@@ -127,6 +128,7 @@ impl Pipeline {
             self.processor.close(partition);
         }
         self.inputs.assign(&from)?;
+        self.paused.clear();
         tracing::info!(?kept, ?rebuilt, "partitions assigned");
         Ok(())
     }
