@@ -38,6 +38,10 @@ export SEGSTREAM__WORKER__INSTANCE_ID=demo
 # When the traffic stops, every partition follows the input's watermark after
 # 2 s (not the default 30 s), so the last timers fire before the summary.
 export SEGSTREAM__TIME__IDLE_PARTITION_MS=2000
+# Each partition's state (and its Parquet feature table) is checkpointed
+# every 10 s under the demo's directory.
+export SEGSTREAM__CHECKPOINT__URL="$ROOT/$DEMO/checkpoints"
+export SEGSTREAM__CHECKPOINT__INTERVAL_MS=10000
 "$BIN" topics create >/dev/null
 
 "$BIN" worker 2>"$DEMO/worker.log" & pids+=($!)
@@ -77,7 +81,7 @@ echo "── ask the running worker in SQL (segstream sql, over its live state) 
 "$BIN" sql "SELECT customer_id, round(abandoned_cart_value, 2) AS cart, preferred_device, top_category
   FROM features WHERE cart_abandoned ORDER BY abandoned_cart_value DESC LIMIT 5" | sed 's/^/  /'
 echo
-echo "  $(grep -c . "$DEMO/changes.log") lifecycle transitions printed, all in $DEMO/changes.log (cart_abandoner changes: segstream watch --kind behaviour); worker log in $DEMO/worker.log"
+echo "  $(grep -c . "$DEMO/changes.log") lifecycle transitions printed, all in $DEMO/changes.log (cart_abandoner changes: segstream watch --kind behaviour); worker log in $DEMO/worker.log; checkpoints and Parquet feature tables under $DEMO/checkpoints"
 if [ "${DEMO_KEEP:-0}" = 1 ]; then
   echo "  DEMO_KEEP=1: still running; Ctrl-C to stop."
   wait "${pids[0]}"

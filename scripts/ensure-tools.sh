@@ -41,4 +41,6 @@ if [ "${1:-}" = python ]; then
   fi
   # fastavro: an independent, standard Avro implementation that checks our schemas are a usable contract.
   "$VENV/bin/python" -c 'import fastavro' 2>/dev/null || "$VENV/bin/pip" install -q 'fastavro==1.13.*' >&2
+  # moto's server: an S3-compatible endpoint on 127.0.0.1 for the checkpoint tests.
+  "$VENV/bin/python" -c 'import moto.server, boto3' 2>/dev/null || "$VENV/bin/pip" install -q 'moto[server]==5.*' >&2
 fi

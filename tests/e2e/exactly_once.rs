@@ -236,7 +236,8 @@ impl Member {
 
 #[test]
 fn three_workers_under_sigkill_rebalances_and_a_pause_commit_exactly_the_uninterrupted_changes() {
-    let setup = backlog_setup("crash");
+    // Checkpoints every second: most restores start from one.
+    let setup = backlog_setup("crash").with("checkpoint.interval_ms=1000");
     let reference = workload(&setup, 600, 365, 5);
     let ready = Arc::new(Mutex::new(Vec::new()));
     let mut members: Vec<Member> = (0..4).map(|i| Member::new(&setup, &format!("crash-w{i}"))).collect();
@@ -298,10 +299,17 @@ fn three_workers_under_sigkill_rebalances_and_a_pause_commit_exactly_the_uninter
         .flat_map(|m| &m.logs)
         .map(|log| std::fs::read_to_string(log).unwrap_or_default().matches("partitions assigned").count())
         .sum();
+    let restores: usize = members
+        .iter()
+        .flat_map(|m| &m.logs)
+        .map(|log| {
+            std::fs::read_to_string(log).unwrap_or_default().matches("restoring from a checkpoint").count()
+        })
+        .sum();
     let mut times = ready.lock().unwrap().clone();
     times.sort();
     eprintln!(
-        "crash test (seed {seed}): {} events, {kills} SIGKILLs, {pauses} pause past the session, {joins} join and leave, {assignments} assignments handled, {:.0} s of chaos; {} changes committed ({} expected); restart to ready: min {:?}, median {:?}, max {:?} over {} starts",
+        "crash test (seed {seed}): {} events, {kills} SIGKILLs, {pauses} pause past the session, {joins} join and leave, {assignments} assignments handled ({restores} partitions restored from checkpoints), {:.0} s of chaos; {} changes committed ({} expected); restart to ready: min {:?}, median {:?}, max {:?} over {} starts",
         reference.events,
         chaos.as_secs_f64(),
         got.0.len(),
@@ -312,6 +320,7 @@ fn three_workers_under_sigkill_rebalances_and_a_pause_commit_exactly_the_uninter
         times.len(),
     );
     assert_same("three workers under SIGKILL", &reference, &got);
+    assert!(restores > 0, "no partition was restored from a checkpoint");
     for m in &mut members {
         if let Some(mut p) = m.proc.take() {
             assert!(p.terminate(Duration::from_secs(30)).0.success());

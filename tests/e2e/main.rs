@@ -6,6 +6,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod checkpoints;
 mod exactly_once;
 mod lifecycle;
 mod operations;

@@ -14,6 +14,9 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use rdkafka::Message;
+use rdkafka::admin::{AdminClient, AdminOptions};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Headers;
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
@@ -103,6 +106,17 @@ pub fn keep_logs() {
     eprintln!("broker and worker logs copied to {} ({status:?})", PathBuf::from(to).display());
 }
 
+/// Keeps the logs (see [`keep_logs`]) if the test panics while it lives.
+pub struct KeepLogsOnPanic;
+
+impl Drop for KeepLogsOnPanic {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            keep_logs();
+        }
+    }
+}
+
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
 /// Unique names for one test: topics, group, instance.
@@ -129,6 +143,8 @@ impl Setup {
             format!("topics.decisions=decisions-{name}"),
             format!("topics.partitions={partitions}"),
             format!("worker.instance_id=w-{name}"),
+            // Shared by every worker of the test, as by a group's workers.
+            format!("checkpoint.url={}", broker.dir.join(format!("checkpoints-{name}")).display()),
             // The broker's smallest session (group.min.session.timeout.ms).
             "worker.session_timeout_ms=6000".to_owned(),
             "http.listen=127.0.0.1:0".to_owned(),
@@ -206,6 +222,23 @@ impl Setup {
             .spawn()
             .expect("spawning the worker");
         WorkerProc { child: Some(child), log }
+    }
+
+    /// Deletes every record of partition `partition` of `topic` (as
+    /// retention would).
+    pub fn delete_records(&self, topic: &str, partition: i32) {
+        let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+            .set("bootstrap.servers", &self.config().kafka.bootstrap_servers)
+            .create()
+            .unwrap();
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(topic, partition, Offset::End).unwrap();
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let done =
+            runtime.block_on(admin.delete_records(&tpl, &AdminOptions::new())).expect("delete records");
+        for e in done.elements() {
+            assert!(e.error().is_ok(), "deleting records of {topic}[{partition}]: {:?}", e.error());
+        }
     }
 
     pub fn producer(&self) -> ThreadedProducer<DefaultProducerContext> {
@@ -466,4 +499,70 @@ pub fn order_record(customer: &str, id: &str, ms: i64) -> (String, Vec<u8>) {
         payment_method: None,
     };
     (customer.to_owned(), encode_order(&o, PayloadFormat::Avro).unwrap())
+}
+
+/// The Python of the test tools (`make test` installs them into .local/venv).
+pub fn python() -> PathBuf {
+    let venv = repo_root().join(".local/venv/bin/python");
+    let python = std::env::var_os("SEGSTREAM_PYTHON").map(PathBuf::from).unwrap_or(venv);
+    assert!(
+        python.exists(),
+        "{} not found: run `make test`, which installs the Python test tools into .local/venv (or set SEGSTREAM_PYTHON)",
+        python.display()
+    );
+    python
+}
+
+/// An S3-compatible server (moto) on 127.0.0.1 with one bucket, stopped on drop.
+pub struct S3Server {
+    child: Child,
+    pub endpoint: String,
+}
+
+impl S3Server {
+    pub fn start(bucket: &str) -> Self {
+        let port = String::from_utf8(run_script(&["free-port"]).stdout).expect("port").trim().to_owned();
+        let child = Command::new(python())
+            .args(["-m", "moto.server", "-H", "127.0.0.1", "-p", &port])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting moto's server");
+        let server = Self { child, endpoint: format!("http://127.0.0.1:{port}") };
+        let create = format!(
+            "import boto3, time\n\
+             for _ in range(300):\n\
+             \x20   try:\n\
+             \x20       boto3.client('s3', endpoint_url='{}', aws_access_key_id='test', aws_secret_access_key='test', region_name='us-east-1').create_bucket(Bucket='{bucket}'); break\n\
+             \x20   except Exception:\n\
+             \x20       time.sleep(0.1)\n\
+             else:\n\
+             \x20   raise SystemExit('moto did not answer')\n",
+            server.endpoint
+        );
+        let out = Command::new(python()).args(["-c", &create]).output().expect("creating the bucket");
+        assert!(out.status.success(), "creating bucket {bucket}: {}", String::from_utf8_lossy(&out.stderr));
+        server
+    }
+
+    /// Keys of the objects under `prefix` in `bucket`.
+    pub fn keys(&self, bucket: &str, prefix: &str) -> Vec<String> {
+        let list = format!(
+            "import boto3\n\
+             c = boto3.client('s3', endpoint_url='{}', aws_access_key_id='test', aws_secret_access_key='test', region_name='us-east-1')\n\
+             for o in c.list_objects_v2(Bucket='{bucket}', Prefix='{prefix}').get('Contents', []): print(o['Key'])\n",
+            self.endpoint
+        );
+        let out = Command::new(python()).args(["-c", &list]).output().expect("listing the bucket");
+        assert!(out.status.success(), "listing {bucket}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).lines().map(str::to_owned).collect()
+    }
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        self.child.kill().ok();
+        self.child.wait().ok();
+    }
 }

@@ -66,6 +66,10 @@ pub struct Config {
     pub lifecycle: LifecycleConfig,
     /// Event time: lateness and late events.
     pub time: TimeConfig,
+    /// Where the state's checkpoints go.
+    pub checkpoint: CheckpointConfig,
+    /// What restore does when history is missing.
+    pub recovery: RecoveryConfig,
     /// HTTP endpoints.
     pub http: HttpConfig,
     /// Logging.
@@ -209,6 +213,39 @@ pub enum LatePolicy {
     Apply,
     /// Send it to the dead-letter topic (code `late_event`) unapplied.
     DeadLetter,
+}
+
+/// `[checkpoint]`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct CheckpointConfig {
+    /// A local directory or an object store URL.
+    pub url: String,
+    /// How often each owned partition is checkpointed, ms; 0 = never.
+    pub interval_ms: u64,
+    /// Checkpoints kept per partition.
+    pub keep: usize,
+    /// Object store settings (`aws_endpoint`, ...).
+    #[serde(default)]
+    pub options: BTreeMap<String, String>,
+}
+
+/// `[recovery]`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RecoveryConfig {
+    /// What happens when records the state needs are gone.
+    pub on_missing_history: MissingHistory,
+}
+
+/// Policy for a partition whose needed records are gone.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum MissingHistory {
+    /// The partition stops with an error; no state is built.
+    Fail,
+    /// Go on with what is there, counted and logged.
+    Accept,
 }
 
 /// `[http]`.
@@ -388,6 +425,16 @@ impl Config {
                 self.features.session_gap_minutes.to_string(),
                 "use a number of minutes from 1 to 1440 (a day), e.g. 30",
             );
+        }
+        if self.checkpoint.interval_ms > 0 && self.checkpoint.url.trim().is_empty() {
+            return fail(
+                "checkpoint.url",
+                "\"\"".into(),
+                "set a directory or an object store URL (s3://bucket/prefix), or checkpoint.interval_ms = 0",
+            );
+        }
+        if self.checkpoint.keep == 0 {
+            return fail("checkpoint.keep", "0".into(), "keep at least 1 checkpoint per partition, e.g. 3");
         }
         if self.http.listen.parse::<std::net::SocketAddr>().is_err() {
             return fail(

@@ -54,3 +54,22 @@ fn missing_config_file_is_reported() {
     let err = Config::load(Some(Path::new("/nonexistent/segstream.toml")), &[]).expect_err("missing");
     assert!(err.to_string().contains("/nonexistent/segstream.toml"), "{err}");
 }
+
+#[test]
+fn checkpoint_and_recovery_settings_are_validated_by_name() {
+    let c = Config::load(
+        None,
+        &["recovery.on_missing_history=accept".into(), "checkpoint.options.aws_region=eu-west-1".into()],
+    )
+    .expect("load");
+    assert_eq!(c.recovery.on_missing_history, MissingHistory::Accept);
+    assert_eq!(c.checkpoint.options.get("aws_region").map(String::as_str), Some("eu-west-1"));
+    let err = Config::load(None, &["checkpoint.keep=0".into()]).expect_err("keep").to_string();
+    assert!(err.contains("checkpoint.keep") && err.contains("at least 1"), "{err}");
+    let err = Config::load(None, &["checkpoint.url=\"\"".into()]).expect_err("url").to_string();
+    assert!(err.contains("checkpoint.url") && err.contains("interval_ms = 0"), "{err}");
+    let err =
+        Config::load(None, &["recovery.on_missing_history=ignore".into()]).expect_err("policy").to_string();
+    assert!(err.contains("on_missing_history"), "{err}");
+    Config::load(None, &["checkpoint.url=\"\"".into(), "checkpoint.interval_ms=0".into()]).expect("off");
+}

@@ -44,7 +44,7 @@ impl Lane {
 
 /// Where the merge of a partition pair stands: per lane, the offset after
 /// the last record released (the lane's start offset before any).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct Positions {
     /// On `clickstream`.
     pub clicks: i64,

@@ -70,6 +70,26 @@ impl Dictionary {
     }
 }
 
+impl Dictionary {
+    /// How the ids of a saved dictionary (`names`, in id order) map to this
+    /// one's: interns every saved name and returns `map` with
+    /// `map[old] = new` ([`NONE`] maps to itself; ids past the saved names,
+    /// the overflow id, to this one's overflow id).
+    pub fn adopt(&mut self, names: &[Arc<str>]) -> Vec<u16> {
+        let mut map = Vec::with_capacity(names.len() + 1);
+        map.push(NONE);
+        for name in names {
+            map.push(self.intern(name));
+        }
+        map
+    }
+
+    /// A saved id translated by a map from [`Dictionary::adopt`].
+    pub fn translate(&self, map: &[u16], old: u16) -> u16 {
+        map.get(usize::from(old)).copied().unwrap_or(self.max_id)
+    }
+}
+
 /// The dictionaries one worker shares across its customers.
 #[derive(Debug, Clone)]
 pub struct Dictionaries {

@@ -561,6 +561,16 @@ impl CustomerState {
         }
     }
 
+    /// Rewrites the dictionary ids this state refers to (state restored
+    /// into a process whose dictionaries gave the same names other ids):
+    /// `categories(old)` and `payments(old)` are the new ids.
+    pub fn remap_names(&mut self, categories: impl Fn(u16) -> u16, payments: impl Fn(u8) -> u8) {
+        for o in &mut self.orders {
+            o.category = categories(o.category);
+            o.payment = payments(o.payment);
+        }
+    }
+
     /// Latest event time of any kind applied to this customer.
     pub fn last_seen(&self) -> Option<EventTime> {
         self.last_seen

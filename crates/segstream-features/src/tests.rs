@@ -415,3 +415,28 @@ fn a_cart_is_abandoned_after_the_configured_hours_and_closed_by_an_order() {
     let after = s.features_at(EventTime::from_millis(T0 + 60 * hour));
     assert_eq!((after.cart_value, after.cart_abandoned, after.last_cart_add), (0.0, false, None));
 }
+
+#[test]
+fn state_moved_to_a_process_whose_dictionaries_differ_keeps_its_names() {
+    // Saved where "shoes" was id 1 and "card" id 1; restored where other
+    // names came first.
+    let mut saved_dict = Dictionaries::default();
+    let mut s = CustomerState::default();
+    let mut row = order("a", T0, OrderStatus::Placed, 10.0);
+    row.primary_category = Some("shoes");
+    row.payment_method = Some("card");
+    s.apply_order(&row, &cfg(), &mut saved_dict);
+    let mut here = Dictionaries::default();
+    here.categories.intern("books");
+    here.payments.intern("paypal");
+    let categories = here.categories.adopt(saved_dict.categories.names());
+    let payments = here.payments.adopt(saved_dict.payments.names());
+    let (cats, pays) = (here.categories.clone(), here.payments.clone());
+    s.remap_names(
+        |id| cats.translate(&categories, id),
+        |id| u8::try_from(pays.translate(&payments, u16::from(id))).unwrap_or(u8::MAX),
+    );
+    let f = s.features(EventTime::from_millis(T0), &cfg(), &here);
+    assert_eq!(f.top_category.as_deref(), Some("shoes"));
+    assert_eq!(f.preferred_payment.as_deref(), Some("card"));
+}

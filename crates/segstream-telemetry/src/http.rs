@@ -1,5 +1,6 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use axum::Router;
@@ -17,17 +18,36 @@ use crate::Metrics;
 pub struct Health {
     alive: AtomicBool,
     ready: AtomicBool,
+    /// Why the worker is not ready, beyond "starting" (e.g. a stopped partition).
+    reason: Mutex<String>,
 }
 
 impl Health {
     /// Starts alive and not ready.
     pub fn new() -> Arc<Self> {
-        Arc::new(Self { alive: AtomicBool::new(true), ready: AtomicBool::new(false) })
+        Arc::new(Self {
+            alive: AtomicBool::new(true),
+            ready: AtomicBool::new(false),
+            reason: Mutex::default(),
+        })
     }
 
     /// Ready: partitions assigned and state rebuilt, outputs flowing.
     pub fn set_ready(&self, ready: bool) {
         self.ready.store(ready, Ordering::Relaxed);
+    }
+
+    /// Why `/readyz` says not ready (empty: no reason beyond starting up).
+    pub fn set_reason(&self, reason: &str) {
+        let mut r = self.reason.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if r.as_str() != reason {
+            reason.clone_into(&mut r);
+        }
+    }
+
+    /// The reason set by [`Health::set_reason`].
+    pub fn reason(&self) -> String {
+        self.reason.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
     }
 
     /// Not alive: the pipeline stopped on an error.
@@ -85,9 +105,13 @@ async fn healthz(State(s): State<AppState>) -> impl IntoResponse {
 
 async fn readyz(State(s): State<AppState>) -> impl IntoResponse {
     if s.health.is_ready() {
-        (StatusCode::OK, "ready\n")
+        return (StatusCode::OK, "ready\n".to_owned());
+    }
+    let reason = s.health.reason();
+    if reason.is_empty() {
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n".to_owned())
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
+        (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {reason}\n"))
     }
 }
 

@@ -41,6 +41,30 @@ pub struct Metrics {
     /// `segstream_paused_lanes`: input lanes not fetched now because the
     /// merge holds a backlog of them (waiting for the other lane).
     pub paused_lanes: IntGauge,
+    /// `segstream_checkpoints_total{result}`: partition checkpoints written
+    /// (`written`) or failed (`failed`).
+    pub checkpoints: IntCounterVec,
+    /// `segstream_checkpoint_duration_seconds`: encoding and writing one
+    /// partition's checkpoint and feature file (off the pipeline thread).
+    pub checkpoint_seconds: Histogram,
+    /// `segstream_checkpoint_copy_seconds`: the copy of a partition's state
+    /// the pipeline thread makes for a checkpoint (its only stall).
+    pub checkpoint_copy_seconds: Histogram,
+    /// `segstream_checkpoint_bytes`: size of the last checkpoint written
+    /// (state and feature file).
+    pub checkpoint_bytes: IntGauge,
+    /// `segstream_checkpoint_age_seconds`: age of the oldest latest
+    /// checkpoint among the owned partitions.
+    pub checkpoint_age: IntGauge,
+    /// `segstream_restore_duration_seconds`: reading and loading a
+    /// partition's checkpoint on assignment.
+    pub restore_seconds: Histogram,
+    /// `segstream_missing_history_total`: input records a partition's state
+    /// needed that were gone (accepted with recovery.on_missing_history).
+    pub missing_history: IntCounter,
+    /// `segstream_partitions_stopped`: assigned partitions not processed
+    /// because the records their state needs are gone.
+    pub partitions_stopped: IntGauge,
     /// `segstream_event_time_max_seconds`: largest event time processed.
     pub event_time_max: IntGauge,
     /// `segstream_watermark_lag_seconds`: wall clock minus the largest event time.
@@ -90,6 +114,15 @@ fn gauge(r: &Registry, name: &str, help: &str) -> IntGauge {
 
 fn gauge_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
     register(r, IntGaugeVec::new(Opts::new(name, help), labels).unwrap_or_else(|e| panic!("{name}: {e}")))
+}
+
+fn seconds(r: &Registry, name: &str, help: &str) -> Histogram {
+    let buckets = vec![0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0];
+    register(
+        r,
+        Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets))
+            .unwrap_or_else(|e| panic!("{name}: {e}")),
+    )
 }
 
 impl Metrics {
@@ -179,6 +212,50 @@ impl Metrics {
                 &r,
                 "segstream_paused_lanes",
                 "Input lanes not fetched now: the merge holds a backlog of them while it waits for the other lane.",
+            ),
+            checkpoints: counter_vec(
+                &r,
+                "segstream_checkpoints_total",
+                "Partition checkpoints by result: written, failed (the previous one stays).",
+                &["result"],
+            ),
+            checkpoint_seconds: seconds(
+                &r,
+                "segstream_checkpoint_duration_seconds",
+                "Encoding and writing one partition's checkpoint and feature file, off the pipeline thread.",
+            ),
+            checkpoint_copy_seconds: seconds(
+                &r,
+                "segstream_checkpoint_copy_seconds",
+                "The copy of a partition's state the pipeline thread makes for a checkpoint.",
+            ),
+            checkpoint_bytes: gauge(
+                &r,
+                "segstream_checkpoint_bytes",
+                "Bytes of the last partition checkpoint written (state and feature file).",
+            ),
+            checkpoint_age: gauge(
+                &r,
+                "segstream_checkpoint_age_seconds",
+                "Age of the oldest latest checkpoint among the owned partitions (since assignment if none yet).",
+            ),
+            restore_seconds: seconds(
+                &r,
+                "segstream_restore_duration_seconds",
+                "Reading and loading a partition's checkpoint on assignment.",
+            ),
+            missing_history: register(
+                &r,
+                IntCounter::new(
+                    "segstream_missing_history_total",
+                    "Input records a partition's state needed that were gone, accepted (recovery.on_missing_history = accept).",
+                )
+                .unwrap_or_else(|e| panic!("missing history: {e}")),
+            ),
+            partitions_stopped: gauge(
+                &r,
+                "segstream_partitions_stopped",
+                "Assigned partitions not processed: the records their state needs are gone (see the log and /readyz).",
             ),
             event_time_max: gauge(
                 &r,

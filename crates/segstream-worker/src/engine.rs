@@ -106,6 +106,14 @@ impl Engine {
         Some(fired.into_iter().map(|(id, transitions)| Fired { id, transitions, cause: None }).collect())
     }
 
+    /// Sets a partition's stream time (restored from a checkpoint).
+    pub(crate) fn set_stream_time(&mut self, partition: i32, time: Option<EventTime>) {
+        match time {
+            Some(t) => self.stream_time.insert(partition, t),
+            None => self.stream_time.remove(&partition),
+        };
+    }
+
     /// The partition's stream time, if it has one.
     pub(crate) fn stream_time(&self, partition: i32) -> Option<EventTime> {
         self.stream_time.get(&partition).copied()

@@ -60,6 +60,9 @@ pub enum WorkerError {
     /// The per-batch DataFusion plan failed.
     #[error(transparent)]
     Sql(#[from] segstream_sql::SqlError),
+    /// The checkpoint store cannot be opened or read.
+    #[error(transparent)]
+    Checkpoint(#[from] segstream_checkpoint::CheckpointError),
     /// A state snapshot could not be written, read or used.
     #[error("state snapshot {0}")]
     Snapshot(String),

@@ -8,6 +8,7 @@
 //! blocking librdkafka calls); tokio serves HTTP and signals beside it.
 
 mod admission;
+mod checkpoint;
 mod engine;
 mod error;
 mod live;

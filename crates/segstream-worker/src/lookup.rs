@@ -21,7 +21,6 @@ use segstream_config::{Config, FeaturesConfig};
 use segstream_events::EventTime;
 use segstream_segments::LifecycleRules;
 use segstream_sql::query::{self, OutputFormat};
-use segstream_sql::table;
 use serde::Deserialize;
 use tokio::sync::oneshot;
 
@@ -48,12 +47,7 @@ pub(crate) fn snapshot(
     as_of: EventTime,
 ) -> Result<RecordBatch, String> {
     let mut customers: Vec<_> = store.features_as_of(as_of).collect();
-    customers.sort_by(|a, b| a.0.cmp(b.0));
-    let rows: Vec<_> = customers
-        .iter()
-        .map(|(id, features, stage)| table::Row { customer_id: id, features, lifecycle: *stage })
-        .collect();
-    table::build(&rows, config, true).map_err(|e| e.to_string())
+    crate::checkpoint::feature_rows(&mut customers, config)
 }
 
 /// The feature table of a snapshot file (as of its latest event, with each

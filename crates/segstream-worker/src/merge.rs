@@ -388,7 +388,6 @@ impl<T> Merger<T> {
     }
 
     /// Where the merge of a partition stands.
-    #[cfg(test)]
     pub(crate) fn positions(&self, partition: i32) -> Option<Positions> {
         self.pairs.get(&partition).map(Pair::positions)
     }

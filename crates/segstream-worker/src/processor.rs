@@ -18,6 +18,7 @@ use segstream_segments::{Cause, Transition, to_changes};
 use segstream_telemetry::Metrics;
 
 use crate::admission::{Admission, Decoded, Incoming, Item, Rejection, Verdict};
+use crate::checkpoint::PartitionState;
 use crate::engine::{Engine, Fired, Input};
 use crate::error::WorkerError;
 use crate::merge::{Merger, Opening, Pending, Step};
@@ -149,6 +150,67 @@ impl Processor {
         }
         self.merger.open(partition, Opening { positions: start, fetch_from: start, script });
         self.rebuilding.insert(partition, Rebuild { committed });
+    }
+
+    /// Starts a partition from a checkpoint's state: reading resumes at
+    /// `fetch_from` (the checkpoint's committed offsets, or later ones when
+    /// the records between are gone), the decisions committed after it are
+    /// repeated, and outputs below `committed` are suppressed.
+    pub(crate) fn restore(
+        &mut self,
+        state: PartitionState,
+        fetch_from: Positions,
+        committed: Option<Positions>,
+        script: Vec<Decision>,
+    ) {
+        let partition = state.partition;
+        self.close(partition);
+        let PartitionState {
+            committed: saved,
+            merged,
+            stream_time,
+            released,
+            categories,
+            payments,
+            customers,
+            ..
+        } = state;
+        self.engine.store.restore_partition(customers, &categories, &payments);
+        self.engine.set_stream_time(partition, stream_time);
+        for (lane, time) in Lane::BOTH.into_iter().zip(released) {
+            if let Some(t) = time {
+                self.released_max.insert((lane, partition), t);
+                self.admitted_max.insert((lane, partition), t);
+            }
+        }
+        self.max_event_time = self.max_event_time.max(stream_time);
+        // Where the merge stood, unless records after it are gone: then the
+        // merge goes on from the first one still there.
+        let at = |lane: Lane| {
+            if fetch_from.of(lane) > saved.of(lane) { fetch_from.of(lane) } else { merged.of(lane) }
+        };
+        let positions = Positions { clicks: at(Lane::Clicks), orders: at(Lane::Orders) };
+        self.merger.open(partition, Opening { positions, fetch_from, script });
+        self.rebuilding.insert(partition, Rebuild { committed });
+    }
+
+    /// The state of a partition as it stands (call right after a commit: it
+    /// is then the committed state), for a checkpoint; `None` while it
+    /// rebuilds or is not here.
+    pub(crate) fn export(&self, mut state: PartitionState) -> Option<PartitionState> {
+        let partition = state.partition;
+        if self.rebuilding(partition) {
+            return None;
+        }
+        state.merged = self.merger.positions(partition)?;
+        state.committed = Positions {
+            clicks: self.commit_offset(Lane::Clicks, partition)?,
+            orders: self.commit_offset(Lane::Orders, partition)?,
+        };
+        state.stream_time = self.engine.stream_time(partition);
+        state.released = Lane::BOTH.map(|lane| self.released_max.get(&(lane, partition)).copied());
+        (state.customers, state.categories, state.payments) = self.engine.store.save_partition(partition);
+        Some(state)
     }
 
     /// Keeps a revoked partition as it is, owned by nobody here: nothing of

@@ -33,10 +33,11 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<Summary,
     let (tx, rx) = tokio::sync::oneshot::channel();
     let pipeline_health = Arc::clone(&health);
     let token = shutdown.clone();
+    let runtime = tokio::runtime::Handle::current();
     std::thread::Builder::new()
         .name("pipeline".into())
         .spawn(move || {
-            let result = start_pipeline(config, metrics, pipeline_health, snapshots, &token);
+            let result = start_pipeline(config, metrics, pipeline_health, snapshots, runtime, &token);
             // The receiver only goes away if the runtime is shutting down: nothing left to tell.
             if tx.send(result).is_err() {
                 tracing::debug!("pipeline result had no receiver");
@@ -62,7 +63,8 @@ fn start_pipeline(
     metrics: Metrics,
     health: Arc<Health>,
     snapshots: Receiver<SnapshotRequest>,
+    runtime: tokio::runtime::Handle,
     shutdown: &CancellationToken,
 ) -> Result<Summary, WorkerError> {
-    Pipeline::connect(config, metrics, health, snapshots)?.run(shutdown)
+    Pipeline::connect(config, metrics, health, snapshots, runtime)?.run(shutdown)
 }

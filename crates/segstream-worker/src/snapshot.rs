@@ -63,8 +63,7 @@ impl Snapshot {
     /// Writes the snapshot (to a temporary file first, then renamed, so a
     /// reader never sees half a file).
     pub(crate) fn write(&self, path: &Path) -> Result<u64, WorkerError> {
-        let mut bytes = MAGIC.to_vec();
-        bytes = postcard::to_extend(self, bytes).map_err(|e| io_error(path, e))?;
+        let bytes = encode(MAGIC, self).map_err(|e| io_error(path, e))?;
         let tmp = path.with_extension("tmp");
         std::fs::write(&tmp, &bytes).map_err(|e| io_error(&tmp, e))?;
         std::fs::rename(&tmp, path).map_err(|e| io_error(path, e))?;
@@ -74,21 +73,35 @@ impl Snapshot {
     /// Reads a snapshot written by [`Snapshot::write`].
     pub(crate) fn read(path: &Path) -> Result<Self, WorkerError> {
         let bytes = std::fs::read(path).map_err(|e| io_error(path, e))?;
-        let body = bytes.strip_prefix(MAGIC.as_slice()).ok_or_else(|| {
-            io_error(path, "not a segstream snapshot (write one with `segstream backfill`)")
-        })?;
-        // The format comes first: checked before the rest, whose shape it names.
-        let (format, _) = postcard::take_from_bytes::<u32>(body).map_err(|e| io_error(path, e))?;
-        if format != FORMAT {
-            return Err(io_error(
-                path,
-                format!(
-                    "snapshot format {format} (this build reads {FORMAT}): write it again with this version"
-                ),
-            ));
-        }
-        postcard::from_bytes(body).map_err(|e| io_error(path, e))
+        decode(MAGIC, FORMAT, &bytes, "snapshot", "write one with `segstream backfill`")
+            .map_err(|e| io_error(path, e))
     }
+}
+
+/// `magic`, then `value` in postcard; `value` begins with its format number.
+pub(crate) fn encode<T: Serialize>(magic: &[u8; 8], value: &T) -> Result<Vec<u8>, String> {
+    postcard::to_extend(value, magic.to_vec()).map_err(|e| e.to_string())
+}
+
+/// Reads what [`encode`] wrote, refusing another kind of file (`what`, with
+/// how to get one) or another format by its number.
+pub(crate) fn decode<T: serde::de::DeserializeOwned>(
+    magic: &[u8; 8],
+    format: u32,
+    bytes: &[u8],
+    what: &str,
+    how: &str,
+) -> Result<T, String> {
+    let body =
+        bytes.strip_prefix(magic.as_slice()).ok_or_else(|| format!("not a segstream {what} ({how})"))?;
+    // The format comes first: checked before the rest, whose shape it names.
+    let (found, _) = postcard::take_from_bytes::<u32>(body).map_err(|e| e.to_string())?;
+    if found != format {
+        return Err(format!(
+            "{what} format {found} (this build reads {format}): write it again with this version"
+        ));
+    }
+    postcard::from_bytes(body).map_err(|e| e.to_string())
 }
 
 /// A snapshot the worker starts from (`worker.warm_start`): its customers

@@ -321,6 +321,70 @@ impl CustomerStore {
         Ok(store)
     }
 
+    /// The customers of one partition as a checkpoint keeps them, in slot
+    /// order (the order timer ties fire in), and the dictionary names their
+    /// ids refer to.
+    pub(crate) fn save_partition(
+        &self,
+        partition: i32,
+    ) -> (Vec<SavedCustomer>, Vec<Arc<str>>, Vec<Arc<str>>) {
+        let customers = self
+            .slots
+            .iter()
+            .filter(|c| c.partition == partition)
+            .map(|c| SavedCustomer {
+                id: CustomerId::new(c.id.as_str()),
+                partition: c.partition,
+                features: c.features.clone(),
+                segments: c.segments.clone(),
+            })
+            .collect();
+        (customers, self.dict.categories.names().to_vec(), self.dict.payments.names().to_vec())
+    }
+
+    /// Adds a checkpoint's customers (their partition holds nothing here),
+    /// translating the dictionary ids they were saved with to this store's.
+    pub(crate) fn restore_partition(
+        &mut self,
+        customers: Vec<SavedCustomer>,
+        categories: &[Arc<str>],
+        payments: &[Arc<str>],
+    ) {
+        let same = |saved: &[Arc<str>], here: &[Arc<str>]| here.starts_with(saved);
+        let remap =
+            !same(categories, self.dict.categories.names()) || !same(payments, self.dict.payments.names());
+        let category_ids = self.dict.categories.adopt(categories);
+        let payment_ids = self.dict.payments.adopt(payments);
+        for mut saved in customers {
+            if remap {
+                let (cats, pays) = (&self.dict.categories, &self.dict.payments);
+                saved.features.remap_names(
+                    |id| cats.translate(&category_ids, id),
+                    |id| u8::try_from(pays.translate(&payment_ids, u16::from(id))).unwrap_or(u8::MAX),
+                );
+            }
+            self.insert_saved(saved);
+        }
+    }
+
+    /// A partition's customers encoded as a checkpoint holds them (copy,
+    /// then encoding), for the checkpoint benchmark: the two steps' bytes
+    /// are what the worker copies on its pipeline thread and then writes.
+    pub fn checkpoint_partition(&self, partition: i32) -> Result<Vec<u8>, WorkerError> {
+        let mut state = crate::checkpoint::empty_state("bench", partition, self.features.clone());
+        (state.customers, state.categories, state.payments) = self.save_partition(partition);
+        state.encode().map_err(WorkerError::Snapshot)
+    }
+
+    /// Adds the customers of a checkpoint written by
+    /// [`CustomerStore::checkpoint_partition`]; returns how many.
+    pub fn restore_checkpoint(&mut self, bytes: &[u8]) -> Result<usize, WorkerError> {
+        let state = crate::checkpoint::PartitionState::decode(bytes).map_err(WorkerError::Snapshot)?;
+        let n = state.customers.len();
+        self.restore_partition(state.customers, &state.categories, &state.payments);
+        Ok(n)
+    }
+
     /// Takes the names a snapshot's customers refer to; call before any event.
     pub(crate) fn seed_dictionaries(&mut self, categories: Vec<Arc<str>>, payments: Vec<Arc<str>>) {
         self.dict = Dictionaries::with_names(categories, payments);

@@ -241,16 +241,19 @@ impl Inputs {
         Ok(out)
     }
 
-    /// The first offset still in each lane's log.
-    pub(crate) fn log_start(&self, partition: i32) -> Result<Positions, WorkerError> {
-        let low = |topic: &str| -> Result<i64, WorkerError> {
-            let (low, _) = self
-                .lead
-                .fetch_watermarks(topic, partition, Duration::from_secs(30))
-                .map_err(KafkaIoError::kafka(format!("reading the start offset of {topic}[{partition}]")))?;
-            Ok(low)
+    /// The start and end offsets of a partition pair's logs (the first
+    /// offset still there and the offset after the last one).
+    pub(crate) fn watermarks(&self, partition: i32) -> Result<(Positions, Positions), WorkerError> {
+        let read = |topic: &str| -> Result<(i64, i64), WorkerError> {
+            self.lead.fetch_watermarks(topic, partition, Duration::from_secs(30)).map_err(|e| {
+                KafkaIoError::kafka(format!("reading the offsets of {topic}[{partition}]"))(e).into()
+            })
         };
-        Ok(Positions { clicks: low(&self.clickstream_topic)?, orders: low(&self.orders_topic)? })
+        let (clicks, orders) = (read(&self.clickstream_topic)?, read(&self.orders_topic)?);
+        Ok((
+            Positions { clicks: clicks.0, orders: orders.0 },
+            Positions { clicks: clicks.1, orders: orders.1 },
+        ))
     }
 
     /// Starts reading these partition pairs from these offsets (replacing

@@ -13,6 +13,7 @@
 //! rebuilt from the start of its logs, repeating the committed decisions,
 //! with outputs suppressed up to the committed offsets.
 
+mod checkpoints;
 mod inputs;
 mod outbox;
 mod ownership;
@@ -38,6 +39,7 @@ use crate::lookup::{SnapshotRequest, snapshot};
 use crate::processor::{Emitted, Processor};
 use crate::snapshot::WarmStart;
 
+use self::checkpoints::Checkpoints;
 use self::inputs::Inputs;
 use self::outbox::Outbox;
 use self::ownership::{DecisionLog, Owned, Tokens};
@@ -79,6 +81,14 @@ pub(crate) struct Pipeline {
     owned: BTreeMap<i32, Owned>,
     /// Revoked partition pairs whose state is kept until the next assignment.
     parked: BTreeMap<i32, Owned>,
+    /// Assigned partition pairs not processed, and why (the records their
+    /// state needs are gone).
+    stopped: BTreeMap<i32, String>,
+    /// Partitions of each input topic (and of the decisions topic), checked
+    /// again at every assignment.
+    partitions: usize,
+    /// Where the owned partitions' state is checkpointed (`None`: off).
+    checkpoints: Option<Checkpoints>,
     /// An assignment (perhaps empty) is in force.
     assigned: bool,
     /// Customers whose membership record is due at the next commit.
@@ -105,13 +115,14 @@ impl Pipeline {
         metrics: Metrics,
         health: Arc<Health>,
         snapshots: Receiver<SnapshotRequest>,
+        runtime: tokio::runtime::Handle,
     ) -> Result<Self, WorkerError> {
         let inputs = Inputs::new(&config, &metrics)?;
         wait_for_broker(inputs.client(), &config.kafka.bootstrap_servers, BROKER_WAIT)?;
         let topics = &config.topics;
-        let partitions =
+        let count =
             check_copartitioned(inputs.client(), &topics.clickstream, &topics.orders, &topics.decisions)?;
-        let partitions = i32::try_from(partitions).unwrap_or(i32::MAX);
+        let partitions = i32::try_from(count).unwrap_or(i32::MAX);
         let warm = match config.worker.warm_start.as_str() {
             "" => None,
             path => Some(WarmStart::load(std::path::Path::new(path), &config.features, partitions)?),
@@ -127,6 +138,8 @@ impl Pipeline {
             "worker started"
         );
         Ok(Self {
+            checkpoints: Checkpoints::new(&config, &metrics, runtime)?,
+            partitions: count,
             processor: Processor::new(&config, metrics.clone(), warm)?,
             decision_log: DecisionLog::new(&config)?,
             probe: Probe::new(&config, partitions)?,
@@ -138,6 +151,7 @@ impl Pipeline {
             outbox,
             owned: BTreeMap::new(),
             parked: BTreeMap::new(),
+            stopped: BTreeMap::new(),
             assigned: false,
             touched: BTreeMap::new(),
             causes_ts: Vec::new(),
@@ -157,8 +171,13 @@ impl Pipeline {
             self.cycle()?;
             self.answer_snapshots();
         }
-        if !self.commit()? {
+        if self.commit()? {
+            self.checkpoint_all();
+        } else {
             tracing::warn!("the last transaction did not commit: the next owner redoes its work");
+        }
+        if let Some(c) = &mut self.checkpoints {
+            c.finish();
         }
         tracing::info!(summary = ?self.summary, "pipeline stopped; last transaction committed");
         Ok(self.summary)
@@ -198,10 +217,12 @@ impl Pipeline {
         }
         let mut out = Emitted::default();
         let batch = self.config.worker.batch_max_events;
-        self.backlogged = self.processor.process(started, batch, &mut out)? >= batch;
+        let released = self.processor.process(started, batch, &mut out)?;
+        self.backlogged = released >= batch;
         self.pace_lanes()?;
         let followed = self.follow_quiet(started, &mut out)?;
-        if polled.count > 0 || followed || !out.is_empty() {
+        // Records released without output still move the offsets to commit.
+        if polled.count > 0 || released > 0 || followed || !out.is_empty() {
             self.dirty_since.get_or_insert(started);
         }
         if !self.publish(out)? {
@@ -212,6 +233,9 @@ impl Pipeline {
         }
         if self.dirty_since.is_some_and(|t| t.elapsed() >= self.commit_interval()) && !self.commit()? {
             return self.restore_all();
+        }
+        if self.dirty_since.is_none() && !self.outbox.is_open() {
+            self.checkpoint_due();
         }
         self.outbox.poll();
         self.update_readiness();
@@ -302,11 +326,38 @@ impl Pipeline {
         }
     }
 
-    /// Ready once an assignment is in force and no partition is rebuilding.
+    /// The state equals the committed state: the partition whose
+    /// checkpoint is the oldest is checkpointed if its interval has passed.
+    fn checkpoint_due(&mut self) {
+        let Self { checkpoints, processor, owned, .. } = self;
+        if let Some(c) = checkpoints {
+            c.maybe_take(processor, &|p| owned.get(&p).and_then(|o| Some((o.decisions, o.committed?))));
+        }
+    }
+
+    /// Right after a commit: every owned partition is checkpointed (on
+    /// revocation and at shutdown).
+    fn checkpoint_all(&mut self) {
+        let Self { checkpoints, processor, owned, .. } = self;
+        if let Some(c) = checkpoints {
+            for &partition in owned.keys() {
+                c.take(processor, partition, &|p| {
+                    owned.get(&p).and_then(|o| Some((o.decisions, o.committed?)))
+                });
+            }
+        }
+    }
+
+    /// Ready once an assignment is in force, no partition is rebuilding and
+    /// none is stopped.
     fn update_readiness(&mut self) {
         let rebuilding = self.owned.keys().filter(|p| self.processor.rebuilding(**p)).count();
         self.metrics.partitions_rebuilding.set(i64::try_from(rebuilding).unwrap_or(i64::MAX));
-        let ready = self.assigned && rebuilding == 0;
+        self.metrics.partitions_stopped.set(i64::try_from(self.stopped.len()).unwrap_or(i64::MAX));
+        let reason =
+            self.stopped.iter().map(|(p, why)| format!("partition {p} stopped: {why}")).collect::<Vec<_>>();
+        self.health.set_reason(&reason.join("; "));
+        let ready = self.assigned && rebuilding == 0 && self.stopped.is_empty();
         if ready && !self.health.is_ready() && !self.owned.is_empty() {
             tracing::info!(
                 customers = self.processor.store().len(),
@@ -317,6 +368,9 @@ impl Pipeline {
     }
 
     fn report(&mut self) {
+        if let Some(c) = &mut self.checkpoints {
+            c.collect();
+        }
         let store = self.processor.store();
         for ((kind, segment), n) in store.population() {
             self.metrics.population.with_label_values(&[kind.as_str(), segment]).set(n);

@@ -110,10 +110,10 @@ impl DecisionLog {
         Ok(Self { consumer, topic: config.topics.decisions.clone(), group: config.kafka.group_id.clone() })
     }
 
-    /// The decisions of the first `count` records of `partition` (this
-    /// group's), in order.
-    pub(crate) fn read(&self, partition: i32, count: i64) -> Result<Vec<Decision>, WorkerError> {
-        if count == 0 {
+    /// The decisions of records `from..count` of `partition` (this
+    /// group's), in order (the records before `from` are in a checkpoint).
+    pub(crate) fn read(&self, partition: i32, from: i64, count: i64) -> Result<Vec<Decision>, WorkerError> {
+        if count <= from {
             return Ok(Vec::new());
         }
         let mut tpl = TopicPartitionList::new();
@@ -153,7 +153,9 @@ impl DecisionLog {
                         });
                     }
                     seen += 1;
-                    decisions.extend(record.decisions);
+                    if record.seq >= from {
+                        decisions.extend(record.decisions);
+                    }
                 }
                 Some(Err(KafkaError::PartitionEOF(_))) | None => {}
                 Some(Err(e)) => tracing::warn!(error = %e, "reading the decisions topic (retrying)"),

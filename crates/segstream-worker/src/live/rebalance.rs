@@ -1,15 +1,38 @@
-//! Rebalances and restores: commit before giving partitions up, keep the
-//! state nobody else committed since, rebuild the rest from the start of
-//! their logs with their committed decisions.
+//! Rebalances and restores: commit (and checkpoint) before giving
+//! partitions up, keep the state nobody else committed since, restore the
+//! rest from their latest checkpoint (or the start of their logs) with the
+//! decisions committed after it; refuse to build a state whose records are
+//! gone.
 
 use std::collections::BTreeMap;
+use std::time::Instant;
 
+use segstream_config::MissingHistory;
 use segstream_events::{Lane, Positions};
-use segstream_kafka::Assignment;
+use segstream_kafka::{Assignment, check_copartitioned};
 
 use super::Pipeline;
 use super::ownership::{Owned, parse_metadata};
+use crate::checkpoint::PartitionState;
 use crate::error::WorkerError;
+
+/// Where a partition's state comes from.
+#[derive(Debug)]
+enum Restore {
+    /// A checkpoint, then the logs from `fetch_from`, repeating the
+    /// decision records from `repeat_from` on.
+    Checkpoint { state: Box<PartitionState>, fetch_from: Positions, repeat_from: i64 },
+    /// The logs from `start`, repeating the decision records from
+    /// `repeat_from` on.
+    Logs { start: Positions, repeat_from: i64 },
+    /// Nothing: the records the state needs are gone (the reason).
+    Stop(String),
+}
+
+/// Offsets of both lanes, for messages.
+fn show(p: Positions) -> String {
+    format!("clickstream {}, orders {}", p.clicks, p.orders)
+}
 
 impl Pipeline {
     /// Brings every owned partition back to its committed state after an
@@ -43,8 +66,16 @@ impl Pipeline {
                 } else {
                     self.commit()?
                 };
+                if clean && !lost {
+                    // The next owner restores from here instead of further back.
+                    self.checkpoint_all();
+                }
                 self.forget_uncommitted();
+                self.stopped.clear();
                 for (partition, owned) in std::mem::take(&mut self.owned) {
+                    if let Some(c) = &mut self.checkpoints {
+                        c.released(partition);
+                    }
                     // Only a state exactly at its committed offsets can be kept.
                     if clean && !self.processor.rebuilding(partition) {
                         self.processor.freeze(partition);
@@ -64,6 +95,8 @@ impl Pipeline {
                     .filter(|(topic, _)| self.inputs.lane_of(topic) == Some(Lane::Clicks))
                     .map(|(_, p)| *p)
                     .collect();
+                self.check_partition_counts()?;
+                self.stopped.clear();
                 self.start(mine)?;
                 self.assigned = true;
             }
@@ -95,12 +128,12 @@ impl Pipeline {
                 kept.push(partition);
                 continue;
             }
-            let start = self.inputs.log_start(partition)?;
-            let committed_at = match (c.clicks, c.orders) {
+            let (low, high) = self.inputs.watermarks(partition)?;
+            let mut committed_at = match (c.clicks, c.orders) {
                 (None, None) => None,
                 (clicks, orders) => Some(Positions {
-                    clicks: clicks.unwrap_or(start.clicks),
-                    orders: orders.unwrap_or(start.orders),
+                    clicks: clicks.unwrap_or(low.clicks),
+                    orders: orders.unwrap_or(low.orders),
                 }),
             };
             if committed_at.is_some() && meta.is_none() {
@@ -110,18 +143,50 @@ impl Pipeline {
                 );
             }
             let count = meta.map_or(0, |(_, n)| n);
-            let script = self.decision_log.read(partition, count)?;
-            tracing::info!(
-                partition,
-                ?committed_at,
-                decision_records = count,
-                decisions = script.len(),
-                "rebuilding from the start of the logs"
-            );
-            self.processor.open(partition, start, committed_at, script);
-            from.insert(partition, start);
+            let restore = self.plan_restore(partition, &mut committed_at, count, low, high)?;
+            let (from_seq, at) = match &restore {
+                Restore::Stop(why) => {
+                    tracing::error!(partition, problem = %why, "partition stopped: its state cannot be built");
+                    self.stopped.insert(partition, why.clone());
+                    continue;
+                }
+                Restore::Checkpoint { fetch_from, repeat_from, .. } => (*repeat_from, *fetch_from),
+                Restore::Logs { start, repeat_from } => (*repeat_from, *start),
+            };
+            let script = self.decision_log.read(partition, from_seq, count)?;
+            match restore {
+                Restore::Checkpoint { state, fetch_from, .. } => {
+                    tracing::info!(
+                        partition,
+                        checkpoint = %show(state.committed),
+                        customers = state.customers.len(),
+                        committed = ?committed_at,
+                        decisions = script.len(),
+                        "restoring from a checkpoint, then the logs up to the committed offsets"
+                    );
+                    self.processor.restore(*state, fetch_from, committed_at, script);
+                }
+                Restore::Logs { start, .. } => {
+                    tracing::info!(
+                        partition,
+                        ?committed_at,
+                        decision_records = count,
+                        decisions = script.len(),
+                        "rebuilding from the start of the logs"
+                    );
+                    self.processor.open(partition, start, committed_at, script);
+                }
+                Restore::Stop(_) => continue,
+            }
+            from.insert(partition, at);
             self.owned.insert(partition, Owned { token, decisions: count, committed: committed_at });
             rebuilt.push(partition);
+        }
+        if let Some(c) = &mut self.checkpoints {
+            let now = Instant::now();
+            for &partition in self.owned.keys() {
+                c.owned(partition, now);
+            }
         }
         // Kept after a revocation, but someone else's now.
         for (partition, _) in std::mem::take(&mut self.parked) {
@@ -129,7 +194,109 @@ impl Pipeline {
         }
         self.inputs.assign(&from)?;
         self.paused.clear();
-        tracing::info!(?kept, ?rebuilt, "partitions assigned");
+        tracing::info!(?kept, ?rebuilt, stopped = ?self.stopped.keys().collect::<Vec<_>>(), "partitions assigned");
         Ok(())
+    }
+
+    /// The inputs and the decisions topic still have the partition count
+    /// the worker started with: customers are spread by it, so a change
+    /// would put a customer's events on another partition than their state.
+    fn check_partition_counts(&self) -> Result<(), WorkerError> {
+        let topics = &self.config.topics;
+        let now = check_copartitioned(
+            self.inputs.client(),
+            &topics.clickstream,
+            &topics.orders,
+            &topics.decisions,
+        )?;
+        if now != self.partitions {
+            return Err(WorkerError::Consumer(format!(
+                "{} had {} partitions when this worker started and has {now} now: customers are spread by the partition count, so adding partitions moves customers away from their state; re-partition by replaying into new topics (segstream replay, backfill) instead",
+                topics.clickstream, self.partitions
+            )));
+        }
+        Ok(())
+    }
+
+    /// Chooses where a partition's state comes from: the latest checkpoint
+    /// the committed offsets cover, else the start of the logs; and checks
+    /// that the records it needs are there (`low`, `high`: the logs' start
+    /// and end). With `recovery.on_missing_history = "accept"`, what is
+    /// missing is counted and passed over, and no decision is repeated
+    /// (`committed` is dropped when it points past the end of the logs).
+    fn plan_restore(
+        &mut self,
+        partition: i32,
+        committed: &mut Option<Positions>,
+        count: i64,
+        low: Positions,
+        high: Positions,
+    ) -> Result<Restore, WorkerError> {
+        let accept = self.config.recovery.on_missing_history == MissingHistory::Accept;
+        let topics = format!("{}/{}[{partition}]", self.config.topics.clickstream, self.config.topics.orders);
+        if let Some(c) = *committed
+            && (c.clicks > high.clicks || c.orders > high.orders)
+        {
+            let problem = format!(
+                "the committed offsets of {topics} ({}) are beyond the end of the logs ({}): the topics were re-created or truncated",
+                show(c),
+                show(high)
+            );
+            if !accept {
+                return Ok(Restore::Stop(format!(
+                    "{problem}; to start it again from what the logs hold (its changes are emitted again), set recovery.on_missing_history = \"accept\""
+                )));
+            }
+            tracing::warn!(partition, problem = %problem, "accepted: starting from the start of the logs, outputs not suppressed");
+            self.metrics.missing_history.inc();
+            *committed = None;
+            return Ok(Restore::Logs { start: low, repeat_from: count });
+        }
+        let state = match (*committed, &self.checkpoints) {
+            (Some(c), Some(checkpoints)) => checkpoints.restore_point(partition, c, count)?,
+            _ => None,
+        };
+        let needed = state.as_ref().map_or(Positions { clicks: 0, orders: 0 }, |s| s.committed);
+        let gone = (low.clicks - needed.clicks).max(0) + (low.orders - needed.orders).max(0);
+        if gone > 0 && committed.is_some() {
+            let covered = match &state {
+                Some(s) => format!("the latest checkpoint covers up to {}", show(s.committed)),
+                None => "no checkpoint covers them".to_owned(),
+            };
+            let problem = format!(
+                "{gone} records of {topics} the state needs are gone (the logs start at {}; {covered})",
+                show(low)
+            );
+            if !accept {
+                return Ok(Restore::Stop(format!(
+                    "{problem}: make the checkpoints at checkpoint.url reachable, or set recovery.on_missing_history = \"accept\" to go on without them"
+                )));
+            }
+            tracing::warn!(partition, problem = %problem, "accepted: going on from the first records still there");
+            self.metrics.missing_history.inc_by(u64::try_from(gone).unwrap_or(0));
+            // Decisions taken over the missing records cannot be repeated.
+            let start =
+                Positions { clicks: needed.clicks.max(low.clicks), orders: needed.orders.max(low.orders) };
+            return Ok(match state {
+                Some(state) => {
+                    Restore::Checkpoint { state: Box::new(state), fetch_from: start, repeat_from: count }
+                }
+                None => Restore::Logs { start, repeat_from: count },
+            });
+        }
+        if gone > 0 {
+            tracing::warn!(
+                partition,
+                start = %show(low),
+                "first start of this group: the logs no longer hold their earliest records (a warm start brings older history in)"
+            );
+        }
+        Ok(match state {
+            Some(state) => {
+                let (fetch_from, repeat_from) = (state.committed, state.decisions);
+                Restore::Checkpoint { state: Box::new(state), fetch_from, repeat_from }
+            }
+            None => Restore::Logs { start: low, repeat_from: 0 },
+        })
     }
 }

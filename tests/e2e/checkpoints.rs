@@ -1,0 +1,220 @@
+//! Durable state: a worker restores a partition from its checkpoint and
+//! reads only the tail; when retention has deleted the records a state
+//! needs and no checkpoint covers them, the partition stops and says why
+//! (or goes on, counted, when told to accept that).
+
+use std::time::{Duration, Instant};
+
+use segstream_events::{ClickEventType, SegmentChange};
+
+use crate::support::{
+    KeepLogsOnPanic, S3Server, Setup, click_record, http_get, metric, order_record, produce,
+};
+
+const DAY: i64 = 86_400_000;
+/// 2024-01-01T10:00:00Z.
+const T0: i64 = 1_704_103_200_000;
+
+/// A column of one customer's row of the live feature table.
+fn feature_of(addr: &str, customer: &str, column: &str) -> serde_json::Value {
+    let q = format!("SELECT%20{column}%20FROM%20features%20WHERE%20customer_id%20%3D%20%27{customer}%27");
+    let (status, body) = http_get(addr, &format!("/sql?format=json&q={q}"));
+    assert_eq!(status, 200, "{body}");
+    let rows: serde_json::Value = serde_json::from_str(body.trim()).unwrap();
+    rows[0][column].clone()
+}
+
+fn lifecycle_of(addr: &str, customer: &str) -> String {
+    feature_of(addr, customer, "lifecycle").as_str().unwrap_or_default().to_owned()
+}
+
+/// Polls `/metrics` until `name` reaches `at_least`.
+fn wait_metric(addr: &str, name: &str, at_least: f64, timeout: Duration) -> f64 {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let value = metric(&http_get(addr, "/metrics").1, name);
+        if value >= at_least {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "{name} stayed at {value}, below {at_least}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn after_retention_deleted_the_early_records_a_checkpoint_restores_the_right_state_and_without_one_the_partition_stops()
+ {
+    let _keep = KeepLogsOnPanic;
+    let setup = Setup::new("retention", 1).with("checkpoint.interval_ms=200");
+    let p = setup.producer();
+    let (orders, clicks) = (setup.topic("orders"), setup.topic("clickstream"));
+    produce(&p, &orders, &[order_record("ann", "a1", T0), order_record("bob", "b1", T0 + DAY)]);
+    produce(&p, &clicks, &[click_record("ann", T0 + 2 * DAY, ClickEventType::PageView)]);
+    let mut first = setup.spawn_worker();
+    let addr = first.wait_ready(Duration::from_secs(60));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while feature_of(&addr, "ann", "page_views_30d") != 1 {
+        assert!(Instant::now() < deadline, "ann's click is processed:\n{}", first.log_text());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(lifecycle_of(&addr, "ann"), "new");
+    // At shutdown: the last commit, then a checkpoint of every partition.
+    assert!(first.terminate(Duration::from_secs(30)).0.success());
+
+    // Retention deletes everything read so far; ann orders again on day 50.
+    setup.delete_records(&orders, 0);
+    setup.delete_records(&clicks, 0);
+    produce(&p, &orders, &[order_record("ann", "a2", T0 + 50 * DAY)]);
+    let mut second = setup.spawn_worker();
+    let addr = second.wait_ready(Duration::from_secs(60));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while lifecycle_of(&addr, "ann") != "active" {
+        assert!(Instant::now() < deadline, "ann's second order makes her active:\n{}", second.log_text());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let metrics = http_get(&addr, "/metrics").1;
+    assert_eq!(metric(&metrics, "segstream_customers_in_state"), 2.0, "bob came back from the checkpoint");
+    assert_eq!(
+        metric(&metrics, "segstream_replayed_events_total"),
+        0.0,
+        "nothing before the checkpoint is read"
+    );
+    assert!(second.log_text().contains("restoring from a checkpoint"), "{}", second.log_text());
+    let changes: Vec<SegmentChange> = setup
+        .read(&setup.topic("changes"), 4, Duration::from_secs(30))
+        .iter()
+        .map(|r| SegmentChange::from_avro(r.payload.as_deref().unwrap()).unwrap())
+        .collect();
+    let entered_new = changes
+        .iter()
+        .filter(|c| c.customer_id.as_str() == "ann" && c.segment == "new" && c.change.as_str() == "entered");
+    assert_eq!(entered_new.count(), 1, "ann is not taken for a first-time buyer again: {changes:#?}");
+    assert!(second.terminate(Duration::from_secs(30)).0.success());
+
+    // The same group without its checkpoints: the partition stops, nothing is built.
+    let empty = tempfile::tempdir().unwrap();
+    let elsewhere = setup.with(&format!("checkpoint.url={}", empty.path().display()));
+    let third = elsewhere.spawn_worker();
+    let addr = third.http_addr(Duration::from_secs(60));
+    wait_metric(&addr, "segstream_partitions_stopped", 1.0, Duration::from_secs(60));
+    let (status, body) = http_get(&addr, "/readyz");
+    assert_eq!(status, 503);
+    assert!(
+        body.contains("partition 0 stopped")
+            && body.contains("are gone")
+            && body.contains("on_missing_history"),
+        "{body}"
+    );
+    assert_eq!(metric(&http_get(&addr, "/metrics").1, "segstream_customers_in_state"), 0.0);
+    assert!(third.log_text().contains("partition stopped"), "{}", third.log_text());
+    drop(third);
+
+    // Told to accept it: it goes on from what the logs hold, counted.
+    let accepting = elsewhere.with("recovery.on_missing_history=accept").spawn_worker();
+    let addr = accepting.wait_ready(Duration::from_secs(60));
+    let metrics = http_get(&addr, "/metrics").1;
+    assert_eq!(metric(&metrics, "segstream_missing_history_total"), 3.0, "two orders and a click gone");
+    assert_eq!(metric(&metrics, "segstream_customers_in_state"), 1.0);
+}
+
+/// The Parquet feature files that checkpoints write for every partition,
+/// read with DataFusion, are the live feature table at the same offsets.
+#[test]
+fn the_parquet_feature_files_of_all_partitions_equal_the_live_feature_table() {
+    let _keep = KeepLogsOnPanic;
+    let setup = Setup::new("parquet", 3).with("time.idle_partition_ms=300");
+    let p = setup.producer();
+    let customers: Vec<String> = (0..30).map(|i| format!("pq-{i}")).collect();
+    let orders: Vec<_> = customers
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| i % 3 != 0)
+        .map(|(i, c)| order_record(c, &format!("{c}-o"), T0 + i as i64 * DAY))
+        .collect();
+    let clicks: Vec<_> = customers
+        .iter()
+        .enumerate()
+        .map(|(i, c)| click_record(c, T0 + (i as i64 % 7) * DAY + 3_600_000, ClickEventType::ProductView))
+        .collect();
+    produce(&p, &setup.topic("orders"), &orders);
+    produce(&p, &setup.topic("clickstream"), &clicks);
+    let mut worker = setup.spawn_worker();
+    let addr = worker.wait_ready(Duration::from_secs(60));
+    let count = "SELECT%20count(*)%20AS%20n%20FROM%20features";
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while http_get(&addr, &format!("/sql?format=json&q={count}")).1.trim() != "[{\"n\":30}]" {
+        assert!(Instant::now() < deadline, "every customer arrives:\n{}", worker.log_text());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Quiet partitions follow the input's watermark: all stand at one time.
+    std::thread::sleep(Duration::from_secs(2));
+    let query = "SELECT * FROM features ORDER BY customer_id";
+    let (status, live) = http_get(&addr, &format!("/sql?format=json&q={}", query.replace(' ', "%20")));
+    assert_eq!(status, 200, "{live}");
+    // Shutdown checkpoints every partition at the committed offsets.
+    assert!(worker.terminate(Duration::from_secs(30)).0.success());
+
+    let folder = format!("{}/g-{}/features/", setup.config().checkpoint.url, setup.name);
+    let files = std::fs::read_dir(&folder).unwrap().count();
+    assert_eq!(files, 3, "one feature file per partition in {folder}");
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let from_files = runtime.block_on(async {
+        let ctx = datafusion::prelude::SessionContext::new();
+        ctx.register_parquet("features", &folder, datafusion::prelude::ParquetReadOptions::default())
+            .await
+            .unwrap();
+        segstream_sql::query::answer(&ctx, query, segstream_sql::query::OutputFormat::Json).await.unwrap()
+    });
+    assert_eq!(from_files.trim(), live.trim(), "the Parquet files hold the live feature table");
+}
+
+/// Checkpoints go to an S3-compatible store (moto on 127.0.0.1) and a
+/// restarted worker restores from there.
+#[test]
+fn checkpoints_written_to_and_restored_from_an_s3_compatible_store() {
+    let _keep = KeepLogsOnPanic;
+    let s3 = S3Server::start("segstream-test");
+    let setup = Setup::new("s3", 2)
+        .with("checkpoint.url=s3://segstream-test/state")
+        .with(&format!("checkpoint.options.aws_endpoint={}", s3.endpoint))
+        .with("checkpoint.options.aws_allow_http=\"true\"")
+        .with("checkpoint.options.aws_access_key_id=test")
+        .with("checkpoint.options.aws_secret_access_key=test")
+        .with("checkpoint.options.aws_region=us-east-1");
+    let p = setup.producer();
+    let orders: Vec<_> = (0..20).map(|i| order_record(&format!("s3-{i}"), "o1", T0 + i * DAY)).collect();
+    produce(&p, &setup.topic("orders"), &orders);
+    let mut first = setup.spawn_worker();
+    let addr = first.wait_ready(Duration::from_secs(60));
+    let count = "SELECT%20count(*)%20AS%20n%20FROM%20features";
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while http_get(&addr, &format!("/sql?format=json&q={count}")).1.trim() != "[{\"n\":20}]" {
+        assert!(Instant::now() < deadline, "every customer arrives:\n{}", first.log_text());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(first.terminate(Duration::from_secs(30)).0.success());
+    let keys = s3.keys("segstream-test", "state/");
+    let group = format!("g-{}", setup.name);
+    for partition in 0..2 {
+        let state = format!("state/{group}/state/partition-0000{partition}/");
+        let features = format!("state/{group}/features/partition-0000{partition}.parquet");
+        assert!(
+            keys.iter().any(|k| k.starts_with(&state)),
+            "a checkpoint of partition {partition}: {keys:?}"
+        );
+        assert!(keys.contains(&features), "the feature file of partition {partition}: {keys:?}");
+    }
+
+    produce(&p, &setup.topic("orders"), &[order_record("s3-0", "o2", T0 + 40 * DAY)]);
+    let second = setup.spawn_worker();
+    let addr = second.wait_ready(Duration::from_secs(60));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while lifecycle_of(&addr, "s3-0") != "active" {
+        assert!(Instant::now() < deadline, "s3-0's second order:\n{}", second.log_text());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let metrics = http_get(&addr, "/metrics").1;
+    assert_eq!(metric(&metrics, "segstream_customers_in_state"), 20.0);
+    assert_eq!(metric(&metrics, "segstream_replayed_events_total"), 0.0, "restored, not re-read");
+    assert_eq!(second.log_text().matches("restoring from a checkpoint").count(), 2, "{}", second.log_text());
+}
