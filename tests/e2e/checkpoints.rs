@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use segstream_events::{ClickEventType, SegmentChange};
 
 use crate::support::{
-    KeepLogsOnPanic, S3Server, Setup, click_record, http_get, metric, order_record, produce,
+    KeepLogsOnPanic, S3Server, Setup, WorkerProc, click_record, http_get, metric, order_record, produce,
 };
 
 const DAY: i64 = 86_400_000;
@@ -26,6 +26,16 @@ fn feature_of(addr: &str, customer: &str, column: &str) -> serde_json::Value {
 
 fn lifecycle_of(addr: &str, customer: &str) -> String {
     feature_of(addr, customer, "lifecycle").as_str().unwrap_or_default().to_owned()
+}
+
+/// Waits until the live feature table holds `n` customers.
+fn wait_customers(addr: &str, n: usize, worker: &WorkerProc) {
+    let count = "SELECT%20count(*)%20AS%20n%20FROM%20features";
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while http_get(addr, &format!("/sql?format=json&q={count}")).1.trim() != format!("[{{\"n\":{n}}}]") {
+        assert!(Instant::now() < deadline, "{n} customers arrive:\n{}", worker.log_text());
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 /// Polls `/metrics` until `name` reaches `at_least`.
@@ -140,12 +150,7 @@ fn the_parquet_feature_files_of_all_partitions_equal_the_live_feature_table() {
     produce(&p, &setup.topic("clickstream"), &clicks);
     let mut worker = setup.spawn_worker();
     let addr = worker.wait_ready(Duration::from_secs(60));
-    let count = "SELECT%20count(*)%20AS%20n%20FROM%20features";
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while http_get(&addr, &format!("/sql?format=json&q={count}")).1.trim() != "[{\"n\":30}]" {
-        assert!(Instant::now() < deadline, "every customer arrives:\n{}", worker.log_text());
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_customers(&addr, 30, &worker);
     // Quiet partitions follow the input's watermark: all stand at one time.
     std::thread::sleep(Duration::from_secs(2));
     let query = "SELECT * FROM features ORDER BY customer_id";
@@ -186,12 +191,7 @@ fn checkpoints_written_to_and_restored_from_an_s3_compatible_store() {
     produce(&p, &setup.topic("orders"), &orders);
     let mut first = setup.spawn_worker();
     let addr = first.wait_ready(Duration::from_secs(60));
-    let count = "SELECT%20count(*)%20AS%20n%20FROM%20features";
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while http_get(&addr, &format!("/sql?format=json&q={count}")).1.trim() != "[{\"n\":20}]" {
-        assert!(Instant::now() < deadline, "every customer arrives:\n{}", first.log_text());
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_customers(&addr, 20, &first);
     assert!(first.terminate(Duration::from_secs(30)).0.success());
     let keys = s3.keys("segstream-test", "state/");
     let group = format!("g-{}", setup.name);
@@ -217,4 +217,89 @@ fn checkpoints_written_to_and_restored_from_an_s3_compatible_store() {
     assert_eq!(metric(&metrics, "segstream_customers_in_state"), 20.0);
     assert_eq!(metric(&metrics, "segstream_replayed_events_total"), 0.0, "restored, not re-read");
     assert_eq!(second.log_text().matches("restoring from a checkpoint").count(), 2, "{}", second.log_text());
+}
+
+/// A third worker joins two that own every partition: the partitions that
+/// stay keep their state, the ones that move are restored from the
+/// checkpoints written at the revocation, so no worker re-reads anything,
+/// and every change is still committed once.
+#[test]
+fn a_worker_joining_a_running_group_makes_no_one_replay_what_it_keeps_or_receives() {
+    let _keep = KeepLogsOnPanic;
+    let setup = Setup::new("join", 6);
+    let p = setup.producer();
+    let customers: Vec<String> = (0..300).map(|i| format!("jn-{i}")).collect();
+    let send = |from_day: i64| {
+        let orders: Vec<_> = customers
+            .iter()
+            .map(|c| order_record(c, &format!("{c}-{from_day}"), T0 + from_day * DAY))
+            .collect();
+        let clicks: Vec<_> = customers
+            .iter()
+            .flat_map(|c| {
+                (1..4).map(move |d| click_record(c, T0 + (from_day + d) * DAY, ClickEventType::PageView))
+            })
+            .collect();
+        produce(&p, &setup.topic("orders"), &orders);
+        produce(&p, &setup.topic("clickstream"), &clicks);
+    };
+    send(0);
+    let workers: Vec<_> = (0..3).map(|i| setup.with(&format!("worker.instance_id=join-w{i}"))).collect();
+    let first: Vec<_> = workers[..2].iter().map(Setup::spawn_worker).collect();
+    let addrs: Vec<String> = first.iter().map(|w| w.wait_ready(Duration::from_secs(60))).collect();
+    let consumed = |addrs: &[String]| -> f64 {
+        addrs
+            .iter()
+            .map(|a| {
+                let m = http_get(a, "/metrics").1;
+                ["clickstream", "orders"]
+                    .iter()
+                    .map(|t| {
+                        metric(&m, &format!("segstream_events_in_total{{topic=\"{}\"}}", setup.topic(t)))
+                    })
+                    .sum::<f64>()
+            })
+            .sum()
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while consumed(&addrs) < 1200.0 {
+        assert!(Instant::now() < deadline, "the two workers read everything");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    let third = workers[2].spawn_worker();
+    let third_addr = third.http_addr(Duration::from_secs(60));
+    wait_metric(&third_addr, "segstream_assigned_partitions", 1.0, Duration::from_secs(60));
+    third.wait_ready(Duration::from_secs(60));
+    for (w, a) in first.iter().zip(&addrs) {
+        w.wait_ready(Duration::from_secs(60));
+        let m = http_get(a, "/metrics").1;
+        assert!(metric(&m, "segstream_assigned_partitions") >= 1.0);
+        assert_eq!(metric(&m, "segstream_replayed_events_total"), 0.0, "{}", w.log_text());
+    }
+    let m = http_get(&third_addr, "/metrics").1;
+    assert_eq!(metric(&m, "segstream_replayed_events_total"), 0.0, "{}", third.log_text());
+    assert!(third.log_text().contains("restoring from a checkpoint"), "{}", third.log_text());
+
+    // Everyone goes on; each change is committed once.
+    send(200);
+    let all = [addrs.clone(), vec![third_addr]].concat();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while consumed(&all) < 2400.0 {
+        assert!(Instant::now() < deadline, "the three workers read the second half");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let changes: Vec<SegmentChange> = setup
+        // New (one record each), then three timer transitions and the
+        // reactivation (an exit and an entry each).
+        .read(&setup.topic("changes"), 300 + 8 * 300, Duration::from_secs(60))
+        .iter()
+        .map(|r| SegmentChange::from_avro(r.payload.as_deref().unwrap()).unwrap())
+        .collect();
+    let ids: std::collections::BTreeSet<_> = changes.iter().map(|c| c.event_id.clone()).collect();
+    assert_eq!(ids.len(), changes.len(), "no change committed twice");
+    assert_eq!(changes.len(), 2700, "nothing lost");
+    let reactivated =
+        changes.iter().filter(|c| c.segment == "reactivated" && c.change.as_str() == "entered").count();
+    assert_eq!(reactivated, 300, "every customer churned and came back on day 200");
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use segstream_events::{ClickEventType, SegmentChange};
 
-use crate::support::{Setup, click_record, http_get, metric, order_record, produce};
+use crate::support::{Broker, KeepLogsOnPanic, Setup, click_record, http_get, metric, order_record, produce};
 
 const DAY: i64 = 86_400_000;
 /// 2024-01-01T10:00:00Z.
@@ -107,4 +107,44 @@ fn a_second_worker_with_the_same_instance_id_fences_the_first_which_stops_and_sa
     assert_eq!(changes.len(), 2, "the second worker carries on");
     assert_eq!(metric(&http_get(&addr, "/metrics").1, "segstream_customers_in_state"), 2.0);
     assert!(second.terminate(Duration::from_secs(20)).0.success());
+}
+
+/// The broker stops mid-stream and comes back on the same log directory:
+/// the worker rides it out by itself, nothing is lost and nothing is
+/// committed twice.
+#[test]
+fn a_broker_restarted_mid_stream_loses_nothing_and_the_worker_carries_on_by_itself() {
+    let _keep = KeepLogsOnPanic;
+    let broker = Broker::own("restart");
+    let setup = Setup::on(&broker, "restart", 2);
+    let customers: Vec<String> = (0..100).map(|i| format!("rs-{i}")).collect();
+    let send = |day: i64| {
+        // A fresh producer each time: the old one's connections die with the broker.
+        let p = setup.producer();
+        let orders: Vec<_> = customers.iter().map(|c| order(c, &format!("{c}-{day}"), day)).collect();
+        produce(&p, &setup.topic("orders"), &orders);
+    };
+    send(0);
+    let mut worker = setup.spawn_worker();
+    worker.wait_ready(Duration::from_secs(60));
+    let first = setup.read(&setup.topic("changes"), 100, Duration::from_secs(60));
+    assert_eq!(first.len(), 100, "every customer is new");
+
+    broker.restart();
+    send(200);
+    let changes: Vec<SegmentChange> = setup
+        // New (1 record each), then new → active → at risk → churned on
+        // timers and reactivated by the order (an exit and an entry each).
+        .read(&setup.topic("changes"), 100 + 8 * 100, Duration::from_secs(120))
+        .iter()
+        .map(|r| SegmentChange::from_avro(r.payload.as_deref().unwrap()).unwrap())
+        .collect();
+    let ids: std::collections::BTreeSet<_> = changes.iter().map(|c| c.event_id.clone()).collect();
+    assert_eq!(ids.len(), changes.len(), "no change committed twice");
+    assert_eq!(changes.len(), 900, "nothing lost:\n{}", worker.log_text());
+    let reactivated =
+        changes.iter().filter(|c| c.segment == "reactivated" && c.change.as_str() == "entered").count();
+    assert_eq!(reactivated, 100, "every customer churned and came back");
+    assert!(worker.exited().is_none(), "the worker is still running:\n{}", worker.log_text());
+    assert!(worker.terminate(Duration::from_secs(30)).0.success());
 }

@@ -53,34 +53,42 @@ impl Broker {
     /// Starts the broker on first use; later calls share it.
     pub fn shared() -> &'static Broker {
         static BROKER: OnceLock<Broker> = OnceLock::new();
-        BROKER.get_or_init(|| {
-            let dir = std::env::temp_dir().join(format!("segstream-test-broker-{}", std::process::id()));
-            std::fs::remove_dir_all(&dir).ok();
-            std::fs::create_dir_all(&dir).expect("broker dir");
-            let port = String::from_utf8(run_script(&["free-port"]).stdout).expect("port").trim().to_owned();
-            // Tear the broker down when this test process exits, whatever the way.
-            // The watchdog outlives us on purpose: a short-lived shell starts it in
-            // its own session and returns.
-            let watchdog = format!(
-                "while kill -0 {pid} 2>/dev/null; do sleep 0.5; done; '{script}' stop --dir '{dir}' >/dev/null 2>&1; rm -rf '{dir}'",
-                pid = std::process::id(),
-                script = repo_root().join("scripts/kafka-broker.sh").display(),
-                dir = dir.display(),
-            );
-            let status = Command::new("bash")
-                .args(["-c", "setsid bash -c \"$1\" >/dev/null 2>&1 < /dev/null &", "watchdog", &watchdog])
-                .status()
-                .expect("broker watchdog");
-            assert!(status.success());
-            let out = run_script(&["start", "--dir", dir.to_str().unwrap(), "--port", &port]);
-            assert!(
-                out.status.success(),
-                "broker did not start:\n{}\n{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            );
-            Broker { bootstrap: format!("127.0.0.1:{port}"), dir }
-        })
+        BROKER.get_or_init(|| Broker::start("segstream-test-broker"))
+    }
+
+    /// A broker of one test's own (one that test may stop and restart),
+    /// torn down with the test process.
+    pub fn own(name: &str) -> Broker {
+        Broker::start(&format!("segstream-test-broker-{name}"))
+    }
+
+    fn start(name: &str) -> Broker {
+        let dir = std::env::temp_dir().join(format!("{name}-{}", std::process::id()));
+        std::fs::remove_dir_all(&dir).ok();
+        std::fs::create_dir_all(&dir).expect("broker dir");
+        let port = String::from_utf8(run_script(&["free-port"]).stdout).expect("port").trim().to_owned();
+        // Tear the broker down when this test process exits, whatever the way.
+        // The watchdog outlives us on purpose: a short-lived shell starts it in
+        // its own session and returns.
+        let watchdog = format!(
+            "while kill -0 {pid} 2>/dev/null; do sleep 0.5; done; '{script}' stop --dir '{dir}' >/dev/null 2>&1; rm -rf '{dir}'",
+            pid = std::process::id(),
+            script = repo_root().join("scripts/kafka-broker.sh").display(),
+            dir = dir.display(),
+        );
+        let status = Command::new("bash")
+            .args(["-c", "setsid bash -c \"$1\" >/dev/null 2>&1 < /dev/null &", "watchdog", &watchdog])
+            .status()
+            .expect("broker watchdog");
+        assert!(status.success());
+        let out = run_script(&["start", "--dir", dir.to_str().unwrap(), "--port", &port]);
+        assert!(
+            out.status.success(),
+            "broker did not start:\n{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Broker { bootstrap: format!("127.0.0.1:{port}"), dir }
     }
 
     pub fn stop(&self) {
@@ -129,7 +137,11 @@ pub struct Setup {
 impl Setup {
     /// Topics and group of a fresh test, created on the shared broker.
     pub fn new(test: &str, partitions: i32) -> Self {
-        let broker = Broker::shared();
+        Self::on(Broker::shared(), test, partitions)
+    }
+
+    /// The same on `broker`.
+    pub fn on(broker: &Broker, test: &str, partitions: i32) -> Self {
         let n = COUNTER.fetch_add(1, Ordering::SeqCst);
         let name = format!("{test}-{}-{n}", std::process::id());
         let sets = vec![

@@ -37,6 +37,18 @@ struct Customer {
     scheduled: Option<EventTime>,
 }
 
+impl Customer {
+    /// The customer as snapshots and checkpoints keep it.
+    fn saved(&self) -> SavedCustomer {
+        SavedCustomer {
+            id: CustomerId::new(self.id.as_str()),
+            partition: self.partition,
+            features: self.features.clone(),
+            segments: self.segments.clone(),
+        }
+    }
+}
+
 /// All customers of this worker: their features, segments and timers, and
 /// the population per segment. Public for the state benchmark; the pipeline
 /// is its only other user.
@@ -287,16 +299,7 @@ impl CustomerStore {
         let mut snapshot = Snapshot::new(as_of, partitions, self.features.clone());
         snapshot.categories = self.dict.categories.names().to_vec();
         snapshot.payments = self.dict.payments.names().to_vec();
-        snapshot.customers = self
-            .slots
-            .iter()
-            .map(|c| SavedCustomer {
-                id: CustomerId::new(c.id.as_str()),
-                partition: c.partition,
-                features: c.features.clone(),
-                segments: c.segments.clone(),
-            })
-            .collect();
+        snapshot.customers = self.slots.iter().map(Customer::saved).collect();
         snapshot
     }
 
@@ -328,17 +331,7 @@ impl CustomerStore {
         &self,
         partition: i32,
     ) -> (Vec<SavedCustomer>, Vec<Arc<str>>, Vec<Arc<str>>) {
-        let customers = self
-            .slots
-            .iter()
-            .filter(|c| c.partition == partition)
-            .map(|c| SavedCustomer {
-                id: CustomerId::new(c.id.as_str()),
-                partition: c.partition,
-                features: c.features.clone(),
-                segments: c.segments.clone(),
-            })
-            .collect();
+        let customers = self.slots.iter().filter(|c| c.partition == partition).map(Customer::saved).collect();
         (customers, self.dict.categories.names().to_vec(), self.dict.payments.names().to_vec())
     }
 

@@ -67,8 +67,13 @@ impl Pipeline {
                     self.commit()?
                 };
                 if clean && !lost {
-                    // The next owner restores from here instead of further back.
+                    // The next owner restores from here instead of further
+                    // back: written before the partitions are let go (the
+                    // group waits, as for the commit).
                     self.checkpoint_all();
+                    if let Some(c) = &mut self.checkpoints {
+                        c.finish();
+                    }
                 }
                 self.forget_uncommitted();
                 self.stopped.clear();
