@@ -10,6 +10,13 @@
 //! `BENCH_BASELINE_BIN=/path/to/segstream` runs another build of the worker
 //! in turn with each run, for a side-by-side ratio (settings it does not
 //! know are left out).
+//!
+//! Then time to ready after a SIGKILL, with checkpoints against a full
+//! replay, side by side: a population of `BENCH_RESTART_CUSTOMERS` (default
+//! 1,000,000; debug: 300) over `BENCH_RESTART_DAYS` (7) is read to its end
+//! by a worker that checkpoints every 500 ms and by one that never does;
+//! each is killed and started again (the same static member), timed from
+//! the start to `/readyz` 200, `BENCH_RESTART_RUNS` times (3; debug: 1).
 
 #![allow(missing_docs, clippy::unwrap_used, unreachable_pub, dead_code)]
 
@@ -98,6 +105,67 @@ fn run(setup: &Setup, bin: &Path, keep: impl Fn(&str) -> bool, end: &TopicPartit
     }
 }
 
+/// A worker started with `extra` settings; its log.
+fn spawn(setup: &Setup, extra: &[&str], log: &Path) -> std::process::Child {
+    let mut command = Command::new(segstream_bin());
+    for s in setup.sets.iter().map(String::as_str).chain(extra.iter().copied()) {
+        command.arg("--set").arg(s);
+    }
+    command
+        .arg("worker")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .unwrap()
+}
+
+/// The worker's HTTP address, from its log.
+fn addr_of(log: &Path) -> String {
+    let started = Instant::now();
+    loop {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        if let Some(rest) = text.split("serving http://").nth(1) {
+            return rest.split('/').next().unwrap().to_owned();
+        }
+        assert!(started.elapsed() < Duration::from_secs(120), "no HTTP server: {}", log.display());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Reads the input to its end with `extra` settings, then SIGKILLs and
+/// restarts the worker `runs` times: seconds from each start to ready, and
+/// the customers held.
+fn restarts(setup: &Setup, extra: &[&str], end: &TopicPartitionList, runs: u64) -> (Vec<f64>, f64) {
+    let log = |i: u64| Broker::shared().dir.join(format!("restart-{}-{i}.log", setup.name));
+    let mut child = spawn(setup, extra, &log(0));
+    let started = Instant::now();
+    while !committed_to_end(setup, end) {
+        assert!(started.elapsed() < Duration::from_secs(1800), "no end: {}", log(0).display());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // One more checkpoint round, so the latest checkpoints cover the end.
+    std::thread::sleep(Duration::from_secs(5));
+    let mut times = Vec::new();
+    let mut customers = 0.0;
+    for i in 1..=runs {
+        child.kill().unwrap();
+        child.wait().unwrap();
+        let started = Instant::now();
+        child = spawn(setup, extra, &log(i));
+        let addr = addr_of(&log(i));
+        while http_get(&addr, "/readyz").0 != 200 {
+            assert!(started.elapsed() < Duration::from_secs(1800), "not ready: {}", log(i).display());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        times.push(started.elapsed().as_secs_f64());
+        customers = metric(&http_get(&addr, "/metrics").1, "segstream_customers_in_state");
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    (times, customers)
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
@@ -149,4 +217,32 @@ fn main() {
         let base = report("baseline", &other);
         println!("ratio this / baseline: {:.2}", rate / base);
     }
+    restart_bench();
+}
+
+fn restart_bench() {
+    let (customers, days, runs) = if cfg!(debug_assertions) { (300, 7, 1) } else { (1_000_000, 7, 3) };
+    let (customers, days, runs) = (
+        env("BENCH_RESTART_CUSTOMERS", customers),
+        env("BENCH_RESTART_DAYS", days),
+        env("BENCH_RESTART_RUNS", runs),
+    );
+    let setup = Setup::new("restart", 6);
+    eprintln!("generating {customers} customers × {days} days on 6 partitions for the restart bench…");
+    let out = setup.cli(&["generate", "--customers", &customers.to_string(), "--days", &days.to_string()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let config = setup.config();
+    let end = ends(&setup, &[config.topics.clickstream.clone(), config.topics.orders.clone()]);
+    let events: i64 = end.elements().iter().filter_map(|e| e.offset().to_raw()).sum();
+    let (with, held) = restarts(&setup.second_run("ckpt"), &["checkpoint.interval_ms=500"], &end, runs);
+    let (without, _) = restarts(&setup.second_run("replay"), &["checkpoint.interval_ms=0"], &end, runs);
+    let show = |v: &[f64]| v.iter().map(|s| format!("{s:.1} s")).collect::<Vec<_>>().join(", ");
+    println!(
+        "restart   {events} events, {held} customers: ready after SIGKILL in median {:.1} s from checkpoints ({}) against {:.1} s by full replay ({}): {:.1}× sooner",
+        median(with.clone()),
+        show(&with),
+        median(without.clone()),
+        show(&without),
+        median(without.clone()) / median(with.clone()),
+    );
 }

@@ -219,10 +219,11 @@ fn checkpoints_written_to_and_restored_from_an_s3_compatible_store() {
     assert_eq!(second.log_text().matches("restoring from a checkpoint").count(), 2, "{}", second.log_text());
 }
 
-/// A third worker joins two that own every partition: the partitions that
-/// stay keep their state, the ones that move are restored from the
-/// checkpoints written at the revocation, so no worker re-reads anything,
-/// and every change is still committed once.
+/// A third worker joins two that own every partition: only the partitions
+/// it takes move (cooperative rebalancing), the others go on untouched; the
+/// ones that move are restored from the checkpoints written at their
+/// revocation, so no worker re-reads anything, and every change is still
+/// committed once.
 #[test]
 fn a_worker_joining_a_running_group_makes_no_one_replay_what_it_keeps_or_receives() {
     let _keep = KeepLogsOnPanic;
@@ -267,19 +268,38 @@ fn a_worker_joining_a_running_group_makes_no_one_replay_what_it_keeps_or_receive
         std::thread::sleep(Duration::from_millis(100));
     }
 
+    // The two may have settled through more than one rebalance: what they
+    // restored so far is the baseline.
+    for a in &addrs {
+        wait_metric(a, "segstream_assigned_partitions", 1.0, Duration::from_secs(60));
+    }
+    let restores = |w: &WorkerProc| w.log_text().matches("restoring from a checkpoint").count();
+    let before: Vec<usize> = first.iter().map(restores).collect();
+
     let third = workers[2].spawn_worker();
     let third_addr = third.http_addr(Duration::from_secs(60));
     wait_metric(&third_addr, "segstream_assigned_partitions", 1.0, Duration::from_secs(60));
     third.wait_ready(Duration::from_secs(60));
-    for (w, a) in first.iter().zip(&addrs) {
+    let mut kept = 0.0;
+    for ((w, a), before) in first.iter().zip(&addrs).zip(before) {
         w.wait_ready(Duration::from_secs(60));
         let m = http_get(a, "/metrics").1;
-        assert!(metric(&m, "segstream_assigned_partitions") >= 1.0);
+        kept += metric(&m, "segstream_assigned_partitions");
         assert_eq!(metric(&m, "segstream_replayed_events_total"), 0.0, "{}", w.log_text());
+        // Cooperative rebalancing: they only gave partitions up.
+        assert_eq!(restores(w), before, "{}", w.log_text());
     }
     let m = http_get(&third_addr, "/metrics").1;
+    let moved = metric(&m, "segstream_assigned_partitions");
+    assert_eq!(kept + moved, 6.0);
     assert_eq!(metric(&m, "segstream_replayed_events_total"), 0.0, "{}", third.log_text());
-    assert!(third.log_text().contains("restoring from a checkpoint"), "{}", third.log_text());
+    let restored = third.log_text().matches("restoring from a checkpoint").count();
+    assert_eq!(
+        restored as f64,
+        moved,
+        "every partition it got came from a checkpoint:\n{}",
+        third.log_text()
+    );
 
     // Everyone goes on; each change is committed once.
     send(200);

@@ -10,8 +10,8 @@ const CONSUMER_ENFORCED: &[(&str, &str, &str)] = &[
     ("isolation.level", "read_committed", "aborted upstream transactions must not reach the state"),
     (
         "partition.assignment.strategy",
-        "range",
-        "the group assigns clickstream only and the worker adds orders partition i to clickstream partition i; the eager protocol lets it commit before any partition moves",
+        "cooperative-sticky",
+        "the group assigns clickstream only and the worker adds orders partition i to clickstream partition i; a rebalance moves only the partitions that change owner, and the worker commits and checkpoints them before they go",
     ),
     ("auto.offset.reset", "earliest", "a new partition is read from its start, state is rebuilt by replay"),
     (
@@ -174,7 +174,7 @@ mod tests {
         config.kafka.librdkafka_options.insert("socket.timeout.ms".into(), "1234".into());
         let c = consumer_config(&config).expect("config");
         assert_eq!(c.get("socket.timeout.ms"), Some("1234"));
-        assert_eq!(c.get("partition.assignment.strategy"), Some("range"));
+        assert_eq!(c.get("partition.assignment.strategy"), Some("cooperative-sticky"));
         let p = producer_config(&config, Some("tx")).expect("config");
         assert_eq!((p.get("acks"), p.get("transactional.id")), (Some("all"), Some("tx")));
     }

@@ -8,18 +8,20 @@ use rdkafka::topic_partition_list::TopicPartitionList;
 use rdkafka::types::RDKafkaRespErr;
 use segstream_telemetry::Metrics;
 
-/// A rebalance the pipeline must act on. librdkafka waits for the pipeline
-/// to call `assign` / `unassign` itself, so the pipeline can first commit
-/// what it did with the partitions it gives up (their generation is still
-/// valid then), and decide per partition how to start the ones it gets.
+/// A rebalance the pipeline must act on (incremental: the cooperative
+/// protocol). librdkafka waits for the pipeline to call
+/// `incremental_assign` / `incremental_unassign` itself, so the pipeline can
+/// first commit what it did with the partitions it gives up (their
+/// generation is still valid then), and decide per partition how to start
+/// the ones it gets. Partitions in neither list stay where they are.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Assignment {
-    /// Partitions given to this member: `(topic, partition)`. The pipeline
-    /// must call `assign` with them (and their start offsets).
+    /// Partitions added to this member: `(topic, partition)`. The pipeline
+    /// must call `incremental_assign` with them (and their start offsets).
     Assigned(Vec<(String, i32)>),
     /// Partitions taken away. `lost`: the member was already out of the
     /// group (session expired), so nothing can be committed for them. The
-    /// pipeline must call `unassign`.
+    /// pipeline must call `incremental_unassign` with them.
     Revoked {
         /// The partitions.
         partitions: Vec<(String, i32)>,
@@ -87,7 +89,14 @@ impl ConsumerContext for InputContext {
     fn rebalance(&self, consumer: &BaseConsumer<Self>, err: RDKafkaRespErr, tpl: &mut TopicPartitionList) {
         use rdkafka::consumer::Consumer;
         if self.closing.load(Ordering::SeqCst) {
-            if let Err(e) = consumer.unassign() {
+            if err == RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS {
+                return;
+            }
+            let result = match consumer.rebalance_protocol() {
+                rdkafka::consumer::RebalanceProtocol::Cooperative => consumer.incremental_unassign(tpl),
+                _ => consumer.unassign(),
+            };
+            if let Err(e) = result {
                 tracing::warn!(error = %e, "unassigning while closing");
             }
             return;

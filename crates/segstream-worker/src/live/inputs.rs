@@ -6,7 +6,7 @@
 //! reports the end of a partition's log for its own topic (librdkafka's
 //! end-of-partition event names the partition only).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use rdkafka::ClientConfig;
@@ -54,6 +54,8 @@ pub(crate) struct Inputs {
     clickstream_topic: String,
     orders_topic: String,
     instance_id: String,
+    /// Partition pairs both consumers are assigned now.
+    assigned: BTreeSet<i32>,
 }
 
 impl std::fmt::Debug for Inputs {
@@ -87,6 +89,7 @@ impl Inputs {
             clickstream_topic: config.topics.clickstream.clone(),
             orders_topic: config.topics.orders.clone(),
             instance_id: config.instance_id(),
+            assigned: BTreeSet::new(),
         })
     }
 
@@ -256,26 +259,43 @@ impl Inputs {
         ))
     }
 
-    /// Starts reading these partition pairs from these offsets (replacing
-    /// whatever was assigned).
-    pub(crate) fn assign(&self, from: &BTreeMap<i32, Positions>) -> Result<(), WorkerError> {
+    /// Starts reading these partition pairs from these offsets; the other
+    /// assigned pairs go on (pairs already assigned start again there).
+    pub(crate) fn add(&mut self, from: &BTreeMap<i32, Positions>) -> Result<(), WorkerError> {
+        let again: Vec<i32> = from.keys().copied().filter(|p| self.assigned.contains(p)).collect();
+        self.remove(&again)?;
         for (lane, consumer) in [(Lane::Clicks, &self.lead), (Lane::Orders, &self.orders)] {
             let mut tpl = TopicPartitionList::new();
             for (&p, at) in from {
                 tpl.add_partition_offset(self.topic(lane), p, Offset::Offset(at.of(lane)))
                     .map_err(KafkaIoError::kafka("building the assignment"))?;
             }
-            consumer.assign(&tpl).map_err(KafkaIoError::kafka(format!("assigning {}", self.topic(lane))))?;
-            // A pause of an earlier assignment must not carry over.
-            consumer.resume(&tpl).map_err(KafkaIoError::kafka(format!("resuming {}", self.topic(lane))))?;
+            consumer
+                .incremental_assign(&tpl)
+                .map_err(KafkaIoError::kafka(format!("assigning {}", self.topic(lane))))?;
         }
+        self.assigned.extend(from.keys());
         Ok(())
     }
 
-    /// Stops reading everything.
-    pub(crate) fn unassign(&self) -> Result<(), WorkerError> {
-        self.lead.unassign().map_err(KafkaIoError::kafka("unassigning clickstream"))?;
-        self.orders.unassign().map_err(KafkaIoError::kafka("unassigning orders"))?;
+    /// Stops reading these partition pairs (those assigned); the others go on.
+    pub(crate) fn remove(&mut self, partitions: &[i32]) -> Result<(), WorkerError> {
+        let gone: Vec<i32> = partitions.iter().copied().filter(|p| self.assigned.contains(p)).collect();
+        if gone.is_empty() {
+            return Ok(());
+        }
+        for (lane, consumer) in [(Lane::Clicks, &self.lead), (Lane::Orders, &self.orders)] {
+            let mut tpl = TopicPartitionList::new();
+            for &p in &gone {
+                tpl.add_partition(self.topic(lane), p);
+            }
+            consumer
+                .incremental_unassign(&tpl)
+                .map_err(KafkaIoError::kafka(format!("unassigning {}", self.topic(lane))))?;
+        }
+        for p in gone {
+            self.assigned.remove(&p);
+        }
         Ok(())
     }
 

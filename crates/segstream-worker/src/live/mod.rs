@@ -172,7 +172,8 @@ impl Pipeline {
             self.answer_snapshots();
         }
         if self.commit()? {
-            self.checkpoint_all();
+            let all: Vec<i32> = self.owned.keys().copied().collect();
+            self.checkpoint(&all);
         } else {
             tracing::warn!("the last transaction did not commit: the next owner redoes its work");
         }
@@ -335,12 +336,12 @@ impl Pipeline {
         }
     }
 
-    /// Right after a commit: every owned partition is checkpointed (on
+    /// Right after a commit: these owned partitions are checkpointed (on
     /// revocation and at shutdown).
-    fn checkpoint_all(&mut self) {
+    fn checkpoint(&mut self, partitions: &[i32]) {
         let Self { checkpoints, processor, owned, .. } = self;
         if let Some(c) = checkpoints {
-            for &partition in owned.keys() {
+            for &partition in partitions.iter().filter(|p| owned.contains_key(p)) {
                 c.take(processor, partition, &|p| {
                     owned.get(&p).and_then(|o| Some((o.decisions, o.committed?)))
                 });

@@ -58,6 +58,7 @@ impl Pipeline {
     pub(super) fn rebalance(&mut self, rebalance: Assignment) -> Result<(), WorkerError> {
         match rebalance {
             Assignment::Revoked { partitions, lost } => {
+                let mine = self.clickstream_partitions(&partitions);
                 // What was done with them is committed while the generation is ours.
                 let clean = if lost {
                     let dirty = self.dirty_since.is_some() || self.outbox.is_open();
@@ -70,38 +71,40 @@ impl Pipeline {
                     // The next owner restores from here instead of further
                     // back: written before the partitions are let go (the
                     // group waits, as for the commit).
-                    self.checkpoint_all();
+                    self.checkpoint(&mine);
                     if let Some(c) = &mut self.checkpoints {
                         c.finish();
                     }
                 }
                 self.forget_uncommitted();
-                self.stopped.clear();
-                for (partition, owned) in std::mem::take(&mut self.owned) {
+                for partition in &mine {
+                    self.stopped.remove(partition);
+                    let Some(owned) = self.owned.remove(partition) else { continue };
                     if let Some(c) = &mut self.checkpoints {
-                        c.released(partition);
+                        c.released(*partition);
                     }
                     // Only a state exactly at its committed offsets can be kept.
-                    if clean && !self.processor.rebuilding(partition) {
-                        self.processor.freeze(partition);
-                        self.parked.insert(partition, owned);
+                    if clean && !self.processor.rebuilding(*partition) {
+                        self.processor.freeze(*partition);
+                        self.parked.insert(*partition, owned);
                     } else {
-                        self.processor.close(partition);
+                        self.processor.close(*partition);
                     }
                 }
-                self.inputs.unassign()?;
-                self.paused.clear();
-                self.assigned = false;
-                tracing::info!(revoked = partitions.len(), lost, kept = clean, "partitions revoked");
+                self.inputs.remove(&mine)?;
+                self.paused.retain(|(_, p)| !mine.contains(p));
+                tracing::info!(revoked = ?mine, lost, kept = clean, "partitions revoked");
+                if !clean && !self.owned.is_empty() {
+                    // The aborted transaction held work of the partitions that stay too.
+                    self.restore_all()?;
+                }
             }
             Assignment::Assigned(partitions) => {
-                let mine: Vec<i32> = partitions
-                    .iter()
-                    .filter(|(topic, _)| self.inputs.lane_of(topic) == Some(Lane::Clicks))
-                    .map(|(_, p)| *p)
-                    .collect();
+                let mine = self.clickstream_partitions(&partitions);
                 self.check_partition_counts()?;
-                self.stopped.clear();
+                for partition in &mine {
+                    self.stopped.remove(partition);
+                }
                 self.start(mine)?;
                 self.assigned = true;
             }
@@ -109,6 +112,14 @@ impl Pipeline {
         self.metrics.assigned_partitions.set(i64::try_from(self.owned.len()).unwrap_or(i64::MAX));
         self.update_readiness();
         Ok(())
+    }
+
+    fn clickstream_partitions(&self, partitions: &[(String, i32)]) -> Vec<i32> {
+        partitions
+            .iter()
+            .filter(|(topic, _)| self.inputs.lane_of(topic) == Some(Lane::Clicks))
+            .map(|(_, p)| *p)
+            .collect()
     }
 
     /// Takes on partition pairs: kept state where nobody committed since
@@ -197,8 +208,8 @@ impl Pipeline {
         for (partition, _) in std::mem::take(&mut self.parked) {
             self.processor.close(partition);
         }
-        self.inputs.assign(&from)?;
-        self.paused.clear();
+        self.inputs.add(&from)?;
+        self.paused.retain(|(_, p)| !from.contains_key(p));
         tracing::info!(?kept, ?rebuilt, stopped = ?self.stopped.keys().collect::<Vec<_>>(), "partitions assigned");
         Ok(())
     }
