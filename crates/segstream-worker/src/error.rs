@@ -25,11 +25,13 @@ pub enum WorkerError {
     /// Another worker joined the group with the same instance id, or took
     /// over this one's transactional id.
     #[error(
-        "another worker runs with worker.instance_id={instance_id:?} and fenced this one: give every worker its own instance id (a StatefulSet ordinal, a host name)"
+        "another worker runs with worker.instance_id={instance_id:?} and fenced this one (seen by its {seen_by}): give every worker its own instance id (a StatefulSet ordinal, a host name)"
     )]
     DuplicateInstance {
         /// The instance id in use twice.
         instance_id: String,
+        /// Which client was fenced: the group consumer or the transactional producer.
+        seen_by: &'static str,
     },
     /// The group consumer hit an error it cannot go on from.
     #[error("the input consumer cannot go on: {0}")]

@@ -183,9 +183,10 @@ impl Inputs {
     /// The error a consumer cannot go on from, and why.
     fn fatal(&self, consumer: &BaseConsumer<InputContext>) -> WorkerError {
         match consumer.client().fatal_error() {
-            Some((RDKafkaErrorCode::FencedInstanceId, _)) => {
-                WorkerError::DuplicateInstance { instance_id: self.instance_id.clone() }
-            }
+            Some((RDKafkaErrorCode::FencedInstanceId, _)) => WorkerError::DuplicateInstance {
+                instance_id: self.instance_id.clone(),
+                seen_by: "group consumer",
+            },
             Some((code, reason)) => WorkerError::Consumer(format!("{code}: {reason}")),
             None => WorkerError::Consumer("fatal error without a reason".into()),
         }

@@ -97,7 +97,10 @@ impl Outbox {
                     std::thread::sleep(Duration::from_millis(500));
                 }
                 Err(e) if fenced(&e) => {
-                    return Err(WorkerError::DuplicateInstance { instance_id: config.instance_id() });
+                    return Err(WorkerError::DuplicateInstance {
+                        instance_id: config.instance_id(),
+                        seen_by: "transactional producer",
+                    });
                 }
                 Err(source) => {
                     return Err(WorkerError::Transaction { context: "initialising transactions", source });
@@ -225,9 +228,15 @@ impl Outbox {
             let reason = self.producer.client().fatal_error();
             return TxFailure::Fatal(match reason {
                 Some((RDKafkaErrorCode::Fenced | RDKafkaErrorCode::ProducerFenced, _)) => {
-                    WorkerError::DuplicateInstance { instance_id: self.instance_id.clone() }
+                    WorkerError::DuplicateInstance {
+                        instance_id: self.instance_id.clone(),
+                        seen_by: "transactional producer",
+                    }
                 }
-                _ if fenced(&e) => WorkerError::DuplicateInstance { instance_id: self.instance_id.clone() },
+                _ if fenced(&e) => WorkerError::DuplicateInstance {
+                    instance_id: self.instance_id.clone(),
+                    seen_by: "transactional producer",
+                },
                 _ => WorkerError::Transaction { context: "a transaction (fatal producer error)", source: e },
             });
         }
