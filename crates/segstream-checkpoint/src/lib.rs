@@ -200,15 +200,19 @@ impl CheckpointStore {
         Ok(ids)
     }
 
-    /// The latest checkpoint of `partition` that `committed` offsets and
-    /// `decisions` committed decision records cover.
-    pub async fn latest_within(
+    /// The checkpoints of `partition` that `committed` offsets and
+    /// `decisions` committed decision records cover, latest first (a
+    /// restore tries them in turn until one reads).
+    pub async fn within(
         &self,
         partition: i32,
         committed: Positions,
         decisions: i64,
-    ) -> Result<Option<CheckpointId>, CheckpointError> {
-        Ok(self.list(partition).await?.into_iter().rfind(|id| id.within(committed, decisions)))
+    ) -> Result<Vec<CheckpointId>, CheckpointError> {
+        let mut ids = self.list(partition).await?;
+        ids.retain(|id| id.within(committed, decisions));
+        ids.reverse();
+        Ok(ids)
     }
 
     /// Reads a checkpoint's state.

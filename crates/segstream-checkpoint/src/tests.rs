@@ -34,15 +34,15 @@ fn the_latest_checkpoint_within_the_committed_offsets_is_chosen_and_old_ones_pru
         }
         store.put(&id(1, 99, 99, 0), Bytes::from_static(b"other"), None).await.expect("put");
         let committed = Positions { clicks: 35, orders: 12 };
-        let chosen = store.latest_within(2, committed, 2).await.expect("list");
+        let chosen = store.within(2, committed, 2).await.expect("list").first().copied();
         assert_eq!(chosen, Some(id(2, 30, 12, 1)), "(40, 12, 3) is past the committed offsets");
         assert_eq!(store.get(&id(2, 30, 12, 1)).await.expect("get"), Bytes::from_static(b"30"));
         assert_eq!(
-            store.latest_within(2, committed, 0).await.expect("list"),
+            store.within(2, committed, 0).await.expect("list").first().copied(),
             Some(id(2, 10, 5, 0)),
             "a checkpoint that repeated more decisions than are committed is not used"
         );
-        assert_eq!(store.latest_within(2, Positions { clicks: 5, orders: 5 }, 9).await.expect("list"), None);
+        assert_eq!(store.within(2, Positions { clicks: 5, orders: 5 }, 9).await.expect("list"), []);
         assert_eq!(store.prune(2, 2).await.expect("prune"), 2);
         assert_eq!(store.list(2).await.expect("list"), [id(2, 30, 12, 1), id(2, 40, 12, 3)]);
         assert_eq!(store.list(1).await.expect("list").len(), 1, "other partitions are not pruned");

@@ -104,8 +104,7 @@ impl Checkpoints {
         decisions: i64,
     ) -> Result<Option<PartitionState>, WorkerError> {
         let started = Instant::now();
-        let ids = self.runtime.block_on(self.store.list(partition))?;
-        for id in ids.iter().rev().filter(|id| id.within(committed, decisions)) {
+        for id in &self.runtime.block_on(self.store.within(partition, committed, decisions))? {
             let state = self
                 .runtime
                 .block_on(self.store.get(id))

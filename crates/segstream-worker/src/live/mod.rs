@@ -332,7 +332,7 @@ impl Pipeline {
     fn checkpoint_due(&mut self) {
         let Self { checkpoints, processor, owned, .. } = self;
         if let Some(c) = checkpoints {
-            c.maybe_take(processor, &|p| owned.get(&p).and_then(|o| Some((o.decisions, o.committed?))));
+            c.maybe_take(processor, &|p| committed_point(owned, p));
         }
     }
 
@@ -342,9 +342,7 @@ impl Pipeline {
         let Self { checkpoints, processor, owned, .. } = self;
         if let Some(c) = checkpoints {
             for &partition in partitions.iter().filter(|p| owned.contains_key(p)) {
-                c.take(processor, partition, &|p| {
-                    owned.get(&p).and_then(|o| Some((o.decisions, o.committed?)))
-                });
+                c.take(processor, partition, &|p| committed_point(owned, p));
             }
         }
     }
@@ -394,4 +392,13 @@ impl Pipeline {
             );
         }
     }
+}
+
+/// A partition's committed decision-record count and offsets, if it has
+/// committed any: what a checkpoint of it must match.
+fn committed_point(
+    owned: &BTreeMap<i32, Owned>,
+    partition: i32,
+) -> Option<(i64, segstream_events::Positions)> {
+    owned.get(&partition).and_then(|o| Some((o.decisions, o.committed?)))
 }
