@@ -96,9 +96,10 @@ impl Broker {
         assert!(out.status.success(), "stop: {}", String::from_utf8_lossy(&out.stderr));
     }
 
-    /// Restarts on the same log directory and port.
-    pub fn restart(&self) {
+    /// Restarts on the same log directory and port, after `down` without a broker.
+    pub fn restart(&self, down: Duration) {
         self.stop();
+        std::thread::sleep(down);
         let port = self.bootstrap.rsplit(':').next().unwrap();
         let out = run_script(&["start", "--dir", self.dir.to_str().unwrap(), "--port", port]);
         assert!(out.status.success(), "restart: {}", String::from_utf8_lossy(&out.stderr));

@@ -88,7 +88,7 @@ pub struct Metrics {
     pub timers_pending: IntGauge,
     /// `segstream_assigned_partitions`: input partitions owned now.
     pub assigned_partitions: IntGauge,
-    /// `segstream_rebalances_total{kind}`: assignments and revocations.
+    /// `segstream_rebalances_total{kind}`: assignments, revocations and rejoins.
     pub rebalances: IntCounterVec,
 }
 
@@ -330,7 +330,7 @@ impl Metrics {
             rebalances: counter_vec(
                 &r,
                 "segstream_rebalances_total",
-                "Consumer-group rebalances seen, by kind (assign, revoke, error).",
+                "Consumer-group rebalances seen, by kind (assign, revoke, error, rejoin: the group consumer was fenced by its own earlier session and joined again).",
                 &["kind"],
             ),
             registry: r,

@@ -31,6 +31,11 @@ pub(crate) struct Polled {
     pub(crate) ends: Vec<(Lane, i32)>,
     /// Rebalances to act on; records polled with them are dropped.
     pub(crate) rebalances: Vec<Assignment>,
+    /// The group consumer was fenced (`FencedInstanceId`): by another
+    /// worker with this instance id, or by its own earlier session after
+    /// librdkafka rejoined on a session timeout of its own. The pipeline
+    /// tells which and calls [`Inputs::rejoin`] or stops.
+    pub(crate) fenced: bool,
     /// Records in `records`.
     pub(crate) count: usize,
 }
@@ -50,10 +55,12 @@ pub(crate) struct Committed {
 /// See the module documentation.
 pub(crate) struct Inputs {
     lead: BaseConsumer<InputContext>,
+    /// How the group member is made again after a self-fence.
+    lead_config: ClientConfig,
+    metrics: Metrics,
     orders: BaseConsumer<InputContext>,
     clickstream_topic: String,
     orders_topic: String,
-    instance_id: String,
     /// Partition pairs both consumers are assigned now.
     assigned: BTreeSet<i32>,
 }
@@ -77,20 +84,42 @@ fn create(
 }
 
 impl Inputs {
-    /// Creates both consumers and subscribes the group member.
+    /// Creates both consumers; the group member joins at [`Inputs::join`].
     pub(crate) fn new(config: &Config, metrics: &Metrics) -> Result<Self, WorkerError> {
-        let lead = create(consumer_config(config)?, metrics, "creating the clickstream consumer")?;
+        let lead_config = consumer_config(config)?;
+        let lead = create(lead_config.clone(), metrics, "creating the clickstream consumer")?;
         let orders = create(assigned_consumer_config(config)?, metrics, "creating the orders consumer")?;
-        lead.subscribe(&[config.topics.clickstream.as_str()])
-            .map_err(KafkaIoError::kafka("subscribing to the clickstream topic"))?;
         Ok(Self {
             lead,
+            lead_config,
+            metrics: metrics.clone(),
             orders,
             clickstream_topic: config.topics.clickstream.clone(),
             orders_topic: config.topics.orders.clone(),
-            instance_id: config.instance_id(),
             assigned: BTreeSet::new(),
         })
+    }
+
+    /// Subscribes the group member to the clickstream topic (it joins the
+    /// group in the background from here on).
+    pub(crate) fn join(&self) -> Result<(), WorkerError> {
+        self.lead
+            .subscribe(&[self.clickstream_topic.as_str()])
+            .map_err(KafkaIoError::kafka("subscribing to the clickstream topic"))?;
+        Ok(())
+    }
+
+    /// Replaces a group member that was fenced by its own earlier session
+    /// with a new one, which joins under the same instance id; nothing
+    /// stays assigned on either consumer until the group assigns again.
+    pub(crate) fn rejoin(&mut self) -> Result<(), WorkerError> {
+        let lead = create(self.lead_config.clone(), &self.metrics, "creating the clickstream consumer")?;
+        let fenced = std::mem::replace(&mut self.lead, lead);
+        fenced.context().closing();
+        drop(fenced);
+        self.orders.unassign().map_err(KafkaIoError::kafka("unassigning the orders consumer"))?;
+        self.assigned.clear();
+        self.join()
     }
 
     /// The group member's client (metadata requests).
@@ -116,7 +145,7 @@ impl Inputs {
             let mut progressed = false;
             for lane in Lane::BOTH {
                 progressed |= polled.count < max && self.poll_one(lane, Duration::ZERO, &mut polled)?;
-                if !polled.rebalances.is_empty() {
+                if !polled.rebalances.is_empty() || polled.fenced {
                     return Ok(polled);
                 }
             }
@@ -130,7 +159,7 @@ impl Inputs {
                 }
                 // Nothing ready: wait on the group member (rebalances come through it).
                 self.poll_one(Lane::Clicks, left.min(Duration::from_millis(10)), &mut polled)?;
-                if !polled.rebalances.is_empty() {
+                if !polled.rebalances.is_empty() || polled.fenced {
                     return Ok(polled);
                 }
             }
@@ -168,6 +197,15 @@ impl Inputs {
                 true
             }
             Some(Err(KafkaError::MessageConsumptionFatal(_))) => {
+                if lane == Lane::Clicks
+                    && matches!(
+                        consumer.client().fatal_error(),
+                        Some((RDKafkaErrorCode::FencedInstanceId, _))
+                    )
+                {
+                    polled.fenced = true;
+                    return Ok(true);
+                }
                 return Err(self.fatal(consumer));
             }
             Some(Err(e)) => {
@@ -183,10 +221,6 @@ impl Inputs {
     /// The error a consumer cannot go on from, and why.
     fn fatal(&self, consumer: &BaseConsumer<InputContext>) -> WorkerError {
         match consumer.client().fatal_error() {
-            Some((RDKafkaErrorCode::FencedInstanceId, _)) => WorkerError::DuplicateInstance {
-                instance_id: self.instance_id.clone(),
-                seen_by: "group consumer",
-            },
             Some((code, reason)) => WorkerError::Consumer(format!("{code}: {reason}")),
             None => WorkerError::Consumer("fatal error without a reason".into()),
         }

@@ -91,6 +91,8 @@ pub(crate) struct Pipeline {
     checkpoints: Option<Checkpoints>,
     /// An assignment (perhaps empty) is in force.
     assigned: bool,
+    /// When the group consumer was fenced by its own earlier session.
+    rejoins: Vec<Instant>,
     /// Customers whose membership record is due at the next commit.
     touched: BTreeMap<CustomerId, EventTime>,
     /// Kafka timestamps of the inputs behind this transaction's changes.
@@ -127,7 +129,10 @@ impl Pipeline {
             "" => None,
             path => Some(WarmStart::load(std::path::Path::new(path), &config.features, partitions)?),
         };
+        // Transactions first: a twin's producer then fences this worker's
+        // before its consumer can fence this one's (see `member_fenced`).
         let outbox = Outbox::new(&config)?;
+        inputs.join()?;
         tracing::info!(
             group = %config.kafka.group_id,
             instance = %config.instance_id(),
@@ -153,6 +158,7 @@ impl Pipeline {
             parked: BTreeMap::new(),
             stopped: BTreeMap::new(),
             assigned: false,
+            rejoins: Vec::new(),
             touched: BTreeMap::new(),
             causes_ts: Vec::new(),
             dirty_since: None,
@@ -187,6 +193,9 @@ impl Pipeline {
     /// One poll, what it releases, and a commit when one is due.
     fn cycle(&mut self) -> Result<(), WorkerError> {
         let polled = self.inputs.poll(self.config.worker.batch_max_events, self.poll_wait())?;
+        if polled.fenced {
+            return self.member_fenced();
+        }
         if !polled.rebalances.is_empty() {
             // Records polled with a rebalance are read again from the committed offsets.
             for rebalance in polled.rebalances {

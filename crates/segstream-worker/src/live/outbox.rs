@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use rdkafka::consumer::ConsumerGroupMetadata;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::OwnedHeaders;
-use rdkafka::producer::{BaseProducer, BaseRecord, DefaultProducerContext, Producer};
+use rdkafka::producer::{BaseProducer, BaseRecord, DefaultProducerContext, Producer, PurgeConfig};
 use rdkafka::topic_partition_list::TopicPartitionList;
 use segstream_config::Config;
 use segstream_kafka::{KafkaIoError, producer_config, transactional_id};
@@ -170,12 +170,9 @@ impl Outbox {
         group: &ConsumerGroupMetadata,
     ) -> Result<(), TxFailure> {
         self.begin()?;
-        let deadline = Instant::now() + self.timeout;
         // librdkafka's commit flushes first, and rust-rdkafka's flush sleeps in
         // 100 ms polls: wait for the last delivery reports here, in short polls.
-        while self.producer.in_flight_count() > 0 && Instant::now() < deadline {
-            self.producer.poll(Duration::from_millis(1));
-        }
+        self.serve_reports();
         if offsets.count() > 0 {
             self.retrying(|p, t| p.send_offsets_to_transaction(offsets, group, t))?;
         }
@@ -190,6 +187,11 @@ impl Outbox {
             return Ok(());
         }
         self.open = false;
+        // The records of an aborted transaction are dropped; librdkafka's
+        // abort waits for their delivery reports, which only a poll serves
+        // (while the broker is away they are still queued or in flight).
+        self.producer.purge(PurgeConfig::default().queue().inflight());
+        self.serve_reports();
         match self.retrying(|p, t| p.abort_transaction(t)) {
             Ok(()) => Ok(()),
             Err(TxFailure::Fatal(e)) => Err(e),
@@ -199,7 +201,39 @@ impl Outbox {
         }
     }
 
-    /// Runs a transactional call, again while librdkafka says it may be retried.
+    /// Tells whether another producer with this transactional id has
+    /// fenced this one: opens a transaction, adds `offsets` to it (a round
+    /// trip to the transaction coordinator under this producer's epoch)
+    /// and aborts it. `DuplicateInstance` if fenced; other failures (the
+    /// group coordinator refusing a fenced member's offsets) are what the
+    /// probe expects.
+    pub(crate) fn probe_fence(
+        &mut self,
+        offsets: &TopicPartitionList,
+        group: &ConsumerGroupMetadata,
+    ) -> Result<(), WorkerError> {
+        if let Err(TxFailure::Fatal(e)) = self.begin() {
+            return Err(e);
+        }
+        if let Err(TxFailure::Fatal(e)) =
+            self.retrying(|p, t| p.send_offsets_to_transaction(offsets, group, t))
+        {
+            return Err(e);
+        }
+        self.abort()
+    }
+
+    /// Serves delivery reports until none is outstanding, for at most the
+    /// transaction timeout.
+    fn serve_reports(&self) {
+        let deadline = Instant::now() + self.timeout;
+        while self.producer.in_flight_count() > 0 && Instant::now() < deadline {
+            self.producer.poll(Duration::from_millis(1));
+        }
+    }
+
+    /// Runs a transactional call, again while librdkafka says it may be
+    /// retried (serving the delivery reports it may be waiting for).
     fn retrying(
         &self,
         call: impl Fn(&BaseProducer<DefaultProducerContext>, Duration) -> Result<(), KafkaError>,
@@ -211,6 +245,7 @@ impl Outbox {
                 Err(KafkaError::Transaction(e)) if e.is_retriable() && attempts < 5 => {
                     attempts += 1;
                     tracing::warn!(error = %e, attempts, "transaction step failed, retrying");
+                    self.serve_reports();
                 }
                 Err(e) => return Err(self.classify(e)),
             }

@@ -158,7 +158,11 @@ impl DecisionLog {
                     }
                 }
                 Some(Err(KafkaError::PartitionEOF(_))) | None => {}
-                Some(Err(e)) => tracing::warn!(error = %e, "reading the decisions topic (retrying)"),
+                Some(Err(e)) => {
+                    // Transient (the broker is away): librdkafka reconnects by itself.
+                    tracing::warn!(error = %e, "reading the decisions topic (retrying)");
+                    std::thread::sleep(Duration::from_millis(200));
+                }
             }
         }
         self.consumer.unassign().map_err(KafkaIoError::kafka("unassigning the decisions topic"))?;

@@ -5,16 +5,22 @@
 //! gone.
 
 use std::collections::BTreeMap;
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 
 use segstream_config::MissingHistory;
 use segstream_events::{Lane, Positions};
-use segstream_kafka::{Assignment, check_copartitioned};
+use segstream_kafka::{Assignment, KafkaIoError, check_copartitioned};
 
 use super::Pipeline;
 use super::ownership::{Owned, parse_metadata};
 use crate::checkpoint::PartitionState;
 use crate::error::WorkerError;
+
+/// More self-fences than this within [`REJOIN_WINDOW`] stop the worker.
+const MAX_REJOINS: usize = 3;
+const REJOIN_WINDOW: Duration = Duration::from_secs(600);
 
 /// Where a partition's state comes from.
 #[derive(Debug)]
@@ -59,41 +65,8 @@ impl Pipeline {
         match rebalance {
             Assignment::Revoked { partitions, lost } => {
                 let mine = self.clickstream_partitions(&partitions);
-                // What was done with them is committed while the generation is ours.
-                let clean = if lost {
-                    let dirty = self.dirty_since.is_some() || self.outbox.is_open();
-                    self.outbox.abort()?;
-                    !dirty
-                } else {
-                    self.commit()?
-                };
-                if clean && !lost {
-                    // The next owner restores from here instead of further
-                    // back: written before the partitions are let go (the
-                    // group waits, as for the commit).
-                    self.checkpoint(&mine);
-                    if let Some(c) = &mut self.checkpoints {
-                        c.finish();
-                    }
-                }
-                self.forget_uncommitted();
-                for partition in &mine {
-                    self.stopped.remove(partition);
-                    let Some(owned) = self.owned.remove(partition) else { continue };
-                    if let Some(c) = &mut self.checkpoints {
-                        c.released(*partition);
-                    }
-                    // Only a state exactly at its committed offsets can be kept.
-                    if clean && !self.processor.rebuilding(*partition) {
-                        self.processor.freeze(*partition);
-                        self.parked.insert(*partition, owned);
-                    } else {
-                        self.processor.close(*partition);
-                    }
-                }
+                let clean = self.give_up(&mine, lost)?;
                 self.inputs.remove(&mine)?;
-                self.paused.retain(|(_, p)| !mine.contains(p));
-                tracing::info!(revoked = ?mine, lost, kept = clean, "partitions revoked");
                 if !clean && !self.owned.is_empty() {
                     // The aborted transaction held work of the partitions that stay too.
                     self.restore_all()?;
@@ -110,6 +83,89 @@ impl Pipeline {
             }
         }
         self.metrics.assigned_partitions.set(i64::try_from(self.owned.len()).unwrap_or(i64::MAX));
+        self.update_readiness();
+        Ok(())
+    }
+
+    /// Lets partition pairs go: what was done with them is committed while
+    /// the generation is ours (unless `lost`), and a state exactly at its
+    /// committed offsets is parked for a quick return. True if nothing
+    /// uncommitted was dropped.
+    fn give_up(&mut self, mine: &[i32], lost: bool) -> Result<bool, WorkerError> {
+        let clean = if lost {
+            let dirty = self.dirty_since.is_some() || self.outbox.is_open();
+            self.outbox.abort()?;
+            !dirty
+        } else {
+            self.commit()?
+        };
+        if clean && !lost {
+            // The next owner restores from here instead of further back:
+            // written before the partitions are let go (the group waits, as
+            // for the commit).
+            self.checkpoint(mine);
+            if let Some(c) = &mut self.checkpoints {
+                c.finish();
+            }
+        }
+        self.forget_uncommitted();
+        for partition in mine {
+            self.stopped.remove(partition);
+            let Some(owned) = self.owned.remove(partition) else { continue };
+            if let Some(c) = &mut self.checkpoints {
+                c.released(*partition);
+            }
+            // Only a state exactly at its committed offsets can be kept.
+            if clean && !self.processor.rebuilding(*partition) {
+                self.processor.freeze(*partition);
+                self.parked.insert(*partition, owned);
+            } else {
+                self.processor.close(*partition);
+            }
+        }
+        self.paused.retain(|(_, p)| !mine.contains(p));
+        tracing::info!(revoked = ?mine, lost, kept = clean, "partitions revoked");
+        Ok(clean)
+    }
+
+    /// The group consumer was fenced under this worker's instance id. A
+    /// twin's producer fenced this one's transactional id before its
+    /// consumer joined (a worker initialises transactions before it
+    /// subscribes), so a producer that can still open a transaction means
+    /// the consumer was fenced by its own earlier session (librdkafka
+    /// rejoins after a session timeout of its own, for example while the
+    /// coordinator restarts): the partitions count as lost, and a new
+    /// consumer joins. A twin stops this worker.
+    pub(super) fn member_fenced(&mut self) -> Result<(), WorkerError> {
+        let group = self.inputs.group_metadata();
+        let all: Vec<i32> = self.owned.keys().copied().collect();
+        self.give_up(&all, true)?;
+        if let Some(group) = group {
+            let mut probe = TopicPartitionList::new();
+            probe
+                .add_partition_offset(self.inputs.lane_topic(Lane::Clicks), 0, Offset::Offset(0))
+                .map_err(KafkaIoError::kafka("building the fence probe"))?;
+            self.outbox.probe_fence(&probe, &group)?;
+        }
+        let now = Instant::now();
+        self.rejoins.retain(|t| now.duration_since(*t) < REJOIN_WINDOW);
+        self.rejoins.push(now);
+        if self.rejoins.len() > MAX_REJOINS {
+            // Not a twin by the producer, yet fenced again and again: stop
+            // rather than take the group's partitions back and forth.
+            return Err(WorkerError::DuplicateInstance {
+                instance_id: self.config.instance_id(),
+                seen_by: "group consumer",
+            });
+        }
+        tracing::warn!(
+            parked = ?self.parked.keys().collect::<Vec<_>>(),
+            "the group consumer was fenced by its own earlier session (the producer was not: no twin); joining again"
+        );
+        self.metrics.rebalances.with_label_values(&["rejoin"]).inc();
+        self.assigned = false;
+        self.inputs.rejoin()?;
+        self.metrics.assigned_partitions.set(0);
         self.update_readiness();
         Ok(())
     }
