@@ -354,6 +354,32 @@ pub fn produce(
     producer.flush(Duration::from_secs(30)).expect("flush");
 }
 
+/// Sends keyed payloads with their own Kafka timestamps (ms) and waits for delivery.
+pub fn produce_at(
+    producer: &ThreadedProducer<DefaultProducerContext>,
+    topic: &str,
+    records: &[(String, Vec<u8>, i64)],
+) {
+    for (key, payload, ts) in records {
+        loop {
+            let record = BaseRecord::to(topic).key(key.as_str()).payload(payload.as_slice()).timestamp(*ts);
+            match producer.send(record) {
+                Ok(()) => break,
+                Err((
+                    rdkafka::error::KafkaError::MessageProduction(
+                        rdkafka::types::RDKafkaErrorCode::QueueFull,
+                    ),
+                    _,
+                )) => {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Err((e, _)) => panic!("enqueue: {e}"),
+            }
+        }
+    }
+    producer.flush(Duration::from_secs(60)).expect("flush");
+}
+
 /// A running `segstream worker`.
 pub struct WorkerProc {
     child: Option<Child>,

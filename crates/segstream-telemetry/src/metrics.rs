@@ -74,7 +74,8 @@ pub struct Metrics {
     pub change_latency: HistogramVec,
     /// `segstream_replayed_events_total`: events re-read at start-up to rebuild state (outputs suppressed).
     pub replayed: IntCounter,
-    /// `segstream_snapshot_covered_events_total`: input events at or before the warm-start snapshot's time, skipped.
+    /// `segstream_snapshot_covered_records_total`: input records before the
+    /// warm-start cut (published at or before the snapshot's time), not read.
     pub snapshot_covered: IntCounter,
     /// `segstream_consumer_lag_messages{topic,partition}`: from librdkafka statistics.
     pub consumer_lag: IntGaugeVec,
@@ -282,8 +283,8 @@ impl Metrics {
             snapshot_covered: register(
                 &r,
                 IntCounter::new(
-                    "segstream_snapshot_covered_events_total",
-                    "Input events at or before the warm-start snapshot's time, taken as already in it.",
+                    "segstream_snapshot_covered_records_total",
+                    "Input records before the warm-start cut (published at or before the snapshot's time), taken as already in it and not read.",
                 )
                 .unwrap_or_else(|e| panic!("snapshot covered: {e}")),
             ),

@@ -3,8 +3,6 @@
 //! itself and on its lane's history in offset order, so a replay of the same
 //! input decides the same:
 //! - the key must be the customer_id (else dead letter `key_mismatch`);
-//! - an event at or before the warm-start snapshot's time is already in the
-//!   state (passed through, counted);
 //! - the event time may be at most `time.max_future_ms` after the Kafka
 //!   timestamp (else dead letter `future_event`);
 //! - an event older than its lane's largest event time minus the allowed
@@ -56,8 +54,6 @@ pub(crate) enum Item {
     },
     /// Set aside for the dead-letter topic.
     Dead(Box<Rejection>),
-    /// At or before the warm-start snapshot's time: already in the state.
-    Covered,
 }
 
 /// Why a record is set aside, with its original bytes.
@@ -168,8 +164,6 @@ pub(crate) enum Verdict {
     LateApplied,
     /// Later than the allowed lateness, set aside.
     LateSetAside,
-    /// Already in the warm-start snapshot.
-    Covered,
 }
 
 /// The admission rules of one worker.
@@ -178,17 +172,14 @@ pub(crate) struct Admission {
     max_future_ms: i64,
     late: LatePolicy,
     lateness_ms: i64,
-    /// Events at or before this time are in the warm-start snapshot.
-    warm_as_of: Option<EventTime>,
 }
 
 impl Admission {
-    pub(crate) fn new(config: &Config, warm_as_of: Option<EventTime>) -> Self {
+    pub(crate) fn new(config: &Config) -> Self {
         Self {
             max_future_ms: i64::try_from(config.time.max_future_ms).unwrap_or(i64::MAX),
             late: config.time.late_events,
             lateness_ms: i64::try_from(config.time.allowed_lateness_ms).unwrap_or(i64::MAX),
-            warm_as_of,
         }
     }
 
@@ -257,7 +248,7 @@ impl Admission {
             .collect()
     }
 
-    /// Warm-start cutoff and lateness.
+    /// Lateness.
     fn judge(
         &self,
         time: EventTime,
@@ -266,10 +257,6 @@ impl Admission {
         verdict: &mut impl FnMut(Verdict),
         dead: impl FnOnce(&'static str, String) -> Item,
     ) -> (Option<EventTime>, Item) {
-        if self.warm_as_of.is_some_and(|as_of| time <= as_of) {
-            verdict(Verdict::Covered);
-            return (None, Item::Covered);
-        }
         let max = *lane_max.get_or_insert(time);
         *lane_max = Some(max.max(time));
         let limit = max.plus_millis(-self.lateness_ms);

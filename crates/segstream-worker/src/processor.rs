@@ -22,7 +22,6 @@ use crate::checkpoint::PartitionState;
 use crate::engine::{Engine, Fired, Input};
 use crate::error::WorkerError;
 use crate::merge::{Merger, Opening, Pending, Step};
-use crate::snapshot::WarmStart;
 use crate::store::CustomerStore;
 
 /// A record for the dead-letter topic.
@@ -86,7 +85,6 @@ pub(crate) struct Processor {
     engine: Engine,
     merger: Merger<Item>,
     admission: Admission,
-    warm: Option<WarmStart>,
     /// Largest event time admitted per lane, in offset order (lateness).
     admitted_max: HashMap<(Lane, i32), EventTime>,
     /// Largest event time released per lane: what `admitted_max` is when
@@ -101,21 +99,12 @@ pub(crate) struct Processor {
 }
 
 impl Processor {
-    pub(crate) fn new(
-        config: &Config,
-        metrics: Metrics,
-        warm: Option<WarmStart>,
-    ) -> Result<Self, WorkerError> {
-        let mut engine = Engine::new(config)?;
-        if let Some(w) = &warm {
-            let (categories, payments) = w.names();
-            engine.store.seed_dictionaries(categories, payments);
-        }
+    pub(crate) fn new(config: &Config, metrics: Metrics) -> Result<Self, WorkerError> {
+        let engine = Engine::new(config)?;
         Ok(Self {
             engine,
             merger: Merger::new(Duration::from_millis(config.worker.partition_idle_ms)),
-            admission: Admission::new(config, warm.as_ref().map(|w| w.as_of)),
-            warm,
+            admission: Admission::new(config),
             admitted_max: HashMap::new(),
             released_max: HashMap::new(),
             rebuilding: BTreeMap::new(),
@@ -133,7 +122,7 @@ impl Processor {
     }
 
     /// Starts a partition from the start of its logs (`start`): nothing of
-    /// it is kept, the warm-start snapshot's customers join, the committed
+    /// it is kept, the committed
     /// decisions are repeated, and outputs below `committed` are suppressed.
     pub(crate) fn open(
         &mut self,
@@ -143,11 +132,6 @@ impl Processor {
         script: Vec<Decision>,
     ) {
         self.close(partition);
-        if let Some(warm) = &self.warm {
-            for saved in warm.customers_of(partition) {
-                self.engine.store.insert_saved(saved.clone());
-            }
-        }
         self.merger.open(partition, Opening { positions: start, fetch_from: start, script });
         self.rebuilding.insert(partition, Rebuild { committed });
     }
@@ -342,7 +326,7 @@ impl Processor {
         let (input, ts) = match &pending.item {
             Item::Click { batch, row, ts } => (Input::Click(batch.row(*row)), *ts),
             Item::Order { batch, row, ts } => (Input::Order(batch.row(*row)), *ts),
-            Item::Dead(_) | Item::Covered => (Input::Other, None),
+            Item::Dead(_) => (Input::Other, None),
         };
         let fired = self.engine.process(partition, pending.time, input);
         if suppress {
@@ -452,9 +436,9 @@ impl Processor {
         &self.engine.store
     }
 
-    /// The largest event time released, with the warm start's time.
+    /// The largest event time released (or restored).
     pub(crate) fn max_event_time(&self) -> Option<EventTime> {
-        self.max_event_time.max(self.warm.as_ref().map(|w| w.as_of))
+        self.max_event_time
     }
 
     /// A partition's stream time.
@@ -483,6 +467,5 @@ fn count(metrics: &Metrics, topic: &str, verdict: Verdict) {
             }
         }
         Verdict::LateApplied | Verdict::LateSetAside => metrics.late_events.with_label_values(&[topic]).inc(),
-        Verdict::Covered => metrics.snapshot_covered.inc(),
     }
 }

@@ -95,7 +95,9 @@ pub fn backfill(
 ) -> Result<(ReplaySummary, u64), WorkerError> {
     let (summary, processor) = run_engine(config, partitions, clicks, orders, progress, |_| Ok(()))?;
     let as_of = summary.latest.unwrap_or(EventTime::from_millis(0));
-    let bytes = processor.store().to_snapshot(as_of, partitions).write(snapshot)?;
+    let mut state = processor.store().to_snapshot(as_of, partitions);
+    state.stream_times = (0..partitions).map(|p| processor.stream_time(p)).collect();
+    let bytes = state.write(snapshot)?;
     Ok((summary, bytes))
 }
 
@@ -157,7 +159,7 @@ fn run_engine(
     summary.orders = orders.decoded.len();
 
     let metrics = Metrics::new();
-    let mut processor = Processor::new(config, metrics.clone(), None)?;
+    let mut processor = Processor::new(config, metrics.clone())?;
     for partition in 0..partitions {
         processor.open(partition, Positions { clicks: 0, orders: 0 }, None, Vec::new());
     }

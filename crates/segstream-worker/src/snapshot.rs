@@ -1,20 +1,23 @@
 //! State snapshot files: every customer's state, segments and partition, the
 //! name dictionaries, and the event time they are as of. `segstream
-//! backfill` writes one from history; `segstream sql --snapshot` queries it.
+//! backfill` writes one from history; `segstream sql --snapshot` queries it;
+//! a worker starts from one (`worker.warm_start`) as from a checkpoint cut
+//! at the first input records published after the snapshot's time.
 
 use std::path::Path;
 use std::sync::Arc;
 
 use segstream_config::FeaturesConfig;
-use segstream_events::{CustomerId, EventTime};
+use segstream_events::{CustomerId, EventTime, Positions};
 use segstream_features::CustomerState;
 use segstream_segments::CustomerSegments;
 use serde::{Deserialize, Serialize};
 
+use crate::checkpoint::{PartitionState, empty_state};
 use crate::error::WorkerError;
 
 /// Bumped whenever the encoded state changes shape.
-const FORMAT: u32 = 2;
+const FORMAT: u32 = 3;
 /// The first bytes of a snapshot file.
 const MAGIC: &[u8; 8] = b"SEGSNAP\0";
 
@@ -35,6 +38,9 @@ pub(crate) struct Snapshot {
     pub(crate) as_of: EventTime,
     /// Partitions the history was spread over.
     pub(crate) partitions: i32,
+    /// Each partition's stream time at the end of the history (index =
+    /// partition): where its timers stand.
+    pub(crate) stream_times: Vec<Option<EventTime>>,
     /// The windows the state was kept for: a worker with other windows
     /// would read it wrongly.
     pub(crate) features: FeaturesConfig,
@@ -53,6 +59,7 @@ impl Snapshot {
             format: FORMAT,
             as_of,
             partitions,
+            stream_times: Vec::new(),
             features,
             categories: Vec::new(),
             payments: Vec::new(),
@@ -104,13 +111,20 @@ pub(crate) fn decode<T: serde::de::DeserializeOwned>(
     postcard::from_bytes(body).map_err(|e| e.to_string())
 }
 
-/// A snapshot the worker starts from (`worker.warm_start`): its customers
-/// join the state partition by partition, as partitions are assigned.
+/// A snapshot the worker starts from (`worker.warm_start`). A partition
+/// that has no checkpoint starts from the snapshot's part of it as from a
+/// checkpoint whose offsets are the cut: the first input records published
+/// (by Kafka timestamp) after the snapshot's time. Records before the cut
+/// are taken as in the snapshot; every record after it is applied, whatever
+/// its event time (a refund of an old order published later counts).
 #[derive(Debug)]
 pub(crate) struct WarmStart {
-    /// Input events at or before this time are already in the snapshot.
+    /// The latest event time in the snapshot: the cut is at the first
+    /// records published after it.
     pub(crate) as_of: EventTime,
     by_partition: std::collections::HashMap<i32, Vec<SavedCustomer>>,
+    stream_times: Vec<Option<EventTime>>,
+    features: FeaturesConfig,
     categories: Vec<Arc<str>>,
     payments: Vec<Arc<str>>,
 }
@@ -143,19 +157,29 @@ impl WarmStart {
         Ok(Self {
             as_of: snapshot.as_of,
             by_partition,
+            stream_times: snapshot.stream_times,
+            features: snapshot.features,
             categories: snapshot.categories,
             payments: snapshot.payments,
         })
     }
 
-    /// The snapshot's names, for the store's dictionaries (before any event).
-    pub(crate) fn names(&self) -> (Vec<Arc<str>>, Vec<Arc<str>>) {
-        (self.categories.clone(), self.payments.clone())
-    }
-
-    /// The snapshot's customers of one partition.
-    pub(crate) fn customers_of(&self, partition: i32) -> impl Iterator<Item = &SavedCustomer> + '_ {
-        self.by_partition.get(&partition).into_iter().flatten()
+    /// The snapshot's part of `partition` as the state of a checkpoint of
+    /// `group` at offsets `cut`, with no decision repeated in it.
+    pub(crate) fn state(&self, group: &str, partition: i32, cut: Positions) -> PartitionState {
+        let mut state = empty_state(group, partition, self.features.clone());
+        let stream_time = usize::try_from(partition)
+            .ok()
+            .and_then(|p| self.stream_times.get(p).copied().flatten())
+            .or(Some(self.as_of));
+        state.committed = cut;
+        state.merged = cut;
+        state.stream_time = stream_time;
+        state.released = [stream_time, stream_time];
+        state.categories = self.categories.clone();
+        state.payments = self.payments.clone();
+        state.customers = self.by_partition.get(&partition).cloned().unwrap_or_default();
+        state
     }
 }
 

@@ -186,7 +186,12 @@ impl Checkpoints {
         }
         state.decisions = count;
         self.metrics.checkpoint_copy_seconds.observe(started.elapsed().as_secs_f64());
-        self.taken.insert(partition, Instant::now());
+        self.put(state);
+    }
+
+    /// Hands a state made elsewhere (a warm start's cut) to the writer.
+    pub(crate) fn put(&mut self, state: PartitionState) {
+        self.taken.insert(state.partition, Instant::now());
         if self.jobs.send(state).is_ok() {
             self.pending += 1;
         }

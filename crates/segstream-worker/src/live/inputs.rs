@@ -16,7 +16,7 @@ use rdkafka::message::{Message, OwnedMessage};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::types::RDKafkaErrorCode;
 use segstream_config::Config;
-use segstream_events::{Lane, Positions};
+use segstream_events::{EventTime, Lane, Positions};
 use segstream_kafka::{Assignment, InputContext, KafkaIoError, assigned_consumer_config, consumer_config};
 use segstream_telemetry::Metrics;
 
@@ -292,6 +292,25 @@ impl Inputs {
             Positions { clicks: clicks.0, orders: orders.0 },
             Positions { clicks: clicks.1, orders: orders.1 },
         ))
+    }
+
+    /// The first offsets of a partition pair whose records were published
+    /// (Kafka timestamp) after `time`; the end of a log where none was.
+    pub(crate) fn offsets_after(&self, partition: i32, time: EventTime) -> Result<Positions, WorkerError> {
+        let mut tpl = TopicPartitionList::new();
+        for lane in Lane::BOTH {
+            tpl.add_partition_offset(self.topic(lane), partition, Offset::Offset(time.millis() + 1))
+                .map_err(KafkaIoError::kafka("building an offsets-for-times request"))?;
+        }
+        let found = self.lead.offsets_for_times(tpl, Duration::from_secs(30)).map_err(
+            KafkaIoError::kafka(format!("finding the offsets after {time} of partition {partition}")),
+        )?;
+        let (_, high) = self.watermarks(partition)?;
+        let at = |lane: Lane| match found.find_partition(self.topic(lane), partition).map(|e| e.offset()) {
+            Some(Offset::Offset(o)) => o,
+            _ => high.of(lane),
+        };
+        Ok(Positions { clicks: at(Lane::Clicks), orders: at(Lane::Orders) })
     }
 
     /// Starts reading these partition pairs from these offsets; the other

@@ -89,6 +89,9 @@ pub(crate) struct Pipeline {
     partitions: usize,
     /// Where the owned partitions' state is checkpointed (`None`: off).
     checkpoints: Option<Checkpoints>,
+    /// The snapshot a partition without a checkpoint starts from
+    /// (`worker.warm_start`).
+    warm: Option<WarmStart>,
     /// An assignment (perhaps empty) is in force.
     assigned: bool,
     /// When the group consumer was fenced by its own earlier session.
@@ -145,7 +148,8 @@ impl Pipeline {
         Ok(Self {
             checkpoints: Checkpoints::new(&config, &metrics, runtime)?,
             partitions: count,
-            processor: Processor::new(&config, metrics.clone(), warm)?,
+            processor: Processor::new(&config, metrics.clone())?,
+            warm,
             decision_log: DecisionLog::new(&config)?,
             probe: Probe::new(&config, partitions)?,
             tokens: Tokens::new(&config.instance_id()),

@@ -290,6 +290,50 @@ impl Pipeline {
         Ok(())
     }
 
+    /// The warm-start snapshot's part of a partition as a checkpoint cut at
+    /// the first records published after the snapshot's time, if a
+    /// snapshot is configured and the group's committed offsets (if any)
+    /// are at or after that cut. At a group's first start the cut is
+    /// written as the partition's first checkpoint, so later restores
+    /// start from it like from any other.
+    fn warm_cut(
+        &mut self,
+        partition: i32,
+        committed: Option<Positions>,
+        low: Positions,
+    ) -> Result<Option<PartitionState>, WorkerError> {
+        let Some(warm) = &self.warm else { return Ok(None) };
+        let cut = self.inputs.offsets_after(partition, warm.as_of)?;
+        if let Some(c) = committed
+            && (c.clicks < cut.clicks || c.orders < cut.orders)
+        {
+            tracing::warn!(
+                partition,
+                committed = %show(c),
+                cut = %show(cut),
+                "the group committed offsets before the warm start's cut: this group did not start from the snapshot, which is not used"
+            );
+            return Ok(None);
+        }
+        let state = warm.state(&self.config.kafka.group_id, partition, cut);
+        if committed.is_none() {
+            let covered = (cut.clicks - low.clicks).max(0) + (cut.orders - low.orders).max(0);
+            self.metrics.snapshot_covered.inc_by(u64::try_from(covered).unwrap_or(0));
+            tracing::info!(
+                partition,
+                as_of = %warm.as_of,
+                cut = %show(cut),
+                covered,
+                customers = state.customers.len(),
+                "warm start: the snapshot's customers at the first records published after its time"
+            );
+            if let Some(c) = &mut self.checkpoints {
+                c.put(state.clone());
+            }
+        }
+        Ok(Some(state))
+    }
+
     /// Chooses where a partition's state comes from: the latest checkpoint
     /// the committed offsets cover, else the start of the logs; and checks
     /// that the records it needs are there (`low`, `high`: the logs' start
@@ -327,6 +371,10 @@ impl Pipeline {
         let state = match (*committed, &self.checkpoints) {
             (Some(c), Some(checkpoints)) => checkpoints.restore_point(partition, c, count)?,
             _ => None,
+        };
+        let state = match state {
+            Some(state) => Some(state),
+            None => self.warm_cut(partition, *committed, low)?,
         };
         let needed = state.as_ref().map_or(Positions { clicks: 0, orders: 0 }, |s| s.committed);
         let gone = (low.clicks - needed.clicks).max(0) + (low.orders - needed.orders).max(0);
