@@ -128,3 +128,77 @@ fn a_quiet_partition_follows_the_input_watermark_so_its_timers_fire() {
         .map(|(s, t)| (s.to_owned(), t))
     );
 }
+
+/// A year of silence catching up at once: one click per partition moves its
+/// stream time 400 days on, and every customer's timers fall due. They fire
+/// in parts of `worker.max_timers_per_step`, each part a decision, over
+/// several transactions instead of one that could run into the transaction
+/// timeout. A SIGKILL in the middle of the firing and a restart (from a
+/// checkpoint taken between parts, then the parts committed after it) still
+/// commit every change exactly once, in each customer's order.
+#[test]
+fn a_mass_firing_of_timers_is_split_over_transactions_and_survives_a_sigkill_in_the_middle() {
+    let setup =
+        Setup::new("massfire", 2).with("worker.max_timers_per_step=10").with("checkpoint.interval_ms=300");
+    let customers: Vec<String> = (0..3000).map(|i| format!("mf-{i}")).collect();
+    let p = setup.producer();
+    let orders: Vec<_> = customers.iter().map(|c| order(c, 0)).collect();
+    produce(&p, &setup.topic("orders"), &orders);
+    let mut worker = setup.spawn_worker();
+    let addr = worker.wait_ready(Duration::from_secs(60));
+    assert_eq!(setup.read(&setup.topic("changes"), 3000, Duration::from_secs(60)).len(), 3000, "all new");
+
+    let jump: Vec<_> = (0..2)
+        .map(|partition| {
+            let c = (0..)
+                .map(|i| format!("jump-{i}"))
+                .find(|c| segstream_kafka::partition_for(c.as_bytes(), 2) == partition);
+            click(&c.unwrap(), 400)
+        })
+        .collect();
+    const COMMITTED: &str = "segstream_transactions_total{result=\"committed\"}";
+    let before_jump = metric(&http_get(&addr, "/metrics").1, COMMITTED);
+    produce(&p, &setup.topic("clickstream"), &jump);
+    // Killed once two transactions with parts of the firing committed, with more to come.
+    let started = std::time::Instant::now();
+    let (parts, committed) = loop {
+        let m = http_get(&addr, "/metrics").1;
+        let (parts, committed) = (metric(&m, "segstream_decisions_total"), metric(&m, COMMITTED));
+        if committed >= before_jump + 2.0 {
+            break (parts, committed - before_jump);
+        }
+        assert!(started.elapsed() < Duration::from_secs(60), "no part of the firing was committed:\n{m}");
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    worker.kill();
+
+    let mut again = setup.spawn_worker();
+    let addr = again.wait_ready(Duration::from_secs(60));
+    // Each customer: new → active → at risk → churned (an exit and an entry each).
+    let records = setup.read(&setup.topic("changes"), 3000 * 7 + 2, Duration::from_secs(180));
+    let metrics = http_get(&addr, "/metrics").1;
+    let log = again.log_text();
+    assert!(again.terminate(Duration::from_secs(30)).0.success());
+    let changes: Vec<SegmentChange> =
+        records.iter().map(|r| SegmentChange::from_avro(r.payload.as_deref().unwrap()).unwrap()).collect();
+    let ids: std::collections::BTreeSet<&str> = changes.iter().map(|c| c.event_id.as_str()).collect();
+    assert_eq!(ids.len(), changes.len(), "no change committed twice");
+    assert_eq!(changes.len(), 3000 * 7 + 2, "every change of the firing (and the two jumpers' entries)");
+    let mut entered: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for c in changes.iter().filter(|c| c.change == ChangeType::Entered) {
+        entered.entry(c.customer_id.as_str()).or_default().push(c.segment.as_str());
+    }
+    for c in &customers {
+        assert_eq!(entered[c.as_str()], ["new", "active", "at_risk", "churned"], "{c}");
+    }
+    // 9,000 timers in parts of 10: the restarted worker did only what was not committed.
+    let parts_after = metric(&metrics, "segstream_decisions_total");
+    assert!(
+        parts >= 2.0 && parts_after < 900.0,
+        "parts: {parts} before the SIGKILL, {parts_after} after\n{log}"
+    );
+    assert!(parts + parts_after >= 900.0, "parts: {parts} before the SIGKILL, {parts_after} after\n{log}");
+    eprintln!(
+        "mass firing: {parts} parts sent before the SIGKILL ({committed} transactions committed since the jump), {parts_after} after the restart"
+    );
+}

@@ -130,6 +130,9 @@ pub struct WorkerConfig {
     pub session_timeout_ms: u64,
     /// A state snapshot (`segstream backfill`) to start from; empty = none.
     pub warm_start: String,
+    /// Timers fired in one step at most (about: ties go together); a larger
+    /// mass firing is split over several steps and transactions.
+    pub max_timers_per_step: usize,
 }
 
 /// `[features]`.
@@ -320,6 +323,9 @@ impl Config {
         }
         if self.worker.batch_max_events == 0 {
             return fail("worker.batch_max_events", "0".into(), "use a positive number, e.g. 5000");
+        }
+        if self.worker.max_timers_per_step == 0 {
+            return fail("worker.max_timers_per_step", "0".into(), "use a positive number, e.g. 10000");
         }
         if self.worker.commit_interval_ms == 0 || self.worker.commit_interval_ms > 60_000 {
             return fail(

@@ -8,7 +8,7 @@ use apache_avro::types::Value;
 use crate::avro_fields::{Fields, invalid, read_datum, write_datum};
 use crate::error::{DecodeError, EncodeError};
 use crate::ids::EventTime;
-use crate::schema::{DECISIONS_SCHEMA_ID, Schemas};
+use crate::schema::{DECISIONS_SCHEMA_ID, DECISIONS_V1_SCHEMA_ID, Schemas};
 use crate::wire;
 
 /// One of the two co-partitioned inputs.
@@ -85,6 +85,17 @@ pub enum DecisionAction {
         /// The stream time reached.
         stream_time: EventTime,
     },
+    /// A part of a mass firing: the partition's next `count` timers due
+    /// up to `up_to` fired (earliest first, ties in the order the
+    /// partition's customers were first seen) before the next record; the
+    /// stream time did not move.
+    Fire {
+        /// The due time up to which timers fired.
+        up_to: EventTime,
+        /// How many fired at most (a customer whose next timer is due too
+        /// counts again).
+        count: i64,
+    },
 }
 
 /// One decision and the point of the merge it was taken at.
@@ -110,11 +121,13 @@ pub struct DecisionRecord {
     pub decisions: Vec<Decision>,
 }
 
-fn action_symbol(action: DecisionAction) -> (u32, &'static str, i64) {
+/// The action's enum index and symbol, `value` and `count`.
+fn action_symbol(action: DecisionAction) -> (u32, &'static str, i64, i64) {
     match action {
-        DecisionAction::Alone { lane: Lane::Clicks, until } => (0, "release_clicks_alone", until),
-        DecisionAction::Alone { lane: Lane::Orders, until } => (1, "release_orders_alone", until),
-        DecisionAction::Follow { stream_time } => (2, "follow_watermark", stream_time.millis()),
+        DecisionAction::Alone { lane: Lane::Clicks, until } => (0, "release_clicks_alone", until, 0),
+        DecisionAction::Alone { lane: Lane::Orders, until } => (1, "release_orders_alone", until, 0),
+        DecisionAction::Follow { stream_time } => (2, "follow_watermark", stream_time.millis(), 0),
+        DecisionAction::Fire { up_to, count } => (3, "fire_timers", up_to.millis(), count),
     }
 }
 
@@ -125,12 +138,13 @@ impl DecisionRecord {
             .decisions
             .iter()
             .map(|d| {
-                let (index, symbol, value) = action_symbol(d.action);
+                let (index, symbol, value, count) = action_symbol(d.action);
                 Value::Record(vec![
                     ("clicks_position".into(), Value::Long(d.at.clicks)),
                     ("orders_position".into(), Value::Long(d.at.orders)),
                     ("action".into(), Value::Enum(index, symbol.to_owned())),
                     ("value".into(), Value::Long(value)),
+                    ("count".into(), Value::Long(count)),
                 ])
             })
             .collect();
@@ -151,15 +165,20 @@ impl DecisionRecord {
             return Err(DecodeError::UnknownFormat(payload.first().copied().unwrap_or_default()));
         }
         let (id, mut body) = wire::split(payload)?;
-        if id != DECISIONS_SCHEMA_ID {
-            return Err(DecodeError::UnknownSchemaId {
-                id,
-                topic_kind: "decisions",
-                known: vec![DECISIONS_SCHEMA_ID],
-            });
-        }
-        let schema = &Schemas::builtin().decisions;
-        let value = read_datum(schema, None, &mut body).map_err(|e| DecodeError::Avro(e.to_string()))?;
+        let schemas = Schemas::builtin();
+        // Older records are read through the current schema (count = 0).
+        let (writer, reader) = match id {
+            DECISIONS_SCHEMA_ID => (&schemas.decisions, None),
+            DECISIONS_V1_SCHEMA_ID => (&schemas.decisions_v1, Some(&schemas.decisions)),
+            _ => {
+                return Err(DecodeError::UnknownSchemaId {
+                    id,
+                    topic_kind: "decisions",
+                    known: vec![DECISIONS_V1_SCHEMA_ID, DECISIONS_SCHEMA_ID],
+                });
+            }
+        };
+        let value = read_datum(writer, reader, &mut body).map_err(|e| DecodeError::Avro(e.to_string()))?;
         let mut r = Fields::new(value)?;
         let decisions = match r.take("decisions")? {
             Value::Array(items) => items.into_iter().map(decision).collect::<Result<_, _>>()?,
@@ -178,13 +197,17 @@ fn decision(item: Value) -> Result<Decision, DecodeError> {
     let mut d = Fields::new(item)?;
     let at = Positions { clicks: d.long("clicks_position")?, orders: d.long("orders_position")? };
     let action = d.symbol("action", |s| {
-        ["release_clicks_alone", "release_orders_alone", "follow_watermark"].iter().position(|a| *a == s)
+        ["release_clicks_alone", "release_orders_alone", "follow_watermark", "fire_timers"]
+            .iter()
+            .position(|a| *a == s)
     })?;
     let value = d.long("value")?;
+    let count = d.long("count")?;
     let action = match action {
         0 => DecisionAction::Alone { lane: Lane::Clicks, until: value },
         1 => DecisionAction::Alone { lane: Lane::Orders, until: value },
-        _ => DecisionAction::Follow { stream_time: EventTime::from_millis(value) },
+        2 => DecisionAction::Follow { stream_time: EventTime::from_millis(value) },
+        _ => DecisionAction::Fire { up_to: EventTime::from_millis(value), count },
     };
     Ok(Decision { at, action })
 }

@@ -21,6 +21,8 @@ pub const CUSTOMER_SEGMENTS_AVSC: &str = include_str!("../../../schemas/customer
 
 /// `schemas/decisions.avsc`.
 pub const DECISIONS_AVSC: &str = include_str!("../../../schemas/decisions.avsc");
+/// `schemas/decisions-v1.avsc`: the layout of records with schema id 5.
+pub const DECISIONS_V1_AVSC: &str = include_str!("../../../schemas/decisions-v1.avsc");
 
 /// Schema id of `ClickEvent` v1 in the Confluent header.
 pub const CLICKSTREAM_SCHEMA_ID: u32 = 1;
@@ -30,8 +32,10 @@ pub const ORDERS_SCHEMA_ID: u32 = 2;
 pub const SEGMENT_CHANGES_SCHEMA_ID: u32 = 3;
 /// Schema id of `CustomerSegments` v1.
 pub const CUSTOMER_SEGMENTS_SCHEMA_ID: u32 = 4;
-/// Schema id of `Decisions` v1 (internal decisions topic).
-pub const DECISIONS_SCHEMA_ID: u32 = 5;
+/// Schema id of `Decisions` v1 (internal decisions topic), still read.
+pub const DECISIONS_V1_SCHEMA_ID: u32 = 5;
+/// Schema id of `Decisions` v2 (adds `fire_timers` and `count`), written.
+pub const DECISIONS_SCHEMA_ID: u32 = 6;
 
 /// Parsed schemas, parsed once per process.
 #[derive(Debug)]
@@ -46,6 +50,8 @@ pub struct Schemas {
     pub membership: Schema,
     /// Writer schema of the internal decisions topic.
     pub decisions: Schema,
+    /// Writer schema of its older records (id 5).
+    pub decisions_v1: Schema,
     /// Writer schemas we accept on the click topic, by id.
     click_writers: HashMap<u32, Schema>,
     /// Writer schemas we accept on the order topic, by id.
@@ -72,6 +78,7 @@ impl Schemas {
                 change: parse(SEGMENT_CHANGES_AVSC, "segment-changes.avsc"),
                 membership: parse(CUSTOMER_SEGMENTS_AVSC, "customer-segments.avsc"),
                 decisions: parse(DECISIONS_AVSC, "decisions.avsc"),
+                decisions_v1: parse(DECISIONS_V1_AVSC, "decisions-v1.avsc"),
             }
         })
     }

@@ -216,6 +216,13 @@ fn decision_records_round_trip_through_avro_with_every_action() {
                 at: Positions { clicks: 1_300, orders: 60 },
                 action: DecisionAction::Follow { stream_time: EventTime::from_millis(1_700_000_000_000) },
             },
+            Decision {
+                at: Positions { clicks: 1_300, orders: 60 },
+                action: DecisionAction::Fire {
+                    up_to: EventTime::from_millis(1_690_000_000_000),
+                    count: 10_000,
+                },
+            },
         ],
     };
     let bytes = record.to_avro().expect("encode");
@@ -224,6 +231,34 @@ fn decision_records_round_trip_through_avro_with_every_action() {
     let mut other = bytes.clone();
     other[4] = schema::SEGMENT_CHANGES_SCHEMA_ID as u8;
     assert!(DecisionRecord::from_avro(&other).is_err(), "another schema id is refused");
+}
+
+/// Records written before `fire_timers` existed (schema id 5) still read.
+#[test]
+fn a_decision_record_of_the_first_layout_reads_with_count_zero() {
+    use apache_avro::types::Value;
+    let decision = Value::Record(vec![
+        ("clicks_position".into(), Value::Long(4)),
+        ("orders_position".into(), Value::Long(2)),
+        ("action".into(), Value::Enum(2, "follow_watermark".into())),
+        ("value".into(), Value::Long(1_700_000_000_000)),
+    ]);
+    let value = Value::Record(vec![
+        ("group_id".into(), Value::String("g".into())),
+        ("partition".into(), Value::Int(1)),
+        ("seq".into(), Value::Long(0)),
+        ("decisions".into(), Value::Array(vec![decision])),
+    ]);
+    let body = crate::avro_fields::write_datum(&Schemas::builtin().decisions_v1, value).expect("encode v1");
+    let back =
+        DecisionRecord::from_avro(&wire::frame(schema::DECISIONS_V1_SCHEMA_ID, &body)).expect("decode");
+    assert_eq!(
+        back.decisions,
+        [Decision {
+            at: Positions { clicks: 4, orders: 2 },
+            action: DecisionAction::Follow { stream_time: EventTime::from_millis(1_700_000_000_000) }
+        }]
+    );
 }
 
 #[test]

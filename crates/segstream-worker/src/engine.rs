@@ -70,7 +70,7 @@ impl Engine {
             let stream = self.stream_time.entry(partition).or_insert(t);
             *stream = (*stream).max(t);
             let watermark = stream.plus_millis(-self.lateness_ms);
-            for (id, transitions) in self.store.fire_timers(partition, watermark) {
+            for (id, transitions) in self.store.fire_timers(partition, watermark, usize::MAX) {
                 out.push(Fired { id, transitions, cause: None });
             }
         }
@@ -102,8 +102,24 @@ impl Engine {
             return None;
         }
         self.stream_time.insert(partition, target);
-        let fired = self.store.fire_timers(partition, target.plus_millis(-self.lateness_ms));
+        let fired = self.store.fire_timers(partition, target.plus_millis(-self.lateness_ms), usize::MAX);
         Some(fired.into_iter().map(|(id, transitions)| Fired { id, transitions, cause: None }).collect())
+    }
+
+    /// If releasing a record of `time` (or following up to it) would fire
+    /// more than `budget` timers of `partition`: the watermark it would
+    /// reach, up to which parts of them fire first ([`Engine::fire_part`]).
+    pub(crate) fn split_point(&self, partition: i32, time: EventTime, budget: usize) -> Option<EventTime> {
+        let stream = self.stream_time.get(&partition).map_or(time, |s| (*s).max(time));
+        let watermark = stream.plus_millis(-self.lateness_ms);
+        self.store.due_more_than(partition, watermark, budget).then_some(watermark)
+    }
+
+    /// Fires the next `count` timers of `partition` due up to `up_to` (a
+    /// part of a mass firing), earliest first; the stream time does not move.
+    pub(crate) fn fire_part(&mut self, partition: i32, up_to: EventTime, count: usize) -> Vec<Fired> {
+        let fired = self.store.fire_timers(partition, up_to, count);
+        fired.into_iter().map(|(id, transitions)| Fired { id, transitions, cause: None }).collect()
     }
 
     /// Sets a partition's stream time (restored from a checkpoint).

@@ -16,7 +16,11 @@
 //! them back ([`Merger::open`]) and the merge repeats them at the same
 //! points, so the rebuilt state is the state that produced the committed
 //! outputs. The same holds for a quiet partition following the input's
-//! watermark, which the merge returns as a [`Step::Follow`] in its place.
+//! watermark, which the merge returns as a [`Step::Follow`] in its place,
+//! and for a mass firing of timers split into steps ([`Step::Fire`]): a
+//! record whose time would fire more timers than a step may is held back
+//! while the timers fire part by part, each part a decision of its own, so
+//! commits (and checkpoints) can stand between the parts.
 //!
 //! Within a lane, release follows offset order, so "every record below the
 //! first unreleased offset is processed" always holds: that offset is what
@@ -47,7 +51,23 @@ pub(crate) enum Step<T> {
     /// A committed decision says the partition's stream time moved up to
     /// this time here.
     Follow(EventTime),
+    /// A part of a mass firing happens here, before the next record: the
+    /// partition's next `count` timers due up to `up_to` fire. Taken now
+    /// (`scripted` false, recorded) or repeated from a committed decision.
+    Fire {
+        /// The due time up to which timers fire.
+        up_to: EventTime,
+        /// How many fire at most.
+        count: i64,
+        /// Repeated from the committed decisions (its outputs are committed).
+        scripted: bool,
+    },
 }
+
+/// Asked before a record of this time is released live: `Some((up_to,
+/// count))` if it would fire too many timers, of which `count` due up to
+/// `up_to` then fire first.
+pub(crate) type Gate<'a> = &'a dyn Fn(i32, EventTime) -> Option<(EventTime, i64)>;
 
 /// The committed decisions do not fit the input: the partition cannot be
 /// rebuilt as it was.
@@ -149,12 +169,32 @@ impl<T> Pair<T> {
         self.taken.push(Decision { at, action: DecisionAction::Alone { lane, until } });
     }
 
+    /// A record of `lane` goes next, live: unless the gate holds it back
+    /// for a part of a mass firing (recorded here), after which this
+    /// partition releases nothing more in this call (the gate is asked
+    /// again once that part has fired). False if held back.
+    fn pass_gate(
+        &mut self,
+        partition: i32,
+        lane: Lane,
+        gate: Gate<'_>,
+        out: &mut Vec<(i32, Step<T>)>,
+    ) -> bool {
+        let Some(Some(time)) = self.lane_ref(lane).head_time() else { return true };
+        let Some((up_to, count)) = gate(partition, time) else { return true };
+        let at = self.positions();
+        self.taken.push(Decision { at, action: DecisionAction::Fire { up_to, count } });
+        out.push((partition, Step::Fire { up_to, count, scripted: false }));
+        false
+    }
+
     /// Releases what can go now into `out`, until `out` holds `limit` steps.
     fn release(
         &mut self,
         partition: i32,
         now: Instant,
         idle: Duration,
+        gate: Gate<'_>,
         out: &mut Vec<(i32, Step<T>)>,
         limit: usize,
     ) -> Result<(), Divergence> {
@@ -194,6 +234,9 @@ impl<T> Pair<T> {
                         DecisionAction::Follow { stream_time } => {
                             out.push((partition, Step::Follow(stream_time)));
                         }
+                        DecisionAction::Fire { up_to, count } => {
+                            out.push((partition, Step::Fire { up_to, count, scripted: true }));
+                        }
                     }
                     continue;
                 }
@@ -219,6 +262,9 @@ impl<T> Pair<T> {
                     if self.scripted() || !self.lane_ref(lane.other()).exhausted(now, idle) {
                         return Ok(());
                     }
+                    if !self.pass_gate(partition, lane, gate, out) {
+                        return Ok(());
+                    }
                     let at = self.positions();
                     if let Some(p) = self.pop(lane) {
                         self.note_alone(lane, at, p.offset + 1);
@@ -228,6 +274,9 @@ impl<T> Pair<T> {
                 }
                 (None, None) => return Ok(()),
             };
+            if !self.pass_gate(partition, pick, gate, out) {
+                return Ok(());
+            }
             if let Some(p) = self.pop(pick) {
                 out.push((partition, Step::Record(pick, p)));
             }
@@ -325,8 +374,14 @@ impl<T> Merger<T> {
     /// Releases the records (and committed follows) that can go now, in
     /// merge order, partition by partition, at most `budget` of them: a
     /// large backlog is worked off over several calls (and transactions).
-    /// The order within a partition does not depend on the budget.
-    pub(crate) fn release(&mut self, now: Instant, budget: usize) -> Result<Vec<(i32, Step<T>)>, Divergence> {
+    /// The order within a partition does not depend on the budget. `gate`
+    /// is asked before each live record with an event time.
+    pub(crate) fn release(
+        &mut self,
+        now: Instant,
+        budget: usize,
+        gate: Gate<'_>,
+    ) -> Result<Vec<(i32, Step<T>)>, Divergence> {
         let mut out = Vec::new();
         let first = self.next_first;
         let (later, earlier): (Vec<_>, Vec<_>) =
@@ -336,7 +391,7 @@ impl<T> Merger<T> {
                 self.next_first = partition;
                 return Ok(out);
             }
-            pair.release(partition, now, self.idle, &mut out, budget)?;
+            pair.release(partition, now, self.idle, gate, &mut out, budget)?;
         }
         self.next_first = 0;
         Ok(out)
@@ -347,11 +402,12 @@ impl<T> Merger<T> {
         self.pairs.get(&partition).map_or(0, |pair| pair.lane_ref(lane).queue.len())
     }
 
-    /// Records that a quiet partition followed the input's watermark here.
-    pub(crate) fn note_follow(&mut self, partition: i32, stream_time: EventTime) {
+    /// Records a decision taken here outside the merge (a quiet partition
+    /// following the input's watermark, or a part of that firing).
+    pub(crate) fn note(&mut self, partition: i32, action: DecisionAction) {
         if let Some(pair) = self.pairs.get_mut(&partition) {
             let at = pair.positions();
-            pair.taken.push(Decision { at, action: DecisionAction::Follow { stream_time } });
+            pair.taken.push(Decision { at, action });
         }
     }
 
@@ -421,6 +477,8 @@ mod tests {
         Pending { offset, time: t.map(EventTime::from_millis), item: () }
     }
 
+    const NO_GATE: Gate<'static> = &|_, _| None;
+
     fn at(clicks: i64, orders: i64) -> Positions {
         Positions { clicks, orders }
     }
@@ -434,7 +492,7 @@ mod tests {
             .iter()
             .filter_map(|(_, s)| match s {
                 Step::Record(lane, p) => Some((*lane, p.offset)),
-                Step::Follow(_) => None,
+                Step::Follow(_) | Step::Fire { .. } => None,
             })
             .collect()
     }
@@ -452,7 +510,7 @@ mod tests {
         fresh(&mut m, 0, vec![]);
         push_all(&mut m, Lane::Clicks, &[(0, 10), (1, 20), (2, 30)]);
         push_all(&mut m, Lane::Orders, &[(0, 5), (1, 20), (2, 40)]);
-        let out = m.release(now, usize::MAX).expect("release");
+        let out = m.release(now, usize::MAX, NO_GATE).expect("release");
         // The last order (t=40) waits: clicks may still bring something earlier.
         assert_eq!(
             order_of(&out),
@@ -475,9 +533,9 @@ mod tests {
         let mut m = Merger::new(Duration::ZERO);
         fresh(&mut m, 0, vec![]);
         push_all(&mut m, Lane::Orders, &[(0, 5)]);
-        assert!(m.release(now + Duration::from_secs(3600), usize::MAX).expect("release").is_empty());
+        assert!(m.release(now + Duration::from_secs(3600), usize::MAX, NO_GATE).expect("release").is_empty());
         m.mark_end(Lane::Clicks, 0, now);
-        assert_eq!(order_of(&m.release(now, usize::MAX).expect("release")), vec![(Lane::Orders, 0)]);
+        assert_eq!(order_of(&m.release(now, usize::MAX, NO_GATE).expect("release")), vec![(Lane::Orders, 0)]);
         assert_eq!(
             m.take_decisions(),
             vec![(
@@ -497,8 +555,11 @@ mod tests {
         fresh(&mut m, 0, vec![]);
         m.mark_end(Lane::Clicks, 0, now);
         push_all(&mut m, Lane::Orders, &[(0, 5)]);
-        assert!(m.release(now + Duration::from_millis(50), usize::MAX).expect("release").is_empty());
-        assert_eq!(m.release(now + Duration::from_millis(100), usize::MAX).expect("release").len(), 1);
+        assert!(m.release(now + Duration::from_millis(50), usize::MAX, NO_GATE).expect("release").is_empty());
+        assert_eq!(
+            m.release(now + Duration::from_millis(100), usize::MAX, NO_GATE).expect("release").len(),
+            1
+        );
     }
 
     #[test]
@@ -512,7 +573,7 @@ mod tests {
         // Order 0 goes by time; order 1 waits behind click 0, then click 0
         // goes; now clicks are empty but no longer known at their end.
         assert_eq!(
-            order_of(&m.release(now, usize::MAX).expect("release")),
+            order_of(&m.release(now, usize::MAX, NO_GATE).expect("release")),
             vec![(Lane::Orders, 0), (Lane::Clicks, 0)]
         );
         assert_eq!(m.buffered(), 1);
@@ -525,9 +586,9 @@ mod tests {
         fresh(&mut m, 0, vec![]);
         m.mark_end(Lane::Orders, 0, now);
         push_all(&mut m, Lane::Clicks, &[(0, 1), (1, 2)]);
-        m.release(now, usize::MAX).expect("release");
+        m.release(now, usize::MAX, NO_GATE).expect("release");
         push_all(&mut m, Lane::Clicks, &[(2, 3)]);
-        m.release(now, usize::MAX).expect("release");
+        m.release(now, usize::MAX, NO_GATE).expect("release");
         let decisions = m.take_decisions();
         assert_eq!(
             decisions,
@@ -551,14 +612,14 @@ mod tests {
         fresh(&mut live, 0, vec![]);
         push_all(&mut live, Lane::Clicks, &[(0, 10)]);
         push_all(&mut live, Lane::Orders, &[(0, 20), (1, 30)]);
-        let mut live_order = order_of(&live.release(now, usize::MAX).expect("release"));
+        let mut live_order = order_of(&live.release(now, usize::MAX, NO_GATE).expect("release"));
         live.mark_end(Lane::Clicks, 0, now);
-        live_order.extend(order_of(&live.release(now, usize::MAX).expect("release")));
+        live_order.extend(order_of(&live.release(now, usize::MAX, NO_GATE).expect("release")));
         push_all(&mut live, Lane::Clicks, &[(1, 15), (2, 40)]);
-        live.note_follow(0, EventTime::from_millis(99));
-        live_order.extend(order_of(&live.release(now, usize::MAX).expect("release")));
+        live.note(0, DecisionAction::Follow { stream_time: EventTime::from_millis(99) });
+        live_order.extend(order_of(&live.release(now, usize::MAX, NO_GATE).expect("release")));
         live.mark_end(Lane::Orders, 0, now);
-        live_order.extend(order_of(&live.release(now, usize::MAX).expect("release")));
+        live_order.extend(order_of(&live.release(now, usize::MAX, NO_GATE).expect("release")));
         let script: Vec<Decision> = live.take_decisions().into_iter().flat_map(|(_, d)| d).collect();
         assert_eq!(script.len(), 3, "{script:?}");
 
@@ -568,7 +629,7 @@ mod tests {
         push_all(&mut rebuilt, Lane::Orders, &[(0, 20), (1, 30)]);
         rebuilt.mark_end(Lane::Clicks, 0, now);
         rebuilt.mark_end(Lane::Orders, 0, now);
-        let out = rebuilt.release(now, usize::MAX).expect("release");
+        let out = rebuilt.release(now, usize::MAX, NO_GATE).expect("release");
         assert_eq!(order_of(&out), live_order);
         assert_eq!(
             live_order,
@@ -585,6 +646,65 @@ mod tests {
         assert!(rebuilt.take_decisions().is_empty(), "a rebuild takes no decision of its own");
     }
 
+    /// Live, the gate holds the record at time 50 back twice (two parts of
+    /// a mass firing) and lets it go the third time; the parts are decisions
+    /// at the record's position. A rebuild repeats them there without
+    /// asking the gate.
+    #[test]
+    fn a_record_held_back_for_a_mass_firing_waits_for_its_parts_and_a_rebuild_repeats_them() {
+        let now = Instant::now();
+        let mut live = Merger::new(Duration::ZERO);
+        fresh(&mut live, 0, vec![]);
+        push_all(&mut live, Lane::Clicks, &[(0, 10), (1, 50), (2, 70)]);
+        push_all(&mut live, Lane::Orders, &[(0, 60)]);
+        let parts = std::cell::Cell::new(0);
+        let gate = |_: i32, t: EventTime| {
+            (t.millis() == 50 && parts.get() < 2).then(|| {
+                parts.set(parts.get() + 1);
+                (EventTime::from_millis(parts.get() * 10), 5)
+            })
+        };
+        let mut steps = Vec::new();
+        for _ in 0..4 {
+            steps.extend(live.release(now, usize::MAX, &gate).expect("release"));
+        }
+        let shape: Vec<String> = steps
+            .iter()
+            .map(|(_, s)| match s {
+                Step::Record(lane, p) => format!("{}{}", lane.as_str(), p.offset),
+                Step::Fire { up_to, scripted, .. } => {
+                    format!("fire{}{}", up_to.millis(), if *scripted { "s" } else { "" })
+                }
+                Step::Follow(t) => format!("follow{}", t.millis()),
+            })
+            .collect();
+        assert_eq!(shape, ["clicks0", "fire10", "fire20", "clicks1", "orders0"]);
+        let script: Vec<Decision> = live.take_decisions().into_iter().flat_map(|(_, d)| d).collect();
+        assert_eq!(
+            script,
+            [10, 20].map(|t| Decision {
+                at: at(1, 0),
+                action: DecisionAction::Fire { up_to: EventTime::from_millis(t), count: 5 }
+            })
+        );
+
+        let mut rebuilt = Merger::new(Duration::ZERO);
+        fresh(&mut rebuilt, 0, script);
+        push_all(&mut rebuilt, Lane::Clicks, &[(0, 10), (1, 50), (2, 70)]);
+        push_all(&mut rebuilt, Lane::Orders, &[(0, 60)]);
+        let out = rebuilt.release(now, usize::MAX, NO_GATE).expect("release");
+        let fires: Vec<(usize, i64, bool)> = out
+            .iter()
+            .enumerate()
+            .filter_map(|(i, (_, s))| match s {
+                Step::Fire { up_to, scripted, .. } => Some((i, up_to.millis(), *scripted)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(fires, [(1, 10, true), (2, 20, true)], "{out:?}");
+        assert_eq!(order_of(&out), [(Lane::Clicks, 0), (Lane::Clicks, 1), (Lane::Orders, 0)]);
+    }
+
     #[test]
     fn a_rebuild_waits_for_the_records_a_decision_names() {
         let now = Instant::now();
@@ -594,10 +714,10 @@ mod tests {
         fresh(&mut m, 0, script);
         push_all(&mut m, Lane::Clicks, &[(0, 1)]);
         push_all(&mut m, Lane::Orders, &[(0, 50)]);
-        assert_eq!(order_of(&m.release(now, usize::MAX).expect("release")), vec![(Lane::Orders, 0)]);
+        assert_eq!(order_of(&m.release(now, usize::MAX, NO_GATE).expect("release")), vec![(Lane::Orders, 0)]);
         assert!(m.scripted(0));
         push_all(&mut m, Lane::Orders, &[(1, 60)]);
-        assert_eq!(order_of(&m.release(now, usize::MAX).expect("release")), vec![(Lane::Orders, 1)]);
+        assert_eq!(order_of(&m.release(now, usize::MAX, NO_GATE).expect("release")), vec![(Lane::Orders, 1)]);
         assert!(!m.scripted(0), "done repeating: click 0 now waits for orders as usual");
     }
 
@@ -611,7 +731,7 @@ mod tests {
         push_all(&mut m, Lane::Clicks, &[(0, 1), (1, 2)]);
         push_all(&mut m, Lane::Orders, &[(0, 50)]);
         let e = m
-            .release(now, usize::MAX)
+            .release(now, usize::MAX, NO_GATE)
             .expect_err("clicks 0 goes first by time: the decision's point is passed");
         assert_eq!(e.partition, 0);
     }
@@ -623,7 +743,7 @@ mod tests {
         fresh(&mut m, 3, vec![]);
         m.push(Lane::Orders, 3, rec(7, None));
         m.push(Lane::Orders, 3, rec(8, Some(50)));
-        let out = m.release(now, usize::MAX).expect("release");
+        let out = m.release(now, usize::MAX, NO_GATE).expect("release");
         assert_eq!(out.len(), 1);
         assert_eq!(m.commit_offset(Lane::Orders, 3), Some(8));
     }
@@ -660,14 +780,14 @@ mod tests {
             v.iter()
                 .filter_map(|(p, s)| match s {
                     Step::Record(_, r) => Some((*p, r.offset)),
-                    Step::Follow(_) => None,
+                    Step::Follow(_) | Step::Fire { .. } => None,
                 })
                 .collect()
         };
-        let all = steps(&whole.release(now, usize::MAX).expect("release"));
+        let all = steps(&whole.release(now, usize::MAX, NO_GATE).expect("release"));
         let mut calls = Vec::new();
         loop {
-            let out = steps(&split.release(now, 3).expect("release"));
+            let out = steps(&split.release(now, 3, NO_GATE).expect("release"));
             if out.is_empty() {
                 break;
             }
@@ -697,7 +817,10 @@ mod tests {
         assert!(m.quiet_partitions(now, Duration::ZERO).is_empty());
         push_all(&mut m, Lane::Clicks, &[(0, 1)]);
         m.mark_end(Lane::Clicks, 0, now);
-        assert!(m.release(now, usize::MAX).expect("release").is_empty(), "what was buffered stays put");
+        assert!(
+            m.release(now, usize::MAX, NO_GATE).expect("release").is_empty(),
+            "what was buffered stays put"
+        );
         m.reopen(0, at(0, 0));
         assert_eq!(
             m.quiet_partitions(now, Duration::ZERO),
@@ -716,12 +839,12 @@ mod tests {
         fresh(&mut m, 0, vec![]);
         m.mark_end(Lane::Orders, 0, now);
         push_all(&mut m, Lane::Clicks, &[(0, 1), (1, 2)]);
-        m.release(now, usize::MAX).expect("release");
+        m.release(now, usize::MAX, NO_GATE).expect("release");
         m.reopen(0, at(2, 0));
         assert_eq!(m.positions(0), Some(at(2, 0)));
         assert_eq!(m.commit_offset(Lane::Clicks, 0), Some(2));
         assert!(
-            m.release(now, usize::MAX).expect("release").is_empty(),
+            m.release(now, usize::MAX, NO_GATE).expect("release").is_empty(),
             "the end of orders is not known any more"
         );
     }

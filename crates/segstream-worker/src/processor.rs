@@ -13,7 +13,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
 use segstream_config::Config;
-use segstream_events::{CustomerId, Decision, EventTime, Lane, Positions, SegmentChange, SegmentKind};
+use segstream_events::{
+    CustomerId, Decision, DecisionAction, EventTime, Lane, Positions, SegmentChange, SegmentKind,
+};
 use segstream_segments::{Cause, Transition, to_changes};
 use segstream_telemetry::Metrics;
 
@@ -96,6 +98,8 @@ pub(crate) struct Processor {
     topics: [String; 2],
     /// Largest event time released, all partitions (for `/sql` and metrics).
     max_event_time: Option<EventTime>,
+    /// More due timers than this fire in parts (`worker.max_timers_per_step`).
+    max_timers_per_step: usize,
 }
 
 impl Processor {
@@ -111,6 +115,7 @@ impl Processor {
             metrics,
             topics: [config.topics.clickstream.clone(), config.topics.orders.clone()],
             max_event_time: None,
+            max_timers_per_step: config.worker.max_timers_per_step,
         })
     }
 
@@ -285,8 +290,19 @@ impl Processor {
         budget: usize,
         out: &mut Emitted,
     ) -> Result<usize, WorkerError> {
-        let steps = self.merger.release(now, budget).map_err(|e| WorkerError::Divergence(e.to_string()))?;
-        let released = steps.len();
+        let (engine, rebuilding, per_step) = (&self.engine, &self.rebuilding, self.max_timers_per_step);
+        // Asked live only: a rebuild repeats the parts that were committed
+        // (its outputs are suppressed anyway).
+        let gate = |partition: i32, time: EventTime| {
+            if rebuilding.contains_key(&partition) {
+                return None;
+            }
+            let up_to = engine.split_point(partition, time, per_step)?;
+            Some((up_to, i64::try_from(per_step).unwrap_or(i64::MAX)))
+        };
+        let steps =
+            self.merger.release(now, budget, &gate).map_err(|e| WorkerError::Divergence(e.to_string()))?;
+        let mut released = steps.len();
         for (partition, step) in steps {
             match step {
                 Step::Record(lane, pending) => self.apply(lane, partition, pending, out)?,
@@ -295,6 +311,17 @@ impl Processor {
                     if let Some(fired) = self.engine.follow(partition, target) {
                         self.count_timers(&fired);
                     }
+                }
+                Step::Fire { up_to, count, scripted: true } => {
+                    let fired = self.engine.fire_part(partition, up_to, usize::try_from(count).unwrap_or(0));
+                    self.count_timers(&fired);
+                }
+                Step::Fire { up_to, count, scripted: false } => {
+                    for f in self.engine.fire_part(partition, up_to, usize::try_from(count).unwrap_or(0)) {
+                        self.emit(out, f, None);
+                    }
+                    // The held-back record and the rest of the firing can go next.
+                    released = released.max(budget);
                 }
             }
         }
@@ -410,12 +437,24 @@ impl Processor {
     /// A quiet partition follows the input's watermark (`target`, the
     /// largest event time at the end of the input topics): its stream time
     /// moves up to it and its due timers fire. The decision is recorded.
-    pub(crate) fn follow(&mut self, partition: i32, target: EventTime, out: &mut Emitted) {
-        let Some(fired) = self.engine.follow(partition, target) else { return };
-        self.merger.note_follow(partition, target);
+    /// When more timers are due than a step may fire, only a part of them
+    /// fires (recorded as such) and this returns false: call again.
+    pub(crate) fn follow(&mut self, partition: i32, target: EventTime, out: &mut Emitted) -> bool {
+        let per_step = self.max_timers_per_step;
+        if let Some(up_to) = self.engine.split_point(partition, target, per_step) {
+            let count = i64::try_from(per_step).unwrap_or(i64::MAX);
+            self.merger.note(partition, DecisionAction::Fire { up_to, count });
+            for f in self.engine.fire_part(partition, up_to, per_step) {
+                self.emit(out, f, None);
+            }
+            return false;
+        }
+        let Some(fired) = self.engine.follow(partition, target) else { return true };
+        self.merger.note(partition, DecisionAction::Follow { stream_time: target });
         for f in fired {
             self.emit(out, f, None);
         }
+        true
     }
 
     /// The timing-dependent decisions taken since the last call, per

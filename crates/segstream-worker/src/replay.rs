@@ -209,7 +209,8 @@ fn run_engine(
         && let Some(target) = tail_target(&[&clicks, &orders])
     {
         for partition in 0..partitions {
-            processor.follow(partition, target, &mut out);
+            // In parts when many timers are due, as live.
+            while !processor.follow(partition, target, &mut out) {}
         }
     }
     emit(out, &mut summary)?;

@@ -177,14 +177,21 @@ impl CustomerStore {
     }
 
     /// Fires the timers of `partition` due at or before `watermark`, earliest
-    /// first: each customer moves to the stage its silence has earned.
+    /// first (ties in slot order, the order the partition's customers were
+    /// first seen), at most `limit` of them: each customer moves to the
+    /// stage its silence has earned.
     pub fn fire_timers(
         &mut self,
         partition: i32,
         watermark: EventTime,
+        limit: usize,
     ) -> Vec<(CustomerId, Vec<Transition>)> {
         let mut out = Vec::new();
-        while let Some((due, slot)) = self.next_due_timer(partition, watermark) {
+        let mut fired = 0;
+        while fired < limit
+            && let Some((due, slot)) = self.next_due_timer(partition, watermark)
+        {
+            fired += 1;
             let slot = slot as usize;
             let Some(c) = self.slots.get_mut(slot) else { continue };
             c.scheduled = None;
@@ -198,6 +205,16 @@ impl CustomerStore {
             }
         }
         out
+    }
+
+    /// True if more than `n` timers of `partition` are due by `watermark`
+    /// (cheap when none is).
+    pub fn due_more_than(&self, partition: i32, watermark: EventTime, n: usize) -> bool {
+        let Some(set) = self.timers.get(&partition) else { return false };
+        if set.first().is_none_or(|(due, _)| *due > watermark) {
+            return false;
+        }
+        set.iter().take_while(|(due, _)| *due <= watermark).nth(n).is_some()
     }
 
     /// Takes the earliest timer of `partition` if it is due by `watermark`.
@@ -530,14 +547,14 @@ pub(crate) mod tests {
         assert_eq!(store.pending_timers(), 2);
         let at = |day: i64| EventTime::from_millis(1_700_000_000_000 + day * DAY);
         // Day 35: a's "new" window ended (day 30), b's not yet (day 40).
-        let fired = store.fire_timers(0, at(35));
+        let fired = store.fire_timers(0, at(35), usize::MAX);
         assert_eq!(
             fired.iter().map(|(id, t)| (id.as_str(), t[0].to.unwrap_or("none"))).collect::<Vec<_>>(),
             [("a", "active")]
         );
         // Everything up to day 200, earliest first, each customer rescheduled after each step.
         let fired: Vec<(String, &str)> = store
-            .fire_timers(0, at(200))
+            .fire_timers(0, at(200), usize::MAX)
             .into_iter()
             .flat_map(|(id, ts)| ts.into_iter().map(move |t| (id.to_string(), t.to.unwrap_or("none"))))
             .collect();
@@ -549,7 +566,7 @@ pub(crate) mod tests {
             store.population().find(|(s, _)| *s == (SegmentKind::Lifecycle, "churned")),
             Some(((SegmentKind::Lifecycle, "churned"), 2))
         );
-        assert!(store.fire_timers(1, at(400)).is_empty(), "other partitions are untouched");
+        assert!(store.fire_timers(1, at(400), usize::MAX).is_empty(), "other partitions are untouched");
     }
 
     #[test]
@@ -570,7 +587,7 @@ pub(crate) mod tests {
         assert!(store.membership(&CustomerId::new("a"), at(1)).is_none(), "a left with partition 0");
         assert!(store.membership(&CustomerId::new("d"), at(1)).is_some());
         let fired: Vec<String> =
-            store.fire_timers(1, at(35)).into_iter().map(|(id, _)| id.to_string()).collect();
+            store.fire_timers(1, at(35), usize::MAX).into_iter().map(|(id, _)| id.to_string()).collect();
         assert_eq!(fired, ["b", "d"], "each survivor's timer fires for that survivor");
         // A customer seen again after the drop is the same one, not a second copy.
         let mut again = order("d", "d2", 36);

@@ -312,14 +312,17 @@ impl Pipeline {
             let stream = self.processor.stream_time(partition);
             if stream.is_none_or(|s| s < target) {
                 let before = out.changes.len();
-                self.processor.follow(partition, target, out);
+                let done = self.processor.follow(partition, target, out);
                 tracing::info!(
                     partition,
                     from = ?stream,
                     to = %target,
                     changes = out.changes.len() - before,
+                    done,
                     "quiet partition follows the input's watermark"
                 );
+                // Not done: a part of its timers fired; the rest go next cycle.
+                self.backlogged |= !done;
                 followed = true;
             }
         }
