@@ -114,3 +114,56 @@ fn bad_configuration_stops_with_the_key_and_the_fix() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("enable.auto.commit"), "{err}");
 }
+
+/// The changes topic is gone for longer than the transaction timeout
+/// (deleted, as by a mistaken cleanup, and made again): the worker does not
+/// exit and commits nothing meanwhile. Its transactions fail (or the broker
+/// aborts them on their timeout, which looks like a fence to librdkafka and
+/// is told apart from a twin by the transaction's age), and each time it
+/// goes back to its committed state and tries again with a producer queue
+/// far smaller than the input's output. Once the topic is back, every
+/// change is committed exactly once.
+#[test]
+fn an_unavailable_output_holds_the_worker_back_and_nothing_is_lost_or_doubled_when_it_returns() {
+    let _keep = crate::support::KeepLogsOnPanic;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("small-queue.toml");
+    // A producer queue far smaller than the input's output.
+    std::fs::write(&file, "[kafka.librdkafka_options]\n\"queue.buffering.max.messages\" = \"1000\"\n")
+        .unwrap();
+    let mut setup = Setup::new("outage", 2)
+        .with("worker.transaction_timeout_ms=3000")
+        .with("worker.batch_max_events=500")
+        .with("checkpoint.interval_ms=0");
+    let customers: Vec<String> = (0..10_000).map(|i| format!("out-{i}")).collect();
+    let orders: Vec<_> = customers
+        .iter()
+        .map(|c| crate::support::order_record(c, &format!("{c}-0"), 1_704_103_200_000))
+        .collect();
+    let producer = setup.producer();
+    setup.config_file = Some(file);
+    let mut worker = setup.spawn_worker();
+    let addr = worker.wait_ready(Duration::from_secs(60));
+    let changes_topic = setup.topic("changes");
+    setup.delete_topic(&changes_topic);
+    produce(&producer, &setup.topic("orders"), &orders);
+
+    std::thread::sleep(Duration::from_secs(20));
+    let metrics = http_get(&addr, "/metrics").1;
+    assert!(worker.exited().is_none(), "the worker rides the outage out:\n{}", worker.log_text());
+    let failed = metric(&metrics, "segstream_transactions_total{result=\"aborted\"}")
+        + metric(&metrics, "segstream_transactions_total{result=\"expired\"}");
+    assert!(failed >= 1.0, "transactions that could not complete were aborted:\n{metrics}");
+    assert!(setup.read(&changes_topic, 1, Duration::from_secs(1)).is_empty(), "nothing committed");
+
+    let out = setup.cli(&["topics", "create"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let records = setup.read(&changes_topic, 10_000, Duration::from_secs(120));
+    let ids: std::collections::BTreeSet<String> = records
+        .iter()
+        .map(|r| SegmentChange::from_avro(r.payload.as_deref().unwrap()).unwrap().event_id)
+        .collect();
+    assert_eq!((records.len(), ids.len()), (10_000, 10_000), "every customer new, once");
+    assert!(worker.exited().is_none(), "the worker carried on by itself");
+    assert!(worker.terminate(Duration::from_secs(30)).0.success());
+}

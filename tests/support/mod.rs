@@ -133,6 +133,8 @@ static COUNTER: AtomicU32 = AtomicU32::new(0);
 pub struct Setup {
     pub name: String,
     pub sets: Vec<String>,
+    /// A TOML config file under the `--set`s (for keys `--set` cannot name).
+    pub config_file: Option<PathBuf>,
 }
 
 impl Setup {
@@ -162,7 +164,7 @@ impl Setup {
             "worker.session_timeout_ms=6000".to_owned(),
             "http.listen=127.0.0.1:0".to_owned(),
         ];
-        let setup = Self { name, sets };
+        let setup = Self { name, sets, config_file: None };
         let out = setup.cli(&["topics", "create"]);
         assert!(out.status.success(), "topics create: {}", String::from_utf8_lossy(&out.stderr));
         setup
@@ -190,7 +192,7 @@ impl Setup {
             format!("topics.dead_letter=dlq-{name}"),
             format!("worker.instance_id=w-{name}"),
         ]);
-        let s = Self { name, sets };
+        let s = Self { name, sets, config_file: self.config_file.clone() };
         let out = s.cli(&["topics", "create"]);
         assert!(out.status.success(), "topics create: {}", String::from_utf8_lossy(&out.stderr));
         s
@@ -203,11 +205,14 @@ impl Setup {
     }
 
     pub fn config(&self) -> Config {
-        Config::load(None, &self.sets).expect("test config")
+        Config::load(self.config_file.as_deref(), &self.sets).expect("test config")
     }
 
     fn command(&self, args: &[&str]) -> Command {
         let mut c = Command::new(segstream_bin());
+        if let Some(file) = &self.config_file {
+            c.arg("--config").arg(file);
+        }
         for s in &self.sets {
             c.arg("--set").arg(s);
         }
@@ -235,6 +240,20 @@ impl Setup {
             .spawn()
             .expect("spawning the worker");
         WorkerProc { child: Some(child), log }
+    }
+
+    /// Deletes `topic` (`topics create` makes it again).
+    pub fn delete_topic(&self, topic: &str) {
+        let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+            .set("bootstrap.servers", &self.config().kafka.bootstrap_servers)
+            .create()
+            .unwrap();
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let done =
+            runtime.block_on(admin.delete_topics(&[topic], &AdminOptions::new())).expect("delete topic");
+        for r in done {
+            assert!(r.is_ok(), "deleting {topic}: {r:?}");
+        }
     }
 
     /// Deletes every record of partition `partition` of `topic` (as

@@ -28,7 +28,7 @@ pub struct Metrics {
     /// `segstream_batch_duration_seconds`: processing time per micro-batch.
     pub batch_seconds: Histogram,
     /// `segstream_transactions_total{result}`: Kafka transactions by result
-    /// (committed, aborted, fenced, fatal).
+    /// (committed, aborted, fenced, expired: past the transaction timeout, fatal).
     pub transactions: IntCounterVec,
     /// `segstream_commit_duration_seconds`: time to commit one transaction
     /// (memberships, decisions, offsets, commit).
@@ -182,7 +182,7 @@ impl Metrics {
             transactions: counter_vec(
                 &r,
                 "segstream_transactions_total",
-                "Kafka transactions, by result (committed, aborted, fenced, fatal).",
+                "Kafka transactions, by result (committed, aborted, fenced, expired: aborted by the broker past worker.transaction_timeout_ms, fatal).",
                 &["result"],
             ),
             commit_seconds: register(

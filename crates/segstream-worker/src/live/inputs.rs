@@ -327,6 +327,9 @@ impl Inputs {
             consumer
                 .incremental_assign(&tpl)
                 .map_err(KafkaIoError::kafka(format!("assigning {}", self.topic(lane))))?;
+            // librdkafka keeps a partition's pause across unassign and
+            // assign: a lane paused before a restore would never be fetched.
+            consumer.resume(&tpl).map_err(KafkaIoError::kafka(format!("resuming {}", self.topic(lane))))?;
         }
         self.assigned.extend(from.keys());
         Ok(())

@@ -42,6 +42,11 @@ pub(crate) enum TxFailure {
     /// expired, or a rebalance completed): abort, drop the partitions'
     /// state, let the consumer rejoin.
     GroupFenced(KafkaError),
+    /// The transaction ran past the transaction timeout and the broker
+    /// aborted it, bumping the producer's epoch (librdkafka reports that as
+    /// fenced): the producer was renewed, the partitions go back to their
+    /// committed state.
+    Expired(KafkaError),
     /// The producer cannot go on: stop.
     Fatal(WorkerError),
 }
@@ -49,17 +54,19 @@ pub(crate) enum TxFailure {
 /// See the module documentation.
 pub(crate) struct Outbox {
     producer: BaseProducer<DefaultProducerContext>,
-    open: bool,
+    /// When the open transaction began (`None`: none is open).
+    opened: Option<Instant>,
     timeout: Duration,
     transactional_id: String,
     instance_id: String,
+    config: Config,
 }
 
 impl std::fmt::Debug for Outbox {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Outbox")
             .field("transactional_id", &self.transactional_id)
-            .field("open", &self.open)
+            .field("opened", &self.opened)
             .finish()
     }
 }
@@ -74,41 +81,23 @@ impl Outbox {
     /// a few times with a new producer before it counts as a duplicate.
     pub(crate) fn new(config: &Config) -> Result<Self, WorkerError> {
         let transactional_id = transactional_id(config);
-        let timeout = Duration::from_millis(config.worker.transaction_timeout_ms);
-        let mut attempt = 0;
-        loop {
-            let producer: BaseProducer<DefaultProducerContext> =
-                producer_config(config, Some(&transactional_id))?
-                    .create()
-                    .map_err(KafkaIoError::kafka("creating the producer"))?;
-            match producer.init_transactions(timeout.max(Duration::from_secs(30))) {
-                Ok(()) => {
-                    return Ok(Self {
-                        producer,
-                        open: false,
-                        timeout,
-                        transactional_id,
-                        instance_id: config.instance_id(),
-                    });
-                }
-                Err(e) if fenced(&e) && attempt < 5 => {
-                    attempt += 1;
-                    tracing::warn!(error = %e, attempt, "fenced while starting; trying again");
-                    std::thread::sleep(Duration::from_millis(500));
-                }
-                Err(e) if fenced(&e) => {
-                    return Err(WorkerError::DuplicateInstance {
-                        instance_id: config.instance_id(),
-                        seen_by: "transactional producer",
-                    });
-                }
-                Err(source) => {
-                    return Err(WorkerError::Transaction { context: "initialising transactions", source });
-                }
-            }
-        }
+        Ok(Self {
+            producer: start(config, &transactional_id)?,
+            opened: None,
+            timeout: Duration::from_millis(config.worker.transaction_timeout_ms),
+            transactional_id,
+            instance_id: config.instance_id(),
+            config: config.clone(),
+        })
     }
 
+    /// Replaces a producer whose transaction the broker aborted on its
+    /// timeout (its epoch is stale) with a new one.
+    fn renew(&mut self) -> Result<(), WorkerError> {
+        self.opened = None;
+        self.producer = start(&self.config, &self.transactional_id)?;
+        Ok(())
+    }
     /// The transactional id, for logs.
     pub(crate) fn transactional_id(&self) -> &str {
         &self.transactional_id
@@ -116,13 +105,13 @@ impl Outbox {
 
     /// True while a transaction is open.
     pub(crate) fn is_open(&self) -> bool {
-        self.open
+        self.opened.is_some()
     }
 
     fn begin(&mut self) -> Result<(), TxFailure> {
-        if !self.open {
+        if self.opened.is_none() {
             self.producer.begin_transaction().map_err(|e| self.classify(e))?;
-            self.open = true;
+            self.opened = Some(Instant::now());
         }
         Ok(())
     }
@@ -177,23 +166,29 @@ impl Outbox {
             self.retrying(|p, t| p.send_offsets_to_transaction(offsets, group, t))?;
         }
         self.retrying(|p, t| p.commit_transaction(t))?;
-        self.open = false;
+        self.opened = None;
         Ok(())
     }
 
-    /// Aborts the open transaction, if any.
+    /// Aborts the open transaction, if any (renewing the producer if the
+    /// broker already aborted it on its timeout).
     pub(crate) fn abort(&mut self) -> Result<(), WorkerError> {
-        if !self.open {
+        if self.opened.is_none() {
             return Ok(());
         }
-        self.open = false;
         // The records of an aborted transaction are dropped; librdkafka's
         // abort waits for their delivery reports, which only a poll serves
         // (while the broker is away they are still queued or in flight).
         self.producer.purge(PurgeConfig::default().queue().inflight());
         self.serve_reports();
-        match self.retrying(|p, t| p.abort_transaction(t)) {
+        let result = self.retrying(|p, t| p.abort_transaction(t));
+        self.opened = None;
+        match result {
             Ok(()) => Ok(()),
+            Err(TxFailure::Expired(e)) => {
+                tracing::warn!(error = %e, "the broker had aborted the transaction already (timeout): new producer");
+                self.renew()
+            }
             Err(TxFailure::Fatal(e)) => Err(e),
             Err(TxFailure::Abortable(source) | TxFailure::GroupFenced(source)) => {
                 Err(WorkerError::Transaction { context: "aborting a transaction", source })
@@ -261,18 +256,22 @@ impl Outbox {
         if fatal {
             // The underlying reason of a fatal error is kept by the client.
             let reason = self.producer.client().fatal_error();
-            return TxFailure::Fatal(match reason {
-                Some((RDKafkaErrorCode::Fenced | RDKafkaErrorCode::ProducerFenced, _)) => {
-                    WorkerError::DuplicateInstance {
-                        instance_id: self.instance_id.clone(),
-                        seen_by: "transactional producer",
-                    }
-                }
-                _ if fenced(&e) => WorkerError::DuplicateInstance {
+            let fenced = fenced(&e)
+                || matches!(reason, Some((RDKafkaErrorCode::Fenced | RDKafkaErrorCode::ProducerFenced, _)));
+            // The broker aborts a transaction open longer than its timeout
+            // and bumps the epoch: that looks fenced, but only a transaction
+            // that old can have met it; a younger one was fenced by a twin.
+            if fenced && self.opened.is_some_and(|at| at.elapsed() >= self.timeout) {
+                return TxFailure::Expired(e);
+            }
+            tracing::error!(error = %e, reason = ?reason, "fatal producer error");
+            return TxFailure::Fatal(if fenced {
+                WorkerError::DuplicateInstance {
                     instance_id: self.instance_id.clone(),
                     seen_by: "transactional producer",
-                },
-                _ => WorkerError::Transaction { context: "a transaction (fatal producer error)", source: e },
+                }
+            } else {
+                WorkerError::Transaction { context: "a transaction (fatal producer error)", source: e }
             });
         }
         match code {
@@ -283,6 +282,41 @@ impl Outbox {
                 | RDKafkaErrorCode::RebalanceInProgress,
             ) => TxFailure::GroupFenced(e),
             _ => TxFailure::Abortable(e),
+        }
+    }
+}
+
+/// A transactional producer with transactions initialised: any previous
+/// incarnation with the same transactional id is fenced and its open
+/// transaction aborted. The last requests of an incarnation being fenced
+/// can still bump the epoch meanwhile: a fence here is retried a few times
+/// with a new producer before it counts as a duplicate.
+fn start(
+    config: &Config,
+    transactional_id: &str,
+) -> Result<BaseProducer<DefaultProducerContext>, WorkerError> {
+    let timeout = Duration::from_millis(config.worker.transaction_timeout_ms);
+    let mut attempt = 0;
+    loop {
+        let producer: BaseProducer<DefaultProducerContext> = producer_config(config, Some(transactional_id))?
+            .create()
+            .map_err(KafkaIoError::kafka("creating the producer"))?;
+        match producer.init_transactions(timeout.max(Duration::from_secs(30))) {
+            Ok(()) => return Ok(producer),
+            Err(e) if fenced(&e) && attempt < 5 => {
+                attempt += 1;
+                tracing::warn!(error = %e, attempt, "fenced while starting; trying again");
+                std::thread::sleep(Duration::from_millis(500));
+            }
+            Err(e) if fenced(&e) => {
+                return Err(WorkerError::DuplicateInstance {
+                    instance_id: config.instance_id(),
+                    seen_by: "transactional producer",
+                });
+            }
+            Err(source) => {
+                return Err(WorkerError::Transaction { context: "initialising transactions", source });
+            }
         }
     }
 }

@@ -77,6 +77,8 @@ impl Pipeline {
             }
             Err(TxFailure::Abortable(e)) => ("aborted", e),
             Err(TxFailure::GroupFenced(e)) => ("fenced", e),
+            // The abort below renews the producer.
+            Err(TxFailure::Expired(e)) => ("expired", e),
         };
         tracing::warn!(
             error = %error,
