@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use crate::snapshot::{SavedCustomer, decode, encode};
 
 /// Bumped whenever the encoded state changes shape.
-const FORMAT: u32 = 1;
+const FORMAT: u32 = 2;
 /// The first bytes of a checkpoint.
 const MAGIC: &[u8; 8] = b"SEGCKPT\0";
 
@@ -38,6 +38,10 @@ pub(crate) struct PartitionState {
     pub(crate) merged: Positions,
     /// Decision records of the partition repeated in it.
     pub(crate) decisions: i64,
+    /// An offset of the decisions topic's partition at or before the first
+    /// decision record not in it (its end when the checkpoint was taken):
+    /// a restore reads the decisions from here, not from the start.
+    pub(crate) decisions_offset: i64,
     /// The partition's stream time.
     pub(crate) stream_time: Option<EventTime>,
     /// Largest event time released per lane (lateness of what comes next).
@@ -102,6 +106,7 @@ pub(crate) fn empty_state(group: &str, partition: i32, features: FeaturesConfig)
         committed: zero,
         merged: zero,
         decisions: 0,
+        decisions_offset: 0,
         stream_time: None,
         released: [None, None],
         categories: Vec::new(),

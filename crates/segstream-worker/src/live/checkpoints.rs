@@ -21,6 +21,17 @@ use crate::checkpoint::{PartitionState, empty_state};
 use crate::error::WorkerError;
 use crate::processor::Processor;
 
+/// A partition's committed point, as a checkpoint of it must match.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Committed {
+    /// Decision records committed.
+    pub(crate) decisions: i64,
+    /// The decisions topic's end (every committed record lies before it).
+    pub(crate) decisions_offset: i64,
+    /// Committed offsets of both lanes.
+    pub(crate) positions: Positions,
+}
+
 /// What the writer reports back for one checkpoint.
 #[derive(Debug)]
 struct Written {
@@ -147,11 +158,7 @@ impl Checkpoints {
     /// Call while the state equals the committed state: hands the partition
     /// whose last checkpoint is the oldest to the writer if the interval has
     /// passed and the writer is idle.
-    pub(crate) fn maybe_take(
-        &mut self,
-        processor: &Processor,
-        decisions: &dyn Fn(i32) -> Option<(i64, Positions)>,
-    ) {
+    pub(crate) fn maybe_take(&mut self, processor: &Processor, decisions: &dyn Fn(i32) -> Option<Committed>) {
         self.collect();
         if self.pending > 0 {
             return;
@@ -174,9 +181,13 @@ impl Checkpoints {
         &mut self,
         processor: &Processor,
         partition: i32,
-        decisions: &dyn Fn(i32) -> Option<(i64, Positions)>,
+        decisions: &dyn Fn(i32) -> Option<Committed>,
     ) {
-        let Some((count, committed)) = decisions(partition) else { return };
+        let Some(Committed { decisions: count, decisions_offset, positions: committed }) =
+            decisions(partition)
+        else {
+            return;
+        };
         let started = Instant::now();
         let state = empty_state(&self.group, partition, self.config.features.clone());
         let Some(mut state) = processor.export(state) else { return };
@@ -185,6 +196,7 @@ impl Checkpoints {
             return;
         }
         state.decisions = count;
+        state.decisions_offset = decisions_offset;
         self.metrics.checkpoint_copy_seconds.observe(started.elapsed().as_secs_f64());
         self.put(state);
     }

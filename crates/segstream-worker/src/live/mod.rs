@@ -39,7 +39,7 @@ use crate::lookup::{SnapshotRequest, snapshot};
 use crate::processor::{Emitted, Processor};
 use crate::snapshot::WarmStart;
 
-use self::checkpoints::Checkpoints;
+use self::checkpoints::{Checkpoints, Committed};
 use self::inputs::Inputs;
 use self::outbox::Outbox;
 use self::ownership::{DecisionLog, Owned, Tokens};
@@ -346,19 +346,19 @@ impl Pipeline {
     /// The state equals the committed state: the partition whose
     /// checkpoint is the oldest is checkpointed if its interval has passed.
     fn checkpoint_due(&mut self) {
-        let Self { checkpoints, processor, owned, .. } = self;
+        let Self { checkpoints, processor, owned, decision_log, .. } = self;
         if let Some(c) = checkpoints {
-            c.maybe_take(processor, &|p| committed_point(owned, p));
+            c.maybe_take(processor, &|p| committed_point(owned, decision_log, p));
         }
     }
 
     /// Right after a commit: these owned partitions are checkpointed (on
     /// revocation and at shutdown).
     fn checkpoint(&mut self, partitions: &[i32]) {
-        let Self { checkpoints, processor, owned, .. } = self;
+        let Self { checkpoints, processor, owned, decision_log, .. } = self;
         if let Some(c) = checkpoints {
             for &partition in partitions.iter().filter(|p| owned.contains_key(p)) {
-                c.take(processor, partition, &|p| committed_point(owned, p));
+                c.take(processor, partition, &|p| committed_point(owned, decision_log, p));
             }
         }
     }
@@ -410,11 +410,16 @@ impl Pipeline {
     }
 }
 
-/// A partition's committed decision-record count and offsets, if it has
-/// committed any: what a checkpoint of it must match.
-fn committed_point(
-    owned: &BTreeMap<i32, Owned>,
-    partition: i32,
-) -> Option<(i64, segstream_events::Positions)> {
-    owned.get(&partition).and_then(|o| Some((o.decisions, o.committed?)))
+/// A partition's committed point (decision records, the decisions topic's
+/// end, offsets), if it has committed any: what a checkpoint of it must
+/// match. The end is asked of the broker (checkpoints are rare); if it
+/// cannot be, a restore reads the decisions from the start.
+fn committed_point(owned: &BTreeMap<i32, Owned>, log: &DecisionLog, partition: i32) -> Option<Committed> {
+    let o = owned.get(&partition)?;
+    let positions = o.committed?;
+    let decisions_offset = log.end_offset(partition).unwrap_or_else(|e| {
+        tracing::warn!(partition, error = %e, "decisions topic end unknown: a restore from this checkpoint reads the decisions from the start");
+        0
+    });
+    Some(Committed { decisions: o.decisions, decisions_offset, positions })
 }

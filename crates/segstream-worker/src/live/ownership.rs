@@ -110,19 +110,41 @@ impl DecisionLog {
         Ok(Self { consumer, topic: config.topics.decisions.clone(), group: config.kafka.group_id.clone() })
     }
 
+    /// The end of the decisions topic's partition: every decision record
+    /// committed so far lies before it (a checkpoint keeps it).
+    pub(crate) fn end_offset(&self, partition: i32) -> Result<i64, WorkerError> {
+        let (_, high) = self
+            .consumer
+            .fetch_watermarks(&self.topic, partition, Duration::from_secs(10))
+            .map_err(KafkaIoError::kafka(format!("reading the end of {}[{partition}]", self.topic)))?;
+        Ok(high)
+    }
+
     /// The decisions of records `from..count` of `partition` (this
     /// group's), in order (the records before `from` are in a checkpoint).
-    pub(crate) fn read(&self, partition: i32, from: i64, count: i64) -> Result<Vec<Decision>, WorkerError> {
+    /// `at`: where on the decisions topic record `from` is known to lie at
+    /// or after (a checkpoint's `decisions_offset`); `None`: the start, with
+    /// records counted from 0.
+    pub(crate) fn read(
+        &self,
+        partition: i32,
+        from: i64,
+        count: i64,
+        at: Option<i64>,
+    ) -> Result<Vec<Decision>, WorkerError> {
         if count <= from {
             return Ok(Vec::new());
         }
+        let (start, mut seen) = match at {
+            Some(offset) => (Offset::Offset(offset), from),
+            None => (Offset::Beginning, 0_i64),
+        };
         let mut tpl = TopicPartitionList::new();
-        tpl.add_partition_offset(&self.topic, partition, Offset::Beginning)
+        tpl.add_partition_offset(&self.topic, partition, start)
             .map_err(KafkaIoError::kafka("assigning the decisions topic"))?;
         self.consumer.assign(&tpl).map_err(KafkaIoError::kafka("assigning the decisions topic"))?;
         let started = Instant::now();
         let mut decisions = Vec::new();
-        let mut seen = 0_i64;
         let missing = |seen: i64| WorkerError::DecisionLog {
             partition,
             problem: format!(

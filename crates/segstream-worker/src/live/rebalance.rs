@@ -216,16 +216,20 @@ impl Pipeline {
             }
             let count = meta.map_or(0, |(_, n)| n);
             let restore = self.plan_restore(partition, &mut committed_at, count, low, high)?;
-            let (from_seq, at) = match &restore {
+            let (from_seq, at, decisions_at) = match &restore {
                 Restore::Stop(why) => {
                     tracing::error!(partition, problem = %why, "partition stopped: its state cannot be built");
                     self.stopped.insert(partition, why.clone());
                     continue;
                 }
-                Restore::Checkpoint { fetch_from, repeat_from, .. } => (*repeat_from, *fetch_from),
-                Restore::Logs { start, repeat_from } => (*repeat_from, *start),
+                Restore::Checkpoint { state, fetch_from, repeat_from } => {
+                    // The records after the checkpoint's lie past the end the decisions topic had then.
+                    let decisions_at = (*repeat_from == state.decisions).then_some(state.decisions_offset);
+                    (*repeat_from, *fetch_from, decisions_at)
+                }
+                Restore::Logs { start, repeat_from } => (*repeat_from, *start, None),
             };
-            let script = self.decision_log.read(partition, from_seq, count)?;
+            let script = self.decision_log.read(partition, from_seq, count, decisions_at)?;
             match restore {
                 Restore::Checkpoint { state, fetch_from, .. } => {
                     tracing::info!(
