@@ -167,3 +167,111 @@ fn an_unavailable_output_holds_the_worker_back_and_nothing_is_lost_or_doubled_wh
     assert!(worker.exited().is_none(), "the worker carried on by itself");
     assert!(worker.terminate(Duration::from_secs(30)).0.success());
 }
+
+/// An undecodable record close to the broker's size limit (999,900 bytes)
+/// becomes a dead letter cut to `worker.dead_letter_max_bytes`, with its
+/// size as received in a header, instead of one the producer refuses (which
+/// would fail the transaction again after every restart); the records
+/// after it are processed.
+#[test]
+fn a_record_near_the_size_limit_is_dead_lettered_cut_to_fit_and_the_worker_goes_on() {
+    use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
+    let setup = Setup::new("huge", 1);
+    let producer: ThreadedProducer<rdkafka::producer::DefaultProducerContext> =
+        segstream_kafka::producer_config(&setup.config(), None)
+            .unwrap()
+            .set("message.max.bytes", "1048576")
+            .create()
+            .unwrap();
+    let huge = vec![b'x'; 999_900];
+    producer.send(BaseRecord::to(&setup.topic("orders")).key("h").payload(huge.as_slice())).expect("enqueue");
+    producer.flush(Duration::from_secs(30)).expect("flush");
+    let after = crate::support::order_record("after-huge", "o-1", 1_704_103_200_000);
+    produce(&setup.producer(), &setup.topic("orders"), &[after]);
+
+    let mut worker = setup.spawn_worker();
+    let addr = worker.wait_ready(Duration::from_secs(60));
+    let dead = setup.read(&setup.topic("dlq"), 1, Duration::from_secs(60));
+    let changes = setup.read(&setup.topic("changes"), 1, Duration::from_secs(60));
+    let metrics = http_get(&addr, "/metrics").1;
+    assert!(worker.exited().is_none(), "the worker goes on:\n{}", worker.log_text());
+    assert!(worker.terminate(Duration::from_secs(20)).0.success());
+    assert_eq!(dead.len(), 1);
+    let kept = dead[0].payload.as_deref().unwrap();
+    assert!(kept.len() <= 524_288 && kept.len() > 500_000 && huge.starts_with(kept), "{}", kept.len());
+    assert_eq!(dead[0].header("segstream.original.size"), Some("999900"));
+    assert_eq!(dead[0].header("segstream.error.code"), Some("unknown_format"));
+    assert_eq!(changes.len(), 1, "the order after it is processed");
+    assert_eq!(metric(&metrics, "segstream_transactions_total{result=\"aborted\"}"), 0.0);
+}
+
+/// `/sql` is read-only by construction and bounded: statements that would
+/// write or read files are refused with a 4xx and write nothing, a runaway
+/// query is cancelled at its timeout while the pipeline goes on committing,
+/// an answer past the row limit is refused, and a query can be POSTed.
+#[test]
+fn sql_refuses_writes_and_file_reads_and_cancels_a_runaway_query_while_the_pipeline_goes_on() {
+    let setup = Setup::new("sqlsafe", 1).with("sql.timeout_ms=2000").with("sql.max_rows=5");
+    let customers: Vec<String> = (0..10).map(|i| format!("sq-{i}")).collect();
+    let orders: Vec<_> = customers
+        .iter()
+        .map(|c| crate::support::order_record(c, &format!("{c}-0"), 1_704_103_200_000))
+        .collect();
+    produce(&setup.producer(), &setup.topic("orders"), &orders);
+    let mut worker = setup.spawn_worker();
+    let addr = worker.wait_ready(Duration::from_secs(60));
+    setup.read(&setup.topic("changes"), 10, Duration::from_secs(60));
+
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("stolen.csv");
+    let enc = |q: &str| q.bytes().map(|b| format!("%{b:02X}")).collect::<String>();
+    let attacks = [
+        format!("COPY (SELECT * FROM features) TO '{}' STORED AS CSV", target.display()),
+        "CREATE EXTERNAL TABLE secrets (line VARCHAR) STORED AS CSV LOCATION '/etc/passwd'".to_owned(),
+        "INSERT INTO features SELECT * FROM features".to_owned(),
+        "SET datafusion.execution.batch_size = 1".to_owned(),
+        "DROP TABLE features".to_owned(),
+    ];
+    for q in &attacks {
+        let (status, body) = http_get(&addr, &format!("/sql?q={}", enc(q)));
+        assert!((400..500).contains(&status), "{q} → {status} {body}");
+        assert!(!body.contains("root:"), "{q} read a file: {body}");
+    }
+    assert!(!target.exists(), "nothing written");
+    let (status, body) = http_get(&addr, &format!("/sql?q={}", enc("SELECT customer_id FROM features")));
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("more than 5 rows"), "{body}");
+
+    // A runaway query is cancelled; the pipeline commits an order meanwhile.
+    let runaway = std::thread::spawn({
+        let addr = addr.clone();
+        let q = enc(
+            "SELECT count(*) FROM generate_series(1, 100000000000) a JOIN generate_series(1, 100000000000) b ON a.value = b.value",
+        );
+        move || {
+            let started = std::time::Instant::now();
+            let answer = http_get(&addr, &format!("/sql?q={q}"));
+            (answer, started.elapsed())
+        }
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    produce(
+        &setup.producer(),
+        &setup.topic("orders"),
+        &[crate::support::order_record("sq-late", "o-late", 1_704_103_300_000)],
+    );
+    assert_eq!(
+        setup.read(&setup.topic("changes"), 11, Duration::from_secs(30)).len(),
+        11,
+        "committed meanwhile"
+    );
+    let ((status, body), took) = runaway.join().unwrap();
+    assert_eq!(status, 408, "{body}");
+    assert!(body.contains("cancelled") && took < Duration::from_secs(15), "{body} after {took:?}");
+
+    let (status, body) =
+        crate::support::http_post(&addr, "/sql?format=json", "SELECT count(*) AS n FROM features");
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("\"n\":11"), "{body}");
+    assert!(worker.terminate(Duration::from_secs(20)).0.success());
+}

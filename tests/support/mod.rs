@@ -502,9 +502,26 @@ impl Drop for WorkerProc {
 
 /// Minimal HTTP/1.0 GET: (status, body).
 pub fn http_get(addr: &str, path: &str) -> (u16, String) {
+    http(addr, &format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n"))
+}
+
+/// POSTs `body` (text) to `path`.
+pub fn http_post(addr: &str, path: &str, body: &str) -> (u16, String) {
+    let len = body.len();
+    http(
+        addr,
+        &format!(
+            "POST {path} HTTP/1.0\r\nHost: {addr}\r\nContent-Type: text/plain\r\nContent-Length: {len}\r\n\r\n{body}"
+        ),
+    )
+}
+
+/// Sends one HTTP/1.0 request; the status and body of the answer (0 and
+/// nothing if there was none).
+fn http(addr: &str, request: &str) -> (u16, String) {
     let Ok(mut s) = TcpStream::connect(addr) else { return (0, String::new()) };
     s.set_read_timeout(Some(Duration::from_secs(5))).ok();
-    if write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").is_err() {
+    if s.write_all(request.as_bytes()).is_err() {
         return (0, String::new());
     }
     let mut text = String::new();

@@ -72,6 +72,8 @@ pub struct Config {
     pub recovery: RecoveryConfig,
     /// HTTP endpoints.
     pub http: HttpConfig,
+    /// Ad-hoc queries.
+    pub sql: SqlConfig,
     /// Logging.
     pub log: LogConfig,
 }
@@ -130,6 +132,9 @@ pub struct WorkerConfig {
     pub session_timeout_ms: u64,
     /// A state snapshot (`segstream backfill`) to start from; empty = none.
     pub warm_start: String,
+    /// A dead letter's size at most, bytes (a larger undecodable record is
+    /// cut, with its original size in a header).
+    pub dead_letter_max_bytes: usize,
     /// Timers fired in one step at most (about: ties go together); a larger
     /// mass firing is split over several steps and transactions.
     pub max_timers_per_step: usize,
@@ -259,6 +264,18 @@ pub struct HttpConfig {
     pub listen: String,
 }
 
+/// `[sql]`: ad-hoc queries of the live feature table (`/sql`).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SqlConfig {
+    /// A query is cancelled after this long, ms.
+    pub timeout_ms: u64,
+    /// Memory of a query's operators at most, MiB.
+    pub memory_limit_mb: usize,
+    /// Rows an answer may hold at most.
+    pub max_rows: usize,
+}
+
 /// `[log]`.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -323,6 +340,13 @@ impl Config {
         }
         if self.worker.batch_max_events == 0 {
             return fail("worker.batch_max_events", "0".into(), "use a positive number, e.g. 5000");
+        }
+        if !(4_096..=1_000_000).contains(&self.worker.dead_letter_max_bytes) {
+            return fail(
+                "worker.dead_letter_max_bytes",
+                self.worker.dead_letter_max_bytes.to_string(),
+                "use 4096 to 1000000 (the producer's message.max.bytes), e.g. 524288",
+            );
         }
         if self.worker.max_timers_per_step == 0 {
             return fail("worker.max_timers_per_step", "0".into(), "use a positive number, e.g. 10000");
@@ -448,6 +472,15 @@ impl Config {
                 format!("{:?}", self.http.listen),
                 "use ip:port, e.g. 127.0.0.1:9898",
             );
+        }
+        if self.sql.timeout_ms == 0 {
+            return fail("sql.timeout_ms", "0".into(), "use a positive number of ms, e.g. 10000");
+        }
+        if self.sql.memory_limit_mb == 0 {
+            return fail("sql.memory_limit_mb", "0".into(), "use a positive number of MiB, e.g. 256");
+        }
+        if self.sql.max_rows == 0 {
+            return fail("sql.max_rows", "0".into(), "use a positive number, e.g. 10000");
         }
         Ok(())
     }

@@ -15,17 +15,114 @@ pub struct DeadLetter<'a> {
     pub message: &'a str,
 }
 
-/// Headers of a dead-letter record: `segstream.error.code` (stable code),
-/// `segstream.error.message`, `segstream.source.topic`,
-/// `segstream.source.partition`, `segstream.source.offset`. The record's key
-/// and value are the original bytes, unchanged.
-pub fn dead_letter_headers(d: &DeadLetter<'_>) -> OwnedHeaders {
+/// The longest error message a dead letter carries (bytes, cut at a
+/// character boundary).
+pub const MAX_MESSAGE_BYTES: usize = 1024;
+/// The longest key a dead letter carries.
+pub const MAX_KEY_BYTES: usize = 4096;
+
+/// A dead-letter record as it is produced: key and value as received, cut
+/// where they would not fit, and the headers.
+#[derive(Debug)]
+pub struct DeadLetterRecord<'a> {
+    /// The original key (its first [`MAX_KEY_BYTES`] if longer).
+    pub key: Option<&'a [u8]>,
+    /// The original value (its first bytes if longer than the budget).
+    pub payload: Option<&'a [u8]>,
+    /// See [`dead_letter_record`].
+    pub headers: OwnedHeaders,
+}
+
+/// The dead letter of `key` and `payload`, at most about `max_bytes` in
+/// all, so that no input can make a dead letter larger than the producer
+/// accepts (a record rejected for its size would fail its transaction
+/// again after every restart). Headers: `segstream.error.code` (stable
+/// code), `segstream.error.message` (at most [`MAX_MESSAGE_BYTES`]),
+/// `segstream.source.topic`, `segstream.source.partition`,
+/// `segstream.source.offset`, and when the value or key was cut,
+/// `segstream.original.size` / `segstream.key.original.size` (their sizes
+/// in bytes as received).
+pub fn dead_letter_record<'a>(
+    d: &DeadLetter<'_>,
+    key: Option<&'a [u8]>,
+    payload: Option<&'a [u8]>,
+    max_bytes: usize,
+) -> DeadLetterRecord<'a> {
     let partition = d.partition.to_string();
     let offset = d.offset.to_string();
-    OwnedHeaders::new_with_capacity(5)
+    let message = cut_str(d.message, MAX_MESSAGE_BYTES);
+    let mut headers = OwnedHeaders::new_with_capacity(7)
         .insert(Header { key: "segstream.error.code", value: Some(d.code) })
-        .insert(Header { key: "segstream.error.message", value: Some(d.message) })
+        .insert(Header { key: "segstream.error.message", value: Some(message) })
         .insert(Header { key: "segstream.source.topic", value: Some(d.topic) })
         .insert(Header { key: "segstream.source.partition", value: Some(&partition) })
-        .insert(Header { key: "segstream.source.offset", value: Some(&offset) })
+        .insert(Header { key: "segstream.source.offset", value: Some(&offset) });
+    let key = key.map(|k| {
+        if k.len() > MAX_KEY_BYTES {
+            let size = k.len().to_string();
+            headers = std::mem::take(&mut headers)
+                .insert(Header { key: "segstream.key.original.size", value: Some(&size) });
+        }
+        &k[..k.len().min(MAX_KEY_BYTES)]
+    });
+    // What the rest takes, generously: header names and values, the key.
+    let used = 512 + message.len() + d.topic.len() + key.map_or(0, <[u8]>::len);
+    let room = max_bytes.saturating_sub(used);
+    let payload = payload.map(|p| {
+        if p.len() > room {
+            let size = p.len().to_string();
+            headers = std::mem::take(&mut headers)
+                .insert(Header { key: "segstream.original.size", value: Some(&size) });
+        }
+        &p[..p.len().min(room)]
+    });
+    DeadLetterRecord { key, payload, headers }
+}
+
+/// The longest prefix of `s` of at most `max` bytes that ends on a
+/// character boundary.
+fn cut_str(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let end = (0..=max).rev().find(|&i| s.is_char_boundary(i)).unwrap_or(0);
+    &s[..end]
+}
+
+#[cfg(test)]
+mod tests {
+    use rdkafka::message::Headers;
+
+    use super::*;
+
+    fn header<'h>(h: &'h OwnedHeaders, key: &str) -> Option<&'h str> {
+        h.iter().find(|x| x.key == key).and_then(|x| std::str::from_utf8(x.value?).ok())
+    }
+
+    fn letter<'a>(message: &'a str) -> DeadLetter<'a> {
+        DeadLetter { topic: "clicks", partition: 3, offset: 42, code: "not_avro", message }
+    }
+
+    #[test]
+    fn a_dead_letter_that_fits_keeps_the_original_bytes_and_says_where_they_came_from() {
+        let r = dead_letter_record(&letter("bad"), Some(b"k"), Some(b"payload"), 1_000_000);
+        assert_eq!((r.key, r.payload), (Some(&b"k"[..]), Some(&b"payload"[..])));
+        assert_eq!(header(&r.headers, "segstream.source.offset"), Some("42"));
+        assert_eq!(header(&r.headers, "segstream.original.size"), None);
+    }
+
+    #[test]
+    fn a_record_near_the_size_limit_is_cut_to_fit_and_says_how_large_it_was() {
+        let payload = vec![7_u8; 999_900];
+        let key = vec![b'k'; 10_000];
+        let message = "é".repeat(2_000);
+        let r = dead_letter_record(&letter(&message), Some(&key), Some(&payload), 524_288);
+        let total = r.key.map_or(0, <[u8]>::len) + r.payload.map_or(0, <[u8]>::len) + MAX_MESSAGE_BYTES + 512;
+        assert!(total <= 524_288 + 512, "{total}");
+        assert_eq!(r.payload.map(<[u8]>::len).map(|n| n > 500_000), Some(true));
+        assert_eq!(header(&r.headers, "segstream.original.size"), Some("999900"));
+        assert_eq!(header(&r.headers, "segstream.key.original.size"), Some("10000"));
+        let kept = header(&r.headers, "segstream.error.message").expect("message");
+        assert!(kept.len() <= MAX_MESSAGE_BYTES && kept.chars().all(|c| c == 'é'), "cut at a boundary");
+    }
 }

@@ -17,5 +17,5 @@ pub use client::{
     transactional_id,
 };
 pub use context::{Assignment, InputContext};
-pub use dead_letter::{DeadLetter, dead_letter_headers};
+pub use dead_letter::{DeadLetter, DeadLetterRecord, MAX_KEY_BYTES, MAX_MESSAGE_BYTES, dead_letter_record};
 pub use error::KafkaIoError;

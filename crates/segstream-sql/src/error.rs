@@ -32,6 +32,14 @@ pub enum SqlError {
         /// What is wrong and how to fix it.
         problem: String,
     },
+    /// A query ran past its time and was cancelled.
+    #[error(
+        "the query ran longer than {0:?} and was cancelled: narrow it (WHERE, LIMIT) or raise sql.timeout_ms"
+    )]
+    TimedOut(std::time::Duration),
+    /// A query returned more rows than an answer may hold.
+    #[error("the answer has more than {0} rows: add a LIMIT, filter or aggregate (or raise sql.max_rows)")]
+    TooManyRows(usize),
     /// A result column does not have the type the feature table needs.
     #[error("column `{column}` of the batch feature query: {problem}")]
     Column {

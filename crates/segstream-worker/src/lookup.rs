@@ -14,13 +14,13 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use datafusion::arrow::array::RecordBatch;
-use datafusion::prelude::SessionContext;
 use std::path::Path;
 
-use segstream_config::{Config, FeaturesConfig};
+use segstream_config::{Config, FeaturesConfig, SqlConfig};
 use segstream_events::EventTime;
 use segstream_segments::LifecycleRules;
-use segstream_sql::query::{self, OutputFormat};
+use segstream_sql::SqlError;
+use segstream_sql::query::{self, Limits, OutputFormat};
 use serde::Deserialize;
 use tokio::sync::oneshot;
 
@@ -66,21 +66,43 @@ pub fn snapshot_features(config: &Config, path: &Path) -> Result<(RecordBatch, E
 
 #[derive(Debug, Deserialize)]
 struct SqlParams {
-    q: String,
+    #[serde(default)]
+    q: Option<String>,
     #[serde(default)]
     format: Option<String>,
 }
 
-/// The `/sql` route.
-pub(crate) fn routes(requests: SyncSender<SnapshotRequest>) -> Router {
-    Router::new().route("/sql", get(sql_page)).with_state(requests)
+/// What `/sql` needs: the way to the pipeline's snapshots and the limits.
+#[derive(Debug, Clone)]
+struct SqlState {
+    requests: SyncSender<SnapshotRequest>,
+    limits: Limits,
 }
 
-async fn sql_page(
-    State(requests): State<SyncSender<SnapshotRequest>>,
-    Query(p): Query<SqlParams>,
-) -> Response {
-    let format = match p.format.as_deref() {
+/// The `/sql` route: the query in `q` (GET) or in the body (POST).
+pub(crate) fn routes(requests: SyncSender<SnapshotRequest>, config: &SqlConfig) -> Router {
+    let limits = Limits {
+        timeout: Duration::from_millis(config.timeout_ms),
+        memory_bytes: config.memory_limit_mb.saturating_mul(1 << 20),
+        max_rows: config.max_rows,
+    };
+    Router::new().route("/sql", get(sql_get).post(sql_post)).with_state(SqlState { requests, limits })
+}
+
+async fn sql_get(State(state): State<SqlState>, Query(p): Query<SqlParams>) -> Response {
+    let Some(q) = p.q else {
+        return (StatusCode::BAD_REQUEST, "give the query in q=... (or POST it as the body)\n")
+            .into_response();
+    };
+    sql_page(state, &q, p.format.as_deref()).await
+}
+
+async fn sql_post(State(state): State<SqlState>, Query(p): Query<SqlParams>, body: String) -> Response {
+    sql_page(state, &body, p.format.as_deref()).await
+}
+
+async fn sql_page(state: SqlState, sql: &str, format: Option<&str>) -> Response {
+    let format = match format {
         None | Some("table") => OutputFormat::Table,
         Some("json") => OutputFormat::Json,
         Some(other) => {
@@ -88,7 +110,7 @@ async fn sql_page(
         }
     };
     let (tx, rx) = oneshot::channel();
-    match requests.try_send(tx) {
+    match state.requests.try_send(tx) {
         Ok(()) => {}
         Err(TrySendError::Full(_)) => {
             return (StatusCode::SERVICE_UNAVAILABLE, "busy: other queries are waiting, retry\n")
@@ -103,8 +125,9 @@ async fn sql_page(
         Ok(Ok(Err(e))) => return (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
         _ => return (StatusCode::SERVICE_UNAVAILABLE, "the pipeline did not answer\n").into_response(),
     };
-    match run_query(batch, &p.q, format).await {
+    match run_query(batch, sql, format, state.limits).await {
         Ok(text) => (StatusCode::OK, text).into_response(),
+        Err(e @ SqlError::TimedOut(_)) => (StatusCode::REQUEST_TIMEOUT, format!("{e}\n")).into_response(),
         Err(e) => (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response(),
     }
 }
@@ -113,10 +136,11 @@ async fn run_query(
     features: RecordBatch,
     sql: &str,
     format: OutputFormat,
-) -> Result<String, segstream_sql::SqlError> {
-    let ctx = SessionContext::new();
+    limits: Limits,
+) -> Result<String, SqlError> {
+    let ctx = query::limited_session(limits.memory_bytes)?;
     query::register(&ctx, "features", features.schema(), vec![features])?;
-    let mut text = query::answer(&ctx, sql, format).await?;
+    let mut text = query::answer_limited(&ctx, sql, format, limits).await?;
     text.push('\n');
     Ok(text)
 }

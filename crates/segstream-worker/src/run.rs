@@ -25,9 +25,14 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<Summary,
         })?;
     let http_stop = CancellationToken::new();
     let (sql_requests, snapshots) = lookup::channel();
-    let (bound, http) =
-        serve(addr, metrics.clone(), Arc::clone(&health), lookup::routes(sql_requests), http_stop.clone())
-            .await?;
+    let (bound, http) = serve(
+        addr,
+        metrics.clone(),
+        Arc::clone(&health),
+        lookup::routes(sql_requests, &config.sql),
+        http_stop.clone(),
+    )
+    .await?;
     tracing::info!(%bound, "serving http://{bound}/metrics, /healthz, /readyz and /sql");
 
     let (tx, rx) = tokio::sync::oneshot::channel();

@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use segstream_events::{DecisionRecord, EventTime, Lane, Positions};
-use segstream_kafka::{DeadLetter, KafkaIoError, dead_letter_headers};
+use segstream_kafka::{DeadLetter, DeadLetterRecord, KafkaIoError, dead_letter_record};
 
 use super::Pipeline;
 use super::outbox::{Record, TxFailure};
@@ -37,18 +37,24 @@ impl Pipeline {
         }
         for d in &dead_letters {
             let topic = self.inputs.lane_topic(d.lane);
-            let headers = dead_letter_headers(&DeadLetter {
+            let letter = DeadLetter {
                 topic,
                 partition: d.partition,
                 offset: d.offset,
                 code: d.rejection.code,
                 message: &d.rejection.message,
-            });
+            };
+            let DeadLetterRecord { key, payload, headers } = dead_letter_record(
+                &letter,
+                d.rejection.key.as_deref(),
+                d.rejection.payload.as_deref(),
+                self.config.worker.dead_letter_max_bytes,
+            );
             let record = Record {
                 topic: &self.config.topics.dead_letter,
                 partition: None,
-                key: d.rejection.key.as_deref(),
-                payload: d.rejection.payload.as_deref(),
+                key,
+                payload,
                 headers: Some(headers),
             };
             let sent = self.outbox.send(record);
