@@ -73,7 +73,10 @@ fn undecodable_records_go_to_the_dead_letter_topic_with_headers_and_are_counted(
     assert_eq!(good.len(), 1);
     assert_eq!(SegmentChange::from_avro(good[0].payload.as_deref().unwrap()).unwrap().segment, "prospect");
     let topic = setup.topic("clickstream");
-    assert_eq!(metric(&metrics, &format!("segstream_dead_letters_total{{topic=\"{topic}\"}}")), 6.0);
+    for code in codes {
+        let line = format!("segstream_dead_letters_total{{code=\"{code}\",topic=\"{topic}\"}}");
+        assert_eq!(metric(&metrics, &line), 1.0, "{line}");
+    }
     assert_eq!(metric(&metrics, &format!("segstream_future_events_total{{topic=\"{topic}\"}}")), 1.0);
     assert_eq!(
         metric(
@@ -274,4 +277,38 @@ fn sql_refuses_writes_and_file_reads_and_cancels_a_runaway_query_while_the_pipel
     assert_eq!(status, 200, "{body}");
     assert!(body.contains("\"n\":11"), "{body}");
     assert!(worker.terminate(Duration::from_secs(20)).0.success());
+}
+
+/// A record on another partition than Kafka's default partitioner gives
+/// its key (as from a librdkafka client left on its CRC32 default) is
+/// dead-lettered with code `wrong_partition`: the worker owning that
+/// partition does not hold the customer's state.
+#[test]
+fn a_record_on_another_partition_than_its_key_gives_is_dead_lettered() {
+    use rdkafka::producer::{BaseRecord, Producer};
+    let setup = Setup::new("placement", 2);
+    let (key, payload) = crate::support::order_record("placed-c", "o-1", 1_704_103_200_000);
+    let right = segstream_kafka::partition_for(key.as_bytes(), 2);
+    let (p, orders) = (setup.producer(), setup.topic("orders"));
+    for partition in [1 - right, right] {
+        let record = BaseRecord::to(&orders).key(key.as_str()).payload(payload.as_slice());
+        p.send(record.partition(partition)).expect("enqueue");
+    }
+    p.flush(Duration::from_secs(30)).expect("flush");
+    let mut worker = setup.spawn_worker();
+    let addr = worker.wait_ready(Duration::from_secs(60));
+    let dead = setup.read(&setup.topic("dlq"), 1, Duration::from_secs(60));
+    let changes = setup.read(&setup.topic("changes"), 1, Duration::from_secs(60));
+    let metrics = http_get(&addr, "/metrics").1;
+    assert!(worker.terminate(Duration::from_secs(20)).0.success());
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].header("segstream.error.code"), Some("wrong_partition"));
+    assert_eq!(dead[0].header("segstream.source.partition"), Some((1 - right).to_string().as_str()));
+    assert!(dead[0].header("segstream.error.message").unwrap().contains("murmur2_random"));
+    assert_eq!(changes.len(), 1, "the record on its key's partition is processed");
+    let line = format!(
+        "segstream_dead_letters_total{{code=\"wrong_partition\",topic=\"{}\"}}",
+        setup.topic("orders")
+    );
+    assert_eq!(metric(&metrics, &line), 1.0, "counted by code:\n{metrics}");
 }

@@ -13,7 +13,9 @@ pub struct Metrics {
     pub events_in: IntCounterVec,
     /// `segstream_decode_errors_total{topic,error_type}`: payloads that did not decode.
     pub decode_errors: IntCounterVec,
-    /// `segstream_dead_letters_total{topic}`: payloads written to the dead-letter topic.
+    /// `segstream_dead_letters_total{topic,code}`: payloads written to the
+    /// dead-letter topic, by source topic and the code of their
+    /// `segstream.error.code` header.
     pub dead_letters: IntCounterVec,
     /// `segstream_segment_changes_total{kind,change}`: change records published.
     pub segment_changes: IntCounterVec,
@@ -148,8 +150,8 @@ impl Metrics {
             dead_letters: counter_vec(
                 &r,
                 "segstream_dead_letters_total",
-                "Payloads written to the dead-letter topic, per source topic.",
-                &["topic"],
+                "Payloads written to the dead-letter topic, by source topic and code (the segstream.error.code header).",
+                &["topic", "code"],
             ),
             segment_changes: counter_vec(
                 &r,

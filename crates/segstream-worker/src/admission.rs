@@ -2,7 +2,10 @@
 //! (straight into Arrow), then the checks that depend only on the record
 //! itself and on its lane's history in offset order, so a replay of the same
 //! input decides the same:
-//! - the key must be the customer_id (else dead letter `key_mismatch`);
+//! - the key must be the customer_id (else dead letter `key_mismatch`), and
+//!   the record on the partition Kafka's default partitioner gives that key
+//!   (else dead letter `wrong_partition`: another worker holds the
+//!   customer's state);
 //! - the event time may be at most `time.max_future_ms` after the Kafka
 //!   timestamp (else dead letter `future_event`);
 //! - an event older than its lane's largest event time minus the allowed
@@ -120,16 +123,24 @@ impl Decoded {
     }
 }
 
+/// Where a record was read: its partition and the topic's partition count.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Placement {
+    pub(crate) partition: i32,
+    pub(crate) partitions: i32,
+}
+
 /// A record that decoded but breaks a check of its own: the dead-letter code
-/// and message.
+/// and message. `placement`: checked against the key when given.
 pub(crate) fn own_check(
     customer: &str,
     key: Option<&[u8]>,
+    placement: Option<Placement>,
     time: EventTime,
     timestamp: Option<i64>,
     max_future_ms: i64,
 ) -> Result<(), (&'static str, String)> {
-    if key != Some(customer.as_bytes()) {
+    let Some(key) = key.filter(|k| *k == customer.as_bytes()) else {
         return Err((
             "key_mismatch",
             format!(
@@ -137,6 +148,17 @@ pub(crate) fn own_check(
                 key.map(String::from_utf8_lossy)
             ),
         ));
+    };
+    if let Some(Placement { partition, partitions }) = placement {
+        let expected = segstream_kafka::partition_for(key, partitions);
+        if expected != partition {
+            return Err((
+                "wrong_partition",
+                format!(
+                    "the record of customer {customer:?} is on partition {partition}, Kafka's default partitioner (murmur2 of the key) puts it on {expected} of {partitions}: produce with the default partitioner (librdkafka clients: partitioner=murmur2_random)"
+                ),
+            ));
+        }
     }
     if let Some(ts) = timestamp
         && time > EventTime::from_millis(ts).plus_millis(max_future_ms)
@@ -172,6 +194,9 @@ pub(crate) struct Admission {
     max_future_ms: i64,
     late: LatePolicy,
     lateness_ms: i64,
+    /// The input topics' partition count, once known: records are checked
+    /// to be on their key's partition.
+    partitions: Option<i32>,
 }
 
 impl Admission {
@@ -180,7 +205,14 @@ impl Admission {
             max_future_ms: i64::try_from(config.time.max_future_ms).unwrap_or(i64::MAX),
             late: config.time.late_events,
             lateness_ms: i64::try_from(config.time.allowed_lateness_ms).unwrap_or(i64::MAX),
+            partitions: None,
         }
+    }
+
+    /// From now on records are checked to be on their key's partition of
+    /// `partitions`.
+    pub(crate) fn check_placement(&mut self, partitions: i32) {
+        self.partitions = Some(partitions);
     }
 
     /// The Kafka records of one poll of a lane, in offset order, as merge
@@ -189,6 +221,7 @@ impl Admission {
     pub(crate) fn admit(
         &self,
         lane: Lane,
+        partition: i32,
         records: &[Incoming<'_>],
         lane_max: &mut Option<EventTime>,
         mut verdict: impl FnMut(Verdict),
@@ -216,7 +249,10 @@ impl Admission {
             let (customer, time) = decoded.row(row);
             let item = decoded.item(row, r.timestamp);
             row += 1;
-            if let Err((code, message)) = own_check(customer, r.key, time, r.timestamp, self.max_future_ms) {
+            let placement = self.partitions.map(|partitions| Placement { partition, partitions });
+            if let Err((code, message)) =
+                own_check(customer, r.key, placement, time, r.timestamp, self.max_future_ms)
+            {
                 verdict(Verdict::Refused(code));
                 out.push((r.offset, None, dead(code, message)));
                 continue;

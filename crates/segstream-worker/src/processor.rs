@@ -119,6 +119,12 @@ impl Processor {
         })
     }
 
+    /// Records read from Kafka are checked to be on their key's partition
+    /// of `partitions` from now on.
+    pub(crate) fn check_placement(&mut self, partitions: i32) {
+        self.admission.check_placement(partitions);
+    }
+
     fn topic(&self, lane: Lane) -> &str {
         match lane {
             Lane::Clicks => &self.topics[0],
@@ -245,7 +251,8 @@ impl Processor {
         self.metrics.events_in.with_label_values(&[topic.as_str()]).inc_by(records.len() as u64);
         let mut lane_max = self.admitted_max.get(&(lane, partition)).copied();
         let metrics = &self.metrics;
-        let admitted = self.admission.admit(lane, records, &mut lane_max, |v| count(metrics, &topic, v))?;
+        let admitted =
+            self.admission.admit(lane, partition, records, &mut lane_max, |v| count(metrics, &topic, v))?;
         self.note_admitted(lane, partition, lane_max, admitted);
         Ok(())
     }
@@ -365,7 +372,7 @@ impl Processor {
             self.emit(out, f, ts);
         }
         if let Item::Dead(rejection) = pending.item {
-            self.metrics.dead_letters.with_label_values(&[self.topic(lane)]).inc();
+            self.metrics.dead_letters.with_label_values(&[self.topic(lane), rejection.code]).inc();
             out.dead_letters.push(DeadLetterOut {
                 lane,
                 partition,

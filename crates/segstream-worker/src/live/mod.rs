@@ -148,7 +148,11 @@ impl Pipeline {
         Ok(Self {
             checkpoints: Checkpoints::new(&config, &metrics, runtime)?,
             partitions: count,
-            processor: Processor::new(&config, metrics.clone())?,
+            processor: {
+                let mut p = Processor::new(&config, metrics.clone())?;
+                p.check_placement(partitions);
+                p
+            },
             warm,
             decision_log: DecisionLog::new(&config)?,
             probe: Probe::new(&config, partitions)?,

@@ -17,7 +17,7 @@ use segstream_config::Config;
 use segstream_events::{EventTime, Lane, RawRecord};
 use segstream_kafka::{KafkaIoError, assigned_consumer_config};
 
-use crate::admission::{Decoded, own_check};
+use crate::admission::{Decoded, Placement, own_check};
 use crate::error::WorkerError;
 
 /// Records read back from the end of each partition.
@@ -120,7 +120,9 @@ impl Probe {
             let (decoded, _) = Decoded::decode(lane, [raw])?;
             if decoded.len() == 1 {
                 let (customer, time) = decoded.row(0);
-                if own_check(customer, m.key(), time, m.timestamp().to_millis(), self.max_future_ms).is_ok() {
+                let placement = Placement { partition: m.partition(), partitions: self.partitions };
+                let ts = m.timestamp().to_millis();
+                if own_check(customer, m.key(), Some(placement), time, ts, self.max_future_ms).is_ok() {
                     return Ok(Some(time));
                 }
             }
