@@ -155,7 +155,7 @@ fn an_unavailable_output_holds_the_worker_back_and_nothing_is_lost_or_doubled_wh
     let metrics = http_get(&addr, "/metrics").1;
     assert!(worker.exited().is_none(), "the worker rides the outage out:\n{}", worker.log_text());
     let failed = metric(&metrics, "segstream_transactions_total{result=\"aborted\"}")
-        + metric(&metrics, "segstream_transactions_total{result=\"expired\"}");
+        + metric(&metrics, "segstream_transactions_total{result=\"renewed\"}");
     assert!(failed >= 1.0, "transactions that could not complete were aborted:\n{metrics}");
     assert!(setup.read(&changes_topic, 1, Duration::from_secs(1)).is_empty(), "nothing committed");
 

@@ -122,7 +122,9 @@ fn a_second_worker_with_the_same_instance_id_fences_the_first_which_stops_and_sa
 fn a_broker_restarted_mid_stream_loses_nothing_and_the_worker_carries_on_by_itself() {
     let _keep = KeepLogsOnPanic;
     let broker = Broker::own("restart");
-    let setup = Setup::on(&broker, "restart", 2);
+    // Down for longer than the transaction timeout too: the coordinator
+    // aborts the open transaction when it comes back.
+    let setup = Setup::on(&broker, "restart", 2).with("worker.transaction_timeout_ms=4000");
     let customers: Vec<String> = (0..100).map(|i| format!("rs-{i}")).collect();
     let p = setup.producer();
     let orders =

@@ -30,7 +30,8 @@ pub struct Metrics {
     /// `segstream_batch_duration_seconds`: processing time per micro-batch.
     pub batch_seconds: Histogram,
     /// `segstream_transactions_total{result}`: Kafka transactions by result
-    /// (committed, aborted, fenced, expired: past the transaction timeout, fatal).
+    /// (committed, aborted, fenced, renewed: the producer could not go on
+    /// and a new one took over, fatal).
     pub transactions: IntCounterVec,
     /// `segstream_commit_duration_seconds`: time to commit one transaction
     /// (memberships, decisions, offsets, commit).
@@ -184,7 +185,7 @@ impl Metrics {
             transactions: counter_vec(
                 &r,
                 "segstream_transactions_total",
-                "Kafka transactions, by result (committed, aborted, fenced, expired: aborted by the broker past worker.transaction_timeout_ms, fatal).",
+                "Kafka transactions, by result (committed, aborted, fenced, renewed: the producer could not go on, typically its transaction aborted by the broker past worker.transaction_timeout_ms, and a new one took over; fatal).",
                 &["result"],
             ),
             commit_seconds: register(

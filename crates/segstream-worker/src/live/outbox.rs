@@ -42,11 +42,13 @@ pub(crate) enum TxFailure {
     /// expired, or a rebalance completed): abort, drop the partitions'
     /// state, let the consumer rejoin.
     GroupFenced(KafkaError),
-    /// The transaction ran past the transaction timeout and the broker
-    /// aborted it, bumping the producer's epoch (librdkafka reports that as
-    /// fenced): the producer was renewed, the partitions go back to their
+    /// The producer cannot go on, and no twin stopped it: most often the
+    /// broker aborted a transaction that ran past its timeout (a broker
+    /// restart, an output away) and bumped the producer's epoch, which
+    /// librdkafka reports as fenced or as an invalid state. A new producer
+    /// takes over (in [`Outbox::abort`]); the partitions go back to their
     /// committed state.
-    Expired(KafkaError),
+    Renew(KafkaError),
     /// The producer cannot go on: stop.
     Fatal(WorkerError),
 }
@@ -56,6 +58,8 @@ pub(crate) struct Outbox {
     producer: BaseProducer<DefaultProducerContext>,
     /// When the open transaction began (`None`: none is open).
     opened: Option<Instant>,
+    /// When the producer was renewed lately.
+    renewals: Vec<Instant>,
     timeout: Duration,
     transactional_id: String,
     instance_id: String,
@@ -84,6 +88,7 @@ impl Outbox {
         Ok(Self {
             producer: start(config, &transactional_id)?,
             opened: None,
+            renewals: Vec::new(),
             timeout: Duration::from_millis(config.worker.transaction_timeout_ms),
             transactional_id,
             instance_id: config.instance_id(),
@@ -95,6 +100,8 @@ impl Outbox {
     /// timeout (its epoch is stale) with a new one.
     fn renew(&mut self) -> Result<(), WorkerError> {
         self.opened = None;
+        self.renewals.retain(|t| t.elapsed() < RENEWAL_WINDOW);
+        self.renewals.push(Instant::now());
         self.producer = start(&self.config, &self.transactional_id)?;
         Ok(())
     }
@@ -185,8 +192,8 @@ impl Outbox {
         self.opened = None;
         match result {
             Ok(()) => Ok(()),
-            Err(TxFailure::Expired(e)) => {
-                tracing::warn!(error = %e, "the broker had aborted the transaction already (timeout): new producer");
+            Err(TxFailure::Renew(e)) => {
+                tracing::warn!(error = %e, "the producer cannot go on (its transaction was aborted by the broker): a new one takes over");
                 self.renew()
             }
             Err(TxFailure::Fatal(e)) => Err(e),
@@ -261,18 +268,20 @@ impl Outbox {
             // The broker aborts a transaction open longer than its timeout
             // and bumps the epoch: that looks fenced, but only a transaction
             // that old can have met it; a younger one was fenced by a twin.
-            if fenced && self.opened.is_some_and(|at| at.elapsed() >= self.timeout) {
-                return TxFailure::Expired(e);
+            let expired = self.opened.is_some_and(|at| at.elapsed() >= self.timeout);
+            let recent = self.renewals.iter().filter(|t| t.elapsed() < RENEWAL_WINDOW).count();
+            if (fenced && !expired) || recent >= MAX_RENEWALS {
+                tracing::error!(error = %e, reason = ?reason, renewals = recent, "fatal producer error");
+                return TxFailure::Fatal(if fenced && !expired {
+                    WorkerError::DuplicateInstance {
+                        instance_id: self.instance_id.clone(),
+                        seen_by: "transactional producer",
+                    }
+                } else {
+                    WorkerError::Transaction { context: "a transaction (fatal producer error)", source: e }
+                });
             }
-            tracing::error!(error = %e, reason = ?reason, "fatal producer error");
-            return TxFailure::Fatal(if fenced {
-                WorkerError::DuplicateInstance {
-                    instance_id: self.instance_id.clone(),
-                    seen_by: "transactional producer",
-                }
-            } else {
-                WorkerError::Transaction { context: "a transaction (fatal producer error)", source: e }
-            });
+            return TxFailure::Renew(e);
         }
         match code {
             Some(
@@ -285,6 +294,11 @@ impl Outbox {
         }
     }
 }
+
+/// More renewals of the producer than this within [`RENEWAL_WINDOW`] stop
+/// the worker with the error (it is not transient).
+const MAX_RENEWALS: usize = 5;
+const RENEWAL_WINDOW: Duration = Duration::from_secs(600);
 
 /// A transactional producer with transactions initialised: any previous
 /// incarnation with the same transactional id is fenced and its open

@@ -84,7 +84,7 @@ impl Pipeline {
             Err(TxFailure::Abortable(e)) => ("aborted", e),
             Err(TxFailure::GroupFenced(e)) => ("fenced", e),
             // The abort below renews the producer.
-            Err(TxFailure::Expired(e)) => ("expired", e),
+            Err(TxFailure::Renew(e)) => ("renewed", e),
         };
         tracing::warn!(
             error = %error,
