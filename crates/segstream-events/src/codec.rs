@@ -55,6 +55,16 @@ fn avro_record(writer: &Schema, reader: &Schema, mut body: &[u8]) -> Result<Valu
     Ok(value)
 }
 
+/// A JSON event; an error names the field it is about. Fields the schema
+/// does not have are ignored, so a producer can add one before we do.
+fn from_json<T: serde::de::DeserializeOwned>(text: &[u8]) -> Result<T, DecodeError> {
+    let mut json = serde_json::Deserializer::from_slice(text);
+    let value: T = serde_path_to_error::deserialize(&mut json)
+        .map_err(|e| DecodeError::Json { path: e.path().to_string(), problem: e.inner().to_string() })?;
+    json.end().map_err(|e| DecodeError::Json { path: ".".into(), problem: e.to_string() })?;
+    Ok(value)
+}
+
 /// Decodes and validates one click payload.
 pub fn decode_click(payload: &[u8], schemas: &Schemas) -> Result<ClickEvent, DecodeError> {
     let event = match classify(payload)? {
@@ -66,7 +76,7 @@ pub fn decode_click(payload: &[u8], schemas: &Schemas) -> Result<ClickEvent, Dec
             })?;
             click_from_value(avro_record(writer, &schemas.click, body)?)?
         }
-        Body::Json(text) => serde_json::from_slice(text).map_err(|e| DecodeError::Json(e.to_string()))?,
+        Body::Json(text) => from_json(text)?,
     };
     validate_common(&event.customer_id, event.event_time)?;
     if let Some(price) = event.price {
@@ -86,7 +96,7 @@ pub fn decode_order(payload: &[u8], schemas: &Schemas) -> Result<OrderEvent, Dec
             })?;
             order_from_value(avro_record(writer, &schemas.order, body)?)?
         }
-        Body::Json(text) => serde_json::from_slice(text).map_err(|e| DecodeError::Json(e.to_string()))?,
+        Body::Json(text) => from_json(text)?,
     };
     validate_common(&event.customer_id, event.event_time)?;
     if event.order_id.is_empty() {

@@ -29,9 +29,15 @@ pub enum DecodeError {
     /// The Avro body did not decode with the writer schema.
     #[error("invalid Avro body: {0}")]
     Avro(String),
-    /// The JSON body did not parse into the event.
-    #[error("invalid JSON: {0}")]
-    Json(String),
+    /// The JSON body did not parse into the event: where (the field's
+    /// path, empty for the document itself) and why.
+    #[error("invalid JSON at `{path}`: {problem}")]
+    Json {
+        /// The field's path (`price`, `categories[2]`; `.` for the document).
+        path: String,
+        /// What is wrong there.
+        problem: String,
+    },
     /// The event decoded but a field breaks a rule of the schema docs.
     #[error("invalid field `{field}`: {problem}")]
     Invalid {
@@ -51,7 +57,7 @@ impl DecodeError {
             Self::TruncatedHeader(_) => "truncated_header",
             Self::UnknownSchemaId { .. } => "unknown_schema_id",
             Self::Avro(_) => "invalid_avro",
-            Self::Json(_) => "invalid_json",
+            Self::Json { .. } => "invalid_json",
             Self::Invalid { .. } => "invalid_field",
         }
     }

@@ -29,4 +29,6 @@ pub use ids::{CustomerId, EventTime};
 pub use model::{ClickEvent, ClickEventType, OrderEvent, OrderStatus};
 
 #[cfg(test)]
+mod fuzz;
+#[cfg(test)]
 mod tests;

@@ -82,7 +82,6 @@ impl OrderStatus {
 
 /// One clickstream interaction (`schemas/clickstream.avsc`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct ClickEvent {
     /// Producer-assigned unique id.
     pub event_id: String,
@@ -117,7 +116,6 @@ pub struct ClickEvent {
 
 /// One order life-cycle event (`schemas/orders.avsc`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct OrderEvent {
     /// Order id.
     pub order_id: String,

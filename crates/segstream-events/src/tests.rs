@@ -110,6 +110,22 @@ fn malformed_payloads_are_rejected_with_stable_codes() {
     );
 }
 
+/// A JSON error names the field it is about; a field the schema does not
+/// have (added upstream first) is ignored.
+#[test]
+fn json_input_errors_name_the_field_and_unknown_fields_are_ignored() {
+    let err = |text: &[u8]| decode_click(text, Schemas::builtin()).expect_err("refused").to_string();
+    let wrong_type = err(br#"{"event_id":"e","customer_id":"c","event_type":"page_view","event_time":1700000000000,"price":"12"}"#);
+    assert!(wrong_type.contains("`price`"), "{wrong_type}");
+    let wrong_variant =
+        err(br#"{"event_id":"e","customer_id":"c","event_type":"teleport","event_time":1700000000000}"#);
+    assert!(wrong_variant.contains("`event_type`"), "{wrong_variant}");
+    let missing = err(br#"{"event_id":"e","event_type":"page_view","event_time":1700000000000}"#);
+    assert!(missing.contains("customer_id"), "{missing}");
+    let extra = br#"{"event_id":"e","customer_id":"c","event_type":"page_view","event_time":1700000000000,"utm_source":"x"}"#;
+    assert_eq!(decode_click(extra, Schemas::builtin()).expect("decoded").customer_id.as_str(), "c");
+}
+
 #[test]
 fn negative_order_amounts_are_rejected() {
     let mut o = order();
