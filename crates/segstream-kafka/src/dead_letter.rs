@@ -57,26 +57,22 @@ pub fn dead_letter_record<'a>(
         .insert(Header { key: "segstream.source.topic", value: Some(d.topic) })
         .insert(Header { key: "segstream.source.partition", value: Some(&partition) })
         .insert(Header { key: "segstream.source.offset", value: Some(&offset) });
-    let key = key.map(|k| {
-        if k.len() > MAX_KEY_BYTES {
-            let size = k.len().to_string();
-            headers = std::mem::take(&mut headers)
-                .insert(Header { key: "segstream.key.original.size", value: Some(&size) });
-        }
-        &k[..k.len().min(MAX_KEY_BYTES)]
-    });
+    let key = key.map(|k| cut(k, MAX_KEY_BYTES, "segstream.key.original.size", &mut headers));
     // What the rest takes, generously: header names and values, the key.
     let used = 512 + message.len() + d.topic.len() + key.map_or(0, <[u8]>::len);
     let room = max_bytes.saturating_sub(used);
-    let payload = payload.map(|p| {
-        if p.len() > room {
-            let size = p.len().to_string();
-            headers = std::mem::take(&mut headers)
-                .insert(Header { key: "segstream.original.size", value: Some(&size) });
-        }
-        &p[..p.len().min(room)]
-    });
+    let payload = payload.map(|p| cut(p, room, "segstream.original.size", &mut headers));
     DeadLetterRecord { key, payload, headers }
+}
+
+/// The first `max` bytes of `bytes`; when that cuts them, header `size_header`
+/// says how many there were.
+fn cut<'a>(bytes: &'a [u8], max: usize, size_header: &str, headers: &mut OwnedHeaders) -> &'a [u8] {
+    if bytes.len() > max {
+        let size = bytes.len().to_string();
+        *headers = std::mem::take(headers).insert(Header { key: size_header, value: Some(&size) });
+    }
+    &bytes[..bytes.len().min(max)]
 }
 
 /// The longest prefix of `s` of at most `max` bytes that ends on a
