@@ -4,7 +4,7 @@
 #
 # Env: DEMO_CUSTOMERS (default 300), DEMO_DAYS (540), DEMO_RATE (events/s,
 # default 15000), KAFKA_PORT (default 9092; a free one if taken),
-# METRICS_PORT (default 9898), DEMO_KEEP=1 to keep running until Ctrl-C.
+# METRICS_PORT (default 9898), SQL_PORT (default 9899), DEMO_KEEP=1 to keep running until Ctrl-C.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
@@ -31,9 +31,14 @@ scripts/kafka-broker.sh stop --dir "$BROKER_DIR" >/dev/null 2>&1 || true
 rm -rf "$DEMO" && mkdir -p "$DEMO"
 KAFKA_PORT=$(pick_port "${KAFKA_PORT:-9092}")
 METRICS_PORT=$(pick_port "${METRICS_PORT:-9898}")
+SQL_PORT=$(pick_port "${SQL_PORT:-9899}")
 scripts/kafka-broker.sh start --dir "$BROKER_DIR" --port "$KAFKA_PORT"
 export SEGSTREAM__KAFKA__BOOTSTRAP_SERVERS="127.0.0.1:$KAFKA_PORT"
 export SEGSTREAM__HTTP__LISTEN="127.0.0.1:$METRICS_PORT"
+# /sql serves customer data: its own listener, a bearer token from the environment.
+export SEGSTREAM__SQL__LISTEN="127.0.0.1:$SQL_PORT"
+SEGSTREAM_SQL_TOKEN=$(head -c 24 /dev/urandom | base64 | tr -d '/+=')
+export SEGSTREAM_SQL_TOKEN
 export SEGSTREAM__WORKER__INSTANCE_ID=demo
 # When the traffic stops, every partition follows the input's watermark after
 # 2 s (not the default 30 s), so the last timers fire before the summary.

@@ -2,6 +2,7 @@
 //! out as JSON lines) and `segstream backfill` (the same, state out as a
 //! snapshot file).
 
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -89,18 +90,33 @@ impl History {
         )
     }
 
-    /// Prints the first payloads that did not decode, with file and line.
-    fn report_rejected(&self, summary: &ReplaySummary) {
-        if summary.rejected.is_empty() {
-            return;
+    /// Prints how many events were rejected, by reason, and the first of
+    /// them with file and line; an error when no event decoded at all.
+    fn report_rejected(&self, summary: &ReplaySummary) -> anyhow::Result<()> {
+        let mut by_code: BTreeMap<&str, usize> = BTreeMap::new();
+        for (_, _, error) in &summary.rejected {
+            *by_code.entry(error.code()).or_default() += 1;
         }
-        eprintln!("{} events did not decode (a live worker dead-letters them):", summary.rejected.len());
+        let reasons: Vec<String> = by_code.iter().map(|(code, n)| format!("{code}: {n}")).collect();
+        eprintln!(
+            "{} events rejected (a live worker dead-letters them){}{}",
+            summary.rejected.len(),
+            if reasons.is_empty() { "" } else { ": " },
+            reasons.join(", ")
+        );
         for (kind, index, error) in summary.rejected.iter().take(10) {
             let lane = if *kind == "clicks" { &self.clicks } else { &self.orders };
             if let Some((f, line)) = lane.origin.get(*index) {
                 eprintln!("  {}:{line}: {error}", self.files[*f].path.display());
             }
         }
+        anyhow::ensure!(
+            summary.clicks + summary.orders > 0 || self.total() == 0,
+            "none of the {} events decoded (reasons above): nothing was written",
+            self.total()
+        );
+        anyhow::ensure!(self.total() > 0, "the input holds no events: nothing was written");
+        Ok(())
     }
 }
 
@@ -128,6 +144,7 @@ pub(crate) async fn backfill(args: BackfillArgs, config: Config) -> anyhow::Resu
     })
     .await??;
     bar.finish_and_clear();
+    history.report_rejected(&summary)?;
     eprintln!(
         "backfilled {} customers from {} clicks and {} orders in {:.1} s, as of {}: {} ({:.1} MiB)",
         summary.customers,
@@ -138,7 +155,6 @@ pub(crate) async fn backfill(args: BackfillArgs, config: Config) -> anyhow::Resu
         args.snapshot.display(),
         bytes as f64 / 1_048_576.0,
     );
-    history.report_rejected(&summary);
     Ok(())
 }
 
@@ -200,6 +216,5 @@ pub(crate) async fn run(args: ReplayArgs, config: Config) -> anyhow::Result<()> 
         summary.late,
         summary.late_set_aside,
     );
-    history.report_rejected(&summary);
-    Ok(())
+    history.report_rejected(&summary)
 }

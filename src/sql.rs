@@ -47,7 +47,8 @@ pub(crate) struct SqlArgs {
     /// or milliseconds since the epoch. Default: the latest event in the input.
     #[arg(long)]
     as_of: Option<String>,
-    /// Without --input: the worker's HTTP address (default: http.listen).
+    /// Without --input: the worker's SQL address (default: sql.listen); the
+    /// token is read from the variable sql.token_env names.
     #[arg(long)]
     worker: Option<String>,
     /// How to print the result.
@@ -75,8 +76,15 @@ pub(crate) async fn run(args: SqlArgs, config: Config) -> anyhow::Result<()> {
     } else if let Some(input) = &args.input {
         register_history(&ctx, input, args.as_of.as_deref(), &config).await?;
     } else {
-        let addr = args.worker.clone().unwrap_or_else(|| config.http.listen.clone());
-        let text = query_worker(&addr, &args.query, args.format).await?;
+        let addr = args.worker.clone().unwrap_or_else(|| config.sql.listen.clone());
+        anyhow::ensure!(
+            !addr.is_empty(),
+            "give --input, --snapshot, or a worker's SQL address with --worker host:port (or sql.listen)"
+        );
+        let token = std::env::var(&config.sql.token_env).with_context(|| {
+            format!("a worker's /sql needs its token: export {} (sql.token_env)", config.sql.token_env)
+        })?;
+        let text = query_worker(&addr, &token, &args.query, args.format).await?;
         print!("{text}");
         return Ok(());
     }
@@ -93,7 +101,7 @@ async fn register_history(
     config: &Config,
 ) -> anyhow::Result<()> {
     let files = history::discover(input)?;
-    let events = history::decode_history(&files).await?;
+    let events = history::decode_history(&files, segstream_worker::event_time_range(config)).await?;
     for (path, line, error) in events.rejected.iter().take(10) {
         eprintln!("skipped {}:{line}: {error}", path.display());
     }
@@ -114,17 +122,18 @@ async fn register_history(
 }
 
 /// Runs the query on a worker's `/sql` endpoint and returns its text.
-async fn query_worker(addr: &str, sql: &str, format: Format) -> anyhow::Result<String> {
+async fn query_worker(addr: &str, token: &str, sql: &str, format: Format) -> anyhow::Result<String> {
     let url = format!("http://{addr}/sql");
     let (sql, fmt) = (sql.to_owned(), format!("{format:?}").to_lowercase());
+    let bearer = format!("Bearer {}", token.trim());
     let response = tokio::task::spawn_blocking(move || {
-        ureq::get(&url)
-            .query("q", &sql)
+        ureq::post(&url)
+            .header("Authorization", &bearer)
             .query("format", &fmt)
             .config()
             .http_status_as_error(false)
             .build()
-            .call()
+            .send(sql.as_bytes())
     })
     .await?
     .with_context(|| format!("cannot reach the worker at {addr} (is it running? --worker host:port)"))?;

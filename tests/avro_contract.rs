@@ -72,14 +72,22 @@ fn a_standard_avro_library_reads_and_writes_our_topics_from_the_schema_files() {
         String::from_utf8_lossy(&out.stderr)
     );
 
-    let click =
-        decode_click(&std::fs::read(work.path().join("click.bin")).unwrap(), Schemas::builtin()).unwrap();
+    let click = decode_click(
+        &std::fs::read(work.path().join("click.bin")).unwrap(),
+        Schemas::builtin(),
+        Default::default(),
+    )
+    .unwrap();
     assert_eq!(
         (click.event_type, click.price, click.customer_id.as_str()),
         (ClickEventType::AddToCart, Some(12.5), "c-py")
     );
-    let order =
-        decode_order(&std::fs::read(work.path().join("order.bin")).unwrap(), Schemas::builtin()).unwrap();
+    let order = decode_order(
+        &std::fs::read(work.path().join("order.bin")).unwrap(),
+        Schemas::builtin(),
+        Default::default(),
+    )
+    .unwrap();
     assert_eq!(
         (order.status, order.currency.as_str(), order.categories.len()),
         (OrderStatus::Refunded, "USD", 2)

@@ -9,6 +9,7 @@ use segstream_events::{ClickEventType, SegmentChange};
 
 use crate::support::{
     KeepLogsOnPanic, S3Server, Setup, WorkerProc, click_record, http_get, metric, order_record, produce,
+    sql_get,
 };
 
 const DAY: i64 = 86_400_000;
@@ -18,7 +19,7 @@ const T0: i64 = 1_704_103_200_000;
 /// A column of one customer's row of the live feature table.
 fn feature_of(addr: &str, customer: &str, column: &str) -> serde_json::Value {
     let q = format!("SELECT%20{column}%20FROM%20features%20WHERE%20customer_id%20%3D%20%27{customer}%27");
-    let (status, body) = http_get(addr, &format!("/sql?format=json&q={q}"));
+    let (status, body) = sql_get(addr, &format!("/sql?format=json&q={q}"));
     assert_eq!(status, 200, "{body}");
     let rows: serde_json::Value = serde_json::from_str(body.trim()).unwrap();
     rows[0][column].clone()
@@ -32,7 +33,7 @@ fn lifecycle_of(addr: &str, customer: &str) -> String {
 fn wait_customers(addr: &str, n: usize, worker: &WorkerProc) {
     let count = "SELECT%20count(*)%20AS%20n%20FROM%20features";
     let deadline = Instant::now() + Duration::from_secs(30);
-    while http_get(addr, &format!("/sql?format=json&q={count}")).1.trim() != format!("[{{\"n\":{n}}}]") {
+    while sql_get(addr, &format!("/sql?format=json&q={count}")).1.trim() != format!("[{{\"n\":{n}}}]") {
         assert!(Instant::now() < deadline, "{n} customers arrive:\n{}", worker.log_text());
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -61,13 +62,14 @@ fn after_retention_deleted_the_early_records_a_checkpoint_restores_the_right_sta
     produce(&p, &orders, &[order_record("ann", "a1", T0), order_record("bob", "b1", T0 + DAY)]);
     produce(&p, &clicks, &[click_record("ann", T0 + 2 * DAY, ClickEventType::PageView)]);
     let mut first = setup.spawn_worker();
-    let addr = first.wait_ready(Duration::from_secs(60));
+    first.wait_ready(Duration::from_secs(60));
+    let sql = first.sql_addr();
     let deadline = Instant::now() + Duration::from_secs(30);
-    while feature_of(&addr, "ann", "page_views_30d") != 1 {
+    while feature_of(&sql, "ann", "page_views_30d") != 1 {
         assert!(Instant::now() < deadline, "ann's click is processed:\n{}", first.log_text());
         std::thread::sleep(Duration::from_millis(100));
     }
-    assert_eq!(lifecycle_of(&addr, "ann"), "new");
+    assert_eq!(lifecycle_of(&sql, "ann"), "new");
     // At shutdown: the last commit, then a checkpoint of every partition.
     assert!(first.terminate(Duration::from_secs(30)).0.success());
 
@@ -77,8 +79,9 @@ fn after_retention_deleted_the_early_records_a_checkpoint_restores_the_right_sta
     produce(&p, &orders, &[order_record("ann", "a2", T0 + 50 * DAY)]);
     let mut second = setup.spawn_worker();
     let addr = second.wait_ready(Duration::from_secs(60));
+    let sql = second.sql_addr();
     let deadline = Instant::now() + Duration::from_secs(30);
-    while lifecycle_of(&addr, "ann") != "active" {
+    while lifecycle_of(&sql, "ann") != "active" {
         assert!(Instant::now() < deadline, "ann's second order makes her active:\n{}", second.log_text());
         std::thread::sleep(Duration::from_millis(200));
     }
@@ -149,12 +152,13 @@ fn the_parquet_feature_files_of_all_partitions_equal_the_live_feature_table() {
     produce(&p, &setup.topic("orders"), &orders);
     produce(&p, &setup.topic("clickstream"), &clicks);
     let mut worker = setup.spawn_worker();
-    let addr = worker.wait_ready(Duration::from_secs(60));
-    wait_customers(&addr, 30, &worker);
+    worker.wait_ready(Duration::from_secs(60));
+    let sql = worker.sql_addr();
+    wait_customers(&sql, 30, &worker);
     // Quiet partitions follow the input's watermark: all stand at one time.
     std::thread::sleep(Duration::from_secs(2));
     let query = "SELECT * FROM features ORDER BY customer_id";
-    let (status, live) = http_get(&addr, &format!("/sql?format=json&q={}", query.replace(' ', "%20")));
+    let (status, live) = sql_get(&sql, &format!("/sql?format=json&q={}", query.replace(' ', "%20")));
     assert_eq!(status, 200, "{live}");
     // Shutdown checkpoints every partition at the committed offsets.
     assert!(worker.terminate(Duration::from_secs(30)).0.success());
@@ -190,8 +194,9 @@ fn checkpoints_written_to_and_restored_from_an_s3_compatible_store() {
     let orders: Vec<_> = (0..20).map(|i| order_record(&format!("s3-{i}"), "o1", T0 + i * DAY)).collect();
     produce(&p, &setup.topic("orders"), &orders);
     let mut first = setup.spawn_worker();
-    let addr = first.wait_ready(Duration::from_secs(60));
-    wait_customers(&addr, 20, &first);
+    first.wait_ready(Duration::from_secs(60));
+    let sql = first.sql_addr();
+    wait_customers(&sql, 20, &first);
     assert!(first.terminate(Duration::from_secs(30)).0.success());
     let keys = s3.keys("segstream-test", "state/");
     let group = format!("g-{}", setup.name);
@@ -208,8 +213,9 @@ fn checkpoints_written_to_and_restored_from_an_s3_compatible_store() {
     produce(&p, &setup.topic("orders"), &[order_record("s3-0", "o2", T0 + 40 * DAY)]);
     let second = setup.spawn_worker();
     let addr = second.wait_ready(Duration::from_secs(60));
+    let sql = second.sql_addr();
     let deadline = Instant::now() + Duration::from_secs(30);
-    while lifecycle_of(&addr, "s3-0") != "active" {
+    while lifecycle_of(&sql, "s3-0") != "active" {
         assert!(Instant::now() < deadline, "s3-0's second order:\n{}", second.log_text());
         std::thread::sleep(Duration::from_millis(100));
     }

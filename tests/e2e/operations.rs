@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use segstream_events::{ClickEventType, SegmentChange};
 
-use crate::support::{Setup, click_record, http_get, metric, produce};
+use crate::support::{Setup, click_record, http_get, metric, produce, sql_get};
 
 fn good_click(customer: &str) -> Vec<u8> {
     click_at(customer, 1_704_103_200_000)
@@ -27,6 +27,8 @@ fn undecodable_records_go_to_the_dead_letter_topic_with_headers_and_are_counted(
         ),
         ("k3".into(), wrong_schema),
         ("k4".into(), vec![0, 0, 0]),
+        // Seconds, not milliseconds: January 1970.
+        ("c-secs".into(), click_at("c-secs", 1_704_103_200)),
         // Decodes, but keyed by someone else: it would land on another partition than its orders.
         ("someone-else".into(), good_click("c-key")),
         // Decodes, but 2099: it would move stream time and fire every timer decades early.
@@ -39,12 +41,12 @@ fn undecodable_records_go_to_the_dead_letter_topic_with_headers_and_are_counted(
 
     let mut worker = setup.spawn_worker();
     let addr = worker.wait_ready(Duration::from_secs(60));
-    let dead = setup.read(&setup.topic("dlq"), 6, Duration::from_secs(60));
+    let dead = setup.read(&setup.topic("dlq"), 7, Duration::from_secs(60));
     let good = setup.read(&setup.topic("changes"), 1, Duration::from_secs(30));
     let metrics = http_get(&addr, "/metrics").1;
     assert!(worker.terminate(Duration::from_secs(20)).0.success());
 
-    assert_eq!(dead.len(), 6, "every bad record is dead-lettered");
+    assert_eq!(dead.len(), 7, "every bad record is dead-lettered");
     let codes: Vec<&str> = dead.iter().map(|r| r.header("segstream.error.code").unwrap()).collect();
     assert_eq!(
         codes,
@@ -53,6 +55,7 @@ fn undecodable_records_go_to_the_dead_letter_topic_with_headers_and_are_counted(
             "invalid_field",
             "unknown_schema_id",
             "truncated_header",
+            "event_time_out_of_range",
             "key_mismatch",
             "future_event"
         ]
@@ -65,7 +68,7 @@ fn undecodable_records_go_to_the_dead_letter_topic_with_headers_and_are_counted(
         assert!(r.header("segstream.error.message").is_some_and(|m| !m.is_empty()));
     }
     let offsets: Vec<&str> = dead.iter().map(|r| r.header("segstream.source.offset").unwrap()).collect();
-    assert_eq!(offsets, ["0", "1", "3", "4", "5", "6"]);
+    assert_eq!(offsets, ["0", "1", "3", "4", "5", "6", "7"]);
     let message = dead[1].header("segstream.error.message").unwrap();
     assert!(message.contains("customer_id"), "{message}");
 
@@ -116,6 +119,12 @@ fn bad_configuration_stops_with_the_key_and_the_fix() {
     assert_ne!(out.status.code(), Some(0));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("enable.auto.commit"), "{err}");
+
+    // /sql on, its token missing from the environment: no start, and the fix.
+    let out = setup.with("sql.token_env=SEGSTREAM_TEST_UNSET_TOKEN").cli(&["worker"]);
+    assert_ne!(out.status.code(), Some(0));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("SEGSTREAM_TEST_UNSET_TOKEN") && err.contains("sql.listen"), "{err}");
 }
 
 /// The changes topic is gone for longer than the transaction timeout
@@ -208,12 +217,14 @@ fn a_record_near_the_size_limit_is_dead_lettered_cut_to_fit_and_the_worker_goes_
     assert_eq!(metric(&metrics, "segstream_transactions_total{result=\"aborted\"}"), 0.0);
 }
 
-/// `/sql` is read-only by construction and bounded: statements that would
+/// `/sql` is on its own listener behind a bearer token, read-only by
+/// construction and bounded: statements that would
 /// write or read files are refused with a 4xx and write nothing, a runaway
 /// query is cancelled at its timeout while the pipeline goes on committing,
 /// an answer past the row limit is refused, and a query can be POSTed.
 #[test]
-fn sql_refuses_writes_and_file_reads_and_cancels_a_runaway_query_while_the_pipeline_goes_on() {
+fn sql_requires_its_token_refuses_writes_and_file_reads_and_cancels_a_runaway_query_while_the_pipeline_goes_on()
+ {
     let setup = Setup::new("sqlsafe", 1).with("sql.timeout_ms=2000").with("sql.max_rows=5");
     let customers: Vec<String> = (0..10).map(|i| format!("sq-{i}")).collect();
     let orders: Vec<_> = customers
@@ -223,11 +234,20 @@ fn sql_refuses_writes_and_file_reads_and_cancels_a_runaway_query_while_the_pipel
     produce(&setup.producer(), &setup.topic("orders"), &orders);
     let mut worker = setup.spawn_worker();
     let addr = worker.wait_ready(Duration::from_secs(60));
+    let sql = worker.sql_addr();
     setup.read(&setup.topic("changes"), 10, Duration::from_secs(60));
+
+    let enc = |q: &str| q.bytes().map(|b| format!("%{b:02X}")).collect::<String>();
+    // Customer data is on its own listener, behind the token.
+    let count = format!("/sql?q={}", enc("SELECT count(*) FROM features"));
+    assert_eq!(http_get(&addr, &count).0, 404, "/sql is not on the metrics listener");
+    assert_eq!(http_get(&sql, &count).0, 401, "no token");
+    let wrong = crate::support::request(&sql, "GET", &count, "Authorization: Bearer test-token-3f9\r\n", "");
+    assert_eq!(wrong.0, 401, "a wrong token: {}", wrong.1);
+    assert_eq!(sql_get(&sql, &count).0, 200);
 
     let dir = tempfile::tempdir().unwrap();
     let target = dir.path().join("stolen.csv");
-    let enc = |q: &str| q.bytes().map(|b| format!("%{b:02X}")).collect::<String>();
     let attacks = [
         format!("COPY (SELECT * FROM features) TO '{}' STORED AS CSV", target.display()),
         "CREATE EXTERNAL TABLE secrets (line VARCHAR) STORED AS CSV LOCATION '/etc/passwd'".to_owned(),
@@ -236,24 +256,24 @@ fn sql_refuses_writes_and_file_reads_and_cancels_a_runaway_query_while_the_pipel
         "DROP TABLE features".to_owned(),
     ];
     for q in &attacks {
-        let (status, body) = http_get(&addr, &format!("/sql?q={}", enc(q)));
+        let (status, body) = sql_get(&sql, &format!("/sql?q={}", enc(q)));
         assert!((400..500).contains(&status), "{q} → {status} {body}");
         assert!(!body.contains("root:"), "{q} read a file: {body}");
     }
     assert!(!target.exists(), "nothing written");
-    let (status, body) = http_get(&addr, &format!("/sql?q={}", enc("SELECT customer_id FROM features")));
+    let (status, body) = sql_get(&sql, &format!("/sql?q={}", enc("SELECT customer_id FROM features")));
     assert_eq!(status, 400, "{body}");
     assert!(body.contains("more than 5 rows"), "{body}");
 
     // A runaway query is cancelled; the pipeline commits an order meanwhile.
     let runaway = std::thread::spawn({
-        let addr = addr.clone();
+        let sql = sql.clone();
         let q = enc(
             "SELECT count(*) FROM generate_series(1, 100000000000) a JOIN generate_series(1, 100000000000) b ON a.value = b.value",
         );
         move || {
             let started = std::time::Instant::now();
-            let answer = http_get(&addr, &format!("/sql?q={q}"));
+            let answer = sql_get(&sql, &format!("/sql?q={q}"));
             (answer, started.elapsed())
         }
     });
@@ -273,7 +293,7 @@ fn sql_refuses_writes_and_file_reads_and_cancels_a_runaway_query_while_the_pipel
     assert!(body.contains("cancelled") && took < Duration::from_secs(15), "{body} after {took:?}");
 
     let (status, body) =
-        crate::support::http_post(&addr, "/sql?format=json", "SELECT count(*) AS n FROM features");
+        crate::support::sql_post(&sql, "/sql?format=json", "SELECT count(*) AS n FROM features");
     assert_eq!(status, 200, "{body}");
     assert!(body.contains("\"n\":11"), "{body}");
     assert!(worker.terminate(Duration::from_secs(20)).0.success());

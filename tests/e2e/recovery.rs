@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use segstream_events::{ClickEventType, SegmentChange};
 
-use crate::support::{Broker, KeepLogsOnPanic, Setup, click_record, http_get, metric, order_record, produce};
+use crate::support::{
+    Broker, KeepLogsOnPanic, Setup, click_record, http_get, metric, order_record, produce, sql_get,
+};
 
 const DAY: i64 = 86_400_000;
 /// 2024-01-01T10:00:00Z.
@@ -28,7 +30,7 @@ fn customer_on(partition: i32, prefix: &str) -> String {
 
 fn lifecycle_of(addr: &str, customer: &str) -> String {
     let q = format!("SELECT%20lifecycle%20FROM%20features%20WHERE%20customer_id%20%3D%20%27{customer}%27");
-    let (status, body) = http_get(addr, &format!("/sql?format=json&q={q}"));
+    let (status, body) = sql_get(addr, &format!("/sql?format=json&q={q}"));
     assert_eq!(status, 200, "{body}");
     let rows: serde_json::Value = serde_json::from_str(body.trim()).unwrap();
     rows[0]["lifecycle"].as_str().unwrap_or_default().to_owned()
@@ -70,12 +72,13 @@ fn a_partition_rebuilt_after_sigkill_repeats_the_committed_follow_and_matches_th
     let committed = changes(before.len() + 2);
     let last = committed.iter().rfind(|c| c.customer_id.as_str() == buyer).unwrap();
     assert_eq!((last.segment.as_str(), last.change.as_str()), ("reactivated", "entered"), "{committed:#?}");
-    assert_eq!(lifecycle_of(&first.wait_ready(Duration::from_secs(5)), &buyer), "reactivated");
+    assert_eq!(lifecycle_of(&first.sql_addr(), &buyer), "reactivated");
 
     first.kill();
     let mut second = setup.spawn_worker();
     let addr = second.wait_ready(Duration::from_secs(90));
-    assert_eq!(lifecycle_of(&addr, &buyer), "reactivated", "the rebuilt state is the committed one");
+    let sql = second.sql_addr();
+    assert_eq!(lifecycle_of(&sql, &buyer), "reactivated", "the rebuilt state is the committed one");
     let metrics = http_get(&addr, "/metrics").1;
     assert!(metric(&metrics, "segstream_replayed_events_total") >= 5.0, "{metrics}");
     // Long enough for the quiet partitions to be looked at again.

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use segstream_events::SegmentChange;
 
-use crate::support::{Setup, http_get, produce_at};
+use crate::support::{Setup, http_get, produce_at, sql_get};
 
 /// What must match between a live run and a replay (emit time differs).
 type Key = (String, String, String, String, i64, Option<String>, String);
@@ -57,16 +57,17 @@ fn a_replay_of_generated_history_gives_the_changes_of_a_live_run() {
     assert!(replayed.iter().any(|c| c.trigger.as_str() == "timer"), "timers fire in the replay too");
 
     let mut worker = setup.spawn_worker();
-    let addr = worker.wait_ready(Duration::from_secs(60));
+    worker.wait_ready(Duration::from_secs(60));
+    let sql = worker.sql_addr();
     let records = setup.read(&setup.topic("changes"), replayed.len(), Duration::from_secs(120));
     let live: Vec<SegmentChange> =
         records.iter().map(|r| SegmentChange::from_avro(r.payload.as_deref().unwrap()).unwrap()).collect();
 
     // The live worker answers SQL over its state.
-    let (status, body) = http_get(&addr, "/sql?format=json&q=SELECT%20count(*)%20AS%20n%20FROM%20features");
+    let (status, body) = sql_get(&sql, "/sql?format=json&q=SELECT%20count(*)%20AS%20n%20FROM%20features");
     assert_eq!(status, 200, "{body}");
     assert_eq!(body.trim(), r#"[{"n":40}]"#);
-    let (status, body) = http_get(&addr, "/sql?q=SELECT%20nope%20FROM%20features");
+    let (status, body) = sql_get(&sql, "/sql?q=SELECT%20nope%20FROM%20features");
     assert_eq!(status, 400, "a bad query is the caller's error: {body}");
     assert!(body.contains("nope"), "names the column: {body}");
     assert!(worker.terminate(Duration::from_secs(20)).0.success());
@@ -130,7 +131,7 @@ fn history(file: &std::path::Path) -> Vec<(String, Vec<u8>, i64)> {
 
 fn revenue_of(addr: &str, customer: &str) -> f64 {
     let q = format!("SELECT%20revenue_365d%20FROM%20features%20WHERE%20customer_id%20%3D%20%27{customer}%27");
-    let (status, body) = http_get(addr, &format!("/sql?format=json&q={q}"));
+    let (status, body) = sql_get(addr, &format!("/sql?format=json&q={q}"));
     assert_eq!(status, 200, "{body}");
     let rows: serde_json::Value = serde_json::from_str(body.trim()).unwrap();
     rows[0]["revenue_365d"].as_f64().unwrap()
@@ -188,8 +189,9 @@ fn a_worker_started_from_a_backfilled_snapshot_is_cut_by_offsets_and_applies_wha
     let warm = setup.with(&format!("worker.warm_start={snapshot}"));
     let mut worker = warm.spawn_worker();
     let addr = worker.wait_ready(Duration::from_secs(60));
-    let (status, body) = http_get(
-        &addr,
+    let sql = worker.sql_addr();
+    let (status, body) = sql_get(
+        &sql,
         "/sql?format=json&q=SELECT%20customer_id%2C%20lifecycle%2C%20revenue_365d%20FROM%20features%20ORDER%20BY%20customer_id",
     );
     assert_eq!(status, 200, "{body}");
@@ -232,7 +234,7 @@ fn a_worker_started_from_a_backfilled_snapshot_is_cut_by_offsets_and_applies_wha
     );
     let records = warm.read(&warm.topic("changes"), 2, Duration::from_secs(60));
     let before = silent["revenue_365d"].as_f64().unwrap();
-    let after = revenue_of(&addr, &customer);
+    let after = revenue_of(&sql, &customer);
     assert!(
         (after - (before - refunded + 30.0)).abs() < 1e-6,
         "the refund published after the snapshot counts: {before} - {refunded} + 30 != {after}"
@@ -250,4 +252,44 @@ fn a_worker_started_from_a_backfilled_snapshot_is_cut_by_offsets_and_applies_wha
         "leaves the backfilled stage: {mine:#?}"
     );
     assert_eq!(mine[0].change.as_str(), "exited");
+}
+
+/// History from the 1990s backfills with the default earliest date; with a
+/// later one nothing decodes, and `backfill` says why by reason, writes no
+/// snapshot and exits non-zero.
+#[test]
+fn backfill_takes_1990s_history_and_fails_loudly_when_nothing_decodes() {
+    let setup = Setup::new("oldhistory", 1);
+    let dir = tempfile::tempdir().unwrap();
+    let orders: String = (0..20)
+        .map(|i| {
+            // 1997-01-01 plus i days: CDNOW's years.
+            let t = 852_076_800_000_i64 + i * 86_400_000;
+            format!(
+                "{{\"order_id\":\"o{i}\",\"customer_id\":\"c{}\",\"event_time\":{t},\"status\":\"placed\",\"total\":12.5}}\n",
+                i % 5
+            )
+        })
+        .collect();
+    std::fs::write(dir.path().join("orders.jsonl"), orders).unwrap();
+    let input = dir.path().to_str().unwrap();
+    let snapshot = dir.path().join("state.snap");
+    let snap = snapshot.to_str().unwrap();
+
+    let out = setup.cli(&["backfill", "--input", input, "--snapshot", snap]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("backfilled 5 customers") && err.contains("0 events rejected"), "{err}");
+
+    std::fs::remove_file(&snapshot).unwrap();
+    let strict = setup.with("time.earliest_event_date=2000-01-01");
+    let out = strict.cli(&["backfill", "--input", input, "--snapshot", snap]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("20 events rejected") && err.contains("event_time_out_of_range: 20"), "{err}");
+    assert!(err.contains("time.earliest_event_date") && err.contains("nothing was written"), "{err}");
+    assert!(!snapshot.exists(), "no empty snapshot");
+    let out =
+        strict.cli(&["replay", "--input", input, "--output", dir.path().join("c.jsonl").to_str().unwrap()]);
+    assert!(!out.status.success(), "replay too: {}", String::from_utf8_lossy(&out.stderr));
 }

@@ -163,6 +163,7 @@ impl Setup {
             // The broker's smallest session (group.min.session.timeout.ms).
             "worker.session_timeout_ms=6000".to_owned(),
             "http.listen=127.0.0.1:0".to_owned(),
+            "sql.listen=127.0.0.1:0".to_owned(),
         ];
         let setup = Self { name, sets, config_file: None };
         let out = setup.cli(&["topics", "create"]);
@@ -216,7 +217,10 @@ impl Setup {
         for s in &self.sets {
             c.arg("--set").arg(s);
         }
-        c.args(args).stdin(Stdio::null()).env("RUST_LOG", "info,librdkafka=warn,rdkafka=warn");
+        c.args(args)
+            .stdin(Stdio::null())
+            .env("RUST_LOG", "info,librdkafka=warn,rdkafka=warn")
+            .env("SEGSTREAM_SQL_TOKEN", SQL_TOKEN);
         c
     }
 
@@ -412,14 +416,24 @@ impl WorkerProc {
 
     /// The address the worker's HTTP server bound (it logs it).
     pub fn http_addr(&self, timeout: Duration) -> String {
+        self.logged_addr("serving http://", timeout)
+    }
+
+    /// The address of the worker's `/sql` listener (it logs it).
+    pub fn sql_addr(&self) -> String {
+        self.logged_addr("serving SQL on http://", Duration::from_secs(60))
+    }
+
+    /// The address the latest log line starting with `prefix` names.
+    fn logged_addr(&self, prefix: &str, timeout: Duration) -> String {
         let deadline = Instant::now() + timeout;
         loop {
             let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-            if let Some(pos) = text.find("serving http://") {
-                let rest = &text[pos + "serving http://".len()..];
+            if let Some(pos) = text.rfind(prefix) {
+                let rest = &text[pos + prefix.len()..];
                 return rest.split('/').next().unwrap().to_owned();
             }
-            assert!(Instant::now() < deadline, "worker did not start its HTTP server:\n{text}");
+            assert!(Instant::now() < deadline, "worker did not log {prefix}:\n{text}");
             std::thread::sleep(Duration::from_millis(100));
         }
     }
@@ -500,18 +514,31 @@ impl Drop for WorkerProc {
     }
 }
 
-/// Minimal HTTP/1.0 GET: (status, body).
-pub fn http_get(addr: &str, path: &str) -> (u16, String) {
-    http(addr, &format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n"))
+/// The bearer token of the test workers' `/sql`.
+pub const SQL_TOKEN: &str = "test-token-3f9c";
+
+/// GET on a worker's `/sql` listener, with its token.
+pub fn sql_get(addr: &str, path: &str) -> (u16, String) {
+    request(addr, "GET", path, &format!("Authorization: Bearer {SQL_TOKEN}\r\n"), "")
 }
 
-/// POSTs `body` (text) to `path`.
-pub fn http_post(addr: &str, path: &str, body: &str) -> (u16, String) {
+/// POST of `body` to a worker's `/sql` listener, with its token.
+pub fn sql_post(addr: &str, path: &str, body: &str) -> (u16, String) {
+    request(addr, "POST", path, &format!("Authorization: Bearer {SQL_TOKEN}\r\n"), body)
+}
+
+/// Minimal HTTP/1.0 GET: (status, body).
+pub fn http_get(addr: &str, path: &str) -> (u16, String) {
+    request(addr, "GET", path, "", "")
+}
+
+/// One HTTP/1.0 request with extra `headers` (each ending in CRLF).
+pub fn request(addr: &str, method: &str, path: &str, headers: &str, body: &str) -> (u16, String) {
     let len = body.len();
     http(
         addr,
         &format!(
-            "POST {path} HTTP/1.0\r\nHost: {addr}\r\nContent-Type: text/plain\r\nContent-Length: {len}\r\n\r\n{body}"
+            "{method} {path} HTTP/1.0\r\nHost: {addr}\r\n{headers}Content-Type: text/plain\r\nContent-Length: {len}\r\n\r\n{body}"
         ),
     )
 }

@@ -207,6 +207,8 @@ pub struct TimeConfig {
     /// A partition that has received nothing for this long (wall time, ms)
     /// follows the worker's watermark, so its timers still fire; 0 = never.
     pub idle_partition_ms: u64,
+    /// Events dated before this day (UTC, YYYY-MM-DD) are refused.
+    pub earliest_event_date: String,
     /// An event time more than this after the record's Kafka timestamp is
     /// dead-lettered (code `future_event`): it would move the partition's
     /// stream time, and every timer, into the future.
@@ -268,6 +270,12 @@ pub struct HttpConfig {
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct SqlConfig {
+    /// Address of `/sql`; empty: off.
+    pub listen: String,
+    /// Environment variable holding the bearer token `/sql` requires.
+    pub token_env: String,
+    /// A query older than this reads a rebuilt feature table, ms.
+    pub refresh_ms: u64,
     /// A query is cancelled after this long, ms.
     pub timeout_ms: u64,
     /// Memory of a query's operators at most, MiB.
@@ -300,6 +308,15 @@ impl Default for Config {
     fn default() -> Self {
         // The embedded defaults are part of the build and covered by a unit test.
         Self::load(None, &[]).unwrap_or_else(|e| panic!("embedded default.toml is invalid: {e}"))
+    }
+}
+
+impl TimeConfig {
+    /// `earliest_event_date` as milliseconds since the epoch (midnight
+    /// UTC); `None` when it is not a YYYY-MM-DD date (validation refuses it).
+    pub fn earliest_event_millis(&self) -> Option<i64> {
+        let day = chrono::NaiveDate::parse_from_str(self.earliest_event_date.trim(), "%Y-%m-%d").ok()?;
+        Some(day.and_hms_opt(0, 0, 0)?.and_utc().timestamp_millis())
     }
 }
 
@@ -473,6 +490,27 @@ impl Config {
                 "use ip:port, e.g. 127.0.0.1:9898",
             );
         }
+        if !self.sql.listen.is_empty() && self.sql.listen.parse::<std::net::SocketAddr>().is_err() {
+            return fail(
+                "sql.listen",
+                format!("{:?}", self.sql.listen),
+                "use ip:port, e.g. 127.0.0.1:9899, or \"\" to keep /sql off",
+            );
+        }
+        if self.sql.token_env.is_empty() {
+            return fail(
+                "sql.token_env",
+                "\"\"".into(),
+                "name an environment variable, e.g. SEGSTREAM_SQL_TOKEN",
+            );
+        }
+        if self.time.earliest_event_millis().is_none() {
+            return fail(
+                "time.earliest_event_date",
+                format!("{:?}", self.time.earliest_event_date),
+                "use a day as YYYY-MM-DD, e.g. 1975-01-01",
+            );
+        }
         if self.sql.timeout_ms == 0 {
             return fail("sql.timeout_ms", "0".into(), "use a positive number of ms, e.g. 10000");
         }
@@ -499,12 +537,14 @@ impl Config {
 }
 
 /// A `--set` value: TOML syntax when it parses (numbers, booleans, tables),
-/// else the raw text as a string.
+/// else the raw text as a string. TOML dates and times stay text: every
+/// date we take is a string (`1990-01-01`).
 fn parse_value(raw: &str) -> figment::value::Value {
     let raw = raw.trim();
     toml::from_str::<toml::Table>(&format!("v = {raw}"))
         .ok()
         .and_then(|t| t.get("v").cloned())
+        .filter(|v| !v.is_datetime())
         .and_then(|v| figment::value::Value::serialize(v).ok())
         .unwrap_or_else(|| figment::value::Value::from(raw.to_owned()))
 }

@@ -73,3 +73,19 @@ fn checkpoint_and_recovery_settings_are_validated_by_name() {
     assert!(err.contains("on_missing_history"), "{err}");
     Config::load(None, &["checkpoint.url=\"\"".into(), "checkpoint.interval_ms=0".into()]).expect("off");
 }
+
+#[test]
+fn sql_is_off_by_default_and_a_bad_sql_listen_is_named() {
+    let c = Config::load(None, &[]).expect("defaults");
+    assert!(c.sql.listen.is_empty(), "customer data is not served unless asked for");
+    let err = Config::load(None, &["sql.listen=localhost".into()]).expect_err("not ip:port");
+    assert!(err.to_string().contains("sql.listen"), "{err}");
+}
+
+#[test]
+fn the_earliest_event_date_is_a_day_and_a_bad_one_is_named() {
+    let c = Config::load(None, &["time.earliest_event_date=1990-01-01".into()]).expect("a day");
+    assert_eq!(c.time.earliest_event_millis(), Some(631_152_000_000));
+    let err = Config::load(None, &["time.earliest_event_date=1990".into()]).expect_err("not a day");
+    assert!(err.to_string().contains("time.earliest_event_date"), "{err}");
+}

@@ -16,7 +16,7 @@ use datafusion::arrow::array::{
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit, UInt8Type};
 use datafusion::arrow::error::ArrowError;
 
-use crate::codec::{decode_click, decode_order};
+use crate::codec::{EventTimeRange, decode_click, decode_order};
 use crate::error::DecodeError;
 use crate::ids::EventTime;
 use crate::model::{ClickEventType, OrderStatus};
@@ -183,6 +183,7 @@ impl ClickBatch {
 pub fn decode_clicks<'a>(
     records: impl IntoIterator<Item = RawRecord<'a>>,
     schemas: &Schemas,
+    range: EventTimeRange,
 ) -> Result<DecodedBatch<ClickBatch>, ArrowError> {
     let mut customer_id = StringBuilder::new();
     let mut event_id = StringBuilder::new();
@@ -199,7 +200,7 @@ pub fn decode_clicks<'a>(
     let mut offset = Int64Builder::new();
     let rejected = decode_each(
         records,
-        |p| decode_click(p, schemas),
+        |p| decode_click(p, schemas, range),
         |e, r| {
             customer_id.append_value(e.customer_id.as_str());
             event_id.append_value(&e.event_id);
@@ -353,6 +354,7 @@ impl OrderBatch {
 pub fn decode_orders<'a>(
     records: impl IntoIterator<Item = RawRecord<'a>>,
     schemas: &Schemas,
+    range: EventTimeRange,
 ) -> Result<DecodedBatch<OrderBatch>, ArrowError> {
     let mut order_id = StringBuilder::new();
     let mut customer_id = StringBuilder::new();
@@ -369,7 +371,7 @@ pub fn decode_orders<'a>(
     let mut offset = Int64Builder::new();
     let rejected = decode_each(
         records,
-        |p| decode_order(p, schemas),
+        |p| decode_order(p, schemas, range),
         |e, r| {
             order_id.append_value(&e.order_id);
             customer_id.append_value(e.customer_id.as_str());

@@ -21,12 +21,42 @@ pub enum PayloadFormat {
     Json,
 }
 
-/// Earliest event time we accept: 2000-01-01. Older means a unit mistake
-/// (seconds instead of milliseconds) far more often than real data.
-const MIN_EVENT_TIME_MS: i64 = 946_684_800_000;
-/// Latest event time we accept: 2100-01-01. Later means a unit mistake
-/// (microseconds) or a broken clock.
-const MAX_EVENT_TIME_MS: i64 = 4_102_444_800_000;
+/// The event times inputs may carry: from a configurable earliest time
+/// (`time.earliest_event_date`) to 2100-01-01. Later means a unit mistake
+/// (microseconds) or a broken clock; a time in seconds read as milliseconds
+/// lands in January 1970, before any earliest time worth setting.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EventTimeRange {
+    earliest: EventTime,
+}
+
+/// 2100-01-01T00:00:00Z.
+const LATEST_EVENT_TIME_MS: i64 = 4_102_444_800_000;
+
+impl EventTimeRange {
+    /// From `earliest` to 2100-01-01.
+    pub const fn from(earliest: EventTime) -> Self {
+        Self { earliest }
+    }
+
+    fn check(self, time: EventTime) -> Result<(), DecodeError> {
+        if time >= self.earliest && time.millis() < LATEST_EVENT_TIME_MS {
+            return Ok(());
+        }
+        Err(DecodeError::EventTimeOutOfRange {
+            millis: time.millis(),
+            time: time.to_string(),
+            earliest: self.earliest.to_string(),
+        })
+    }
+}
+
+impl Default for EventTimeRange {
+    /// From 1975-01-01, the default of `time.earliest_event_date`.
+    fn default() -> Self {
+        Self::from(EventTime::from_millis(157_766_400_000))
+    }
+}
 
 enum Body<'a> {
     Avro(u32, &'a [u8]),
@@ -66,7 +96,11 @@ fn from_json<T: serde::de::DeserializeOwned>(text: &[u8]) -> Result<T, DecodeErr
 }
 
 /// Decodes and validates one click payload.
-pub fn decode_click(payload: &[u8], schemas: &Schemas) -> Result<ClickEvent, DecodeError> {
+pub fn decode_click(
+    payload: &[u8],
+    schemas: &Schemas,
+    range: EventTimeRange,
+) -> Result<ClickEvent, DecodeError> {
     let event = match classify(payload)? {
         Body::Avro(id, body) => {
             let writer = schemas.click_writer(id).ok_or_else(|| DecodeError::UnknownSchemaId {
@@ -78,7 +112,8 @@ pub fn decode_click(payload: &[u8], schemas: &Schemas) -> Result<ClickEvent, Dec
         }
         Body::Json(text) => from_json(text)?,
     };
-    validate_common(&event.customer_id, event.event_time)?;
+    validate_common(&event.customer_id)?;
+    range.check(event.event_time)?;
     if let Some(price) = event.price {
         validate_amount("price", price)?;
     }
@@ -86,7 +121,11 @@ pub fn decode_click(payload: &[u8], schemas: &Schemas) -> Result<ClickEvent, Dec
 }
 
 /// Decodes and validates one order payload.
-pub fn decode_order(payload: &[u8], schemas: &Schemas) -> Result<OrderEvent, DecodeError> {
+pub fn decode_order(
+    payload: &[u8],
+    schemas: &Schemas,
+    range: EventTimeRange,
+) -> Result<OrderEvent, DecodeError> {
     let event = match classify(payload)? {
         Body::Avro(id, body) => {
             let writer = schemas.order_writer(id).ok_or_else(|| DecodeError::UnknownSchemaId {
@@ -98,7 +137,8 @@ pub fn decode_order(payload: &[u8], schemas: &Schemas) -> Result<OrderEvent, Dec
         }
         Body::Json(text) => from_json(text)?,
     };
-    validate_common(&event.customer_id, event.event_time)?;
+    validate_common(&event.customer_id)?;
+    range.check(event.event_time)?;
     if event.order_id.is_empty() {
         return Err(invalid("order_id", "must not be empty"));
     }
@@ -110,24 +150,9 @@ pub fn decode_order(payload: &[u8], schemas: &Schemas) -> Result<OrderEvent, Dec
     Ok(event)
 }
 
-fn validate_common(customer: &CustomerId, time: EventTime) -> Result<(), DecodeError> {
+fn validate_common(customer: &CustomerId) -> Result<(), DecodeError> {
     if customer.as_str().trim().is_empty() {
         return Err(invalid("customer_id", "must not be empty"));
-    }
-    if time.millis() < MIN_EVENT_TIME_MS {
-        return Err(invalid(
-            "event_time",
-            format!("{} ms is before 2000-01-01: event_time is milliseconds since the epoch", time.millis()),
-        ));
-    }
-    if time.millis() > MAX_EVENT_TIME_MS {
-        return Err(invalid(
-            "event_time",
-            format!(
-                "{} ms is after 2100-01-01: event_time is milliseconds (not microseconds) since the epoch",
-                time.millis()
-            ),
-        ));
     }
     Ok(())
 }

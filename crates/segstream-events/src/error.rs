@@ -38,6 +38,18 @@ pub enum DecodeError {
         /// What is wrong there.
         problem: String,
     },
+    /// The event time is outside the range inputs may carry.
+    #[error(
+        "event_time {time} ({millis} ms) is outside {earliest} .. 2100-01-01: event_time is milliseconds since the epoch (seconds or microseconds land outside); for older history lower time.earliest_event_date"
+    )]
+    EventTimeOutOfRange {
+        /// The event time as read, ms.
+        millis: i64,
+        /// It as a date, when it is one.
+        time: String,
+        /// The earliest time accepted (`time.earliest_event_date`).
+        earliest: String,
+    },
     /// The event decoded but a field breaks a rule of the schema docs.
     #[error("invalid field `{field}`: {problem}")]
     Invalid {
@@ -58,6 +70,7 @@ impl DecodeError {
             Self::UnknownSchemaId { .. } => "unknown_schema_id",
             Self::Avro(_) => "invalid_avro",
             Self::Json { .. } => "invalid_json",
+            Self::EventTimeOutOfRange { .. } => "event_time_out_of_range",
             Self::Invalid { .. } => "invalid_field",
         }
     }

@@ -22,7 +22,7 @@ pub use arrow_batch::{
     decode_orders,
 };
 pub use change::{ChangeType, CustomerSegments, Membership, SegmentChange, SegmentKind, Trigger};
-pub use codec::{PayloadFormat, decode_click, decode_order, encode_click, encode_order};
+pub use codec::{EventTimeRange, PayloadFormat, decode_click, decode_order, encode_click, encode_order};
 pub use decision::{Decision, DecisionAction, DecisionRecord, Lane, Positions};
 pub use error::{DecodeError, EncodeError};
 pub use ids::{CustomerId, EventTime};

@@ -45,7 +45,11 @@ fn embedded_schemas_parse() {
 fn click_round_trips_through_avro_and_json() {
     for format in [PayloadFormat::Avro, PayloadFormat::Json] {
         let bytes = encode_click(&click(), format).expect("encode");
-        assert_eq!(decode_click(&bytes, Schemas::builtin()).expect("decode"), click(), "{format:?}");
+        assert_eq!(
+            decode_click(&bytes, Schemas::builtin(), Default::default()).expect("decode"),
+            click(),
+            "{format:?}"
+        );
     }
 }
 
@@ -53,7 +57,11 @@ fn click_round_trips_through_avro_and_json() {
 fn order_round_trips_through_avro_and_json() {
     for format in [PayloadFormat::Avro, PayloadFormat::Json] {
         let bytes = encode_order(&order(), format).expect("encode");
-        assert_eq!(decode_order(&bytes, Schemas::builtin()).expect("decode"), order(), "{format:?}");
+        assert_eq!(
+            decode_order(&bytes, Schemas::builtin(), Default::default()).expect("decode"),
+            order(),
+            "{format:?}"
+        );
     }
 }
 
@@ -67,12 +75,12 @@ fn avro_payload_has_confluent_header() {
 fn json_with_minimal_fields_uses_schema_defaults() {
     let json =
         br#"{"order_id":"o","customer_id":"c","event_time":1700000000000,"status":"refunded","total":5.0}"#;
-    let o = decode_order(json, Schemas::builtin()).expect("decode");
+    let o = decode_order(json, Schemas::builtin(), Default::default()).expect("decode");
     assert_eq!((o.currency.as_str(), o.item_count, o.discount_amount), ("EUR", 1, 0.0));
 }
 
 fn code_of(payload: &[u8]) -> &'static str {
-    decode_click(payload, Schemas::builtin()).expect_err("must be rejected").code()
+    decode_click(payload, Schemas::builtin(), Default::default()).expect_err("must be rejected").code()
 }
 
 #[test]
@@ -97,10 +105,11 @@ fn malformed_payloads_are_rejected_with_stable_codes() {
     );
     let mut seconds = click();
     seconds.event_time = EventTime::from_millis(1_700_000_000);
-    assert_eq!(code_of(&encode_click(&seconds, PayloadFormat::Json).expect("encode")), "invalid_field");
+    let out_of_range = "event_time_out_of_range";
+    assert_eq!(code_of(&encode_click(&seconds, PayloadFormat::Json).expect("encode")), out_of_range);
     let mut micros = click();
     micros.event_time = EventTime::from_millis(1_700_000_000_000_000);
-    assert_eq!(code_of(&encode_click(&micros, PayloadFormat::Avro).expect("encode")), "invalid_field");
+    assert_eq!(code_of(&encode_click(&micros, PayloadFormat::Avro).expect("encode")), out_of_range);
     let mut nan = click();
     nan.price = Some(f64::NAN);
     assert_eq!(code_of(&encode_click(&nan, PayloadFormat::Avro).expect("encode")), "invalid_field");
@@ -114,7 +123,9 @@ fn malformed_payloads_are_rejected_with_stable_codes() {
 /// have (added upstream first) is ignored.
 #[test]
 fn json_input_errors_name_the_field_and_unknown_fields_are_ignored() {
-    let err = |text: &[u8]| decode_click(text, Schemas::builtin()).expect_err("refused").to_string();
+    let err = |text: &[u8]| {
+        decode_click(text, Schemas::builtin(), Default::default()).expect_err("refused").to_string()
+    };
     let wrong_type = err(br#"{"event_id":"e","customer_id":"c","event_type":"page_view","event_time":1700000000000,"price":"12"}"#);
     assert!(wrong_type.contains("`price`"), "{wrong_type}");
     let wrong_variant =
@@ -123,7 +134,10 @@ fn json_input_errors_name_the_field_and_unknown_fields_are_ignored() {
     let missing = err(br#"{"event_id":"e","event_type":"page_view","event_time":1700000000000}"#);
     assert!(missing.contains("customer_id"), "{missing}");
     let extra = br#"{"event_id":"e","customer_id":"c","event_type":"page_view","event_time":1700000000000,"utm_source":"x"}"#;
-    assert_eq!(decode_click(extra, Schemas::builtin()).expect("decoded").customer_id.as_str(), "c");
+    assert_eq!(
+        decode_click(extra, Schemas::builtin(), Default::default()).expect("decoded").customer_id.as_str(),
+        "c"
+    );
 }
 
 #[test]
@@ -131,7 +145,7 @@ fn negative_order_amounts_are_rejected() {
     let mut o = order();
     o.total = -1.0;
     let bytes = encode_order(&o, PayloadFormat::Avro).expect("encode");
-    let err = decode_order(&bytes, Schemas::builtin()).expect_err("negative total");
+    let err = decode_order(&bytes, Schemas::builtin(), Default::default()).expect_err("negative total");
     assert!(err.to_string().contains("`total`"), "{err}");
 }
 
@@ -145,7 +159,7 @@ fn batch_decoding_keeps_good_rows_and_reports_bad_ones_with_coordinates() {
         RawRecord { payload: None, partition: 3, offset: 12 },
         RawRecord { payload: Some(&json), partition: 3, offset: 13 },
     ];
-    let decoded = decode_clicks(records, Schemas::builtin()).expect("arrow");
+    let decoded = decode_clicks(records, Schemas::builtin(), Default::default()).expect("arrow");
     assert_eq!(decoded.batch.len(), 2);
     assert_eq!(decoded.batch.record_batch().num_columns(), 13);
     let row = decoded.batch.row(1);
@@ -158,9 +172,12 @@ fn batch_decoding_keeps_good_rows_and_reports_bad_ones_with_coordinates() {
 #[test]
 fn order_batch_exposes_rows_and_categories_column() {
     let bytes = encode_order(&order(), PayloadFormat::Avro).expect("encode");
-    let decoded =
-        decode_orders([RawRecord { payload: Some(&bytes), partition: 0, offset: 5 }], Schemas::builtin())
-            .expect("arrow");
+    let decoded = decode_orders(
+        [RawRecord { payload: Some(&bytes), partition: 0, offset: 5 }],
+        Schemas::builtin(),
+        Default::default(),
+    )
+    .expect("arrow");
     let row = decoded.batch.row(0);
     assert_eq!((row.order_id, row.status, row.total, row.offset), ("o-1", OrderStatus::Placed, 120.5, 5));
     let categories = decoded.batch.record_batch().column_by_name("categories").expect("column");
@@ -283,4 +300,30 @@ fn a_position_is_passed_once_either_lane_is_beyond_it() {
     assert!(!at.passed(at));
     assert!(!Positions { clicks: 9, orders: 5 }.passed(at));
     assert!(Positions { clicks: 10, orders: 6 }.passed(at));
+}
+
+/// History from the 1990s decodes once the earliest date is lowered, and
+/// the refusal names the range and the setting.
+#[test]
+fn the_earliest_event_time_is_a_setting_and_its_refusal_names_it() {
+    let mut old = click();
+    old.event_time = EventTime::from_millis(852_076_800_000); // 1997-01-01
+    let bytes = encode_click(&old, PayloadFormat::Avro).expect("encode");
+    let err = decode_click(
+        &bytes,
+        Schemas::builtin(),
+        crate::EventTimeRange::from(EventTime::from_millis(946_684_800_000)),
+    )
+    .expect_err("before 2000");
+    let text = err.to_string();
+    assert!(
+        text.contains("1997-01-01")
+            && text.contains("2000-01-01")
+            && text.contains("time.earliest_event_date"),
+        "{text}"
+    );
+    assert_eq!(
+        decode_click(&bytes, Schemas::builtin(), Default::default()).expect("the default admits 1997"),
+        old
+    );
 }

@@ -14,7 +14,8 @@ use datafusion::arrow::json::LineDelimitedWriter;
 use datafusion::prelude::{CsvReadOptions, ParquetReadOptions, SessionConfig, SessionContext};
 
 use segstream_events::{
-    ClickBatch, DecodeError, OrderBatch, RawRecord, decode_clicks, decode_orders, schema::Schemas,
+    ClickBatch, DecodeError, EventTimeRange, OrderBatch, RawRecord, decode_clicks, decode_orders,
+    schema::Schemas,
 };
 
 use crate::SqlError;
@@ -221,8 +222,12 @@ pub struct DecodedHistory {
     pub rejected: Vec<(PathBuf, usize, DecodeError)>,
 }
 
-/// Reads and decodes every file (offsets are line numbers, partition 0).
-pub async fn decode_history(files: &[HistoryFile]) -> Result<DecodedHistory, SqlError> {
+/// Reads and decodes every file (offsets are line numbers, partition 0);
+/// events outside `range` are rejected.
+pub async fn decode_history(
+    files: &[HistoryFile],
+    range: EventTimeRange,
+) -> Result<DecodedHistory, SqlError> {
     let mut out = DecodedHistory::default();
     let schemas = Schemas::builtin();
     for file in files {
@@ -234,12 +239,12 @@ pub async fn decode_history(files: &[HistoryFile]) -> Result<DecodedHistory, Sql
         });
         let rejected = match file.kind {
             EventKind::Click => {
-                let d = decode_clicks(raw, schemas)?;
+                let d = decode_clicks(raw, schemas, range)?;
                 out.clicks.push(d.batch);
                 d.rejected
             }
             EventKind::Order => {
-                let d = decode_orders(raw, schemas)?;
+                let d = decode_orders(raw, schemas, range)?;
                 out.orders.push(d.batch);
                 d.rejected
             }

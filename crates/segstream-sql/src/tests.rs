@@ -159,8 +159,8 @@ fn decode(events: &[Event]) -> (ClickBatch, OrderBatch, Vec<(bool, usize)>) {
             }
         }
     }
-    let c = decode_clicks(raw(&clicks), Schemas::builtin()).expect("arrow");
-    let o = decode_orders(raw(&orders), Schemas::builtin()).expect("arrow");
+    let c = decode_clicks(raw(&clicks), Schemas::builtin(), Default::default()).expect("arrow");
+    let o = decode_orders(raw(&orders), Schemas::builtin(), Default::default()).expect("arrow");
     assert!(c.rejected.is_empty() && o.rejected.is_empty());
     (c.batch, o.batch, order_of_arrival)
 }
@@ -353,7 +353,9 @@ fn csv_and_parquet_history_decode_like_json_lines() {
     });
     let files = crate::history::discover(dir.path()).expect("discover");
     assert_eq!(files.len(), 2);
-    let history = runtime.block_on(crate::history::decode_history(&files)).expect("decode");
+    let history = runtime
+        .block_on(crate::history::decode_history(&files, segstream_events::EventTimeRange::default()))
+        .expect("decode");
     assert!(history.rejected.is_empty(), "{:?}", history.rejected);
     let orders = &history.orders[0];
     assert_eq!(orders.len(), 2);

@@ -72,9 +72,11 @@ impl Health {
 pub enum HttpError {
     /// The listen address is taken or not allowed.
     #[error(
-        "cannot listen on {addr} (http.listen): {source}; choose a free address with --set http.listen=127.0.0.1:PORT"
+        "cannot listen on {addr} ({field}): {source}; choose a free address with --set {field}=127.0.0.1:PORT"
     )]
     Bind {
+        /// The setting that gave the address.
+        field: &'static str,
         /// Address tried.
         addr: SocketAddr,
         /// The OS error.
@@ -115,25 +117,31 @@ async fn readyz(State(s): State<AppState>) -> impl IntoResponse {
     }
 }
 
-/// Binds `addr` and serves `/metrics`, `/healthz`, `/readyz` and the routes
-/// of `extra` (the worker's look-ups) until `shutdown` is cancelled. Returns the bound address (useful with port 0)
-/// and the server task.
-pub async fn serve(
-    addr: SocketAddr,
-    metrics: Metrics,
-    health: Arc<Health>,
-    extra: Router,
-    shutdown: CancellationToken,
-) -> Result<(SocketAddr, tokio::task::JoinHandle<Result<(), HttpError>>), HttpError> {
-    let listener =
-        tokio::net::TcpListener::bind(addr).await.map_err(|source| HttpError::Bind { addr, source })?;
-    let bound = listener.local_addr().map_err(HttpError::Serve)?;
-    let app = Router::new()
+/// `/metrics`, `/healthz` and `/readyz`: what Prometheus and the
+/// orchestrator read, and nothing about customers.
+pub fn operations_routes(metrics: Metrics, health: Arc<Health>) -> Router {
+    Router::new()
         .route("/metrics", get(metrics_page))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .with_state(AppState { metrics, health })
-        .merge(extra);
+}
+
+/// Binds `addr` (the setting `field` gave it) and serves `app` until
+/// `shutdown` is cancelled. Returns the bound address (useful with port 0)
+/// and the server task.
+pub async fn serve(
+    addr: SocketAddr,
+    field: &'static str,
+    app: Router,
+    shutdown: CancellationToken,
+) -> Result<(SocketAddr, tokio::task::JoinHandle<Result<(), HttpError>>), HttpError> {
+    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|source| HttpError::Bind {
+        field,
+        addr,
+        source,
+    })?;
+    let bound = listener.local_addr().map_err(HttpError::Serve)?;
     let task = tokio::spawn(async move {
         axum::serve(listener, app)
             .with_graceful_shutdown(async move { shutdown.cancelled().await })

@@ -6,6 +6,6 @@ mod http;
 mod logging;
 mod metrics;
 
-pub use http::{Health, HttpError, serve};
+pub use http::{Health, HttpError, operations_routes, serve};
 pub use logging::init_logging;
 pub use metrics::Metrics;

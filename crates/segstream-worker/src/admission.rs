@@ -16,7 +16,8 @@ use std::sync::Arc;
 use segstream_config::{Config, LatePolicy};
 use segstream_events::schema::Schemas;
 use segstream_events::{
-    ClickBatch, EventTime, Lane, OrderBatch, RawRecord, Rejected, decode_clicks, decode_orders,
+    ClickBatch, EventTime, EventTimeRange, Lane, OrderBatch, RawRecord, Rejected, decode_clicks,
+    decode_orders,
 };
 
 use crate::error::WorkerError;
@@ -85,15 +86,16 @@ impl Decoded {
     pub(crate) fn decode<'a>(
         lane: Lane,
         records: impl IntoIterator<Item = RawRecord<'a>>,
+        range: EventTimeRange,
     ) -> Result<(Self, Vec<Rejected>), WorkerError> {
         let schemas = Schemas::builtin();
         Ok(match lane {
             Lane::Clicks => {
-                let d = decode_clicks(records, schemas)?;
+                let d = decode_clicks(records, schemas, range)?;
                 (Self::Clicks(Arc::new(d.batch)), d.rejected)
             }
             Lane::Orders => {
-                let d = decode_orders(records, schemas)?;
+                let d = decode_orders(records, schemas, range)?;
                 (Self::Orders(Arc::new(d.batch)), d.rejected)
             }
         })
@@ -173,6 +175,15 @@ pub(crate) fn own_check(
     Ok(())
 }
 
+/// The event times `config` lets in (`time.earliest_event_date`, which
+/// validation checked, to 2100).
+pub fn event_time_range(config: &Config) -> EventTimeRange {
+    config
+        .time
+        .earliest_event_millis()
+        .map_or_else(EventTimeRange::default, |ms| EventTimeRange::from(EventTime::from_millis(ms)))
+}
+
 /// What admission found, for the caller's counters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Verdict {
@@ -191,6 +202,8 @@ pub(crate) enum Verdict {
 /// The admission rules of one worker.
 #[derive(Debug, Clone)]
 pub(crate) struct Admission {
+    /// The event times inputs may carry.
+    pub(crate) range: EventTimeRange,
     max_future_ms: i64,
     late: LatePolicy,
     lateness_ms: i64,
@@ -202,11 +215,31 @@ pub(crate) struct Admission {
 impl Admission {
     pub(crate) fn new(config: &Config) -> Self {
         Self {
+            range: event_time_range(config),
             max_future_ms: i64::try_from(config.time.max_future_ms).unwrap_or(i64::MAX),
             late: config.time.late_events,
             lateness_ms: i64::try_from(config.time.allowed_lateness_ms).unwrap_or(i64::MAX),
             partitions: None,
         }
+    }
+
+    /// The event time of a Kafka record as admission would let it in (no
+    /// lateness judged): `None` when it would be dead-lettered.
+    pub(crate) fn admissible(
+        &self,
+        lane: Lane,
+        record: &Incoming<'_>,
+        placement: Placement,
+    ) -> Result<Option<EventTime>, WorkerError> {
+        let raw =
+            RawRecord { payload: record.payload, partition: placement.partition, offset: record.offset };
+        let (decoded, _) = Decoded::decode(lane, [raw], self.range)?;
+        if decoded.len() != 1 {
+            return Ok(None);
+        }
+        let (customer, time) = decoded.row(0);
+        let ok = own_check(customer, record.key, Some(placement), time, record.timestamp, self.max_future_ms);
+        Ok(ok.is_ok().then_some(time))
     }
 
     /// From now on records are checked to be on their key's partition of
@@ -227,7 +260,7 @@ impl Admission {
         mut verdict: impl FnMut(Verdict),
     ) -> Result<Vec<(i64, Option<EventTime>, Item)>, WorkerError> {
         let raw = records.iter().map(|r| RawRecord { payload: r.payload, partition: 0, offset: r.offset });
-        let (decoded, rejected) = Decoded::decode(lane, raw)?;
+        let (decoded, rejected) = Decoded::decode(lane, raw, self.range)?;
         // Decoded rows keep input order minus the rejects: walk both in step.
         let mut rejected = rejected.into_iter().peekable();
         let mut row = 0;

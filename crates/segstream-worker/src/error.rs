@@ -71,6 +71,10 @@ pub enum WorkerError {
     /// Writing replay output failed.
     #[error("writing the output failed: {0}")]
     Output(String),
+    /// The configuration cannot run as given (checked at start, beyond what
+    /// the config's own validation sees, such as the environment).
+    #[error("{0}")]
+    Config(String),
     /// The pipeline thread could not be started or panicked.
     #[error("pipeline thread: {0}")]
     Thread(String),

@@ -20,6 +20,7 @@ mod run;
 mod snapshot;
 mod store;
 
+pub use admission::event_time_range;
 pub use error::WorkerError;
 pub use live::Summary;
 pub use lookup::snapshot_features;

@@ -1,16 +1,21 @@
-//! `/sql` on the worker's HTTP server: ad-hoc SQL over the live feature table.
+//! `/sql`: ad-hoc SQL over the live feature table, on a listener of its own
+//! behind a bearer token (it serves customer data).
 //!
-//! The pipeline thread owns the state, so the handler asks it for a
-//! snapshot (the feature table as of the worker's latest event time, with
-//! each customer's lifecycle stage) between two batches, then runs the query
-//! with DataFusion on the async runtime, off the pipeline's thread.
+//! The pipeline thread owns the state, so the handler asks it for the
+//! feature table (as of the worker's latest event time, with each
+//! customer's lifecycle stage); the pipeline answers between two batches
+//! from one copy it rebuilds at most every `sql.refresh_ms`, and the query
+//! runs with DataFusion on the async runtime, off the pipeline's thread.
 
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use std::time::Duration;
 
+use std::sync::Arc;
+
 use axum::Router;
-use axum::extract::{Query, State};
-use axum::http::StatusCode;
+use axum::extract::{Query, Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use datafusion::arrow::array::RecordBatch;
@@ -79,14 +84,55 @@ struct SqlState {
     limits: Limits,
 }
 
-/// The `/sql` route: the query in `q` (GET) or in the body (POST).
-pub(crate) fn routes(requests: SyncSender<SnapshotRequest>, config: &SqlConfig) -> Router {
+/// The bearer token every `/sql` request must carry.
+#[derive(Clone)]
+pub(crate) struct Token(Arc<[u8]>);
+
+impl Token {
+    /// The token in the environment variable `sql.token_env` names.
+    pub(crate) fn from_env(config: &SqlConfig) -> Result<Self, WorkerError> {
+        match std::env::var(&config.token_env) {
+            Ok(t) if !t.trim().is_empty() => Ok(Self(t.trim().as_bytes().into())),
+            _ => Err(WorkerError::Config(format!(
+                "sql.listen is {:?} but the environment variable {} (sql.token_env) holds no token: \
+                 export {}=<a long random secret> before starting, or set sql.listen = \"\" to keep /sql off",
+                config.listen, config.token_env, config.token_env
+            ))),
+        }
+    }
+
+    fn matches(&self, header: Option<&[u8]>) -> bool {
+        let Some(given) = header.and_then(|h| h.strip_prefix(b"Bearer ")) else { return false };
+        // Constant time: the answer's timing tells nothing about the token.
+        bool::from(subtle::ConstantTimeEq::ct_eq(given, &*self.0))
+    }
+}
+
+async fn require_token(State(token): State<Token>, request: Request, next: Next) -> Response {
+    if token.matches(request.headers().get(header::AUTHORIZATION).map(|v| v.as_bytes())) {
+        next.run(request).await
+    } else {
+        (
+            StatusCode::UNAUTHORIZED,
+            [(header::WWW_AUTHENTICATE, "Bearer")],
+            "send the token of sql.token_env as Authorization: Bearer <token>\n",
+        )
+            .into_response()
+    }
+}
+
+/// The `/sql` route: the query in `q` (GET) or in the body (POST), for
+/// requests that carry `token`.
+pub(crate) fn routes(requests: SyncSender<SnapshotRequest>, config: &SqlConfig, token: Token) -> Router {
     let limits = Limits {
         timeout: Duration::from_millis(config.timeout_ms),
         memory_bytes: config.memory_limit_mb.saturating_mul(1 << 20),
         max_rows: config.max_rows,
     };
-    Router::new().route("/sql", get(sql_get).post(sql_post)).with_state(SqlState { requests, limits })
+    Router::new()
+        .route("/sql", get(sql_get).post(sql_post))
+        .with_state(SqlState { requests, limits })
+        .layer(middleware::from_fn_with_state(token, require_token))
 }
 
 async fn sql_get(State(state): State<SqlState>, Query(p): Query<SqlParams>) -> Response {
@@ -143,4 +189,25 @@ async fn run_query(
     let mut text = query::answer_limited(&ctx, sql, format, limits).await?;
     text.push('\n');
     Ok(text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Token;
+
+    #[test]
+    fn only_the_exact_bearer_token_passes() {
+        let token = Token(b"s3cret-token".as_slice().into());
+        assert!(token.matches(Some(b"Bearer s3cret-token")));
+        for wrong in [
+            &b"Bearer s3cret-toke"[..],
+            b"Bearer s3cret-token2",
+            b"s3cret-token",
+            b"Basic s3cret-token",
+            b"Bearer ",
+        ] {
+            assert!(!token.matches(Some(wrong)), "{}", String::from_utf8_lossy(wrong));
+        }
+        assert!(!token.matches(None));
+    }
 }

@@ -17,10 +17,12 @@ use std::path::Path;
 use std::time::Instant;
 
 use segstream_config::Config;
-use segstream_events::{CustomerSegments, DecodeError, EventTime, Lane, Positions, RawRecord, SegmentChange};
+use segstream_events::{
+    CustomerSegments, DecodeError, EventTime, EventTimeRange, Lane, Positions, RawRecord, SegmentChange,
+};
 use segstream_telemetry::Metrics;
 
-use crate::admission::Decoded;
+use crate::admission::{Decoded, event_time_range};
 use crate::error::WorkerError;
 use crate::processor::{Emitted, Processor};
 
@@ -84,7 +86,8 @@ pub fn replay(
 
 /// `segstream backfill`: the state a replay of the history ends with, written
 /// as a snapshot file at `snapshot` (as of the latest event). Returns the
-/// summary and the file's size in bytes.
+/// summary and the file's size in bytes; when no event decoded nothing is
+/// written (size 0).
 pub fn backfill(
     config: &Config,
     partitions: i32,
@@ -94,6 +97,10 @@ pub fn backfill(
     snapshot: &Path,
 ) -> Result<(ReplaySummary, u64), WorkerError> {
     let (summary, processor) = run_engine(config, partitions, clicks, orders, progress, |_| Ok(()))?;
+    if summary.clicks + summary.orders == 0 {
+        // An empty snapshot would start a worker as if the history were empty.
+        return Ok((summary, 0));
+    }
     let as_of = summary.latest.unwrap_or(EventTime::from_millis(0));
     let mut state = processor.store().to_snapshot(as_of, partitions);
     state.stream_times = (0..partitions).map(|p| processor.stream_time(p)).collect();
@@ -113,8 +120,9 @@ impl LaneRows {
         lane: Lane,
         payloads: &[Vec<u8>],
         partitions: i32,
+        range: EventTimeRange,
     ) -> Result<(Self, Vec<(usize, DecodeError)>), WorkerError> {
-        let (decoded, rejected) = Decoded::decode(lane, raw(payloads))?;
+        let (decoded, rejected) = Decoded::decode(lane, raw(payloads), range)?;
         let mut by_partition: BTreeMap<i32, Vec<(usize, i64)>> = BTreeMap::new();
         for row in 0..decoded.len() {
             let (customer, _) = decoded.row(row);
@@ -151,9 +159,10 @@ fn run_engine(
     mut on_change: impl FnMut(SegmentChange) -> std::io::Result<()>,
 ) -> Result<(ReplaySummary, Processor), WorkerError> {
     let mut summary = ReplaySummary::default();
-    let (clicks, rejected) = LaneRows::new(Lane::Clicks, clicks, partitions)?;
+    let range = event_time_range(config);
+    let (clicks, rejected) = LaneRows::new(Lane::Clicks, clicks, partitions, range)?;
     summary.rejected.extend(rejected.into_iter().map(|(i, e)| ("clicks", i, e)));
-    let (orders, rejected) = LaneRows::new(Lane::Orders, orders, partitions)?;
+    let (orders, rejected) = LaneRows::new(Lane::Orders, orders, partitions, range)?;
     summary.rejected.extend(rejected.into_iter().map(|(i, e)| ("orders", i, e)));
     summary.clicks = clicks.decoded.len();
     summary.orders = orders.decoded.len();

@@ -3,7 +3,7 @@ use std::sync::Arc;
 use std::sync::mpsc::Receiver;
 
 use segstream_config::Config;
-use segstream_telemetry::{Health, Metrics, serve};
+use segstream_telemetry::{Health, Metrics, operations_routes, serve};
 use tokio_util::sync::CancellationToken;
 
 use crate::error::WorkerError;
@@ -18,22 +18,29 @@ use crate::lookup::{self, SnapshotRequest};
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<Summary, WorkerError> {
     let metrics = Metrics::new();
     let health = Health::new();
-    // Validated by Config::validate.
-    let addr: SocketAddr =
-        config.http.listen.parse().map_err(|_| {
-            WorkerError::Thread(format!("http.listen {:?} is not ip:port", config.http.listen))
-        })?;
     let http_stop = CancellationToken::new();
     let (sql_requests, snapshots) = lookup::channel();
+    // The SQL listener first: a missing token stops the start before anything listens.
+    let sql_server = if config.sql.listen.is_empty() {
+        None
+    } else {
+        let token = lookup::Token::from_env(&config.sql)?;
+        let routes = lookup::routes(sql_requests, &config.sql, token);
+        let (bound, task) =
+            serve(listen_address(&config.sql.listen, "sql.listen")?, "sql.listen", routes, http_stop.clone())
+                .await?;
+        tracing::info!(%bound, "serving SQL on http://{bound}/sql (bearer token required)");
+        Some(task)
+    };
+    let operations = operations_routes(metrics.clone(), Arc::clone(&health));
     let (bound, http) = serve(
-        addr,
-        metrics.clone(),
-        Arc::clone(&health),
-        lookup::routes(sql_requests, &config.sql),
+        listen_address(&config.http.listen, "http.listen")?,
+        "http.listen",
+        operations,
         http_stop.clone(),
     )
     .await?;
-    tracing::info!(%bound, "serving http://{bound}/metrics, /healthz, /readyz and /sql");
+    tracing::info!(%bound, "serving http://{bound}/metrics, /healthz and /readyz");
 
     let (tx, rx) = tokio::sync::oneshot::channel();
     let pipeline_health = Arc::clone(&health);
@@ -55,12 +62,19 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<Summary,
         tracing::error!(error = %e, "pipeline stopped");
     }
     http_stop.cancel();
-    match http.await {
-        Ok(Err(e)) => tracing::warn!(error = %e, "HTTP server ended with an error"),
-        Err(e) => tracing::warn!(error = %e, "HTTP server task failed"),
-        Ok(Ok(())) => {}
+    for task in std::iter::once(http).chain(sql_server) {
+        match task.await {
+            Ok(Err(e)) => tracing::warn!(error = %e, "HTTP server ended with an error"),
+            Err(e) => tracing::warn!(error = %e, "HTTP server task failed"),
+            Ok(Ok(())) => {}
+        }
     }
     result
+}
+
+/// An address the config's validation accepted.
+fn listen_address(text: &str, field: &str) -> Result<SocketAddr, WorkerError> {
+    text.parse().map_err(|_| WorkerError::Config(format!("{field} {text:?} is not ip:port")))
 }
 
 fn start_pipeline(

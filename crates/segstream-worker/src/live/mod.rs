@@ -26,6 +26,7 @@ use std::sync::Arc;
 use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
+use datafusion::arrow::array::RecordBatch;
 use rdkafka::message::Message;
 use segstream_config::Config;
 use segstream_events::{CustomerId, EventTime, Lane, SegmentKind};
@@ -110,6 +111,8 @@ pub(crate) struct Pipeline {
     last_report: Instant,
     /// Feature-table requests of `/sql`, answered between batches.
     snapshots: Receiver<SnapshotRequest>,
+    /// The feature table the last requests read, and when it was built.
+    sql_table: Option<(Instant, RecordBatch)>,
 }
 
 impl Pipeline {
@@ -175,6 +178,7 @@ impl Pipeline {
             summary: Summary::default(),
             last_report: Instant::now(),
             snapshots,
+            sql_table: None,
         })
     }
 
@@ -334,14 +338,26 @@ impl Pipeline {
     }
 
     /// Answers waiting `/sql` requests with the feature table as of the
-    /// latest event time seen (a query that gave up waiting is skipped).
+    /// latest event time seen, rebuilt only when the last copy is older
+    /// than `sql.refresh_ms` (a query that gave up waiting is skipped).
     fn answer_snapshots(&mut self) {
+        let refresh = Duration::from_millis(self.config.sql.refresh_ms);
         while let Ok(reply) = self.snapshots.try_recv() {
             if reply.is_closed() {
                 continue;
             }
-            let as_of = self.processor.max_event_time().unwrap_or(EventTime::from_millis(0));
-            if reply.send(snapshot(self.processor.store(), &self.config.features, as_of)).is_err() {
+            let table = match &self.sql_table {
+                Some((built, table)) if built.elapsed() < refresh => Ok(table.clone()),
+                _ => {
+                    let as_of = self.processor.max_event_time().unwrap_or(EventTime::from_millis(0));
+                    let table = snapshot(self.processor.store(), &self.config.features, as_of);
+                    if let Ok(t) = &table {
+                        self.sql_table = Some((Instant::now(), t.clone()));
+                    }
+                    table
+                }
+            };
+            if reply.send(table).is_err() {
                 tracing::debug!("a /sql request gave up before its snapshot was ready");
             }
         }

@@ -14,10 +14,10 @@ use rdkafka::error::KafkaError;
 use rdkafka::message::{Message, OwnedMessage};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use segstream_config::Config;
-use segstream_events::{EventTime, Lane, RawRecord};
+use segstream_events::{EventTime, Lane};
 use segstream_kafka::{KafkaIoError, assigned_consumer_config};
 
-use crate::admission::{Decoded, Placement, own_check};
+use crate::admission::{Admission, Incoming, Placement};
 use crate::error::WorkerError;
 
 /// Records read back from the end of each partition.
@@ -30,7 +30,8 @@ pub(crate) struct Probe {
     consumer: BaseConsumer,
     topics: [String; 2],
     partitions: i32,
-    max_future_ms: i64,
+    /// What admission would let in: the watermark counts only that.
+    admission: Admission,
     /// The last answer and when it was read.
     last: Option<(Instant, Option<EventTime>)>,
     /// How long an answer is reused.
@@ -52,7 +53,7 @@ impl Probe {
             consumer,
             topics: [config.topics.clickstream.clone(), config.topics.orders.clone()],
             partitions,
-            max_future_ms: i64::try_from(config.time.max_future_ms).unwrap_or(i64::MAX),
+            admission: Admission::new(config),
             last: None,
             reuse: Duration::from_millis(config.time.idle_partition_ms),
         })
@@ -116,15 +117,15 @@ impl Probe {
     /// The event time of the last record in `tail` that would be admitted.
     fn last_event_time(&self, lane: Lane, tail: &[OwnedMessage]) -> Result<Option<EventTime>, WorkerError> {
         for m in tail.iter().rev() {
-            let raw = RawRecord { payload: m.payload(), partition: m.partition(), offset: m.offset() };
-            let (decoded, _) = Decoded::decode(lane, [raw])?;
-            if decoded.len() == 1 {
-                let (customer, time) = decoded.row(0);
-                let placement = Placement { partition: m.partition(), partitions: self.partitions };
-                let ts = m.timestamp().to_millis();
-                if own_check(customer, m.key(), Some(placement), time, ts, self.max_future_ms).is_ok() {
-                    return Ok(Some(time));
-                }
+            let record = Incoming {
+                key: m.key(),
+                payload: m.payload(),
+                offset: m.offset(),
+                timestamp: m.timestamp().to_millis(),
+            };
+            let placement = Placement { partition: m.partition(), partitions: self.partitions };
+            if let Some(time) = self.admission.admissible(lane, &record, placement)? {
+                return Ok(Some(time));
             }
         }
         Ok(None)
