@@ -26,6 +26,10 @@ command -v perl >/dev/null || missing+=(perl)          # librdkafka's configure 
 command -v python3 >/dev/null || missing+=(python3)
 command -v curl >/dev/null || missing+=(curl)          # demo: reads /metrics
 command -v setsid >/dev/null || missing+=(util-linux)  # test harness: broker watchdog
+# librdkafka's TLS and SASL/GSSAPI link the system OpenSSL and Cyrus SASL.
+command -v pkg-config >/dev/null || missing+=(pkg-config)
+pkg-config --exists openssl 2>/dev/null || missing+=(libssl-dev)
+pkg-config --exists libsasl2 2>/dev/null || missing+=(libsasl2-dev)
 [ ${#missing[@]} -eq 0 ] || apt_install "${missing[@]}"
 
 if ! command -v cargo >/dev/null; then

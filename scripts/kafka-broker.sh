@@ -4,7 +4,9 @@
 # download site: the jars come from Maven Central via scripts/kafka-pom.xml.
 #
 #   kafka-broker.sh install                 resolve jars into the cache, print its path
-#   kafka-broker.sh start --dir DIR --port PORT [--controller-port CPORT]
+#   kafka-broker.sh start --dir DIR --port PORT [--controller-port CPORT] [--sasl-port SPORT]
+#       --sasl-port adds a SASL_PLAINTEXT listener (SCRAM-SHA-256) with the
+#       user "segstream", password "segstream-secret" (tests of secure clusters)
 #   kafka-broker.sh stop --dir DIR
 #   kafka-broker.sh status --dir DIR        print 127.0.0.1:PORT, exit 1 if not running
 #   kafka-broker.sh free-port               print a free TCP port on 127.0.0.1
@@ -77,19 +79,20 @@ alive() {
 }
 port_open() { timeout 2 bash -c "exec 3<>/dev/tcp/127.0.0.1/$1" 2>/dev/null; }
 prop() { [ ! -f "$DIR/server.properties" ] || sed -n "s|^$1=||p" "$DIR/server.properties" | tail -1; }
-broker_port() { prop advertised.listeners | sed 's|.*:||'; }
+broker_port() { prop advertised.listeners | sed 's|^PLAINTEXT://[^:]*:\([0-9]*\).*|\1|'; }
 free_port() {
   command -v python3 >/dev/null || die "python3 is needed to pick a free port; pass --controller-port"
   python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
 }
 
 parse_args() {
-  DIR="" PORT="" CPORT=""
+  DIR="" PORT="" CPORT="" SPORT=""
   while [ $# -gt 0 ]; do
     case "$1" in
       --dir) DIR="${2:?--dir needs a value}"; shift 2 ;;
       --port) PORT="${2:?--port needs a value}"; shift 2 ;;
       --controller-port) CPORT="${2:?--controller-port needs a value}"; shift 2 ;;
+      --sasl-port) SPORT="${2:?--sasl-port needs a value}"; shift 2 ;;
       *) die "unknown argument: $1" ;;
     esac
   done
@@ -110,15 +113,24 @@ do_start() {
   # config only changes when asked to (the quorum also copes with a new one).
   [ -n "$CPORT" ] || CPORT=$(prop controller.quorum.bootstrap.servers | sed 's|.*:||')
   [ -n "$CPORT" ] || CPORT=$(free_port)
+  [ -n "$SPORT" ] || SPORT=$(prop advertised.listeners | sed -n 's|.*SASL_PLAINTEXT://[^:]*:\([0-9]*\).*|\1|p')
+  local listeners="PLAINTEXT://127.0.0.1:$PORT" sasl_props="" scram=()
+  if [ -n "$SPORT" ]; then
+    listeners="$listeners,SASL_PLAINTEXT://127.0.0.1:$SPORT"
+    sasl_props="sasl.enabled.mechanisms=SCRAM-SHA-256
+listener.name.sasl_plaintext.scram-sha-256.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;"
+    scram=(--add-scram 'SCRAM-SHA-256=[name=segstream,password=segstream-secret]')
+  fi
   cat >"$DIR/server.properties" <<EOF
 # Written by scripts/kafka-broker.sh: single-node KRaft broker for tests.
 process.roles=broker,controller
 node.id=1
-listeners=PLAINTEXT://127.0.0.1:$PORT,CONTROLLER://127.0.0.1:$CPORT
-advertised.listeners=PLAINTEXT://127.0.0.1:$PORT
+listeners=$listeners,CONTROLLER://127.0.0.1:$CPORT
+advertised.listeners=$listeners
 controller.listener.names=CONTROLLER
 inter.broker.listener.name=PLAINTEXT
-listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT
+$sasl_props
 controller.quorum.bootstrap.servers=127.0.0.1:$CPORT
 log.dirs=$DIR/data
 num.partitions=1
@@ -146,7 +158,7 @@ EOF
   local java_cp=(java "${JVM_OPTS[@]}" -cp "$LIBS/*")
   if [ ! -f "$DIR/data/meta.properties" ]; then
     local id; id=$("${java_cp[@]}" kafka.tools.StorageTool random-uuid | tail -1) || die "StorageTool random-uuid failed"
-    "${java_cp[@]}" kafka.tools.StorageTool format --standalone -t "$id" -c "$DIR/server.properties" >"$DIR/format.log" 2>&1 \
+    "${java_cp[@]}" kafka.tools.StorageTool format --standalone -t "$id" -c "$DIR/server.properties" "${scram[@]}" >"$DIR/format.log" 2>&1 \
       || { cat "$DIR/format.log" >&2; die "formatting $DIR/data failed (output above)"; }
   fi
   # setsid: own session, so the broker survives the calling shell / make and is
@@ -201,5 +213,5 @@ case "$cmd" in
   stop) parse_args "$@"; do_stop ;;
   status) parse_args "$@"; do_status ;;
   free-port) free_port ;;
-  *) die "usage: $0 install | start --dir DIR --port PORT [--controller-port CPORT] | stop --dir DIR | status --dir DIR | free-port" ;;
+  *) die "usage: $0 install | start --dir DIR --port PORT [--controller-port CPORT] [--sasl-port SPORT] | stop --dir DIR | status --dir DIR | free-port" ;;
 esac

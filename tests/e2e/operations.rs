@@ -84,7 +84,7 @@ fn undecodable_records_go_to_the_dead_letter_topic_with_headers_and_are_counted(
     assert_eq!(
         metric(
             &metrics,
-            &format!("segstream_decode_errors_total{{error_type=\"unknown_format\",topic=\"{topic}\"}}")
+            &format!("segstream_decode_errors_total{{code=\"unknown_format\",topic=\"{topic}\"}}")
         ),
         1.0
     );
@@ -133,8 +133,9 @@ fn bad_configuration_stops_with_the_key_and_the_fix() {
 /// aborts them on their timeout, which looks like a fence to librdkafka and
 /// is told apart from a twin by the transaction's age), and each time it
 /// goes back to its committed state and tries again with a producer queue
-/// far smaller than the input's output. Once the topic is back, every
-/// change is committed exactly once.
+/// far smaller than the input's output, and `/healthz` says it is stuck.
+/// Once the topic is back, every change is committed exactly once and
+/// `/healthz` is 200 again.
 #[test]
 fn an_unavailable_output_holds_the_worker_back_and_nothing_is_lost_or_doubled_when_it_returns() {
     let _keep = crate::support::KeepLogsOnPanic;
@@ -146,7 +147,8 @@ fn an_unavailable_output_holds_the_worker_back_and_nothing_is_lost_or_doubled_wh
     let mut setup = Setup::new("outage", 2)
         .with("worker.transaction_timeout_ms=3000")
         .with("worker.batch_max_events=500")
-        .with("checkpoint.interval_ms=0");
+        .with("checkpoint.interval_ms=0")
+        .with("health.stall_ms=5000");
     let customers: Vec<String> = (0..10_000).map(|i| format!("out-{i}")).collect();
     let orders: Vec<_> = customers
         .iter()
@@ -167,6 +169,9 @@ fn an_unavailable_output_holds_the_worker_back_and_nothing_is_lost_or_doubled_wh
         + metric(&metrics, "segstream_transactions_total{result=\"renewed\"}");
     assert!(failed >= 1.0, "transactions that could not complete were aborted:\n{metrics}");
     assert!(setup.read(&changes_topic, 1, Duration::from_secs(1)).is_empty(), "nothing committed");
+    let (status, body) = http_get(&addr, "/healthz");
+    assert_eq!(status, 503, "alive but stuck for longer than health.stall_ms: {body}");
+    assert!(body.contains("has not advanced") || body.contains("nothing has been committed"), "{body}");
 
     let out = setup.cli(&["topics", "create"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -177,6 +182,11 @@ fn an_unavailable_output_holds_the_worker_back_and_nothing_is_lost_or_doubled_wh
         .collect();
     assert_eq!((records.len(), ids.len()), (10_000, 10_000), "every customer new, once");
     assert!(worker.exited().is_none(), "the worker carried on by itself");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while http_get(&addr, "/healthz").0 != 200 {
+        assert!(std::time::Instant::now() < deadline, "healthy again once it progresses");
+        std::thread::sleep(Duration::from_millis(200));
+    }
     assert!(worker.terminate(Duration::from_secs(30)).0.success());
 }
 
@@ -331,4 +341,35 @@ fn a_record_on_another_partition_than_its_key_gives_is_dead_lettered() {
         setup.topic("orders")
     );
     assert_eq!(metric(&metrics, &line), 1.0, "counted by code:\n{metrics}");
+}
+
+/// A worker reaches a broker through SASL/SCRAM, its password from the
+/// environment (librdkafka's dotted key written with `_`, so no file holds
+/// the secret), and reads an input batch compressed with zstd.
+#[test]
+fn a_worker_reaches_a_sasl_scram_listener_with_its_secret_from_the_environment_and_reads_zstd_input() {
+    use rdkafka::producer::ThreadedProducer;
+    let _keep = crate::support::KeepLogsOnPanic;
+    let plain = Setup::new("sasl", 1);
+    let secure = plain
+        .with(&format!("kafka.bootstrap_servers={}", crate::support::Broker::shared().sasl_bootstrap))
+        .with("kafka.librdkafka_options.security_protocol=SASL_PLAINTEXT")
+        .with("kafka.librdkafka_options.sasl_mechanisms=SCRAM-SHA-256")
+        .with("kafka.librdkafka_options.sasl_username=segstream");
+    let password = "SEGSTREAM__KAFKA__LIBRDKAFKA_OPTIONS__SASL_PASSWORD";
+
+    let mut zstd = segstream_kafka::producer_config(&plain.config(), None).unwrap();
+    zstd.set("compression.type", "zstd").set("linger.ms", "100");
+    let producer: ThreadedProducer<_> = zstd.create().unwrap();
+    let orders: Vec<_> = (0..50)
+        .map(|i| crate::support::order_record(&format!("z-{i}"), "o1", 1_704_103_200_000 + i * 1000))
+        .collect();
+    produce(&producer, &plain.topic("orders"), &orders);
+
+    let mut worker = secure.with_env(password, "segstream-secret").spawn_worker();
+    worker.wait_ready(Duration::from_secs(60));
+    let changes = plain.read(&plain.topic("changes"), 50, Duration::from_secs(60));
+    assert_eq!(changes.len(), 50, "every order of the zstd batch was read over SASL");
+    assert!(worker.terminate(Duration::from_secs(20)).0.success());
+    assert!(!worker.log_text().contains("segstream-secret"), "the secret is not logged");
 }

@@ -38,6 +38,9 @@ pub fn segstream_bin() -> PathBuf {
 /// The broker of this test binary.
 pub struct Broker {
     pub bootstrap: String,
+    /// The SASL_PLAINTEXT listener: SCRAM-SHA-256, user `segstream`,
+    /// password `segstream-secret`.
+    pub sasl_bootstrap: String,
     pub dir: PathBuf,
 }
 
@@ -66,7 +69,9 @@ impl Broker {
         let dir = std::env::temp_dir().join(format!("{name}-{}", std::process::id()));
         std::fs::remove_dir_all(&dir).ok();
         std::fs::create_dir_all(&dir).expect("broker dir");
-        let port = String::from_utf8(run_script(&["free-port"]).stdout).expect("port").trim().to_owned();
+        let free_port =
+            || String::from_utf8(run_script(&["free-port"]).stdout).expect("port").trim().to_owned();
+        let (port, sasl_port) = (free_port(), free_port());
         // Tear the broker down when this test process exits, whatever the way.
         // The watchdog outlives us on purpose: a short-lived shell starts it in
         // its own session and returns.
@@ -81,14 +86,26 @@ impl Broker {
             .status()
             .expect("broker watchdog");
         assert!(status.success());
-        let out = run_script(&["start", "--dir", dir.to_str().unwrap(), "--port", &port]);
+        let out = run_script(&[
+            "start",
+            "--dir",
+            dir.to_str().unwrap(),
+            "--port",
+            &port,
+            "--sasl-port",
+            &sasl_port,
+        ]);
         assert!(
             out.status.success(),
             "broker did not start:\n{}\n{}",
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
-        Broker { bootstrap: format!("127.0.0.1:{port}"), dir }
+        Broker {
+            bootstrap: format!("127.0.0.1:{port}"),
+            sasl_bootstrap: format!("127.0.0.1:{sasl_port}"),
+            dir,
+        }
     }
 
     pub fn stop(&self) {
@@ -135,6 +152,8 @@ pub struct Setup {
     pub sets: Vec<String>,
     /// A TOML config file under the `--set`s (for keys `--set` cannot name).
     pub config_file: Option<PathBuf>,
+    /// Environment variables of every segstream process it runs.
+    pub env: Vec<(String, String)>,
 }
 
 impl Setup {
@@ -165,7 +184,7 @@ impl Setup {
             "http.listen=127.0.0.1:0".to_owned(),
             "sql.listen=127.0.0.1:0".to_owned(),
         ];
-        let setup = Self { name, sets, config_file: None };
+        let setup = Self { name, sets, config_file: None, env: Vec::new() };
         let out = setup.cli(&["topics", "create"]);
         assert!(out.status.success(), "topics create: {}", String::from_utf8_lossy(&out.stderr));
         setup
@@ -193,7 +212,7 @@ impl Setup {
             format!("topics.dead_letter=dlq-{name}"),
             format!("worker.instance_id=w-{name}"),
         ]);
-        let s = Self { name, sets, config_file: self.config_file.clone() };
+        let s = Self { name, sets, config_file: self.config_file.clone(), env: self.env.clone() };
         let out = s.cli(&["topics", "create"]);
         assert!(out.status.success(), "topics create: {}", String::from_utf8_lossy(&out.stderr));
         s
@@ -202,6 +221,13 @@ impl Setup {
     pub fn with(&self, set: &str) -> Self {
         let mut s = self.clone();
         s.sets.push(set.to_owned());
+        s
+    }
+
+    /// The same with `name=value` in the processes' environment.
+    pub fn with_env(&self, name: &str, value: &str) -> Self {
+        let mut s = self.clone();
+        s.env.push((name.to_owned(), value.to_owned()));
         s
     }
 
@@ -220,7 +246,8 @@ impl Setup {
         c.args(args)
             .stdin(Stdio::null())
             .env("RUST_LOG", "info,librdkafka=warn,rdkafka=warn")
-            .env("SEGSTREAM_SQL_TOKEN", SQL_TOKEN);
+            .env("SEGSTREAM_SQL_TOKEN", SQL_TOKEN)
+            .envs(self.env.iter().map(|(k, v)| (k, v)));
         c
     }
 

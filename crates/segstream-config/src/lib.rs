@@ -70,6 +70,8 @@ pub struct Config {
     pub checkpoint: CheckpointConfig,
     /// What restore does when history is missing.
     pub recovery: RecoveryConfig,
+    /// When a running worker counts as stuck.
+    pub health: HealthConfig,
     /// HTTP endpoints.
     pub http: HttpConfig,
     /// Ad-hoc queries.
@@ -266,6 +268,16 @@ pub struct HttpConfig {
     pub listen: String,
 }
 
+/// `[health]`: when `/healthz` reports a worker that runs but is stuck.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct HealthConfig {
+    /// How long something may stand still, ms.
+    pub stall_ms: u64,
+    /// A producer queue at least this long is full.
+    pub producer_queue_max: usize,
+}
+
 /// `[sql]`: ad-hoc queries of the live feature table (`/sql`).
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -339,7 +351,13 @@ impl Config {
                 .ok_or_else(|| ConfigError::BadOverride { given: given.clone() })?;
             figment = figment.merge(Serialized::default(key.trim(), parse_value(raw)));
         }
-        let config: Config = figment.extract().map_err(Box::new)?;
+        let mut config: Config = figment.extract().map_err(Box::new)?;
+        // librdkafka's keys have dots and never underscores; environment
+        // variables cannot hold dots, so `_` stands for `.` there (and anywhere).
+        config.kafka.librdkafka_options = std::mem::take(&mut config.kafka.librdkafka_options)
+            .into_iter()
+            .map(|(key, value)| (key.replace('_', "."), value))
+            .collect();
         config.validate()?;
         Ok(config)
     }
@@ -510,6 +528,9 @@ impl Config {
                 format!("{:?}", self.time.earliest_event_date),
                 "use a day as YYYY-MM-DD, e.g. 1975-01-01",
             );
+        }
+        if self.health.stall_ms == 0 {
+            return fail("health.stall_ms", "0".into(), "use a positive number of ms, e.g. 120000");
         }
         if self.sql.timeout_ms == 0 {
             return fail("sql.timeout_ms", "0".into(), "use a positive number of ms, e.g. 10000");

@@ -89,3 +89,10 @@ fn the_earliest_event_date_is_a_day_and_a_bad_one_is_named() {
     let err = Config::load(None, &["time.earliest_event_date=1990".into()]).expect_err("not a day");
     assert!(err.to_string().contains("time.earliest_event_date"), "{err}");
 }
+
+#[test]
+fn librdkafka_keys_may_use_underscores_for_dots_so_the_environment_can_set_them() {
+    let c = Config::load(None, &["kafka.librdkafka_options.sasl_password=s3cret".into()]).expect("load");
+    assert_eq!(c.kafka.librdkafka_options.get("sasl.password").map(String::as_str), Some("s3cret"));
+    assert!(!c.kafka.librdkafka_options.contains_key("sasl_password"));
+}

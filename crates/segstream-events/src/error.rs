@@ -2,7 +2,7 @@ use thiserror::Error;
 
 /// Why a payload could not become an event. Every variant has a stable
 /// [`code`](DecodeError::code), used as the dead-letter header and the
-/// `error_type` metric label.
+/// `code` label of the dead-letter and decode-error metrics.
 #[derive(Debug, Error)]
 pub enum DecodeError {
     /// The Kafka message had no value.

@@ -20,6 +20,8 @@ pub struct Health {
     ready: AtomicBool,
     /// Why the worker is not ready, beyond "starting" (e.g. a stopped partition).
     reason: Mutex<String>,
+    /// Why the worker is alive but not healthy (it does not progress).
+    problems: Mutex<String>,
 }
 
 impl Health {
@@ -29,6 +31,7 @@ impl Health {
             alive: AtomicBool::new(true),
             ready: AtomicBool::new(false),
             reason: Mutex::default(),
+            problems: Mutex::default(),
         })
     }
 
@@ -48,6 +51,19 @@ impl Health {
     /// The reason set by [`Health::set_reason`].
     pub fn reason(&self) -> String {
         self.reason.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+
+    /// Why `/healthz` fails although the pipeline runs (empty: healthy).
+    pub fn set_problems(&self, problems: &str) {
+        let mut p = self.problems.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if p.as_str() != problems {
+            problems.clone_into(&mut p);
+        }
+    }
+
+    /// The problems set by [`Health::set_problems`].
+    pub fn problems(&self) -> String {
+        self.problems.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
     }
 
     /// Not alive: the pipeline stopped on an error.
@@ -98,10 +114,14 @@ async fn metrics_page(State(s): State<AppState>) -> impl IntoResponse {
 }
 
 async fn healthz(State(s): State<AppState>) -> impl IntoResponse {
-    if s.health.is_alive() {
-        (StatusCode::OK, "ok\n")
+    if !s.health.is_alive() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "pipeline stopped\n".to_owned());
+    }
+    let problems = s.health.problems();
+    if problems.is_empty() {
+        (StatusCode::OK, "ok\n".to_owned())
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "pipeline stopped\n")
+        (StatusCode::SERVICE_UNAVAILABLE, format!("unhealthy: {problems}\n"))
     }
 }
 

@@ -11,7 +11,7 @@ pub struct Metrics {
     registry: Registry,
     /// `segstream_events_in_total{topic}`: payloads consumed.
     pub events_in: IntCounterVec,
-    /// `segstream_decode_errors_total{topic,error_type}`: payloads that did not decode.
+    /// `segstream_decode_errors_total{topic,code}`: payloads that did not decode.
     pub decode_errors: IntCounterVec,
     /// `segstream_dead_letters_total{topic,code}`: payloads written to the
     /// dead-letter topic, by source topic and the code of their
@@ -146,7 +146,7 @@ impl Metrics {
                 &r,
                 "segstream_decode_errors_total",
                 "Payloads that did not decode or validate, per topic and error code.",
-                &["topic", "error_type"],
+                &["topic", "code"],
             ),
             dead_letters: counter_vec(
                 &r,
@@ -349,5 +349,24 @@ impl Metrics {
             tracing::error!(error = %e, "encoding metrics failed");
         }
         String::from_utf8_lossy(&buf).into_owned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// An SRE reads the README to know what to alert on: every metric
+    /// registered here is listed there.
+    #[test]
+    fn the_readme_lists_every_metric() {
+        let source = include_str!("metrics.rs");
+        let readme = include_str!("../../../README.md");
+        let mut names: Vec<&str> = source
+            .split('"')
+            .filter(|s| s.starts_with("segstream_") && s.chars().all(|c| c.is_ascii_lowercase() || c == '_'))
+            .collect();
+        names.dedup();
+        assert!(names.len() > 30, "{names:?}");
+        let missing: Vec<&&str> = names.iter().filter(|n| !readme.contains(&format!("`{n}"))).collect();
+        assert!(missing.is_empty(), "add these to README.md's Metrics section: {missing:?}");
     }
 }

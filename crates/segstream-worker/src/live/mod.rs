@@ -18,6 +18,7 @@ mod inputs;
 mod outbox;
 mod ownership;
 mod probe;
+mod progress;
 mod rebalance;
 mod transaction;
 
@@ -45,6 +46,7 @@ use self::inputs::Inputs;
 use self::outbox::Outbox;
 use self::ownership::{DecisionLog, Owned, Tokens};
 use self::probe::Probe;
+use self::progress::Progress;
 
 /// Totals of one pipeline run, logged at exit.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -113,6 +115,8 @@ pub(crate) struct Pipeline {
     snapshots: Receiver<SnapshotRequest>,
     /// The feature table the last requests read, and when it was built.
     sql_table: Option<(Instant, RecordBatch)>,
+    /// What should move, for `/healthz`.
+    progress: Progress,
 }
 
 impl Pipeline {
@@ -148,6 +152,7 @@ impl Pipeline {
             orders = %topics.orders,
             "worker started"
         );
+        let config_health = config.health.clone();
         Ok(Self {
             checkpoints: Checkpoints::new(&config, &metrics, runtime)?,
             partitions: count,
@@ -179,6 +184,10 @@ impl Pipeline {
             last_report: Instant::now(),
             snapshots,
             sql_table: None,
+            progress: Progress::new(
+                Duration::from_millis(config_health.stall_ms),
+                config_health.producer_queue_max,
+            ),
         })
     }
 
@@ -402,7 +411,35 @@ impl Pipeline {
         self.health.set_ready(ready);
     }
 
+    /// Tells `/healthz` what has stood still too long.
+    fn check_progress(&mut self) {
+        let now = Instant::now();
+        // A partition rebuilding its state does not move its lanes by design:
+        // /readyz tells that (the commit clock covers a rebuild that loops).
+        let processor = &self.processor;
+        let counted = |p: i32| !processor.rebuilding(p);
+        let owned = &self.owned;
+        self.progress.keep(|p| owned.contains_key(&p) && counted(p));
+        for (&partition, o) in owned.iter().filter(|(p, _)| counted(**p)) {
+            for lane in Lane::BOTH {
+                let waiting = i64::try_from(processor.backlog(lane, partition)).unwrap_or(i64::MAX);
+                let offset = o.committed.map(|c| if lane == Lane::Clicks { c.clicks } else { c.orders });
+                self.progress.lane(now, lane, partition, offset, waiting);
+            }
+        }
+        self.progress.owned(now, owned.keys().copied().collect());
+        let waiting = self.dirty_since.is_some() || processor.buffered() > 0 || self.outbox.is_open();
+        self.progress.work_waiting(waiting);
+        self.progress.queue(now, self.outbox.in_flight());
+        let problems = self.progress.problems(now);
+        if !problems.is_empty() && self.health.problems().is_empty() {
+            tracing::warn!(problems = %problems.join("; "), "unhealthy: the worker does not progress");
+        }
+        self.health.set_problems(&problems.join("; "));
+    }
+
     fn report(&mut self) {
+        self.check_progress();
         if let Some(c) = &mut self.checkpoints {
             c.collect();
         }

@@ -110,6 +110,11 @@ impl Outbox {
         &self.transactional_id
     }
 
+    /// Messages sent and not yet acknowledged by the broker.
+    pub(crate) fn in_flight(&self) -> usize {
+        usize::try_from(self.producer.in_flight_count()).unwrap_or(0)
+    }
+
     /// True while a transaction is open.
     pub(crate) fn is_open(&self) -> bool {
         self.opened.is_some()

@@ -195,6 +195,7 @@ impl Pipeline {
         }
         self.summary.transactions += 1;
         self.dirty_since = None;
+        self.progress.committed(Instant::now());
         Ok(true)
     }
 }
