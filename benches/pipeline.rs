@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 
-use support::{Broker, Setup, http_get, metric, segstream_bin};
+use support::{Broker, SQL_TOKEN, Setup, http_get, metric, segstream_bin};
 
 fn env(key: &str, default: u64) -> u64 {
     std::env::var(key).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
@@ -81,6 +81,7 @@ fn run(setup: &Setup, bin: &Path, keep: impl Fn(&str) -> bool, end: &TopicPartit
     let started = Instant::now();
     let mut child = command
         .arg("worker")
+        .env("SEGSTREAM_SQL_TOKEN", SQL_TOKEN)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&log).unwrap())
@@ -113,6 +114,7 @@ fn spawn(setup: &Setup, extra: &[&str], log: &Path) -> std::process::Child {
     }
     command
         .arg("worker")
+        .env("SEGSTREAM_SQL_TOKEN", SQL_TOKEN)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(log).unwrap())
@@ -192,7 +194,7 @@ fn main() {
         if let Some(bin) = &baseline {
             // An older build knows neither the decisions topic nor these worker keys.
             let known = |s: &str| {
-                !["topics.decisions", "worker.session_timeout_ms", "worker.commit_interval_ms"]
+                !["topics.decisions", "worker.session_timeout_ms", "worker.commit_interval_ms", "sql.listen"]
                     .iter()
                     .any(|k| s.starts_with(k))
             };

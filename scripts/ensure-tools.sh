@@ -47,4 +47,8 @@ if [ "${1:-}" = python ]; then
   "$VENV/bin/python" -c 'import fastavro' 2>/dev/null || "$VENV/bin/pip" install -q 'fastavro==1.13.*' >&2
   # moto's server: an S3-compatible endpoint on 127.0.0.1 for the checkpoint tests.
   "$VENV/bin/python" -c 'import moto.server, boto3' 2>/dev/null || "$VENV/bin/pip" install -q 'moto[server]==5.*' >&2
+  # confluent-kafka's SchemaRegistryClient and AvroSerializer: a producer as Python teams write one,
+  # which keeps the test schema registry honest.
+  "$VENV/bin/python" -c 'import confluent_kafka.schema_registry.avro' 2>/dev/null \
+    || "$VENV/bin/pip" install -q 'confluent-kafka[avro,schemaregistry]==2.16.*' >&2
 fi

@@ -1,5 +1,6 @@
 //! `segstream`: the command line of the streaming segmentation worker.
 
+mod forget;
 mod generate;
 mod replay;
 mod sql;
@@ -43,6 +44,9 @@ enum Command {
     /// Run SQL over customer features: from history files (the batch
     /// definition), or from a running worker's live state.
     Sql(sql::SqlArgs),
+    /// Erase customers (right to be forgotten): their state, memberships
+    /// and past events, in every worker, for good.
+    Forget(forget::ForgetArgs),
     /// Manage the topics segstream uses.
     Topics {
         #[command(subcommand)]
@@ -95,6 +99,7 @@ async fn dispatch(command: Command, config: Config) -> anyhow::Result<()> {
         Command::Replay(args) => replay::run(args, config).await,
         Command::Backfill(args) => replay::backfill(args, config).await,
         Command::Sql(args) => sql::run(args, config).await,
+        Command::Forget(args) => forget::run(args, config).await,
         Command::Watch(args) => {
             let shutdown = CancellationToken::new();
             tokio::spawn(stop_on_signal(shutdown.clone()));

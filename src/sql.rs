@@ -101,7 +101,7 @@ async fn register_history(
     config: &Config,
 ) -> anyhow::Result<()> {
     let files = history::discover(input)?;
-    let events = history::decode_history(&files, segstream_worker::event_time_range(config)).await?;
+    let events = history::decode_history(&files, segstream_worker::input_rules(config)).await?;
     for (path, line, error) in events.rejected.iter().take(10) {
         eprintln!("skipped {}:{line}: {error}", path.display());
     }

@@ -7,9 +7,11 @@
 mod support;
 
 mod checkpoints;
+mod erasure;
 mod exactly_once;
 mod lifecycle;
 mod operations;
 mod recovery;
+mod registry;
 mod replay;
 mod time;

@@ -175,6 +175,7 @@ impl Setup {
             format!("topics.customer_segments=members-{name}"),
             format!("topics.dead_letter=dlq-{name}"),
             format!("topics.decisions=decisions-{name}"),
+            format!("topics.erasures=erasures-{name}"),
             format!("topics.partitions={partitions}"),
             format!("worker.instance_id=w-{name}"),
             // Shared by every worker of the test, as by a group's workers.
@@ -287,6 +288,21 @@ impl Setup {
         }
     }
 
+    /// The value of a topic's config entry `key`, as the broker has it.
+    pub fn topic_config(&self, topic: &str, key: &str) -> Option<String> {
+        use rdkafka::admin::ResourceSpecifier;
+        let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+            .set("bootstrap.servers", &self.config().kafka.bootstrap_servers)
+            .create()
+            .unwrap();
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let described = runtime
+            .block_on(admin.describe_configs(&[ResourceSpecifier::Topic(topic)], &AdminOptions::new()))
+            .expect("describe configs");
+        let resource = described.into_iter().next()?.ok()?;
+        resource.get(key).and_then(|e| e.value.clone())
+    }
+
     /// Deletes every record of partition `partition` of `topic` (as
     /// retention would).
     pub fn delete_records(&self, topic: &str, partition: i32) {
@@ -316,6 +332,7 @@ impl Setup {
             "changes" => c.topics.segment_changes,
             "members" => c.topics.customer_segments,
             "dlq" => c.topics.dead_letter,
+            "erasures" => c.topics.erasures,
             other => panic!("unknown topic key {other}"),
         }
     }
@@ -693,5 +710,100 @@ impl Drop for S3Server {
     fn drop(&mut self) {
         self.child.kill().ok();
         self.child.wait().ok();
+    }
+}
+
+/// A server of the Confluent Schema Registry REST API
+/// (tests/support/schema_registry.py), stopped on drop; its schemas survive
+/// a [`SchemaRegistry::restart`].
+pub struct SchemaRegistry {
+    child: Option<Child>,
+    dir: tempfile::TempDir,
+    port: String,
+}
+
+impl SchemaRegistry {
+    pub fn start() -> Self {
+        let dir = tempfile::tempdir().expect("registry dir");
+        let mut r = Self { child: None, dir, port: "0".into() };
+        r.spawn();
+        r
+    }
+
+    fn spawn(&mut self) {
+        let port_file = self.dir.path().join("port");
+        std::fs::remove_file(&port_file).ok();
+        let child = Command::new(python())
+            .arg(repo_root().join("tests/support/schema_registry.py"))
+            .arg(&port_file)
+            .arg(self.dir.path().join("state.json"))
+            .arg(&self.port)
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("starting the schema registry");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !port_file.exists() {
+            assert!(Instant::now() < deadline, "the schema registry did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        self.port = std::fs::read_to_string(&port_file).expect("port").trim().to_owned();
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// Schema reads answer 503 (`available` false) or work again; registrations always work.
+    pub fn set_reads(&self, available: bool) {
+        let (status, body) =
+            request(&self.addr(), "POST", "/test/reads", "", &format!("{{\"available\": {available}}}"));
+        assert_eq!(status, 200, "{body}");
+    }
+
+    /// Down: nothing listens on its port.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            c.kill().ok();
+            c.wait().ok();
+        }
+    }
+
+    /// Up again on the same port, with the same schemas.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.spawn();
+    }
+
+    /// Produces `count` orders of customers `prefix-i` with confluent-kafka's
+    /// AvroSerializer (tests/support/avro_produce.py), their schema ours plus
+    /// the optional field `extra`; the schema id they carry.
+    pub fn produce_orders(
+        &self,
+        bootstrap: &str,
+        topic: &str,
+        count: usize,
+        prefix: &str,
+        extra: &str,
+    ) -> u32 {
+        let out = Command::new(python())
+            .arg(repo_root().join("tests/support/avro_produce.py"))
+            .args([bootstrap, &self.url(), topic])
+            .arg(repo_root().join("schemas/orders.avsc"))
+            .args([&count.to_string(), prefix, extra])
+            .output()
+            .expect("running avro_produce.py");
+        assert!(out.status.success(), "avro_produce.py: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).trim().parse().expect("the schema id")
+    }
+}
+
+impl Drop for SchemaRegistry {
+    fn drop(&mut self) {
+        self.stop();
     }
 }

@@ -70,6 +70,10 @@ pub struct Config {
     pub checkpoint: CheckpointConfig,
     /// What restore does when history is missing.
     pub recovery: RecoveryConfig,
+    /// How strictly input payloads are read.
+    pub input: InputConfig,
+    /// The schema registry, if any.
+    pub schema_registry: SchemaRegistryConfig,
     /// When a running worker counts as stuck.
     pub health: HealthConfig,
     /// HTTP endpoints.
@@ -106,6 +110,10 @@ pub struct TopicsConfig {
     pub customer_segments: String,
     /// Dead letters.
     pub dead_letter: String,
+    /// Retention of the dead-letter topic (`topics create`), ms; -1: for ever.
+    pub dead_letter_retention_ms: i64,
+    /// Erasure requests (compacted).
+    pub erasures: String,
     /// Internal: the timing-dependent decisions of the merge, per input partition.
     pub decisions: String,
     /// Partitions for `topics create`.
@@ -266,6 +274,38 @@ pub enum MissingHistory {
 pub struct HttpConfig {
     /// Listen address.
     pub listen: String,
+}
+
+/// `[input]`: how strictly input payloads are read.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct InputConfig {
+    /// What a JSON field the schema does not have does.
+    pub json_unknown_fields: JsonUnknownFields,
+}
+
+/// What a JSON field the schema does not have does.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum JsonUnknownFields {
+    /// Ignored.
+    Ignore,
+    /// The record is dead-lettered.
+    DeadLetter,
+}
+
+/// `[schema_registry]`: where writer schemas are looked up by id.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SchemaRegistryConfig {
+    /// Base URL; empty: the fixed ids.
+    pub url: String,
+    /// Basic-auth user; empty: no auth.
+    pub username: String,
+    /// Environment variable holding the password.
+    pub password_env: String,
+    /// One request's time limit, ms.
+    pub timeout_ms: u64,
 }
 
 /// `[health]`: when `/healthz` reports a worker that runs but is stuck.
@@ -527,6 +567,21 @@ impl Config {
                 "time.earliest_event_date",
                 format!("{:?}", self.time.earliest_event_date),
                 "use a day as YYYY-MM-DD, e.g. 1975-01-01",
+            );
+        }
+        let url = &self.schema_registry.url;
+        if !(url.is_empty() || url.starts_with("http://") || url.starts_with("https://")) {
+            return fail(
+                "schema_registry.url",
+                format!("{:?}", self.schema_registry.url),
+                "use http://host:port or https://host, or \"\" for the fixed schema ids",
+            );
+        }
+        if self.topics.dead_letter_retention_ms == 0 || self.topics.dead_letter_retention_ms < -1 {
+            return fail(
+                "topics.dead_letter_retention_ms",
+                self.topics.dead_letter_retention_ms.to_string(),
+                "use a positive number of ms (604800000 is 7 days), or -1 to keep dead letters for ever",
             );
         }
         if self.health.stall_ms == 0 {

@@ -16,7 +16,7 @@ use datafusion::arrow::array::{
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit, UInt8Type};
 use datafusion::arrow::error::ArrowError;
 
-use crate::codec::{EventTimeRange, decode_click, decode_order};
+use crate::codec::{InputRules, decode_click, decode_order};
 use crate::error::DecodeError;
 use crate::ids::EventTime;
 use crate::model::{ClickEventType, OrderStatus};
@@ -183,7 +183,7 @@ impl ClickBatch {
 pub fn decode_clicks<'a>(
     records: impl IntoIterator<Item = RawRecord<'a>>,
     schemas: &Schemas,
-    range: EventTimeRange,
+    rules: InputRules,
 ) -> Result<DecodedBatch<ClickBatch>, ArrowError> {
     let mut customer_id = StringBuilder::new();
     let mut event_id = StringBuilder::new();
@@ -200,7 +200,7 @@ pub fn decode_clicks<'a>(
     let mut offset = Int64Builder::new();
     let rejected = decode_each(
         records,
-        |p| decode_click(p, schemas, range),
+        |p| decode_click(p, schemas, rules),
         |e, r| {
             customer_id.append_value(e.customer_id.as_str());
             event_id.append_value(&e.event_id);
@@ -354,7 +354,7 @@ impl OrderBatch {
 pub fn decode_orders<'a>(
     records: impl IntoIterator<Item = RawRecord<'a>>,
     schemas: &Schemas,
-    range: EventTimeRange,
+    rules: InputRules,
 ) -> Result<DecodedBatch<OrderBatch>, ArrowError> {
     let mut order_id = StringBuilder::new();
     let mut customer_id = StringBuilder::new();
@@ -371,7 +371,7 @@ pub fn decode_orders<'a>(
     let mut offset = Int64Builder::new();
     let rejected = decode_each(
         records,
-        |p| decode_order(p, schemas, range),
+        |p| decode_order(p, schemas, rules),
         |e, r| {
             order_id.append_value(&e.order_id);
             customer_id.append_value(e.customer_id.as_str());

@@ -51,6 +51,25 @@ impl EventTimeRange {
     }
 }
 
+/// What a field of a JSON payload that the schema does not have does.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum UnknownJsonFields {
+    /// Ignored: a producer may add a field before the schema does.
+    #[default]
+    Ignore,
+    /// The payload is refused (`invalid_json`, naming the field).
+    Reject,
+}
+
+/// What an input payload must satisfy beyond its schema.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct InputRules {
+    /// The event times it may carry.
+    pub range: EventTimeRange,
+    /// What a JSON field the schema does not have does.
+    pub unknown_json_fields: UnknownJsonFields,
+}
+
 impl Default for EventTimeRange {
     /// From 1975-01-01, the default of `time.earliest_event_date`.
     fn default() -> Self {
@@ -86,21 +105,32 @@ fn avro_record(writer: &Schema, reader: &Schema, mut body: &[u8]) -> Result<Valu
 }
 
 /// A JSON event; an error names the field it is about. Fields the schema
-/// does not have are ignored, so a producer can add one before we do.
-fn from_json<T: serde::de::DeserializeOwned>(text: &[u8]) -> Result<T, DecodeError> {
+/// does not have are ignored (a producer can add one before we do) or,
+/// with [`UnknownJsonFields::Reject`], refuse the payload.
+fn from_json<T: serde::de::DeserializeOwned>(
+    text: &[u8],
+    unknown: UnknownJsonFields,
+) -> Result<T, DecodeError> {
     let mut json = serde_json::Deserializer::from_slice(text);
-    let value: T = serde_path_to_error::deserialize(&mut json)
-        .map_err(|e| DecodeError::Json { path: e.path().to_string(), problem: e.inner().to_string() })?;
+    let mut extra: Option<String> = None;
+    let mut note_extra = |path: serde_ignored::Path<'_>| {
+        extra.get_or_insert_with(|| path.to_string());
+    };
+    let value: T =
+        serde_path_to_error::deserialize(serde_ignored::Deserializer::new(&mut json, &mut note_extra))
+            .map_err(|e| DecodeError::Json { path: e.path().to_string(), problem: e.inner().to_string() })?;
     json.end().map_err(|e| DecodeError::Json { path: ".".into(), problem: e.to_string() })?;
+    if let (UnknownJsonFields::Reject, Some(path)) = (unknown, extra) {
+        return Err(DecodeError::Json {
+            path,
+            problem: "the schema has no such field (input.json_unknown_fields = \"dead_letter\")".into(),
+        });
+    }
     Ok(value)
 }
 
 /// Decodes and validates one click payload.
-pub fn decode_click(
-    payload: &[u8],
-    schemas: &Schemas,
-    range: EventTimeRange,
-) -> Result<ClickEvent, DecodeError> {
+pub fn decode_click(payload: &[u8], schemas: &Schemas, rules: InputRules) -> Result<ClickEvent, DecodeError> {
     let event = match classify(payload)? {
         Body::Avro(id, body) => {
             let writer = schemas.click_writer(id).ok_or_else(|| DecodeError::UnknownSchemaId {
@@ -110,10 +140,10 @@ pub fn decode_click(
             })?;
             click_from_value(avro_record(writer, &schemas.click, body)?)?
         }
-        Body::Json(text) => from_json(text)?,
+        Body::Json(text) => from_json(text, rules.unknown_json_fields)?,
     };
     validate_common(&event.customer_id)?;
-    range.check(event.event_time)?;
+    rules.range.check(event.event_time)?;
     if let Some(price) = event.price {
         validate_amount("price", price)?;
     }
@@ -121,11 +151,7 @@ pub fn decode_click(
 }
 
 /// Decodes and validates one order payload.
-pub fn decode_order(
-    payload: &[u8],
-    schemas: &Schemas,
-    range: EventTimeRange,
-) -> Result<OrderEvent, DecodeError> {
+pub fn decode_order(payload: &[u8], schemas: &Schemas, rules: InputRules) -> Result<OrderEvent, DecodeError> {
     let event = match classify(payload)? {
         Body::Avro(id, body) => {
             let writer = schemas.order_writer(id).ok_or_else(|| DecodeError::UnknownSchemaId {
@@ -135,10 +161,10 @@ pub fn decode_order(
             })?;
             order_from_value(avro_record(writer, &schemas.order, body)?)?
         }
-        Body::Json(text) => from_json(text)?,
+        Body::Json(text) => from_json(text, rules.unknown_json_fields)?,
     };
     validate_common(&event.customer_id)?;
-    range.check(event.event_time)?;
+    rules.range.check(event.event_time)?;
     if event.order_id.is_empty() {
         return Err(invalid("order_id", "must not be empty"));
     }

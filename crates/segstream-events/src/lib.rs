@@ -11,6 +11,7 @@ mod avro_fields;
 mod change;
 mod codec;
 mod decision;
+mod erasure;
 mod error;
 mod ids;
 mod model;
@@ -22,8 +23,12 @@ pub use arrow_batch::{
     decode_orders,
 };
 pub use change::{ChangeType, CustomerSegments, Membership, SegmentChange, SegmentKind, Trigger};
-pub use codec::{EventTimeRange, PayloadFormat, decode_click, decode_order, encode_click, encode_order};
+pub use codec::{
+    EventTimeRange, InputRules, PayloadFormat, UnknownJsonFields, decode_click, decode_order, encode_click,
+    encode_order,
+};
 pub use decision::{Decision, DecisionAction, DecisionRecord, Lane, Positions};
+pub use erasure::ErasureRequest;
 pub use error::{DecodeError, EncodeError};
 pub use ids::{CustomerId, EventTime};
 pub use model::{ClickEvent, ClickEventType, OrderEvent, OrderStatus};

@@ -10,6 +10,8 @@ use std::sync::OnceLock;
 
 use apache_avro::Schema;
 
+use crate::decision::Lane;
+
 /// `schemas/clickstream.avsc`.
 pub const CLICKSTREAM_AVSC: &str = include_str!("../../../schemas/clickstream.avsc");
 /// `schemas/orders.avsc`.
@@ -37,8 +39,9 @@ pub const DECISIONS_V1_SCHEMA_ID: u32 = 5;
 /// Schema id of `Decisions` v2 (adds `fire_timers` and `count`), written.
 pub const DECISIONS_SCHEMA_ID: u32 = 6;
 
-/// Parsed schemas, parsed once per process.
-#[derive(Debug)]
+/// Parsed schemas: the built-in ones parsed once per process, and a
+/// worker's copy that adds the writer schemas a registry gave it.
+#[derive(Debug, Clone)]
 pub struct Schemas {
     /// Reader schema for clicks.
     pub click: Schema,
@@ -91,6 +94,37 @@ impl Schemas {
     /// Writer schema for an order payload's schema id.
     pub fn order_writer(&self, id: u32) -> Option<&Schema> {
         self.order_writers.get(&id)
+    }
+
+    /// The same reader schemas with no writer schema: with a registry, ids
+    /// mean what the registry says, not the fixed ids of this build.
+    pub fn without_writers(&self) -> Schemas {
+        Schemas { click_writers: HashMap::new(), order_writers: HashMap::new(), ..self.clone() }
+    }
+
+    /// Whether a payload with this schema id decodes on `lane`'s topic.
+    pub fn knows(&self, lane: Lane, id: u32) -> bool {
+        self.writers(lane).contains_key(&id)
+    }
+
+    /// From now on payloads of `lane`'s topic with this schema id are read
+    /// as written with the schema `writer` (Avro JSON text, as a registry
+    /// gives it), resolved against our reader schema. An error says why the
+    /// text is not a schema.
+    pub fn add_writer(&mut self, lane: Lane, id: u32, writer: &str) -> Result<(), String> {
+        let writer = Schema::parse_str(writer).map_err(|e| e.to_string())?;
+        match lane {
+            Lane::Clicks => self.click_writers.insert(id, writer),
+            Lane::Orders => self.order_writers.insert(id, writer),
+        };
+        Ok(())
+    }
+
+    fn writers(&self, lane: Lane) -> &HashMap<u32, Schema> {
+        match lane {
+            Lane::Clicks => &self.click_writers,
+            Lane::Orders => &self.order_writers,
+        }
     }
 
     /// Ids accepted on the click topic (for error messages).

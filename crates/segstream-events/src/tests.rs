@@ -312,7 +312,10 @@ fn the_earliest_event_time_is_a_setting_and_its_refusal_names_it() {
     let err = decode_click(
         &bytes,
         Schemas::builtin(),
-        crate::EventTimeRange::from(EventTime::from_millis(946_684_800_000)),
+        crate::InputRules {
+            range: crate::EventTimeRange::from(EventTime::from_millis(946_684_800_000)),
+            ..Default::default()
+        },
     )
     .expect_err("before 2000");
     let text = err.to_string();
@@ -326,4 +329,16 @@ fn the_earliest_event_time_is_a_setting_and_its_refusal_names_it() {
         decode_click(&bytes, Schemas::builtin(), Default::default()).expect("the default admits 1997"),
         old
     );
+}
+
+/// A JSON field the schema does not have is ignored by default and, when
+/// asked, refuses the payload naming the field.
+#[test]
+fn unknown_json_fields_are_ignored_or_refused_by_name() {
+    let extra = br#"{"event_id":"e","customer_id":"c","event_type":"search","event_time":1700000000000,"coupon":"X"}"#;
+    assert!(decode_click(extra, Schemas::builtin(), Default::default()).is_ok());
+    let strict =
+        crate::InputRules { unknown_json_fields: crate::UnknownJsonFields::Reject, ..Default::default() };
+    let err = decode_click(extra, Schemas::builtin(), strict).expect_err("refused").to_string();
+    assert!(err.contains("coupon") && err.contains("input.json_unknown_fields"), "{err}");
 }

@@ -27,3 +27,17 @@ pub fn split(payload: &[u8]) -> Result<(u32, &[u8]), DecodeError> {
         _ => Err(DecodeError::TruncatedHeader(payload.len())),
     }
 }
+
+/// The schema id of a Confluent-framed payload, if it is one (`None` for
+/// JSON, empty or truncated payloads).
+pub fn schema_id(payload: &[u8]) -> Option<u32> {
+    split(payload).ok().filter(|_| payload.first() == Some(&MAGIC)).map(|(id, _)| id)
+}
+
+/// Replaces the schema id of a framed payload (outputs carry the ids a
+/// registry gave); payloads too short to be framed are left alone.
+pub fn set_schema_id(payload: &mut [u8], schema_id: u32) {
+    if let Some(id) = payload.get_mut(1..HEADER_LEN) {
+        id.copy_from_slice(&schema_id.to_be_bytes());
+    }
+}

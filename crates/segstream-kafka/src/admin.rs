@@ -44,20 +44,44 @@ pub fn wait_for_broker<C: ClientContext>(
 }
 
 /// Creates every topic segstream reads or writes, with `topics.partitions`
-/// partitions: inputs and outputs plain, `customer-segments` compacted.
+/// partitions: inputs refusing producer timestamps past `time.max_future_ms`
+/// ahead of the broker's clock, outputs plain, `customer-segments` compacted,
+/// the dead letters kept `topics.dead_letter_retention_ms`.
 /// Existing topics are left as they are.
 pub async fn create_topics(config: &Config) -> Result<Vec<TopicStatus>, KafkaIoError> {
     let admin: AdminClient<DefaultClientContext> =
         producer_config(config, None)?.create().map_err(KafkaIoError::kafka("creating the admin client"))?;
     let t = &config.topics;
     let replication = || TopicReplication::Fixed(t.replication_factor);
-    let plain = [&t.clickstream, &t.orders, &t.segment_changes, &t.dead_letter];
-    let mut topics: Vec<NewTopic<'_>> =
-        plain.iter().map(|name| NewTopic::new(name.as_str(), t.partitions, replication())).collect();
+    // The broker refuses a producer timestamp further ahead of its clock
+    // than an event time may be ahead of it (time.max_future_ms): an event
+    // dated 2099 cannot pass the worker's future check by carrying a 2099
+    // timestamp, and the refusal is the broker's, made once at append.
+    let future = config.time.max_future_ms.to_string();
+    let mut topics: Vec<NewTopic<'_>> = [&t.clickstream, &t.orders]
+        .iter()
+        .map(|name| {
+            NewTopic::new(name.as_str(), t.partitions, replication())
+                .set("message.timestamp.after.max.ms", &future)
+        })
+        .collect();
+    topics.push(NewTopic::new(t.segment_changes.as_str(), t.partitions, replication()));
+    // Dead letters hold personal data: kept only as long as configured.
+    let dead_letter_retention = t.dead_letter_retention_ms.to_string();
+    topics.push(
+        NewTopic::new(t.dead_letter.as_str(), t.partitions, replication())
+            .set("retention.ms", &dead_letter_retention),
+    );
     topics.push(
         NewTopic::new(t.customer_segments.as_str(), t.partitions, replication())
             .set("cleanup.policy", "compact")
             .set("min.cleanable.dirty.ratio", "0.1"),
+    );
+    // Erasures must outlive every record of the customers they name: compacted, kept for good.
+    topics.push(
+        NewTopic::new(t.erasures.as_str(), 1, replication())
+            .set("cleanup.policy", "compact")
+            .set("retention.ms", "-1"),
     );
     // A rebuild reads a partition's decisions from the start: kept for good.
     topics.push(NewTopic::new(t.decisions.as_str(), t.partitions, replication()).set("retention.ms", "-1"));

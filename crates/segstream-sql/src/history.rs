@@ -14,8 +14,7 @@ use datafusion::arrow::json::LineDelimitedWriter;
 use datafusion::prelude::{CsvReadOptions, ParquetReadOptions, SessionConfig, SessionContext};
 
 use segstream_events::{
-    ClickBatch, DecodeError, EventTimeRange, OrderBatch, RawRecord, decode_clicks, decode_orders,
-    schema::Schemas,
+    ClickBatch, DecodeError, InputRules, OrderBatch, RawRecord, decode_clicks, decode_orders, schema::Schemas,
 };
 
 use crate::SqlError;
@@ -223,11 +222,8 @@ pub struct DecodedHistory {
 }
 
 /// Reads and decodes every file (offsets are line numbers, partition 0);
-/// events outside `range` are rejected.
-pub async fn decode_history(
-    files: &[HistoryFile],
-    range: EventTimeRange,
-) -> Result<DecodedHistory, SqlError> {
+/// events breaking `rules` are rejected.
+pub async fn decode_history(files: &[HistoryFile], rules: InputRules) -> Result<DecodedHistory, SqlError> {
     let mut out = DecodedHistory::default();
     let schemas = Schemas::builtin();
     for file in files {
@@ -239,12 +235,12 @@ pub async fn decode_history(
         });
         let rejected = match file.kind {
             EventKind::Click => {
-                let d = decode_clicks(raw, schemas, range)?;
+                let d = decode_clicks(raw, schemas, rules)?;
                 out.clicks.push(d.batch);
                 d.rejected
             }
             EventKind::Order => {
-                let d = decode_orders(raw, schemas, range)?;
+                let d = decode_orders(raw, schemas, rules)?;
                 out.orders.push(d.batch);
                 d.rejected
             }

@@ -354,7 +354,7 @@ fn csv_and_parquet_history_decode_like_json_lines() {
     let files = crate::history::discover(dir.path()).expect("discover");
     assert_eq!(files.len(), 2);
     let history = runtime
-        .block_on(crate::history::decode_history(&files, segstream_events::EventTimeRange::default()))
+        .block_on(crate::history::decode_history(&files, segstream_events::InputRules::default()))
         .expect("decode");
     assert!(history.rejected.is_empty(), "{:?}", history.rejected);
     let orders = &history.orders[0];

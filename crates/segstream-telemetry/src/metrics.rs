@@ -94,6 +94,10 @@ pub struct Metrics {
     pub assigned_partitions: IntGauge,
     /// `segstream_rebalances_total{kind}`: assignments, revocations and rejoins.
     pub rebalances: IntCounterVec,
+    /// `segstream_erasures_total{result}`: erasure requests seen.
+    pub erasures: IntCounterVec,
+    /// `segstream_erased_events_total`: events of erased customers not applied.
+    pub erased_events: IntCounter,
 }
 
 impl Default for Metrics {
@@ -336,6 +340,20 @@ impl Metrics {
                 "segstream_rebalances_total",
                 "Consumer-group rebalances seen, by kind (assign, revoke, error, rejoin: the group consumer was fenced by its own earlier session and joined again).",
                 &["kind"],
+            ),
+            erasures: counter_vec(
+                &r,
+                "segstream_erasures_total",
+                "Erasure requests (segstream forget) seen, by result (dropped_state: this worker held the customer; recorded: it did not, their events up to the erasure are ignored).",
+                &["result"],
+            ),
+            erased_events: register(
+                &r,
+                IntCounter::new(
+                    "segstream_erased_events_total",
+                    "Events of erased customers, dated up to their erasure, that moved time only.",
+                )
+                .unwrap_or_else(|e| panic!("erased events: {e}")),
             ),
             registry: r,
         }

@@ -11,14 +11,17 @@
 //! - an event older than its lane's largest event time minus the allowed
 //!   lateness is late: counted, then applied or dead-lettered (`late_event`).
 
+use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use segstream_config::{Config, LatePolicy};
+use segstream_config::{Config, JsonUnknownFields, LatePolicy};
 use segstream_events::schema::Schemas;
 use segstream_events::{
-    ClickBatch, EventTime, EventTimeRange, Lane, OrderBatch, RawRecord, Rejected, decode_clicks,
-    decode_orders,
+    ClickBatch, EventTime, EventTimeRange, InputRules, Lane, OrderBatch, RawRecord, Rejected,
+    UnknownJsonFields, decode_clicks, decode_orders,
 };
+use segstream_registry::Registry;
 
 use crate::error::WorkerError;
 
@@ -86,16 +89,16 @@ impl Decoded {
     pub(crate) fn decode<'a>(
         lane: Lane,
         records: impl IntoIterator<Item = RawRecord<'a>>,
-        range: EventTimeRange,
+        schemas: &Schemas,
+        rules: InputRules,
     ) -> Result<(Self, Vec<Rejected>), WorkerError> {
-        let schemas = Schemas::builtin();
         Ok(match lane {
             Lane::Clicks => {
-                let d = decode_clicks(records, schemas, range)?;
+                let d = decode_clicks(records, schemas, rules)?;
                 (Self::Clicks(Arc::new(d.batch)), d.rejected)
             }
             Lane::Orders => {
-                let d = decode_orders(records, schemas, range)?;
+                let d = decode_orders(records, schemas, rules)?;
                 (Self::Orders(Arc::new(d.batch)), d.rejected)
             }
         })
@@ -122,6 +125,72 @@ impl Decoded {
             Self::Clicks(b) => Item::Click { batch: Arc::clone(b), row, ts },
             Self::Orders(b) => Item::Order { batch: Arc::clone(b), row, ts },
         }
+    }
+}
+
+/// The writer schemas input payloads are decoded with: the built-in ones
+/// and, with a schema registry, those it has for the ids records carry
+/// (looked up once, then cached).
+#[derive(Debug, Clone)]
+pub(crate) struct InputSchemas {
+    schemas: Arc<Schemas>,
+    registry: Option<Registry>,
+    /// Ids the registry did not have, and when it was asked: asked again
+    /// after [`ASK_AGAIN`], not per record.
+    missing: HashMap<(Lane, u32), Instant>,
+}
+
+/// How long an id the registry did not have is not asked for again.
+const ASK_AGAIN: Duration = Duration::from_secs(60);
+
+impl InputSchemas {
+    pub(crate) fn new(config: &Config) -> Result<Self, WorkerError> {
+        let registry = Registry::from_config(&config.schema_registry)?;
+        let schemas = if registry.is_some() {
+            Schemas::builtin().without_writers()
+        } else {
+            Schemas::builtin().clone()
+        };
+        Ok(Self { schemas: Arc::new(schemas), registry, missing: HashMap::new() })
+    }
+
+    pub(crate) fn schemas(&self) -> &Schemas {
+        &self.schemas
+    }
+
+    /// Makes sure every schema id among `payloads` is known, asking the
+    /// registry for the ones that are not. While the registry does not
+    /// answer this waits and tries again (records are not dead-lettered
+    /// for an outage); an id it does not have stays unknown and its
+    /// records are dead-lettered (`unknown_schema_id`).
+    pub(crate) fn resolve<'a>(
+        &mut self,
+        lane: Lane,
+        payloads: impl Iterator<Item = &'a [u8]>,
+    ) -> Result<(), WorkerError> {
+        let Some(registry) = &self.registry else { return Ok(()) };
+        for id in payloads.filter_map(segstream_events::wire::schema_id) {
+            if self.schemas.knows(lane, id)
+                || self.missing.get(&(lane, id)).is_some_and(|at| at.elapsed() < ASK_AGAIN)
+            {
+                continue;
+            }
+            // Records are held, not dead-lettered, while the registry does not answer.
+            let text = registry.waiting(|r| r.schema(id))?;
+            match text.map(|t| Arc::make_mut(&mut self.schemas).add_writer(lane, id, &t)) {
+                Some(Ok(())) => {
+                    tracing::info!(id, lane = lane.as_str(), "schema registry: writer schema added")
+                }
+                Some(Err(e)) => {
+                    tracing::warn!(id, error = %e, "schema registry: the schema with this id does not parse; its records are dead-lettered");
+                    self.missing.insert((lane, id), Instant::now());
+                }
+                None => {
+                    self.missing.insert((lane, id), Instant::now());
+                }
+            }
+        }
+        Ok(())
     }
 }
 
@@ -175,13 +244,19 @@ pub(crate) fn own_check(
     Ok(())
 }
 
-/// The event times `config` lets in (`time.earliest_event_date`, which
-/// validation checked, to 2100).
-pub fn event_time_range(config: &Config) -> EventTimeRange {
-    config
+/// What `config` asks of input payloads: event times from
+/// `time.earliest_event_date` (which validation checked) to 2100, and
+/// `input.json_unknown_fields`.
+pub fn input_rules(config: &Config) -> InputRules {
+    let range = config
         .time
         .earliest_event_millis()
-        .map_or_else(EventTimeRange::default, |ms| EventTimeRange::from(EventTime::from_millis(ms)))
+        .map_or_else(EventTimeRange::default, |ms| EventTimeRange::from(EventTime::from_millis(ms)));
+    let unknown_json_fields = match config.input.json_unknown_fields {
+        JsonUnknownFields::Ignore => UnknownJsonFields::Ignore,
+        JsonUnknownFields::DeadLetter => UnknownJsonFields::Reject,
+    };
+    InputRules { range, unknown_json_fields }
 }
 
 /// What admission found, for the caller's counters.
@@ -202,8 +277,10 @@ pub(crate) enum Verdict {
 /// The admission rules of one worker.
 #[derive(Debug, Clone)]
 pub(crate) struct Admission {
-    /// The event times inputs may carry.
-    pub(crate) range: EventTimeRange,
+    /// The writer schemas payloads are decoded with.
+    schemas: InputSchemas,
+    /// What inputs must satisfy beyond their schema.
+    rules: InputRules,
     max_future_ms: i64,
     late: LatePolicy,
     lateness_ms: i64,
@@ -213,27 +290,29 @@ pub(crate) struct Admission {
 }
 
 impl Admission {
-    pub(crate) fn new(config: &Config) -> Self {
-        Self {
-            range: event_time_range(config),
+    pub(crate) fn new(config: &Config) -> Result<Self, WorkerError> {
+        Ok(Self {
+            schemas: InputSchemas::new(config)?,
+            rules: input_rules(config),
             max_future_ms: i64::try_from(config.time.max_future_ms).unwrap_or(i64::MAX),
             late: config.time.late_events,
             lateness_ms: i64::try_from(config.time.allowed_lateness_ms).unwrap_or(i64::MAX),
             partitions: None,
-        }
+        })
     }
 
     /// The event time of a Kafka record as admission would let it in (no
     /// lateness judged): `None` when it would be dead-lettered.
     pub(crate) fn admissible(
-        &self,
+        &mut self,
         lane: Lane,
         record: &Incoming<'_>,
         placement: Placement,
     ) -> Result<Option<EventTime>, WorkerError> {
         let raw =
             RawRecord { payload: record.payload, partition: placement.partition, offset: record.offset };
-        let (decoded, _) = Decoded::decode(lane, [raw], self.range)?;
+        self.schemas.resolve(lane, record.payload.into_iter())?;
+        let (decoded, _) = Decoded::decode(lane, [raw], self.schemas.schemas(), self.rules)?;
         if decoded.len() != 1 {
             return Ok(None);
         }
@@ -252,7 +331,7 @@ impl Admission {
     /// items. `lane_max` is the lane's largest event time so far (in offset
     /// order) and is moved along.
     pub(crate) fn admit(
-        &self,
+        &mut self,
         lane: Lane,
         partition: i32,
         records: &[Incoming<'_>],
@@ -260,7 +339,8 @@ impl Admission {
         mut verdict: impl FnMut(Verdict),
     ) -> Result<Vec<(i64, Option<EventTime>, Item)>, WorkerError> {
         let raw = records.iter().map(|r| RawRecord { payload: r.payload, partition: 0, offset: r.offset });
-        let (decoded, rejected) = Decoded::decode(lane, raw, self.range)?;
+        self.schemas.resolve(lane, records.iter().filter_map(|r| r.payload))?;
+        let (decoded, rejected) = Decoded::decode(lane, raw, self.schemas.schemas(), self.rules)?;
         // Decoded rows keep input order minus the rejects: walk both in step.
         let mut rejected = rejected.into_iter().peekable();
         let mut row = 0;

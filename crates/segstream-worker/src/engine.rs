@@ -4,6 +4,8 @@
 
 use std::collections::HashMap;
 
+use compact_str::CompactString;
+
 use segstream_config::Config;
 use segstream_events::{ClickRow, CustomerId, EventTime, OrderRow};
 use segstream_segments::{LifecycleRules, Transition};
@@ -36,6 +38,10 @@ pub(crate) struct Engine {
     /// Largest event time released per partition pair (its stream time).
     stream_time: HashMap<i32, EventTime>,
     lateness_ms: i64,
+    /// Erased customers and when: their events up to then move time only.
+    erased: HashMap<CompactString, EventTime>,
+    /// Such events since the last [`Engine::take_erased_events`].
+    erased_events: u64,
 }
 
 impl Engine {
@@ -47,6 +53,8 @@ impl Engine {
             )?,
             stream_time: HashMap::new(),
             lateness_ms: i64::try_from(config.time.allowed_lateness_ms).unwrap_or(i64::MAX),
+            erased: HashMap::new(),
+            erased_events: 0,
         })
     }
 
@@ -74,6 +82,18 @@ impl Engine {
                 out.push(Fired { id, transitions, cause: None });
             }
         }
+        // An erased customer's events up to the erasure move time (other
+        // customers' timers fire as in any run) and nothing else.
+        let forgotten = |id: &str, t: EventTime| self.erased.get(id).is_some_and(|at| t <= *at);
+        let input = match input {
+            Input::Click(r) if forgotten(r.customer_id, r.event_time) => None,
+            Input::Order(r) if forgotten(r.customer_id, r.event_time) => None,
+            other => Some(other),
+        };
+        let Some(input) = input else {
+            self.erased_events += 1;
+            return out;
+        };
         // The cause is written out only for a record that moved something.
         let fired = match input {
             Input::Click(mut r) => {
@@ -133,6 +153,31 @@ impl Engine {
     /// The partition's stream time, if it has one.
     pub(crate) fn stream_time(&self, partition: i32) -> Option<EventTime> {
         self.stream_time.get(&partition).copied()
+    }
+
+    /// A new erasure: the customer's held state goes now (returns whether
+    /// there was any), and their events up to `requested_at` are not
+    /// applied from now on.
+    pub(crate) fn erase(&mut self, id: &CustomerId, requested_at: EventTime) -> bool {
+        let at = self.erased.entry(CompactString::from(id.as_str())).or_insert(requested_at);
+        *at = (*at).max(requested_at);
+        !self.store.erase(|held, _| held == id.as_str()).is_empty()
+    }
+
+    /// Events of erased customers skipped since the last call.
+    pub(crate) fn take_erased_events(&mut self) -> u64 {
+        std::mem::take(&mut self.erased_events)
+    }
+
+    /// After a restore: drops the held customers an erasure names whose
+    /// latest event is not after it (a checkpoint older than the erasure);
+    /// returns their ids.
+    pub(crate) fn drop_erased(&mut self) -> Vec<CustomerId> {
+        if self.erased.is_empty() {
+            return Vec::new();
+        }
+        let erased = &self.erased;
+        self.store.erase(|id, last| erased.get(id).is_some_and(|at| last.is_none_or(|l| l <= *at)))
     }
 
     /// Forgets a partition: its customers, timers and times. Returns how many

@@ -75,6 +75,9 @@ pub enum WorkerError {
     /// the config's own validation sees, such as the environment).
     #[error("{0}")]
     Config(String),
+    /// The schema registry refused a request (credentials, a schema).
+    #[error(transparent)]
+    Registry(#[from] segstream_registry::RegistryError),
     /// The pipeline thread could not be started or panicked.
     #[error("pipeline thread: {0}")]
     Thread(String),

@@ -20,7 +20,7 @@ mod run;
 mod snapshot;
 mod store;
 
-pub use admission::event_time_range;
+pub use admission::input_rules;
 pub use error::WorkerError;
 pub use live::Summary;
 pub use lookup::snapshot_features;

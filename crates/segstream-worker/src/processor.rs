@@ -108,7 +108,7 @@ impl Processor {
         Ok(Self {
             engine,
             merger: Merger::new(Duration::from_millis(config.worker.partition_idle_ms)),
-            admission: Admission::new(config),
+            admission: Admission::new(config)?,
             admitted_max: HashMap::new(),
             released_max: HashMap::new(),
             rebuilding: BTreeMap::new(),
@@ -171,6 +171,11 @@ impl Processor {
             ..
         } = state;
         self.engine.store.restore_partition(customers, &categories, &payments);
+        // A checkpoint older than an erasure still holds the customer.
+        let erased = self.engine.drop_erased().len();
+        if erased > 0 {
+            tracing::info!(partition, erased, "erased customers dropped from the restored checkpoint");
+        }
         self.engine.set_stream_time(partition, stream_time);
         for (lane, time) in Lane::BOTH.into_iter().zip(released) {
             if let Some(t) = time {
@@ -187,6 +192,12 @@ impl Processor {
         let positions = Positions { clicks: at(Lane::Clicks), orders: at(Lane::Orders) };
         self.merger.open(partition, Opening { positions, fetch_from, script });
         self.rebuilding.insert(partition, Rebuild { committed });
+    }
+
+    /// A new erasure (see [`Engine::erase`]); whether the customer's state
+    /// was held here.
+    pub(crate) fn erase(&mut self, id: &CustomerId, requested_at: EventTime) -> bool {
+        self.engine.erase(id, requested_at)
     }
 
     /// The state of a partition as it stands (call right after a commit: it
@@ -333,6 +344,7 @@ impl Processor {
             }
         }
         self.engine.end_batch()?;
+        self.metrics.erased_events.inc_by(self.engine.take_erased_events());
         self.finish_rebuilds();
         Ok(released)
     }

@@ -18,11 +18,11 @@ use std::time::Instant;
 
 use segstream_config::Config;
 use segstream_events::{
-    CustomerSegments, DecodeError, EventTime, EventTimeRange, Lane, Positions, RawRecord, SegmentChange,
+    CustomerSegments, DecodeError, EventTime, InputRules, Lane, Positions, RawRecord, SegmentChange,
 };
 use segstream_telemetry::Metrics;
 
-use crate::admission::{Decoded, event_time_range};
+use crate::admission::{Decoded, InputSchemas, input_rules};
 use crate::error::WorkerError;
 use crate::processor::{Emitted, Processor};
 
@@ -120,9 +120,11 @@ impl LaneRows {
         lane: Lane,
         payloads: &[Vec<u8>],
         partitions: i32,
-        range: EventTimeRange,
+        schemas: &mut InputSchemas,
+        rules: InputRules,
     ) -> Result<(Self, Vec<(usize, DecodeError)>), WorkerError> {
-        let (decoded, rejected) = Decoded::decode(lane, raw(payloads), range)?;
+        schemas.resolve(lane, payloads.iter().map(Vec::as_slice))?;
+        let (decoded, rejected) = Decoded::decode(lane, raw(payloads), schemas.schemas(), rules)?;
         let mut by_partition: BTreeMap<i32, Vec<(usize, i64)>> = BTreeMap::new();
         for row in 0..decoded.len() {
             let (customer, _) = decoded.row(row);
@@ -159,10 +161,11 @@ fn run_engine(
     mut on_change: impl FnMut(SegmentChange) -> std::io::Result<()>,
 ) -> Result<(ReplaySummary, Processor), WorkerError> {
     let mut summary = ReplaySummary::default();
-    let range = event_time_range(config);
-    let (clicks, rejected) = LaneRows::new(Lane::Clicks, clicks, partitions, range)?;
+    let rules = input_rules(config);
+    let mut schemas = InputSchemas::new(config)?;
+    let (clicks, rejected) = LaneRows::new(Lane::Clicks, clicks, partitions, &mut schemas, rules)?;
     summary.rejected.extend(rejected.into_iter().map(|(i, e)| ("clicks", i, e)));
-    let (orders, rejected) = LaneRows::new(Lane::Orders, orders, partitions, range)?;
+    let (orders, rejected) = LaneRows::new(Lane::Orders, orders, partitions, &mut schemas, rules)?;
     summary.rejected.extend(rejected.into_iter().map(|(i, e)| ("orders", i, e)));
     summary.clicks = clicks.decoded.len();
     summary.orders = orders.decoded.len();

@@ -277,11 +277,27 @@ impl CustomerStore {
             // Nothing moves (a newly assigned partition, or one revoked twice).
             return 0;
         }
-        let dropped = self.slots.take_partition(partition);
+        self.drop_where(|c| c.partition == partition).len()
+    }
+
+    /// Drops the customers `erased` picks by id and latest event time
+    /// (their state, segments and timers); returns their ids.
+    pub(crate) fn erase(&mut self, erased: impl Fn(&str, Option<EventTime>) -> bool) -> Vec<CustomerId> {
+        let pick = |c: &Customer| erased(c.id.as_str(), c.features.last_seen());
+        if !self.slots.iter().any(pick) {
+            return Vec::new();
+        }
+        self.drop_where(pick).into_iter().map(|c| CustomerId::new(c.id.as_str())).collect()
+    }
+
+    /// Takes out the customers `drop` picks; the others keep their order
+    /// (timer ties depend on it), index and timers are built anew (rare:
+    /// rebalances and erasures).
+    fn drop_where(&mut self, drop: impl Fn(&Customer) -> bool) -> Vec<Customer> {
+        let dropped = self.slots.take_where(drop);
         for c in &dropped {
             self.count_memberships(&c.segments, -1);
         }
-        // Rebalances are rare: the survivors moved, index and timers anew.
         let Self { index, hasher, slots, timers, .. } = self;
         *index = HashTable::with_capacity(slots.len());
         timers.clear();
@@ -292,7 +308,7 @@ impl CustomerStore {
                 timers.entry(c.partition).or_default().insert((due, slot_key(slot)));
             }
         }
-        dropped.len()
+        dropped
     }
 
     /// Customers per (kind, segment).
@@ -486,12 +502,12 @@ impl Slots {
         self.chunks.iter().flatten()
     }
 
-    /// Takes out the customers of `partition`; the others move up to fill
+    /// Takes out the customers `take` picks; the others move up to fill
     /// their slots, chunk by chunk.
-    fn take_partition(&mut self, partition: i32) -> Vec<Customer> {
+    fn take_where(&mut self, take: impl Fn(&Customer) -> bool) -> Vec<Customer> {
         let mut dropped = Vec::new();
         for c in std::mem::take(&mut self.chunks).into_iter().flatten() {
-            if c.partition == partition {
+            if take(&c) {
                 dropped.push(c);
             } else {
                 self.push(c);

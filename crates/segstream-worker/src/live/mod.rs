@@ -14,6 +14,7 @@
 //! with outputs suppressed up to the committed offsets.
 
 mod checkpoints;
+mod erasures;
 mod inputs;
 mod outbox;
 mod ownership;
@@ -30,6 +31,7 @@ use std::time::{Duration, Instant};
 use datafusion::arrow::array::RecordBatch;
 use rdkafka::message::Message;
 use segstream_config::Config;
+use segstream_events::schema::{CUSTOMER_SEGMENTS_AVSC, SEGMENT_CHANGES_AVSC};
 use segstream_events::{CustomerId, EventTime, Lane, SegmentKind};
 use segstream_kafka::{check_copartitioned, wait_for_broker};
 use segstream_telemetry::{Health, Metrics};
@@ -42,8 +44,9 @@ use crate::processor::{Emitted, Processor};
 use crate::snapshot::WarmStart;
 
 use self::checkpoints::{Checkpoints, Committed};
+use self::erasures::Erasures;
 use self::inputs::Inputs;
-use self::outbox::Outbox;
+use self::outbox::{Outbox, Record};
 use self::ownership::{DecisionLog, Owned, Tokens};
 use self::probe::Probe;
 use self::progress::Progress;
@@ -117,6 +120,46 @@ pub(crate) struct Pipeline {
     sql_table: Option<(Instant, RecordBatch)>,
     /// What should move, for `/healthz`.
     progress: Progress,
+    /// The schema ids the outputs carry.
+    output_ids: OutputIds,
+    /// Erasure requests, and the tombstones written.
+    erasures: Erasures,
+}
+
+/// The schema ids of the output topics: with a schema registry, the ids it
+/// gave our schemas under `<topic>-value`; without, the fixed ones.
+#[derive(Debug, Clone, Copy, Default)]
+struct OutputIds {
+    registered: Option<(u32, u32)>,
+}
+
+impl OutputIds {
+    /// Registers the output schemas when a registry is configured.
+    fn register(config: &Config) -> Result<Self, WorkerError> {
+        let Some(registry) = segstream_registry::Registry::from_config(&config.schema_registry)? else {
+            return Ok(Self::default());
+        };
+        let topics = &config.topics;
+        let changes = registry
+            .waiting(|r| r.register(&format!("{}-value", topics.segment_changes), SEGMENT_CHANGES_AVSC))?;
+        let memberships = registry.waiting(|r| {
+            r.register(&format!("{}-value", topics.customer_segments), CUSTOMER_SEGMENTS_AVSC)
+        })?;
+        tracing::info!(registry = registry.url(), changes, memberships, "output schemas registered");
+        Ok(Self { registered: Some((changes, memberships)) })
+    }
+
+    fn changes(self, payload: &mut [u8]) {
+        if let Some((id, _)) = self.registered {
+            segstream_events::wire::set_schema_id(payload, id);
+        }
+    }
+
+    fn memberships(self, payload: &mut [u8]) {
+        if let Some((_, id)) = self.registered {
+            segstream_events::wire::set_schema_id(payload, id);
+        }
+    }
 }
 
 impl Pipeline {
@@ -153,14 +196,21 @@ impl Pipeline {
             "worker started"
         );
         let config_health = config.health.clone();
+        let output_ids = OutputIds::register(&config)?;
+        // Before any partition is taken: a restored or rebuilt state never
+        // brings an erased customer back.
+        let (erasures, known) = Erasures::load(&config)?;
+        let mut processor = Processor::new(&config, metrics.clone())?;
+        processor.check_placement(partitions);
+        for (id, at) in known {
+            processor.erase(&id, at);
+        }
         Ok(Self {
+            output_ids,
+            erasures,
             checkpoints: Checkpoints::new(&config, &metrics, runtime)?,
             partitions: count,
-            processor: {
-                let mut p = Processor::new(&config, metrics.clone())?;
-                p.check_placement(partitions);
-                p
-            },
+            processor,
             warm,
             decision_log: DecisionLog::new(&config)?,
             probe: Probe::new(&config, partitions)?,
@@ -196,6 +246,8 @@ impl Pipeline {
     pub(crate) fn run(mut self, shutdown: &CancellationToken) -> Result<Summary, WorkerError> {
         while !shutdown.is_cancelled() {
             self.cycle()?;
+            // Also after a cycle cut short by an aborted transaction.
+            self.check_progress();
             self.answer_snapshots();
         }
         if self.commit()? {
@@ -213,6 +265,9 @@ impl Pipeline {
 
     /// One poll, what it releases, and a commit when one is due.
     fn cycle(&mut self) -> Result<(), WorkerError> {
+        if !self.apply_erasures()? {
+            return self.restore_all();
+        }
         let polled = self.inputs.poll(self.config.worker.batch_max_events, self.poll_wait())?;
         if polled.fenced {
             return self.member_fenced();
@@ -411,6 +466,39 @@ impl Pipeline {
         self.health.set_ready(ready);
     }
 
+    /// New erasures drop the customers' state here; the tombstones of the
+    /// erased customers of the partitions this worker owns (and has
+    /// rebuilt) go into the open transaction, once per run. False if the
+    /// transaction failed.
+    fn apply_erasures(&mut self) -> Result<bool, WorkerError> {
+        for (id, at) in self.erasures.poll_new() {
+            let held = self.processor.erase(&id, at);
+            // Its membership record must not follow its tombstone.
+            self.touched.remove(&id);
+            self.metrics.erasures.with_label_values(&[if held { "dropped_state" } else { "recorded" }]).inc();
+        }
+        let partitions = i32::try_from(self.partitions).unwrap_or(i32::MAX);
+        let eligible: Vec<i32> =
+            self.owned.keys().copied().filter(|p| !self.processor.rebuilding(*p)).collect();
+        let due = self.erasures.unwritten(partitions, eligible);
+        for id in due {
+            let record = Record {
+                topic: &self.config.topics.customer_segments,
+                partition: None,
+                key: Some(id.as_str().as_bytes()),
+                payload: None,
+                headers: None,
+            };
+            let sent = self.outbox.send(record);
+            if !self.settle(sent)? {
+                return Ok(false);
+            }
+            self.erasures.written(id);
+            self.dirty_since.get_or_insert_with(Instant::now);
+        }
+        Ok(true)
+    }
+
     /// Tells `/healthz` what has stood still too long.
     fn check_progress(&mut self) {
         let now = Instant::now();
@@ -427,7 +515,7 @@ impl Pipeline {
                 self.progress.lane(now, lane, partition, offset, waiting);
             }
         }
-        self.progress.owned(now, owned.keys().copied().collect());
+        self.progress.owned(now, owned.keys().copied());
         let waiting = self.dirty_since.is_some() || processor.buffered() > 0 || self.outbox.is_open();
         self.progress.work_waiting(waiting);
         self.progress.queue(now, self.outbox.in_flight());
@@ -439,7 +527,6 @@ impl Pipeline {
     }
 
     fn report(&mut self) {
-        self.check_progress();
         if let Some(c) = &mut self.checkpoints {
             c.collect();
         }

@@ -53,7 +53,7 @@ impl Probe {
             consumer,
             topics: [config.topics.clickstream.clone(), config.topics.orders.clone()],
             partitions,
-            admission: Admission::new(config),
+            admission: Admission::new(config)?,
             last: None,
             reuse: Duration::from_millis(config.time.idle_partition_ms),
         })
@@ -115,7 +115,11 @@ impl Probe {
     }
 
     /// The event time of the last record in `tail` that would be admitted.
-    fn last_event_time(&self, lane: Lane, tail: &[OwnedMessage]) -> Result<Option<EventTime>, WorkerError> {
+    fn last_event_time(
+        &mut self,
+        lane: Lane,
+        tail: &[OwnedMessage],
+    ) -> Result<Option<EventTime>, WorkerError> {
         for m in tail.iter().rev() {
             let record = Incoming {
                 key: m.key(),

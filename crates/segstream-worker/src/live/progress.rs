@@ -3,7 +3,7 @@
 //! `/healthz` fail with the reason, so an orchestrator or an SRE sees a
 //! worker that is up but stuck.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use segstream_events::Lane;
@@ -25,8 +25,10 @@ pub(crate) struct Progress {
     last_commit: Instant,
     /// Records are read, processed or in flight, waiting for a commit.
     work_waiting: bool,
-    /// The partitions owned at the last look.
-    owned: Vec<i32>,
+    /// Since when transactions abort with no commit moving an offset.
+    failing_since: Option<Instant>,
+    /// Every partition owned in this run so far.
+    seen: BTreeSet<i32>,
 }
 
 impl Progress {
@@ -39,7 +41,8 @@ impl Progress {
             queue_len: 0,
             last_commit: Instant::now(),
             work_waiting: false,
-            owned: Vec::new(),
+            failing_since: None,
+            seen: BTreeSet::new(),
         }
     }
 
@@ -75,18 +78,32 @@ impl Progress {
         }
     }
 
-    /// The partitions owned now: a new assignment starts the commit clock
-    /// again (its partitions may first rebuild, which commits nothing).
-    pub(crate) fn owned(&mut self, now: Instant, partitions: Vec<i32>) {
-        if partitions != self.owned {
-            self.owned = partitions;
+    /// The partitions owned now: a partition new to this run starts the
+    /// commit clock again (it may first rebuild, which commits nothing); the
+    /// same partitions taken back after an aborted transaction do not.
+    pub(crate) fn owned(&mut self, now: Instant, partitions: impl IntoIterator<Item = i32>) {
+        let mut new = false;
+        for p in partitions {
+            new |= self.seen.insert(p);
+        }
+        if new {
             self.last_commit = now;
         }
     }
 
-    /// A transaction committed.
-    pub(crate) fn committed(&mut self, now: Instant) {
+    /// A transaction committed; `advanced`: it moved an input offset.
+    pub(crate) fn committed(&mut self, now: Instant, advanced: bool) {
         self.last_commit = now;
+        self.work_waiting = false;
+        if advanced {
+            self.failing_since = None;
+        }
+    }
+
+    /// A transaction aborted (the worker goes back to its committed state;
+    /// commits that only repeat it do not count as progress).
+    pub(crate) fn aborted(&mut self, now: Instant) {
+        self.failing_since.get_or_insert(now);
     }
 
     /// Whether records wait to be processed or committed now (a worker
@@ -116,6 +133,12 @@ impl Progress {
             out.push(format!(
                 "the producer has held {} or more unacknowledged messages (health.producer_queue_max) for {} s",
                 self.queue_len,
+                now.saturating_duration_since(since).as_secs()
+            ));
+        }
+        if let Some(since) = self.failing_since.filter(|s| stalled(*s)) {
+            out.push(format!(
+                "transactions have failed for {} s with no offset committed (is the output topic or the transaction coordinator unavailable?)",
                 now.saturating_duration_since(since).as_secs()
             ));
         }
@@ -165,9 +188,9 @@ mod tests {
         assert_eq!(p.problems(later).len(), 3, "{:?}", p.problems(later));
         p.keep(|partition| partition != 1);
         p.queue(later, 999);
-        p.committed(later);
-        assert!(p.problems(later).is_empty());
+        p.committed(later, false);
         p.work_waiting(false);
+        assert!(p.problems(later).is_empty());
         assert!(p.problems(later + Duration::from_secs(60)).is_empty(), "nothing to do is not stuck");
     }
 }
@@ -183,7 +206,33 @@ mod assignment_tests {
         p.work_waiting(true);
         p.owned(t0 + Duration::from_secs(30), vec![0, 1]);
         assert!(p.problems(t0 + Duration::from_secs(35)).is_empty(), "5 s after the assignment");
-        p.owned(t0 + Duration::from_secs(35), vec![0, 1]);
-        assert_eq!(p.problems(t0 + Duration::from_secs(41)).len(), 1, "11 s after it, nothing committed");
+        p.owned(t0 + Duration::from_secs(35), vec![]);
+        p.owned(t0 + Duration::from_secs(36), vec![1, 0]);
+        assert_eq!(
+            p.problems(t0 + Duration::from_secs(41)).len(),
+            1,
+            "taken back after an abort: no new clock"
+        );
+    }
+}
+
+#[cfg(test)]
+mod abort_tests {
+    use super::*;
+
+    #[test]
+    fn aborts_with_only_commits_that_move_no_offset_are_reported_until_one_moves() {
+        let mut p = Progress::new(Duration::from_secs(10), 1000);
+        let t0 = Instant::now();
+        p.aborted(t0);
+        p.committed(t0 + Duration::from_secs(5), false);
+        p.aborted(t0 + Duration::from_secs(6));
+        let problems = p.problems(t0 + Duration::from_secs(11));
+        assert!(
+            problems.len() == 1 && problems[0].contains("transactions have failed for 11 s"),
+            "{problems:?}"
+        );
+        p.committed(t0 + Duration::from_secs(12), true);
+        assert!(p.problems(t0 + Duration::from_secs(30)).is_empty());
     }
 }

@@ -44,6 +44,7 @@ impl Pipeline {
     /// Brings every owned partition back to its committed state after an
     /// aborted transaction: rebuilt from the start of its logs.
     pub(super) fn restore_all(&mut self) -> Result<(), WorkerError> {
+        self.progress.aborted(std::time::Instant::now());
         let partitions: Vec<i32> = self.owned.keys().copied().collect();
         self.forget_uncommitted();
         for &partition in &partitions {
@@ -56,6 +57,7 @@ impl Pipeline {
 
     pub(super) fn forget_uncommitted(&mut self) {
         self.touched.clear();
+        self.erasures.forget_written();
         self.causes_ts.clear();
         self.dirty_since = None;
         self.processor.take_decisions();

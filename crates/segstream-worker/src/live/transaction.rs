@@ -22,7 +22,8 @@ impl Pipeline {
     pub(super) fn publish(&mut self, out: Emitted) -> Result<bool, WorkerError> {
         let Emitted { changes, dead_letters, touched, causes_ts, .. } = out;
         for change in &changes {
-            let payload = change.to_avro()?;
+            let mut payload = change.to_avro()?;
+            self.output_ids.changes(&mut payload);
             let record = Record {
                 topic: &self.config.topics.segment_changes,
                 partition: None,
@@ -109,7 +110,8 @@ impl Pipeline {
         let touched = std::mem::take(&mut self.touched);
         for (id, at) in &touched {
             let Some(membership) = self.processor.store().membership(id, *at) else { continue };
-            let payload = membership.to_avro()?;
+            let mut payload = membership.to_avro()?;
+            self.output_ids.memberships(&mut payload);
             let record = Record {
                 topic: &self.config.topics.customer_segments,
                 partition: None,
@@ -181,6 +183,8 @@ impl Pipeline {
         if !self.settle(result)? {
             return Ok(false);
         }
+        let advanced =
+            self.owned.iter().any(|(p, o)| positions.get(p).is_some_and(|n| Some(*n) != o.committed));
         for (partition, owned) in &mut self.owned {
             owned.token = Some(token.clone());
             owned.decisions = counts.get(partition).copied().unwrap_or(owned.decisions);
@@ -195,7 +199,7 @@ impl Pipeline {
         }
         self.summary.transactions += 1;
         self.dirty_since = None;
-        self.progress.committed(Instant::now());
+        self.progress.committed(Instant::now(), advanced);
         Ok(true)
     }
 }
