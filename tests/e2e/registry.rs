@@ -94,3 +94,25 @@ fn confluent_serializer_records_decode_through_the_registry_and_an_outage_pauses
     );
     assert!(worker.terminate(Duration::from_secs(30)).0.success());
 }
+
+/// The same against a real schema registry (Confluent, Karapace, Apicurio's
+/// ccompat API, Redpanda) when `SEGSTREAM_TEST_SCHEMA_REGISTRY_URL` names
+/// one; skipped otherwise (none can be installed on the build machines).
+#[test]
+fn confluent_serializer_records_decode_through_a_real_registry_when_one_is_given() {
+    let Ok(url) = std::env::var("SEGSTREAM_TEST_SCHEMA_REGISTRY_URL") else {
+        eprintln!("skipped: set SEGSTREAM_TEST_SCHEMA_REGISTRY_URL to run it against a real registry");
+        return;
+    };
+    let _keep = KeepLogsOnPanic;
+    let setup = Setup::new("realregistry", 2).with(&format!("schema_registry.url={url}"));
+    let bootstrap = &Broker::shared().bootstrap;
+    let orders = setup.topic("orders");
+    let id = crate::support::produce_avro_orders(bootstrap, &url, &orders, 20, "rr", "coupon_code");
+    let mut worker = setup.spawn_worker();
+    worker.wait_ready(Duration::from_secs(60));
+    let changes = setup.read(&setup.topic("changes"), 20, Duration::from_secs(60));
+    assert_eq!(changes.len(), 20, "records with the registry's id {id} decoded");
+    assert!(setup.read(&setup.topic("dlq"), 1, Duration::from_secs(3)).is_empty());
+    assert!(worker.terminate(Duration::from_secs(30)).0.success());
+}

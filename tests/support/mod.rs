@@ -779,9 +779,8 @@ impl SchemaRegistry {
         self.spawn();
     }
 
-    /// Produces `count` orders of customers `prefix-i` with confluent-kafka's
-    /// AvroSerializer (tests/support/avro_produce.py), their schema ours plus
-    /// the optional field `extra`; the schema id they carry.
+    /// Produces `count` orders of customers `prefix-i` through this
+    /// registry; see [`produce_avro_orders`].
     pub fn produce_orders(
         &self,
         bootstrap: &str,
@@ -790,16 +789,30 @@ impl SchemaRegistry {
         prefix: &str,
         extra: &str,
     ) -> u32 {
-        let out = Command::new(python())
-            .arg(repo_root().join("tests/support/avro_produce.py"))
-            .args([bootstrap, &self.url(), topic])
-            .arg(repo_root().join("schemas/orders.avsc"))
-            .args([&count.to_string(), prefix, extra])
-            .output()
-            .expect("running avro_produce.py");
-        assert!(out.status.success(), "avro_produce.py: {}", String::from_utf8_lossy(&out.stderr));
-        String::from_utf8_lossy(&out.stdout).trim().parse().expect("the schema id")
+        produce_avro_orders(bootstrap, &self.url(), topic, count, prefix, extra)
     }
+}
+
+/// Produces `count` orders of customers `prefix-i` with confluent-kafka's
+/// AvroSerializer and the registry at `registry` (tests/support/avro_produce.py),
+/// their schema ours plus the optional field `extra`; the schema id they carry.
+pub fn produce_avro_orders(
+    bootstrap: &str,
+    registry: &str,
+    topic: &str,
+    count: usize,
+    prefix: &str,
+    extra: &str,
+) -> u32 {
+    let out = Command::new(python())
+        .arg(repo_root().join("tests/support/avro_produce.py"))
+        .args([bootstrap, registry, topic])
+        .arg(repo_root().join("schemas/orders.avsc"))
+        .args([&count.to_string(), prefix, extra])
+        .output()
+        .expect("running avro_produce.py");
+    assert!(out.status.success(), "avro_produce.py: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).trim().parse().expect("the schema id")
 }
 
 impl Drop for SchemaRegistry {

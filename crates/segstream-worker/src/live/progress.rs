@@ -193,11 +193,6 @@ mod tests {
         assert!(p.problems(later).is_empty());
         assert!(p.problems(later + Duration::from_secs(60)).is_empty(), "nothing to do is not stuck");
     }
-}
-
-#[cfg(test)]
-mod assignment_tests {
-    use super::*;
 
     #[test]
     fn a_new_assignment_restarts_the_commit_clock() {
@@ -214,11 +209,6 @@ mod assignment_tests {
             "taken back after an abort: no new clock"
         );
     }
-}
-
-#[cfg(test)]
-mod abort_tests {
-    use super::*;
 
     #[test]
     fn aborts_with_only_commits_that_move_no_offset_are_reported_until_one_moves() {
