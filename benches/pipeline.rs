@@ -194,9 +194,15 @@ fn main() {
         if let Some(bin) = &baseline {
             // An older build knows neither the decisions topic nor these worker keys.
             let known = |s: &str| {
-                !["topics.decisions", "worker.session_timeout_ms", "worker.commit_interval_ms", "sql.listen"]
-                    .iter()
-                    .any(|k| s.starts_with(k))
+                ![
+                    "topics.decisions",
+                    "worker.session_timeout_ms",
+                    "worker.commit_interval_ms",
+                    "sql.listen",
+                    "topics.erasures",
+                ]
+                .iter()
+                .any(|k| s.starts_with(k))
             };
             other.push(run(&setup.second_run(&format!("b{i}")), bin, known, &end));
         }
