@@ -11,6 +11,7 @@ use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use segstream_config::Config;
+use segstream_events::schema::{CLICKSTREAM_AVSC, ORDERS_AVSC};
 use segstream_events::{EventTime, PayloadFormat, encode_click, encode_order};
 use segstream_generator::{Event, Generator, GeneratorOptions, Persona};
 
@@ -72,14 +73,21 @@ struct KafkaSink {
     clickstream: String,
     orders: String,
     format: PayloadFormat,
+    /// With a schema registry: the ids it gave the click and order schemas.
+    registered: Option<(u32, u32)>,
 }
 
 impl Sink for KafkaSink {
     fn write(&mut self, event: &Event) -> anyhow::Result<()> {
-        let (topic, payload) = match event {
-            Event::Click(c) => (&self.clickstream, encode_click(c, self.format)?),
-            Event::Order(o) => (&self.orders, encode_order(o, self.format)?),
+        let (topic, mut payload, id) = match event {
+            Event::Click(c) => {
+                (&self.clickstream, encode_click(c, self.format)?, self.registered.map(|r| r.0))
+            }
+            Event::Order(o) => (&self.orders, encode_order(o, self.format)?, self.registered.map(|r| r.1)),
         };
+        if let Some(id) = id {
+            segstream_events::wire::set_schema_id(&mut payload, id);
+        }
         let key = event.customer().as_str().as_bytes();
         loop {
             let record = BaseRecord::to(topic).key(key).payload(&payload);
@@ -130,6 +138,19 @@ impl Sink for FileSink {
     }
 }
 
+/// With `schema_registry.url`, registers the input schemas under
+/// `<topic>-value`, as a Confluent serializer does; the ids to frame with.
+fn register_inputs(config: &Config) -> anyhow::Result<Option<(u32, u32)>> {
+    let Some(registry) = segstream_registry::Registry::from_config(&config.schema_registry)? else {
+        return Ok(None);
+    };
+    let topics = &config.topics;
+    let register = |topic: &str, schema: &str| registry.register(&format!("{topic}-value"), schema);
+    let clicks = register(&topics.clickstream, CLICKSTREAM_AVSC)?;
+    let orders = register(&topics.orders, ORDERS_AVSC)?;
+    Ok(Some((clicks, orders)))
+}
+
 pub(crate) async fn run(args: GenerateArgs, config: Config) -> anyhow::Result<()> {
     // Generation and blocking produce calls stay off the async runtime.
     tokio::task::spawn_blocking(move || generate(args, config)).await.context("generator thread")?
@@ -146,14 +167,16 @@ fn generate(args: GenerateArgs, config: Config) -> anyhow::Result<()> {
         Target::Kafka => {
             let producer =
                 segstream_kafka::producer_config(&config, None)?.create().context("creating the producer")?;
+            let format = match args.format {
+                Format::Avro => PayloadFormat::Avro,
+                Format::Json => PayloadFormat::Json,
+            };
             Box::new(KafkaSink {
                 producer,
                 clickstream: config.topics.clickstream.clone(),
                 orders: config.topics.orders.clone(),
-                format: match args.format {
-                    Format::Avro => PayloadFormat::Avro,
-                    Format::Json => PayloadFormat::Json,
-                },
+                format,
+                registered: if format == PayloadFormat::Avro { register_inputs(&config)? } else { None },
             })
         }
         Target::Files => {

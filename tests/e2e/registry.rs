@@ -116,3 +116,22 @@ fn confluent_serializer_records_decode_through_a_real_registry_when_one_is_given
     assert!(setup.read(&setup.topic("dlq"), 1, Duration::from_secs(3)).is_empty());
     assert!(worker.terminate(Duration::from_secs(30)).0.success());
 }
+
+/// `segstream generate` with a registry configured registers the input
+/// schemas and frames its records with the registry's ids: the worker
+/// decodes all of them.
+#[test]
+fn generated_avro_input_carries_the_registry_ids() {
+    let registry = SchemaRegistry::start();
+    let setup = Setup::new("registrygen", 2).with(&format!("schema_registry.url={}", registry.url()));
+    let out = setup.cli(&["generate", "--customers", "20", "--days", "5"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let subject = format!("/subjects/{}-value/versions/latest", setup.topic("orders"));
+    assert_eq!(http_get(&registry.addr(), &subject).0, 200, "the generator registered the orders schema");
+    let mut worker = setup.spawn_worker();
+    worker.wait_ready(Duration::from_secs(60));
+    let changes = setup.read(&setup.topic("changes"), 20, Duration::from_secs(60));
+    assert!(changes.len() >= 20, "every customer gets a stage: {}", changes.len());
+    assert!(setup.read(&setup.topic("dlq"), 1, Duration::from_secs(3)).is_empty(), "nothing dead-lettered");
+    assert!(worker.terminate(Duration::from_secs(30)).0.success());
+}
