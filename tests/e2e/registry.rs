@@ -23,7 +23,8 @@ fn change(payload: &[u8], registered: u32) -> SegmentChange {
 /// schemas. Then records with a new schema id wait while the registry is
 /// down (the starting worker waits for it) and while it answers 503 to
 /// schema reads: the worker holds them (nothing is processed or
-/// dead-lettered) and processes them once the registry serves again.
+/// dead-lettered), stops cleanly on SIGTERM meanwhile, and the next worker
+/// processes them once the registry serves again.
 #[test]
 fn confluent_serializer_records_decode_through_the_registry_and_an_outage_pauses_instead_of_dead_lettering() {
     let _keep = KeepLogsOnPanic;
@@ -84,6 +85,10 @@ fn confluent_serializer_records_decode_through_the_registry_and_an_outage_pauses
         "nothing processed yet"
     );
     assert!(worker.log_text().contains("waiting for it"), "{}", worker.log_text());
+    // SIGTERM ends the wait: a clean stop, the held records left for the next worker.
+    assert!(worker.terminate(Duration::from_secs(20)).0.success(), "{}", worker.log_text());
+    let mut worker = setup.spawn_worker();
+    worker.http_addr(Duration::from_secs(60));
     registry.set_reads(true);
     let all = setup.read(&setup.topic("changes"), 30, Duration::from_secs(60));
     assert_eq!(all.len(), 30, "the held records are processed once the registry answers");

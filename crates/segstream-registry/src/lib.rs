@@ -35,6 +35,12 @@ pub enum RegistryError {
         /// The registry's message.
         body: String,
     },
+    /// The process was asked to stop while it waited for the registry.
+    #[error("stopped while waiting for the schema registry at {url}")]
+    Stopped {
+        /// The registry's address.
+        url: String,
+    },
     /// The password variable named by `schema_registry.password_env` is not set.
     #[error(
         "schema_registry.username is set but ${0} (schema_registry.password_env) is empty: export it, or clear the username"
@@ -152,10 +158,12 @@ impl Registry {
 
     /// Runs `call` until the registry answers: while it is unavailable,
     /// waits (100 ms, doubling up to 5 s) and tries again; a refusal is
-    /// returned at once. A registry outage pauses the caller; it never
-    /// turns into a wrong answer.
+    /// returned at once, and [`RegistryError::Stopped`] once `stop` says so.
+    /// A registry outage pauses the caller; it never turns into a wrong
+    /// answer.
     pub fn waiting<T>(
         &self,
+        stop: &dyn Fn() -> bool,
         mut call: impl FnMut(&Self) -> Result<T, RegistryError>,
     ) -> Result<T, RegistryError> {
         let mut backoff = Duration::from_millis(100);
@@ -163,7 +171,13 @@ impl Registry {
             match call(self) {
                 Err(e @ RegistryError::Unavailable { .. }) => {
                     tracing::warn!(error = %e, retry_in = ?backoff, "schema registry unavailable: waiting for it");
-                    std::thread::sleep(backoff);
+                    let until = std::time::Instant::now() + backoff;
+                    while std::time::Instant::now() < until {
+                        if stop() {
+                            return Err(RegistryError::Stopped { url: self.url.clone() });
+                        }
+                        std::thread::sleep(Duration::from_millis(50));
+                    }
                     backoff = (backoff * 2).min(Duration::from_secs(5));
                 }
                 answer => return answer,

@@ -22,6 +22,7 @@ use segstream_events::{
     UnknownJsonFields, decode_clicks, decode_orders,
 };
 use segstream_registry::Registry;
+use tokio_util::sync::CancellationToken;
 
 use crate::error::WorkerError;
 
@@ -138,6 +139,8 @@ pub(crate) struct InputSchemas {
     /// Ids the registry did not have, and when it was asked: asked again
     /// after [`ASK_AGAIN`], not per record.
     missing: HashMap<(Lane, u32), Instant>,
+    /// Set when the worker stops: a wait for the registry ends.
+    stop: Option<CancellationToken>,
 }
 
 /// How long an id the registry did not have is not asked for again.
@@ -151,7 +154,7 @@ impl InputSchemas {
         } else {
             Schemas::builtin().clone()
         };
-        Ok(Self { schemas: Arc::new(schemas), registry, missing: HashMap::new() })
+        Ok(Self { schemas: Arc::new(schemas), registry, missing: HashMap::new(), stop: None })
     }
 
     pub(crate) fn schemas(&self) -> &Schemas {
@@ -176,7 +179,9 @@ impl InputSchemas {
                 continue;
             }
             // Records are held, not dead-lettered, while the registry does not answer.
-            let text = registry.waiting(|r| r.schema(id))?;
+            let stop = &self.stop;
+            let text = registry
+                .waiting(&|| stop.as_ref().is_some_and(CancellationToken::is_cancelled), |r| r.schema(id))?;
             match text.map(|t| Arc::make_mut(&mut self.schemas).add_writer(lane, id, &t)) {
                 Some(Ok(())) => {
                     tracing::info!(id, lane = lane.as_str(), "schema registry: writer schema added")
@@ -319,6 +324,11 @@ impl Admission {
         let (customer, time) = decoded.row(0);
         let ok = own_check(customer, record.key, Some(placement), time, record.timestamp, self.max_future_ms);
         Ok(ok.is_ok().then_some(time))
+    }
+
+    /// A wait for the schema registry ends when `stop` is cancelled.
+    pub(crate) fn stop_waiting_on(&mut self, stop: CancellationToken) {
+        self.schemas.stop = Some(stop);
     }
 
     /// From now on records are checked to be on their key's partition of

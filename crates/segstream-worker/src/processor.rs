@@ -119,6 +119,11 @@ impl Processor {
         })
     }
 
+    /// A wait for the schema registry ends when `stop` is cancelled.
+    pub(crate) fn stop_waiting_on(&mut self, stop: tokio_util::sync::CancellationToken) {
+        self.admission.stop_waiting_on(stop);
+    }
+
     /// Records read from Kafka are checked to be on their key's partition
     /// of `partitions` from now on.
     pub(crate) fn check_placement(&mut self, partitions: i32) {

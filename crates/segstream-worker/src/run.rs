@@ -85,5 +85,12 @@ fn start_pipeline(
     runtime: tokio::runtime::Handle,
     shutdown: &CancellationToken,
 ) -> Result<Summary, WorkerError> {
-    Pipeline::connect(config, metrics, health, snapshots, runtime)?.run(shutdown)
+    match Pipeline::connect(config, metrics, health, snapshots, runtime, shutdown) {
+        Ok(pipeline) => pipeline.run(shutdown),
+        // Stopped while it waited for the schema registry: nothing to commit yet.
+        Err(WorkerError::Registry(segstream_registry::RegistryError::Stopped { .. })) => {
+            Ok(Summary::default())
+        }
+        Err(e) => Err(e),
+    }
 }

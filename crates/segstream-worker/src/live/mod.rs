@@ -34,6 +34,7 @@ use segstream_config::Config;
 use segstream_events::schema::{CUSTOMER_SEGMENTS_AVSC, SEGMENT_CHANGES_AVSC};
 use segstream_events::{CustomerId, EventTime, Lane, SegmentKind};
 use segstream_kafka::{check_copartitioned, wait_for_broker};
+use segstream_registry::RegistryError;
 use segstream_telemetry::{Health, Metrics};
 use tokio_util::sync::CancellationToken;
 
@@ -135,16 +136,16 @@ struct OutputIds {
 
 impl OutputIds {
     /// Registers the output schemas when a registry is configured.
-    fn register(config: &Config) -> Result<Self, WorkerError> {
+    fn register(config: &Config, shutdown: &CancellationToken) -> Result<Self, WorkerError> {
         let Some(registry) = segstream_registry::Registry::from_config(&config.schema_registry)? else {
             return Ok(Self::default());
         };
-        let topics = &config.topics;
-        let changes = registry
-            .waiting(|r| r.register(&format!("{}-value", topics.segment_changes), SEGMENT_CHANGES_AVSC))?;
-        let memberships = registry.waiting(|r| {
-            r.register(&format!("{}-value", topics.customer_segments), CUSTOMER_SEGMENTS_AVSC)
-        })?;
+        let (topics, stop) = (&config.topics, || shutdown.is_cancelled());
+        let register = |topic: &str, schema: &str| {
+            registry.waiting(&stop, |r| r.register(&format!("{topic}-value"), schema))
+        };
+        let changes = register(&topics.segment_changes, SEGMENT_CHANGES_AVSC)?;
+        let memberships = register(&topics.customer_segments, CUSTOMER_SEGMENTS_AVSC)?;
         tracing::info!(registry = registry.url(), changes, memberships, "output schemas registered");
         Ok(Self { registered: Some((changes, memberships)) })
     }
@@ -171,6 +172,7 @@ impl Pipeline {
         health: Arc<Health>,
         snapshots: Receiver<SnapshotRequest>,
         runtime: tokio::runtime::Handle,
+        shutdown: &CancellationToken,
     ) -> Result<Self, WorkerError> {
         let inputs = Inputs::new(&config, &metrics)?;
         wait_for_broker(inputs.client(), &config.kafka.bootstrap_servers, BROKER_WAIT)?;
@@ -196,7 +198,7 @@ impl Pipeline {
             "worker started"
         );
         let config_health = config.health.clone();
-        let output_ids = OutputIds::register(&config)?;
+        let output_ids = OutputIds::register(&config, shutdown)?;
         // Before any partition is taken: a restored or rebuilt state never
         // brings an erased customer back.
         let (erasures, known) = Erasures::load(&config)?;
@@ -244,8 +246,14 @@ impl Pipeline {
     /// Runs until `shutdown` is cancelled; what was processed is committed
     /// before it returns.
     pub(crate) fn run(mut self, shutdown: &CancellationToken) -> Result<Summary, WorkerError> {
+        self.processor.stop_waiting_on(shutdown.clone());
         while !shutdown.is_cancelled() {
-            self.cycle()?;
+            match self.cycle() {
+                // Records held for the registry were not admitted: what was
+                // processed before them commits below, as at any stop.
+                Err(WorkerError::Registry(RegistryError::Stopped { .. })) => break,
+                other => other?,
+            }
             // Also after a cycle cut short by an aborted transaction.
             self.check_progress();
             self.answer_snapshots();
