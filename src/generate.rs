@@ -145,9 +145,8 @@ fn register_inputs(config: &Config) -> anyhow::Result<Option<(u32, u32)>> {
         return Ok(None);
     };
     let topics = &config.topics;
-    let register = |topic: &str, schema: &str| registry.register(&format!("{topic}-value"), schema);
-    let clicks = register(&topics.clickstream, CLICKSTREAM_AVSC)?;
-    let orders = register(&topics.orders, ORDERS_AVSC)?;
+    let clicks = registry.register_value_schema(&topics.clickstream, CLICKSTREAM_AVSC)?;
+    let orders = registry.register_value_schema(&topics.orders, ORDERS_AVSC)?;
     Ok(Some((clicks, orders)))
 }
 

@@ -105,13 +105,8 @@ impl Registry {
     /// schema (or it is not Avro).
     pub fn schema(&self, id: u32) -> Result<Option<String>, RegistryError> {
         let what = format!("schema id {id}");
-        let mut request = self.agent.get(format!("{}/schemas/ids/{id}", self.url));
-        if let Some(a) = &self.authorization {
-            request = request.header("Authorization", a);
-        }
-        let response = request.header("Accept", CONTENT_TYPE).call().map_err(|e| self.unavailable(&e))?;
-        let status = response.status().as_u16();
-        let body = response.into_body().read_to_string().map_err(|e| self.unavailable(&e))?;
+        let request = self.authorized(self.agent.get(format!("{}/schemas/ids/{id}", self.url)));
+        let (status, body) = self.answer(request.header("Accept", CONTENT_TYPE).call())?;
         match status {
             200 => {
                 let answer: SchemaAnswer =
@@ -120,10 +115,6 @@ impl Registry {
                 Ok(avro.then_some(answer.schema))
             }
             404 => Ok(None),
-            s if s >= 500 => Err(RegistryError::Unavailable {
-                url: self.url.clone(),
-                problem: format!("HTTP {s}: {body}"),
-            }),
             s => Err(RegistryError::Refused { url: self.url.clone(), what, status: s, body }),
         }
     }
@@ -133,27 +124,48 @@ impl Registry {
     pub fn register(&self, subject: &str, schema: &str) -> Result<u32, RegistryError> {
         let what = format!("registering the schema of subject {subject}");
         let body = serde_json::json!({ "schema": schema }).to_string();
-        let mut request = self.agent.post(format!("{}/subjects/{subject}/versions", self.url));
-        if let Some(a) = &self.authorization {
-            request = request.header("Authorization", a);
-        }
-        let response = request
-            .header("Content-Type", CONTENT_TYPE)
-            .header("Accept", CONTENT_TYPE)
-            .send(body.as_bytes())
-            .map_err(|e| self.unavailable(&e))?;
-        let status = response.status().as_u16();
-        let text = response.into_body().read_to_string().map_err(|e| self.unavailable(&e))?;
+        let request = self.authorized(self.agent.post(format!("{}/subjects/{subject}/versions", self.url)));
+        let sent =
+            request.header("Content-Type", CONTENT_TYPE).header("Accept", CONTENT_TYPE).send(body.as_bytes());
+        let (status, text) = self.answer(sent)?;
         match status {
             200 => serde_json::from_str::<IdAnswer>(&text)
                 .map(|a| a.id)
                 .map_err(|e| self.refused(&what, status, &e)),
-            s if s >= 500 => Err(RegistryError::Unavailable {
-                url: self.url.clone(),
-                problem: format!("HTTP {s}: {text}"),
-            }),
             s => Err(RegistryError::Refused { url: self.url.clone(), what, status: s, body: text }),
         }
+    }
+
+    /// Registers the value schema of `topic` under the subject the
+    /// Confluent serializers use by default (`<topic>-value`); its id.
+    pub fn register_value_schema(&self, topic: &str, schema: &str) -> Result<u32, RegistryError> {
+        self.register(&format!("{topic}-value"), schema)
+    }
+
+    /// `request` with the basic-auth header, when there is one.
+    fn authorized<B>(&self, request: ureq::RequestBuilder<B>) -> ureq::RequestBuilder<B> {
+        match &self.authorization {
+            Some(a) => request.header("Authorization", a),
+            None => request,
+        }
+    }
+
+    /// The status and body of an answer. No answer, or a server error (5xx),
+    /// is [`RegistryError::Unavailable`]: worth trying again.
+    fn answer(
+        &self,
+        response: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
+    ) -> Result<(u16, String), RegistryError> {
+        let response = response.map_err(|e| self.unavailable(&e))?;
+        let status = response.status().as_u16();
+        let body = response.into_body().read_to_string().map_err(|e| self.unavailable(&e))?;
+        if status >= 500 {
+            return Err(RegistryError::Unavailable {
+                url: self.url.clone(),
+                problem: format!("HTTP {status}: {body}"),
+            });
+        }
+        Ok((status, body))
     }
 
     /// Runs `call` until the registry answers: while it is unavailable,

@@ -42,28 +42,22 @@ impl Health {
 
     /// Why `/readyz` says not ready (empty: no reason beyond starting up).
     pub fn set_reason(&self, reason: &str) {
-        let mut r = self.reason.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if r.as_str() != reason {
-            reason.clone_into(&mut r);
-        }
+        set_text(&self.reason, reason);
     }
 
     /// The reason set by [`Health::set_reason`].
     pub fn reason(&self) -> String {
-        self.reason.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+        text(&self.reason)
     }
 
     /// Why `/healthz` fails although the pipeline runs (empty: healthy).
     pub fn set_problems(&self, problems: &str) {
-        let mut p = self.problems.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if p.as_str() != problems {
-            problems.clone_into(&mut p);
-        }
+        set_text(&self.problems, problems);
     }
 
     /// The problems set by [`Health::set_problems`].
     pub fn problems(&self) -> String {
-        self.problems.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+        text(&self.problems)
     }
 
     /// Not alive: the pipeline stopped on an error.
@@ -81,6 +75,18 @@ impl Health {
     pub fn is_alive(&self) -> bool {
         self.alive.load(Ordering::Relaxed)
     }
+}
+
+/// Replaces the text (set every cycle: no allocation when it is the same).
+fn set_text(slot: &Mutex<String>, new: &str) {
+    let mut t = slot.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    if t.as_str() != new {
+        new.clone_into(&mut t);
+    }
+}
+
+fn text(slot: &Mutex<String>) -> String {
+    slot.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
 }
 
 /// The HTTP server could not start.

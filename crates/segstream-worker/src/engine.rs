@@ -85,15 +85,15 @@ impl Engine {
         // An erased customer's events up to the erasure move time (other
         // customers' timers fire as in any run) and nothing else.
         let forgotten = |id: &str, t: EventTime| self.erased.get(id).is_some_and(|at| t <= *at);
-        let input = match input {
-            Input::Click(r) if forgotten(r.customer_id, r.event_time) => None,
-            Input::Order(r) if forgotten(r.customer_id, r.event_time) => None,
-            other => Some(other),
+        let erased = match &input {
+            Input::Click(r) => forgotten(r.customer_id, r.event_time),
+            Input::Order(r) => forgotten(r.customer_id, r.event_time),
+            Input::Other => false,
         };
-        let Some(input) = input else {
+        if erased {
             self.erased_events += 1;
             return out;
-        };
+        }
         // The cause is written out only for a record that moved something.
         let fired = match input {
             Input::Click(mut r) => {

@@ -141,9 +141,8 @@ impl OutputIds {
             return Ok(Self::default());
         };
         let (topics, stop) = (&config.topics, || shutdown.is_cancelled());
-        let register = |topic: &str, schema: &str| {
-            registry.waiting(&stop, |r| r.register(&format!("{topic}-value"), schema))
-        };
+        let register =
+            |topic: &str, schema: &str| registry.waiting(&stop, |r| r.register_value_schema(topic, schema));
         let changes = register(&topics.segment_changes, SEGMENT_CHANGES_AVSC)?;
         let memberships = register(&topics.customer_segments, CUSTOMER_SEGMENTS_AVSC)?;
         tracing::info!(registry = registry.url(), changes, memberships, "output schemas registered");
