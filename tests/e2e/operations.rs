@@ -174,7 +174,16 @@ fn an_unavailable_output_holds_the_worker_back_and_nothing_is_lost_or_doubled_wh
         + metric(&metrics, "segstream_transactions_total{result=\"renewed\"}");
     assert!(failed >= 1.0, "transactions that could not complete were aborted:\n{metrics}");
     assert!(setup.read(&changes_topic, 1, Duration::from_secs(1)).is_empty(), "nothing committed");
-    let (status, body) = http_get(&addr, "/healthz");
+    // Stuck for health.stall_ms counts from the first failed transaction,
+    // which a loaded machine reaches later: the outage lasts until it is seen.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let (status, body) = loop {
+        let (status, body) = http_get(&addr, "/healthz");
+        if status == 503 || std::time::Instant::now() > deadline {
+            break (status, body);
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
     assert_eq!(status, 503, "alive but stuck for longer than health.stall_ms: {body}");
     assert!(
         ["has not advanced", "nothing has been committed", "transactions have failed"]
