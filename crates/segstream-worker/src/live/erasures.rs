@@ -12,7 +12,7 @@ use rdkafka::message::Message;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use segstream_config::Config;
 use segstream_events::{CustomerId, ErasureRequest, EventTime};
-use segstream_kafka::{KafkaIoError, assigned_consumer_config, partition_count};
+use segstream_kafka::{KafkaIoError, assigned_consumer_config, partition_count, wait_for_broker};
 
 use crate::error::WorkerError;
 
@@ -55,6 +55,8 @@ impl Erasures {
         let consumer: BaseConsumer = assigned_consumer_config(config)?
             .create()
             .map_err(KafkaIoError::kafka("creating the erasures reader"))?;
+        // A new client on a loaded broker may not answer metadata at once.
+        wait_for_broker(consumer.client(), &config.kafka.bootstrap_servers, LOAD_WAIT)?;
         let partitions = i32::try_from(partition_count(consumer.client(), &topic)?).unwrap_or(i32::MAX);
         let mut tpl = TopicPartitionList::new();
         let mut ends = BTreeMap::new();
