@@ -168,6 +168,11 @@ impl DecisionLog {
                     if record.group_id != self.group || record.partition != partition {
                         continue;
                     }
+                    // `at` is a lower bound: records the checkpoint already
+                    // covers may still follow it.
+                    if record.seq < seen && at.is_some() {
+                        continue;
+                    }
                     if record.seq != seen {
                         return Err(WorkerError::DecisionLog {
                             partition,
