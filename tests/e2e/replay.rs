@@ -3,11 +3,11 @@
 //! definition) and from a running worker (live state).
 
 use std::collections::BTreeSet;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use segstream_events::SegmentChange;
 
-use crate::support::{Setup, http_get, produce_at, sql_get};
+use crate::support::{Setup, http_get, metric, produce_at, sql_get};
 
 /// What must match between a live run and a replay (emit time differs).
 type Key = (String, String, String, String, i64, Option<String>, String);
@@ -28,8 +28,13 @@ fn key(c: &SegmentChange) -> Key {
 fn a_replay_of_generated_history_gives_the_changes_of_a_live_run() {
     // A long lane timeout: the lanes are merged on their data alone, as in a
     // replay; a short partition timeout: the live run ends, as the replay
-    // does, with every partition following the worker's watermark.
-    let setup = Setup::new("replay", 3).with("time.idle_partition_ms=1000");
+    // does, with every partition following the worker's watermark. Two
+    // orders kept one by one and windows of at most 30 days: folded order
+    // days and compacted silent customers are part of both runs.
+    let setup = Setup::new("replay", 3)
+        .with("time.idle_partition_ms=1000")
+        .with("features.max_orders_kept=2")
+        .with("features.order_windows_days=[7, 30]");
     let dir = tempfile::tempdir().unwrap();
     let generate = ["generate", "--customers", "40", "--days", "240", "--seed", "11"];
     let out = setup.cli(&[&generate[..], &["--to", "files", "--out", dir.path().to_str().unwrap()]].concat());
@@ -70,6 +75,19 @@ fn a_replay_of_generated_history_gives_the_changes_of_a_live_run() {
     let (status, body) = sql_get(&sql, "/sql?q=SELECT%20nope%20FROM%20features");
     assert_eq!(status, 400, "a bad query is the caller's error: {body}");
     assert!(body.contains("nope"), "names the column: {body}");
+    // Customers silent for 32 days are compacted (the gauge is updated
+    // every 10 s).
+    let addr = worker.wait_ready(Duration::from_secs(5));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let (compacted, metrics) = loop {
+        let metrics = http_get(&addr, "/metrics").1;
+        let n = metric(&metrics, "segstream_customers_compacted");
+        if n > 0.0 || Instant::now() > deadline {
+            break (n, metrics);
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    assert!(compacted > 0.0, "no customer compacted:\n{metrics}");
     assert!(worker.terminate(Duration::from_secs(20)).0.success());
 
     let live: BTreeSet<Key> = live.iter().map(key).collect();

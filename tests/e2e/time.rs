@@ -191,13 +191,15 @@ fn a_mass_firing_of_timers_is_split_over_transactions_and_survives_a_sigkill_in_
     for c in &customers {
         assert_eq!(entered[c.as_str()], ["new", "active", "at_risk", "churned"], "{c}");
     }
-    // 9,000 timers in parts of 10: the restarted worker did only what was not committed.
+    // 12,000 timers (three transitions and, at day 367, the compaction of
+    // each customer) in parts of 10: the restarted worker did only what was
+    // not committed.
     let parts_after = metric(&metrics, "segstream_decisions_total");
     assert!(
-        parts >= 2.0 && parts_after < 900.0,
+        parts >= 2.0 && parts_after < 1200.0,
         "parts: {parts} before the SIGKILL, {parts_after} after\n{log}"
     );
-    assert!(parts + parts_after >= 900.0, "parts: {parts} before the SIGKILL, {parts_after} after\n{log}");
+    assert!(parts + parts_after >= 1200.0, "parts: {parts} before the SIGKILL, {parts_after} after\n{log}");
     eprintln!(
         "mass firing: {parts} parts sent before the SIGKILL ({committed} transactions committed since the jump), {parts_after} after the restart"
     );

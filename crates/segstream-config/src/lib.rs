@@ -167,6 +167,11 @@ pub struct FeaturesConfig {
     /// A cart (items added since the last order) is abandoned when this many
     /// hours pass after its last add with no order.
     pub cart_abandon_hours: u32,
+    /// Orders of the longest order window kept one by one per customer; older
+    /// ones of a customer with more are kept as per-day totals (bounded time
+    /// per event and memory per customer; `docs/segments-and-features.md`
+    /// says what is approximate then).
+    pub max_orders_kept: u32,
 }
 
 impl FeaturesConfig {
@@ -524,6 +529,13 @@ impl Config {
                 &format!("use 1 to {cart_max} hours (the longest activity window), e.g. 24"),
             );
         }
+        if !(2..=100_000).contains(&self.features.max_orders_kept) {
+            return fail(
+                "features.max_orders_kept",
+                self.features.max_orders_kept.to_string(),
+                "use a number of orders from 2 to 100000, e.g. 250",
+            );
+        }
         if !(1..=1440).contains(&self.features.session_gap_minutes) {
             return fail(
                 "features.session_gap_minutes",
@@ -562,11 +574,11 @@ impl Config {
                 "name an environment variable, e.g. SEGSTREAM_SQL_TOKEN",
             );
         }
-        if self.time.earliest_event_millis().is_none() {
+        if self.time.earliest_event_millis().is_none_or(|ms| ms < 0) {
             return fail(
                 "time.earliest_event_date",
                 format!("{:?}", self.time.earliest_event_date),
-                "use a day as YYYY-MM-DD, e.g. 1975-01-01",
+                "use a day as YYYY-MM-DD from 1970-01-01 on (state counts days since 1970), e.g. 1975-01-01",
             );
         }
         let url = &self.schema_registry.url;

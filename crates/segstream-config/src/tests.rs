@@ -88,6 +88,14 @@ fn the_earliest_event_date_is_a_day_and_a_bad_one_is_named() {
     assert_eq!(c.time.earliest_event_millis(), Some(631_152_000_000));
     let err = Config::load(None, &["time.earliest_event_date=1990".into()]).expect_err("not a day");
     assert!(err.to_string().contains("time.earliest_event_date"), "{err}");
+    let err = Config::load(None, &["time.earliest_event_date=1969-12-31".into()]).expect_err("before 1970");
+    assert!(err.to_string().contains("from 1970-01-01 on"), "{err}");
+}
+
+#[test]
+fn max_orders_kept_below_two_is_refused_with_the_field_named() {
+    let err = Config::load(None, &["features.max_orders_kept=1".into()]).expect_err("too few");
+    assert!(err.to_string().contains("features.max_orders_kept"), "{err}");
 }
 
 #[test]

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use segstream_config::FeaturesConfig;
 use segstream_events::{ClickEventType, ClickRow, EventTime, OrderRow, OrderStatus};
 use serde::{Deserialize, Serialize};
+use thin_vec::ThinVec;
 
 use crate::dictionary::{Dictionaries, NONE};
 
@@ -123,6 +124,28 @@ impl OrderEntry {
     }
 }
 
+/// Net orders of one day folded out of the orders kept one by one, once a
+/// customer has more than `max_orders_kept` (28 bytes): enough for the
+/// windows, the lifetime figures and the discount features.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+struct OrderDay {
+    /// Days since the epoch; 16 bits reach 2149 (event times end at 2100).
+    day: u16,
+    orders: u32,
+    /// Orders that carried a discount.
+    discounted: u32,
+    cents: I48,
+    discount_cents: I48,
+    /// The day's latest order folded: the day counts in a window while it does.
+    last: I48,
+}
+
+impl OrderDay {
+    fn last(&self) -> EventTime {
+        self.last.time()
+    }
+}
+
 /// Click activity of one day (20 bytes). Counts saturate: the kinds at
 /// 65,535 a day, the parts of the day and the devices at 255 a day (the batch
 /// SQL caps the same).
@@ -203,8 +226,13 @@ struct CartLine {
 /// Everything segstream keeps about one customer.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct CustomerState {
-    /// Orders of the longest order window (by the latest event seen), sorted by time.
+    /// Orders of the longest order window (by the latest event seen), sorted
+    /// by time: the latest `max_orders_kept`.
     orders: Vec<OrderEntry>,
+    /// Older net orders of the window than those, one entry per day, sorted
+    /// by day: empty unless the customer has more than `max_orders_kept`.
+    /// (One pointer when empty: few customers ever fill it.)
+    order_days: ThinVec<OrderDay>,
     /// Latest order among those folded out of `orders`.
     folded_last_order: Option<EventTime>,
     /// Orders and revenue folded out of `orders`, for lifetime figures.
@@ -226,6 +254,10 @@ pub struct CustomerState {
     recent_clicks: [u32; RECENT_CLICK_IDS],
     recent_next: u8,
     last_seen: Option<EventTime>,
+    /// Day (since the epoch) the state was last compacted on, 0 = never (see
+    /// [`CustomerState::compact`]): orders folded then are as far back as by
+    /// an event that day. (Two bytes, in what was padding.)
+    compacted_day: u16,
 }
 
 /// Orders and revenue of one window.
@@ -390,9 +422,11 @@ impl CustomerState {
     ) -> bool {
         let retention = config.order_retention_days();
         // An order older than the longest window, relative to what we have
-        // already seen of this customer, may be one we folded away: applying it
-        // could count it twice, so it is refused (the caller counts it as late).
-        if self.last_seen.is_some_and(|seen| row.event_time.day() < seen.day() - retention) {
+        // already seen of this customer (or compacted them at), may be one we
+        // folded away: applying it could count it twice, so it is refused (the
+        // caller counts it as late).
+        let horizon = self.last_seen.map(|seen| seen.day().max(i64::from(self.compacted_day)));
+        if horizon.is_some_and(|h| row.event_time.day() < h - retention) {
             return false;
         }
         self.touch(row.event_time);
@@ -420,12 +454,12 @@ impl CustomerState {
                 // stays void.
                 self.orders.retain(|o| o.id != id);
                 let e = entry(PLACED | VOIDED, dict);
-                self.insert_order(e);
+                self.insert_order(e, config.max_orders_kept);
                 true
             }
             (true, None) => {
                 let e = entry(PLACED, dict);
-                self.insert_order(e);
+                self.insert_order(e, config.max_orders_kept);
                 true
             }
             (false, Some(e)) => {
@@ -435,7 +469,7 @@ impl CustomerState {
             }
             (false, None) => {
                 let e = entry(VOIDED, dict);
-                self.insert_order(e);
+                self.insert_order(e, config.max_orders_kept);
                 true
             }
         };
@@ -448,14 +482,48 @@ impl CustomerState {
         changed
     }
 
-    fn insert_order(&mut self, o: OrderEntry) {
+    fn insert_order(&mut self, o: OrderEntry, max_kept: u32) {
         let t = o.time();
         if o.flags & PLACED != 0 {
             self.first_order = Some(self.first_order.map_or(t, |f| f.min(t)));
         }
         let at = self.orders.partition_point(|e| e.time() <= t);
-        grow_gently(&mut self.orders);
-        self.orders.insert(at, o);
+        if self.orders.len() < max_kept as usize {
+            grow_gently(&mut self.orders);
+            self.orders.insert(at, o);
+        } else if at == 0 {
+            // Older than every order kept one by one: straight to its day.
+            self.fold_into_day(&o);
+        } else {
+            let oldest = self.orders.remove(0);
+            self.fold_into_day(&oldest);
+            self.orders.insert(at - 1, o);
+        }
+    }
+
+    /// Adds a net order to its day's totals (a voided one counts nothing).
+    fn fold_into_day(&mut self, o: &OrderEntry) {
+        if !o.counts() {
+            return;
+        }
+        let day = u16::try_from(o.time().day().clamp(0, i64::from(u16::MAX))).unwrap_or(u16::MAX);
+        let at = self.order_days.partition_point(|d| d.day < day);
+        if self.order_days.get(at).is_none_or(|d| d.day != day) {
+            let zero = I48::new(0);
+            let empty =
+                OrderDay { day, orders: 0, discounted: 0, cents: zero, discount_cents: zero, last: o.at };
+            self.order_days.insert(at, empty);
+        }
+        if let Some(d) = self.order_days.get_mut(at) {
+            d.orders = d.orders.saturating_add(1);
+            d.cents = I48::new(d.cents.get().saturating_add(o.amount().0));
+            if o.discount_cents() > 0 {
+                d.discounted = d.discounted.saturating_add(1);
+                d.discount_cents =
+                    I48::new(d.discount_cents.get().saturating_add(i64::from(o.discount_cents())));
+            }
+            d.last = d.last().max(o.time()).into();
+        }
     }
 
     /// Applies one click. Returns false for a repeated event id (within the
@@ -495,7 +563,11 @@ impl CustomerState {
     /// Adds a day's click counts (one micro-batch's share) to its bucket; a
     /// day older than the activity window is dropped.
     pub fn merge_day(&mut self, day: i64, counts: &DayCounts, config: &FeaturesConfig) {
-        let horizon = self.last_seen.map_or(i64::MIN, |s| s.day() - config.activity_retention_days());
+        // The batch's counts come after its events: the customer may have
+        // been compacted since (a backlog's batch spans weeks), and a day
+        // out of the window then must not bring the lists back.
+        let seen = self.last_seen.map(|s| s.day().max(i64::from(self.compacted_day)));
+        let horizon = seen.map_or(i64::MIN, |s| s - config.activity_retention_days());
         if day < horizon {
             return;
         }
@@ -584,12 +656,14 @@ impl CustomerState {
     fn expire(&mut self, now: EventTime, config: &FeaturesConfig) {
         let order_horizon = now.day() - config.order_retention_days();
         let folded = self.orders.partition_point(|o| o.time().day() < order_horizon);
-        for o in self.orders.drain(..folded) {
-            if o.counts() {
-                self.folded_orders += 1;
-                self.folded_revenue = self.folded_revenue.plus(o.amount().0);
-                self.folded_last_order = Some(self.folded_last_order.map_or(o.time(), |l| l.max(o.time())));
-            }
+        let orders =
+            self.orders.drain(..folded).filter(OrderEntry::counts).map(|o| (1, o.amount(), o.time()));
+        let old_days = self.order_days.partition_point(|d| i64::from(d.day) < order_horizon);
+        let days = self.order_days.drain(..old_days).map(|d| (d.orders, Money(d.cents.get()), d.last()));
+        for (n, amount, t) in days.chain(orders).collect::<Vec<_>>() {
+            self.folded_orders = self.folded_orders.saturating_add(n);
+            self.folded_revenue = self.folded_revenue.plus(amount.0);
+            self.folded_last_order = Some(self.folded_last_order.map_or(t, |l| l.max(t)));
         }
         let click_horizon = now.day() - config.activity_retention_days();
         let old = self.activity.partition_point(|a| i64::from(a.day) < click_horizon);
@@ -599,6 +673,46 @@ impl CustomerState {
         self.sessions.drain(..ended);
         let old = self.cart.partition_point(|l| l.at.time().day() <= click_horizon);
         self.cart.drain(..old);
+    }
+
+    /// When this customer, if no event of theirs comes, holds nothing that
+    /// any window shows again: a day past the longest window after their
+    /// latest event (the sessions' day of margin included). `None` when
+    /// there is nothing to compact.
+    pub fn compact_due(&self, config: &FeaturesConfig) -> Option<EventTime> {
+        let longest = config.order_retention_days().max(config.activity_retention_days());
+        self.last_seen.filter(|_| !self.is_empty()).map(|seen| start_of_day(seen.day() + longest + 2))
+    }
+
+    /// True when compacted and nothing came into a window since.
+    pub fn is_compacted(&self) -> bool {
+        self.compacted_day > 0 && self.is_empty()
+    }
+
+    /// Nothing in any list: no order, day, session or cart line.
+    fn is_empty(&self) -> bool {
+        self.orders.is_empty()
+            && self.order_days.is_empty()
+            && self.activity.is_empty()
+            && self.sessions.is_empty()
+            && self.cart.is_empty()
+    }
+
+    /// Keeps of a silent customer only what later evaluations read: orders
+    /// fold into the lifetime totals, clicks, sessions and the cart go, and
+    /// the lists give their memory back. Call at or after
+    /// [`CustomerState::compact_due`]: features as of `now` or later are
+    /// the same as without compacting. Orders more than the longest window
+    /// older than `now` are then refused, as after an event at `now`.
+    pub fn compact(&mut self, now: EventTime, config: &FeaturesConfig) {
+        self.expire(now, config);
+        self.orders.shrink_to_fit();
+        self.order_days.shrink_to_fit();
+        self.activity.shrink_to_fit();
+        self.sessions.shrink_to_fit();
+        self.cart.shrink_to_fit();
+        let day = u16::try_from(now.day().clamp(1, i64::from(u16::MAX))).unwrap_or(u16::MAX);
+        self.compacted_day = self.compacted_day.max(day);
     }
 
     /// Feature values as of `now`.
@@ -631,13 +745,29 @@ impl CustomerState {
         let mut last_two: (Option<EventTime>, Option<EventTime>) = (None, None);
         let mut categories: BTreeMap<u16, u32> = BTreeMap::new();
         let mut payments: BTreeMap<u8, u32> = BTreeMap::new();
+        // Days folded out of the orders kept one by one (older than all of
+        // them): each counts as placed at its latest order.
+        for d in self.order_days.iter().filter(|d| d.last() <= now) {
+            let (t, cents) = (d.last(), d.cents.get());
+            (live_count, live_revenue, last_live) =
+                (live_count + d.orders, live_revenue.plus(cents), last_live.max(Some(t)));
+            for (_, _, n, revenue) in windows.iter_mut().filter(|(_, from, _, _)| t > *from) {
+                (*n, *revenue) = (*n + d.orders, revenue.plus(cents));
+            }
+            if t > year_from {
+                year_orders += d.orders;
+                discounted += d.discounted;
+                discount_sum += d.discount_cents.get();
+            }
+        }
         for o in self.orders.iter().filter(|o| o.counts()) {
             let t = o.time();
             if t > now {
                 break;
             }
             let cents = o.amount().0;
-            (live_count, live_revenue, last_live) = (live_count + 1, live_revenue.plus(cents), Some(t));
+            (live_count, live_revenue, last_live) =
+                (live_count + 1, live_revenue.plus(cents), last_live.max(Some(t)));
             for (_, _, n, revenue) in windows.iter_mut().filter(|(_, from, _, _)| t > *from) {
                 (*n, *revenue) = (*n + 1, revenue.plus(cents));
             }
@@ -782,6 +912,7 @@ impl CustomerState {
     pub fn approx_bytes(&self) -> usize {
         std::mem::size_of::<Self>()
             + self.orders.capacity() * std::mem::size_of::<OrderEntry>()
+            + self.order_days.capacity() * std::mem::size_of::<OrderDay>()
             + self.activity.capacity() * std::mem::size_of::<DayActivity>()
             + self.sessions.capacity() * std::mem::size_of::<Session>()
             + self.cart.capacity() * std::mem::size_of::<CartLine>()
@@ -808,6 +939,7 @@ mod layout {
     fn per_customer_list_entries_keep_their_documented_sizes() {
         // The state-memory benchmark's figure rests on these.
         assert_eq!(std::mem::size_of::<OrderEntry>(), 26);
+        assert_eq!(std::mem::size_of::<OrderDay>(), 28);
         assert_eq!(std::mem::size_of::<DayActivity>(), 20);
         assert_eq!(std::mem::size_of::<Session>(), 12);
         assert_eq!(std::mem::size_of::<CartLine>(), 12);

@@ -440,3 +440,189 @@ fn state_moved_to_a_process_whose_dictionaries_differ_keeps_its_names() {
     assert_eq!(f.top_category.as_deref(), Some("shoes"));
     assert_eq!(f.preferred_payment.as_deref(), Some("card"));
 }
+
+fn cfg_keeping(max_orders_kept: u32) -> FeaturesConfig {
+    FeaturesConfig { max_orders_kept, ..cfg() }
+}
+
+fn discounted(id: &str, t: i64, total: f64, discount: f64) -> OrderRow<'_> {
+    OrderRow { discount_amount: discount, ..order(id, t, OrderStatus::Placed, total) }
+}
+
+proptest! {
+    /// With more orders than `max_orders_kept`, the latest are kept one by
+    /// one and the rest as day totals, whatever the arrival order: streaming
+    /// equals the documented rule computed over the sorted history (a day
+    /// counts in a window while its latest folded order does; lifetime and
+    /// discount figures stay exact sums).
+    #[test]
+    fn bounded_order_features_equal_the_documented_batch_rule(
+        orders in proptest::collection::btree_map(0u16..300, (0i64..360, 1u32..50_000, any::<bool>()), 1..60),
+        max_kept in 2u32..10,
+        shuffle_seed in any::<u64>(),
+        eval_offset_days in 0i64..400,
+    ) {
+        let config = cfg_keeping(max_kept);
+        // (time, cents, discount cents); times distinct.
+        let mut history: Vec<(String, i64, i64, i64)> = orders
+            .iter()
+            .map(|(k, (day, cents, disc))| {
+                let discount = if *disc { i64::from(*cents) / 10 } else { 0 };
+                (format!("o{k}"), T0 + day * DAY + i64::from(*k) * 1000, i64::from(*cents), discount)
+            })
+            .collect();
+        let mut x = shuffle_seed | 1;
+        for i in (1..history.len()).rev() {
+            x ^= x << 13; x ^= x >> 7; x ^= x << 17;
+            history.swap(i, (x % (i as u64 + 1)) as usize);
+        }
+        let mut state = CustomerState::default();
+        let mut dict = Dictionaries::default();
+        for (id, t, cents, discount) in &history {
+            let row = discounted(id, *t, *cents as f64 / 100.0, *discount as f64 / 100.0);
+            prop_assert!(state.apply_order(&row, &config, &mut dict));
+        }
+        let last_event = history.iter().map(|o| o.1).max().unwrap_or(T0);
+        let now = last_event + eval_offset_days * DAY;
+        let f = state.segment_features(EventTime::from_millis(now), &config);
+
+        // The rule, over the history sorted by time: the latest `max_kept`
+        // one by one, the others per day at the day's latest time.
+        history.sort_by_key(|o| o.1);
+        let split = history.len().saturating_sub(max_kept as usize);
+        let mut points: Vec<(i64, i64, i64, u32)> = history[split..].iter().map(|o| (o.1, o.2, o.3, 1)).collect();
+        let mut days: BTreeMap<i64, (i64, i64, i64, u32)> = BTreeMap::new();
+        for (_, t, cents, discount) in &history[..split] {
+            let d = days.entry(t.div_euclid(DAY)).or_default();
+            *d = (d.0.max(*t), d.1 + cents, d.2 + discount, d.3 + 1);
+        }
+        // A day's discounted orders, for the discount share.
+        let mut discounted_per_day: BTreeMap<i64, u32> = BTreeMap::new();
+        for (_, t, _, discount) in &history[..split] {
+            *discounted_per_day.entry(t.div_euclid(DAY)).or_default() += u32::from(*discount > 0);
+        }
+        points.extend(days.values().copied());
+        let window = |days: i64| {
+            let from = now - days * DAY;
+            let w: Vec<_> = points.iter().filter(|p| p.0 > from).collect();
+            (w.iter().map(|p| p.3).sum::<u32>(), w.iter().map(|p| p.1).sum::<i64>() as f64 / 100.0)
+        };
+        for w in &f.order_windows {
+            prop_assert_eq!((w.orders, w.revenue), window(i64::from(w.days)), "{} days", w.days);
+        }
+        prop_assert_eq!(f.lifetime_orders, history.len() as u32);
+        let total: i64 = history.iter().map(|o| o.2).sum();
+        prop_assert_eq!(f.avg_order_value, Some(total as f64 / 100.0 / history.len() as f64));
+        prop_assert_eq!(f.last_order.map(|t| t.millis()), Some(last_event));
+        let year_from = now - 365 * DAY;
+        let kept_discounted = history[split..].iter().filter(|o| o.1 > year_from && o.3 > 0).count() as u32;
+        let day_discounted: u32 = days
+            .iter()
+            .filter(|(_, d)| d.0 > year_from)
+            .map(|(day, _)| discounted_per_day[day])
+            .sum();
+        let year_orders = window(365).0;
+        let share = (year_orders > 0).then(|| f64::from(kept_discounted + day_discounted) / f64::from(year_orders));
+        prop_assert_eq!(f.discount_share, share);
+    }
+}
+
+#[test]
+fn a_customer_with_a_hundred_thousand_orders_keeps_bounded_state_and_exact_totals() {
+    let config = cfg_keeping(1_000);
+    let mut dict = Dictionaries::default();
+    let mut s = CustomerState::default();
+    let n = 100_000i64;
+    let mut sizes = Vec::new();
+    // One order every ~4 minutes over 300 days, 1.00 to 9.99 each.
+    let step = 300 * DAY / n;
+    let mut revenue_cents = 0;
+    for i in 0..n {
+        let cents = 100 + i % 900;
+        revenue_cents += cents;
+        let id = format!("o{i}");
+        assert!(s.apply_order(
+            &order(&id, T0 + i * step, OrderStatus::Placed, cents as f64 / 100.0),
+            &config,
+            &mut dict
+        ));
+        if i == n / 10 || i == n - 1 {
+            sizes.push(s.approx_bytes());
+        }
+    }
+    // Memory: 1,000 orders one by one and a total per day, not per order.
+    assert!(sizes[1] < 48 * 1024, "{sizes:?}");
+    assert!(sizes[1] <= sizes[0] + 300 * 28 * 2, "grows with orders: {sizes:?}");
+    let last = T0 + (n - 1) * step;
+    let f = s.features(EventTime::from_millis(last), &config, &dict);
+    assert_eq!(f.lifetime_orders, n as u32);
+    assert_eq!(
+        f.order_windows.last().map(|w| (w.orders, w.revenue)),
+        Some((n as u32, revenue_cents as f64 / 100.0))
+    );
+    assert_eq!(f.last_order, Some(EventTime::from_millis(last)));
+    // The 7-day window: exact except the day it starts on, which counts whole.
+    let from = last - 7 * DAY;
+    let exact = (0..n).filter(|i| T0 + i * step > from).count() as u32;
+    let edge_day = (0..n).filter(|i| (T0 + i * step).div_euclid(DAY) == from.div_euclid(DAY)).count() as u32;
+    let seven = f.orders_in(7).unwrap_or_default();
+    assert!((exact..=exact + edge_day).contains(&seven), "{seven} not in {exact}..={}", exact + edge_day);
+    // A repeat of a recent order still counts once.
+    let id = format!("o{}", n - 1);
+    assert!(!s.apply_order(&order(&id, last, OrderStatus::Placed, 1.0), &config, &mut dict));
+}
+
+#[test]
+fn a_silent_customer_is_compacted_without_changing_any_later_feature() {
+    let config = cfg();
+    let mut dict = Dictionaries::default();
+    let mut s = CustomerState::default();
+    s.apply_order(&discounted("a", T0, 40.0, 4.0), &config, &mut dict);
+    s.apply_order(&order("b", T0 + 20 * DAY, OrderStatus::Placed, 60.0), &config, &mut dict);
+    for (i, kind) in
+        [ClickEventType::PageView, ClickEventType::AddToCart, ClickEventType::Search].into_iter().enumerate()
+    {
+        let mut row = click(T0 + 21 * DAY + i as i64 * 60_000, kind);
+        row.price = Some(12.0);
+        s.apply_click(&row, &config);
+        s.merge_day(row.event_time.day(), &counts_of(&row), &config);
+    }
+    let due = s.compact_due(&config).expect("holds orders and clicks");
+    assert!(due.millis() > T0 + (21 + 365) * DAY, "not before every window is past: {due:?}");
+    let mut compacted = s.clone();
+    compacted.compact(due, &config);
+    for later in [0, 1, 30, 400, 2_000] {
+        let at = due.plus_millis(later * DAY);
+        assert_eq!(
+            compacted.features(at, &config, &dict),
+            s.features(at, &config, &dict),
+            "{later} days after"
+        );
+    }
+    assert_eq!(compacted.approx_bytes(), std::mem::size_of::<CustomerState>(), "nothing left on the heap");
+    assert_eq!(compacted.compact_due(&config), None);
+    assert!(compacted.is_compacted() && !s.is_compacted());
+    // Click counts of a micro-batch that began before the compaction come
+    // after it (a backlog's batch spans weeks): an old day stays out.
+    let late_counts = counts_of(&click(T0 + 21 * DAY, ClickEventType::PageView));
+    compacted.merge_day(EventTime::from_millis(T0 + 21 * DAY).day(), &late_counts, &config);
+    assert!(compacted.is_compacted(), "a day out of every window came back");
+    let f = compacted.features(due, &config, &dict);
+    assert_eq!((f.lifetime_orders, f.avg_order_value), (2, Some(50.0)));
+    // An order older than the longest window before the compaction may be one
+    // folded away: refused, as after an event at that time.
+    assert!(!compacted.apply_order(
+        &order("b", T0 + 20 * DAY, OrderStatus::Placed, 60.0),
+        &config,
+        &mut dict
+    ));
+    // A new order comes back into the windows and arms the next compaction.
+    assert!(compacted.apply_order(
+        &order("c", due.millis() + DAY, OrderStatus::Placed, 10.0),
+        &config,
+        &mut dict
+    ));
+    assert_eq!(compacted.features(due.plus_millis(DAY), &config, &dict).lifetime_orders, 3);
+    assert!(compacted.compact_due(&config).is_some());
+    assert!(!compacted.is_compacted());
+}

@@ -27,6 +27,9 @@ pub struct Metrics {
     pub customers: IntGauge,
     /// `segstream_state_bytes`: approximate memory of the customer state.
     pub state_bytes: IntGauge,
+    /// `segstream_customers_compacted`: customers held compacted (silent
+    /// past every window: lifetime figures and stage only).
+    pub customers_compacted: IntGauge,
     /// `segstream_batch_duration_seconds`: processing time per micro-batch.
     pub batch_seconds: Histogram,
     /// `segstream_transactions_total{result}`: Kafka transactions by result
@@ -88,7 +91,8 @@ pub struct Metrics {
     pub future_events: IntCounterVec,
     /// `segstream_timer_transitions_total`: transitions fired by timers (watermark passed their due time).
     pub timers_fired: IntCounter,
-    /// `segstream_timers_pending`: customers with a time-driven transition scheduled.
+    /// `segstream_timers_pending`: customers with a timer scheduled (a
+    /// time-driven transition, or the compaction of a silent customer).
     pub timers_pending: IntGauge,
     /// `segstream_assigned_partitions`: input partitions owned now.
     pub assigned_partitions: IntGauge,
@@ -178,6 +182,11 @@ impl Metrics {
             ),
             customers: gauge(&r, "segstream_customers_in_state", "Customers held in this worker's state."),
             state_bytes: gauge(&r, "segstream_state_bytes", "Approximate bytes of customer state."),
+            customers_compacted: gauge(
+                &r,
+                "segstream_customers_compacted",
+                "Customers held compacted: silent past every window, only lifetime figures and stage kept.",
+            ),
             batch_seconds: register(
                 &r,
                 Histogram::with_opts(HistogramOpts::new(
@@ -332,7 +341,7 @@ impl Metrics {
             timers_pending: gauge(
                 &r,
                 "segstream_timers_pending",
-                "Customers with a time-driven transition scheduled.",
+                "Customers with a timer scheduled (a time-driven transition, or the compaction of a customer silent past every window).",
             ),
             assigned_partitions: gauge(&r, "segstream_assigned_partitions", "Input partitions assigned now."),
             rebalances: counter_vec(

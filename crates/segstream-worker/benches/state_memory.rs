@@ -2,7 +2,9 @@
 //! `CustomerStore` (features, segments, timers, dictionaries, exactly as the
 //! pipeline holds them) with a realistic mix of customers and reports heap
 //! bytes per customer and events applied per second on one core. Run with
-//! `make bench`.
+//! `make bench`. Then one customer with a million orders in a year: time
+//! per event and memory with the orders kept one by one bounded
+//! (`features.max_orders_kept`) and, for comparison, a hundred times larger.
 //!
 //! Mix (per 100 customers): 20 browsers (30 days of clicks, no order),
 //! 25 loyal (15 orders in the year, frequent visits), 15 bargain hunters
@@ -140,6 +142,63 @@ fn main() {
     println!("timers pending            {}", store.pending_timers());
     assert!(store.len() as u64 == customers);
     checkpoint(&store, &config, customers);
+    drop(store);
+    let orders: i64 = if cfg!(debug_assertions) { 20_000 } else { 1_000_000 };
+    heavy_customer(&config, config.features.max_orders_kept, orders);
+    // For comparison, the cost when 100 times more orders are kept one by
+    // one (as before the bound, the cost grows with the orders kept), over
+    // a twentieth of the history.
+    heavy_customer(&config, 100_000, orders / 20);
+}
+
+/// One customer ordering every ~30 s for a year (a reseller, a bot):
+/// time per order event at several points of their history, and the heap
+/// their state holds at the end.
+fn heavy_customer(config: &Config, max_orders_kept: u32, orders: i64) {
+    let mut features = config.features.clone();
+    features.max_orders_kept = max_orders_kept;
+    let mut store = CustomerStore::new(LifecycleRules::new(config.lifecycle.clone()), features).unwrap();
+    // Measured from after the first order: the store's first chunk of
+    // customer slots is not this customer's history.
+    let mut region = None;
+    // One order every 31 s: a million in 360 days.
+    let step = 360 * DAY / 1_000_000;
+    let mut id = String::new();
+    let mut marks = Vec::new();
+    let mut started = Instant::now();
+    for k in 0..orders {
+        id.clear();
+        id.push_str(&k.to_string());
+        store.on_order(&OrderRow {
+            order_id: &id,
+            customer_id: "heavy",
+            event_time: EventTime::from_millis(NOW - 360 * DAY + k * step),
+            status: OrderStatus::Placed,
+            total: 20.0,
+            discount_amount: if k % 4 == 0 { 2.0 } else { 0.0 },
+            item_count: 1,
+            primary_category: Some(CATEGORIES[k as usize % CATEGORIES.len()]),
+            payment_method: Some("card"),
+            partition: 0,
+            offset: 0,
+        });
+        if k == 0 {
+            region = Some(Region::new(GLOBAL));
+        }
+        // Mean time per event over each tenth of the history.
+        if (k + 1) % (orders / 10) == 0 {
+            marks.push((k + 1, started.elapsed().as_secs_f64() * 1e6 / (orders / 10) as f64));
+            started = Instant::now();
+        }
+    }
+    let stats = region.map(|r| r.change()).unwrap();
+    let live = stats.bytes_allocated as i64 - stats.bytes_deallocated as i64;
+    let figures: Vec<String> = marks.iter().map(|(n, us)| format!("{us:.1} µs at {n}")).collect();
+    println!(
+        "heavy customer, {orders} orders in {} days, max_orders_kept = {max_orders_kept}: per order event {}; heap grown by the history {live} bytes",
+        360 * orders / 1_000_000,
+        figures.join(", ")
+    );
 }
 
 /// A checkpoint of the whole population (one partition): the copy and

@@ -5,7 +5,9 @@
 //! Timers are derived state: after every evaluation a customer's next due
 //! time (first order + new days, last order + at-risk days, ...) is
 //! (re)scheduled in its partition's timer set, so rebuilding the customers
-//! (replay) rebuilds the timers too.
+//! (replay) rebuilds the timers too. The same timer compacts a customer
+//! silent past every window (`CustomerState::compact`): at an event time,
+//! so a replay compacts at the same points.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::hash::{BuildHasher, RandomState};
@@ -198,6 +200,9 @@ impl CustomerStore {
             let Customer { features: state, segments, .. } = c;
             let config = &self.features;
             let transitions = segments.advance(&self.rules, due, |at| state.segment_features(at, config));
+            if state.compact_due(config).is_some_and(|at| at <= due) {
+                state.compact(due, config);
+            }
             self.reschedule(slot);
             self.count(&transitions);
             if let Some(c) = self.slots.get(slot).filter(|_| !transitions.is_empty()) {
@@ -231,10 +236,16 @@ impl CustomerStore {
     fn reschedule(&mut self, slot: usize) {
         let (features, rules) = (&self.features, &self.rules);
         let Some(c) = self.slots.get_mut(slot) else { return };
-        let next = c
+        let stage_due = c
             .features
             .last_seen()
             .and_then(|seen| c.segments.next_due(rules, &c.features.segment_features(seen, features)));
+        // Whichever comes first: the next time-driven transition, or the
+        // compaction of a customer silent past every window.
+        let next = match (stage_due, c.features.compact_due(features)) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         if next == c.scheduled {
             return;
         }
@@ -445,6 +456,12 @@ impl CustomerStore {
         self.slots.len()
     }
 
+    /// Customers held compacted (see `CustomerState::compact`; walks every
+    /// customer: call rarely).
+    pub(crate) fn compacted(&self) -> usize {
+        self.slots.iter().filter(|c| c.features.is_compacted()).count()
+    }
+
     /// Approximate bytes of the whole state (walks every customer: call rarely).
     pub(crate) fn approx_bytes(&self) -> usize {
         // The slot without the inline state (`approx_bytes` counts it), up to
@@ -577,12 +594,26 @@ pub(crate) mod tests {
         let expected =
             [("b", "active"), ("a", "at_risk"), ("b", "at_risk"), ("a", "churned"), ("b", "churned")];
         assert_eq!(fired.iter().map(|(c, s)| (c.as_str(), *s)).collect::<Vec<_>>(), expected);
-        assert_eq!(store.pending_timers(), 0, "churned has no further due time");
+        assert_eq!(store.pending_timers(), 2, "churned has no further stage; the compaction is due");
         assert_eq!(
             store.population().find(|(s, _)| *s == (SegmentKind::Lifecycle, "churned")),
             Some(((SegmentKind::Lifecycle, "churned"), 2))
         );
         assert!(store.fire_timers(1, at(400), usize::MAX).is_empty(), "other partitions are untouched");
+        // A day past the longest window (365 days) after each one's order:
+        // compacted, silently, and nothing more is due.
+        let before = store.approx_bytes();
+        assert!(store.fire_timers(0, at(376), usize::MAX).is_empty());
+        assert_eq!(store.pending_timers(), 1, "b's compaction comes 10 days later");
+        assert!(store.fire_timers(0, at(400), usize::MAX).is_empty());
+        assert_eq!(store.pending_timers(), 0);
+        assert!(store.approx_bytes() < before, "{} not below {before}", store.approx_bytes());
+        assert_eq!(store.compacted(), 2);
+        let f = store.features_as_of(at(400)).map(|(id, f, stage)| (id.to_owned(), f.lifetime_orders, stage));
+        assert_eq!(
+            f.collect::<Vec<_>>(),
+            [("a".to_owned(), 1, Some("churned")), ("b".to_owned(), 1, Some("churned"))]
+        );
     }
 
     #[test]

@@ -550,6 +550,7 @@ impl Pipeline {
         if self.last_report.elapsed() >= Duration::from_secs(10) {
             self.last_report = Instant::now();
             self.metrics.state_bytes.set(i64::try_from(store.approx_bytes()).unwrap_or(i64::MAX));
+            self.metrics.customers_compacted.set(i64::try_from(store.compacted()).unwrap_or(i64::MAX));
             tracing::info!(
                 events = self.summary.events,
                 changes = self.summary.changes,
