@@ -393,6 +393,12 @@ fn grow_gently<T>(v: &mut Vec<T>) {
     }
 }
 
+/// A day since the epoch in the 16 bits the per-day lists keep (clamped:
+/// decoded event times lie far inside 1970–2149).
+fn day16(day: i64) -> u16 {
+    u16::try_from(day.clamp(0, i64::from(u16::MAX))).unwrap_or(u16::MAX)
+}
+
 /// The first millisecond of a day since the epoch.
 fn start_of_day(day: i64) -> EventTime {
     EventTime::from_millis(day.saturating_mul(DAY_MS))
@@ -425,8 +431,7 @@ impl CustomerState {
         // already seen of this customer (or compacted them at), may be one we
         // folded away: applying it could count it twice, so it is refused (the
         // caller counts it as late).
-        let horizon = self.last_seen.map(|seen| seen.day().max(i64::from(self.compacted_day)));
-        if horizon.is_some_and(|h| row.event_time.day() < h - retention) {
+        if self.horizon_day().is_some_and(|h| row.event_time.day() < h - retention) {
             return false;
         }
         self.touch(row.event_time);
@@ -506,7 +511,7 @@ impl CustomerState {
         if !o.counts() {
             return;
         }
-        let day = u16::try_from(o.time().day().clamp(0, i64::from(u16::MAX))).unwrap_or(u16::MAX);
+        let day = day16(o.time().day());
         let at = self.order_days.partition_point(|d| d.day < day);
         if self.order_days.get(at).is_none_or(|d| d.day != day) {
             let zero = I48::new(0);
@@ -566,12 +571,11 @@ impl CustomerState {
         // The batch's counts come after its events: the customer may have
         // been compacted since (a backlog's batch spans weeks), and a day
         // out of the window then must not bring the lists back.
-        let seen = self.last_seen.map(|s| s.day().max(i64::from(self.compacted_day)));
-        let horizon = seen.map_or(i64::MIN, |s| s - config.activity_retention_days());
+        let horizon = self.horizon_day().map_or(i64::MIN, |h| h - config.activity_retention_days());
         if day < horizon {
             return;
         }
-        let day = u16::try_from(day.clamp(0, i64::from(u16::MAX))).unwrap_or(u16::MAX);
+        let day = day16(day);
         let at = self.activity.partition_point(|a| a.day < day);
         if self.activity.get(at).is_none_or(|a| a.day != day) {
             let empty = DayActivity {
@@ -648,6 +652,12 @@ impl CustomerState {
         self.last_seen
     }
 
+    /// The day the windows are cut at: the latest event's, or the
+    /// compaction's if later (what came before it may have been folded).
+    fn horizon_day(&self) -> Option<i64> {
+        self.last_seen.map(|seen| seen.day().max(i64::from(self.compacted_day)))
+    }
+
     fn touch(&mut self, t: EventTime) {
         self.last_seen = Some(self.last_seen.map_or(t, |s| s.max(t)));
     }
@@ -711,8 +721,8 @@ impl CustomerState {
         self.activity.shrink_to_fit();
         self.sessions.shrink_to_fit();
         self.cart.shrink_to_fit();
-        let day = u16::try_from(now.day().clamp(1, i64::from(u16::MAX))).unwrap_or(u16::MAX);
-        self.compacted_day = self.compacted_day.max(day);
+        // Day 0 means never; a compaction on 1970-01-01 counts as day 1.
+        self.compacted_day = self.compacted_day.max(day16(now.day()).max(1));
     }
 
     /// Feature values as of `now`.

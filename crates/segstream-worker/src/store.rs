@@ -242,10 +242,7 @@ impl CustomerStore {
             .and_then(|seen| c.segments.next_due(rules, &c.features.segment_features(seen, features)));
         // Whichever comes first: the next time-driven transition, or the
         // compaction of a customer silent past every window.
-        let next = match (stage_due, c.features.compact_due(features)) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
+        let next = [stage_due, c.features.compact_due(features)].into_iter().flatten().min();
         if next == c.scheduled {
             return;
         }
