@@ -2,6 +2,7 @@ use std::time::{Duration, Instant};
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::{Client, ClientContext, DefaultClientContext};
+use rdkafka::error::{KafkaError, KafkaResult};
 use rdkafka::types::RDKafkaErrorCode;
 use segstream_config::Config;
 
@@ -41,6 +42,47 @@ pub fn wait_for_broker<C: ClientContext>(
             }
         }
     }
+}
+
+/// The first offset still in a partition's log and the offset after its
+/// last record, asked again (within `timeout` in all) while the cluster
+/// gives the answers of a broker that is starting or moving leadership:
+/// right after a restart a broker can say for seconds that a partition it
+/// holds is unknown. Any other error, or one past `timeout`, is returned.
+/// Call it from a blocking context.
+pub fn fetch_watermarks_patiently<C: ClientContext>(
+    client: &Client<C>,
+    topic: &str,
+    partition: i32,
+    timeout: Duration,
+) -> KafkaResult<(i64, i64)> {
+    let start = Instant::now();
+    loop {
+        let left = timeout.saturating_sub(start.elapsed()).max(Duration::from_secs(1));
+        match client.fetch_watermarks(topic, partition, left) {
+            Err(e) if start.elapsed() < timeout && settles_by_itself(&e) => {
+                tracing::debug!(topic, partition, error = %e, "partition offsets not known yet; asking again");
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            answer => return answer,
+        }
+    }
+}
+
+/// Errors of a cluster that is (re)starting or electing leaders.
+fn settles_by_itself(e: &KafkaError) -> bool {
+    matches!(
+        e.rdkafka_error_code(),
+        Some(
+            RDKafkaErrorCode::UnknownPartition
+                | RDKafkaErrorCode::UnknownTopicOrPartition
+                | RDKafkaErrorCode::LeaderNotAvailable
+                | RDKafkaErrorCode::NotLeaderForPartition
+                | RDKafkaErrorCode::BrokerTransportFailure
+                | RDKafkaErrorCode::AllBrokersDown
+                | RDKafkaErrorCode::OperationTimedOut
+        )
+    )
 }
 
 /// Creates every topic segstream reads or writes, with `topics.partitions`

@@ -11,7 +11,10 @@ mod context;
 mod dead_letter;
 mod error;
 
-pub use admin::{TopicStatus, check_copartitioned, create_topics, partition_count, wait_for_broker};
+pub use admin::{
+    TopicStatus, check_copartitioned, create_topics, fetch_watermarks_patiently, partition_count,
+    wait_for_broker,
+};
 pub use client::{
     assigned_consumer_config, consumer_config, partition_for, producer_config, reader_config,
     transactional_id,

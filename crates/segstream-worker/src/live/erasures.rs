@@ -12,7 +12,9 @@ use rdkafka::message::Message;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use segstream_config::Config;
 use segstream_events::{CustomerId, ErasureRequest, EventTime};
-use segstream_kafka::{KafkaIoError, assigned_consumer_config, partition_count, wait_for_broker};
+use segstream_kafka::{
+    KafkaIoError, assigned_consumer_config, fetch_watermarks_patiently, partition_count, wait_for_broker,
+};
 
 use crate::error::WorkerError;
 
@@ -61,8 +63,7 @@ impl Erasures {
         let mut tpl = TopicPartitionList::new();
         let mut ends = BTreeMap::new();
         for p in 0..partitions {
-            let (_, high) = consumer
-                .fetch_watermarks(&topic, p, Duration::from_secs(10))
+            let (_, high) = fetch_watermarks_patiently(consumer.client(), &topic, p, Duration::from_secs(10))
                 .map_err(KafkaIoError::kafka(format!("reading the end offsets of {topic}")))?;
             ends.insert(p, high);
             tpl.add_partition_offset(&topic, p, Offset::Beginning)

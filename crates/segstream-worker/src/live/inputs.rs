@@ -17,7 +17,10 @@ use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::types::RDKafkaErrorCode;
 use segstream_config::Config;
 use segstream_events::{EventTime, Lane, Positions};
-use segstream_kafka::{Assignment, InputContext, KafkaIoError, assigned_consumer_config, consumer_config};
+use segstream_kafka::{
+    Assignment, InputContext, KafkaIoError, assigned_consumer_config, consumer_config,
+    fetch_watermarks_patiently,
+};
 use segstream_telemetry::Metrics;
 
 use crate::error::WorkerError;
@@ -283,9 +286,9 @@ impl Inputs {
     /// offset still there and the offset after the last one).
     pub(crate) fn watermarks(&self, partition: i32) -> Result<(Positions, Positions), WorkerError> {
         let read = |topic: &str| -> Result<(i64, i64), WorkerError> {
-            self.lead.fetch_watermarks(topic, partition, Duration::from_secs(30)).map_err(|e| {
-                KafkaIoError::kafka(format!("reading the offsets of {topic}[{partition}]"))(e).into()
-            })
+            fetch_watermarks_patiently(self.lead.client(), topic, partition, Duration::from_secs(30)).map_err(
+                |e| KafkaIoError::kafka(format!("reading the offsets of {topic}[{partition}]"))(e).into(),
+            )
         };
         let (clicks, orders) = (read(&self.clickstream_topic)?, read(&self.orders_topic)?);
         Ok((

@@ -19,7 +19,7 @@ use rdkafka::message::Message;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use segstream_config::Config;
 use segstream_events::{Decision, DecisionRecord, Positions};
-use segstream_kafka::{KafkaIoError, assigned_consumer_config};
+use segstream_kafka::{KafkaIoError, assigned_consumer_config, fetch_watermarks_patiently};
 
 use crate::error::WorkerError;
 
@@ -113,10 +113,13 @@ impl DecisionLog {
     /// The end of the decisions topic's partition: every decision record
     /// committed so far lies before it (a checkpoint keeps it).
     pub(crate) fn end_offset(&self, partition: i32) -> Result<i64, WorkerError> {
-        let (_, high) = self
-            .consumer
-            .fetch_watermarks(&self.topic, partition, Duration::from_secs(10))
-            .map_err(KafkaIoError::kafka(format!("reading the end of {}[{partition}]", self.topic)))?;
+        let (_, high) = fetch_watermarks_patiently(
+            self.consumer.client(),
+            &self.topic,
+            partition,
+            Duration::from_secs(10),
+        )
+        .map_err(KafkaIoError::kafka(format!("reading the end of {}[{partition}]", self.topic)))?;
         Ok(high)
     }
 
