@@ -202,6 +202,14 @@ impl Outbox {
                 self.renew()
             }
             Err(TxFailure::Fatal(e)) => Err(e),
+            // Still timing out after the retries (the coordinator is away
+            // longer, e.g. a broker restarting on a loaded machine): a new
+            // producer's start fences this one, and the coordinator aborts
+            // the open transaction when it is back.
+            Err(TxFailure::Abortable(KafkaError::Transaction(e))) if e.is_retriable() => {
+                tracing::warn!(error = %e, "the abort did not finish: a new producer takes over");
+                self.renew()
+            }
             Err(TxFailure::Abortable(source) | TxFailure::GroupFenced(source)) => {
                 Err(WorkerError::Transaction { context: "aborting a transaction", source })
             }
