@@ -39,10 +39,12 @@ fn lifecycle_of(addr: &str, customer: &str) -> String {
 /// Partition 0 holds one buyer, partition 1 only browsing. Partition 0 goes
 /// quiet and follows the input's watermark (day 200): its buyer churns on
 /// timers. Then the buyer orders again with an event time before that
-/// (day 150): judged as of day 200, they are reactivated. Rebuilt from the
-/// events alone, the order of day 150 would come before the timers and
-/// leave them active: only the committed follow decision gives back the
-/// committed state.
+/// (day 150): a late event, judged as of the watermark (day 200 less the
+/// hour of lateness), they are active again (150 days of silence before it
+/// is no reactivation). Rebuilt from the events alone, the order of day 150
+/// would come before the timers and be judged as of day 150 (other records,
+/// other ids): only the committed follow decision gives back the committed
+/// state, and nothing committed is emitted again.
 #[test]
 fn a_partition_rebuilt_after_sigkill_repeats_the_committed_follow_and_matches_the_committed_state() {
     let setup = Setup::new("follow", 2).with("time.idle_partition_ms=500");
@@ -71,14 +73,16 @@ fn a_partition_rebuilt_after_sigkill_repeats_the_committed_follow_and_matches_th
     produce(&p, &setup.topic("orders"), &[order(&buyer, "o2", 150)]);
     let committed = changes(before.len() + 2);
     let last = committed.iter().rfind(|c| c.customer_id.as_str() == buyer).unwrap();
-    assert_eq!((last.segment.as_str(), last.change.as_str()), ("reactivated", "entered"), "{committed:#?}");
-    assert_eq!(lifecycle_of(&first.sql_addr(), &buyer), "reactivated");
+    assert_eq!((last.segment.as_str(), last.change.as_str()), ("active", "entered"), "{committed:#?}");
+    assert_eq!(last.previous_segment.as_deref(), Some("churned"));
+    assert_eq!(last.cause_event_time.millis(), T0 + 200 * DAY - 3_600_000, "judged as of the watermark");
+    assert_eq!(lifecycle_of(&first.sql_addr(), &buyer), "active");
 
     first.kill();
     let mut second = setup.spawn_worker();
     let addr = second.wait_ready(Duration::from_secs(90));
     let sql = second.sql_addr();
-    assert_eq!(lifecycle_of(&sql, &buyer), "reactivated", "the rebuilt state is the committed one");
+    assert_eq!(lifecycle_of(&sql, &buyer), "active", "the rebuilt state is the committed one");
     let metrics = http_get(&addr, "/metrics").1;
     assert!(metric(&metrics, "segstream_replayed_events_total") >= 5.0, "{metrics}");
     // Long enough for the quiet partitions to be looked at again.

@@ -311,3 +311,74 @@ fn backfill_takes_1990s_history_and_fails_loudly_when_nothing_decodes() {
         strict.cli(&["replay", "--input", input, "--output", dir.path().join("c.jsonl").to_str().unwrap()]);
     assert!(!out.status.success(), "replay too: {}", String::from_utf8_lossy(&out.stderr));
 }
+
+/// Each history file rewritten sorted by (customer_id, event_time), as
+/// warehouse exports usually are.
+fn sorted_by_customer(from: &std::path::Path, to: &std::path::Path) {
+    for entry in std::fs::read_dir(from).unwrap() {
+        let path = entry.unwrap().path();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let mut lines: Vec<(String, i64, &str)> = text
+            .lines()
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                (v["customer_id"].as_str().unwrap().to_owned(), v["event_time"].as_i64().unwrap(), l)
+            })
+            .collect();
+        lines.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
+        let out: String = lines.iter().map(|(_, _, l)| format!("{l}\n")).collect();
+        std::fs::write(to.join(path.file_name().unwrap()), out).unwrap();
+    }
+}
+
+#[test]
+fn history_sorted_by_customer_replays_to_the_changes_and_stages_of_history_sorted_by_time() {
+    let setup = Setup::new("bycustomer", 1);
+    let (by_time, by_customer) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let out = setup.cli(&[
+        "generate",
+        "--customers",
+        "300",
+        "--days",
+        "365",
+        "--seed",
+        "5",
+        "--to",
+        "files",
+        "--format",
+        "json",
+        "--out",
+        by_time.path().to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    sorted_by_customer(by_time.path(), by_customer.path());
+    let replay = |input: &std::path::Path| {
+        let work = tempfile::tempdir().unwrap();
+        let (changes, members) = (work.path().join("changes.jsonl"), work.path().join("members.jsonl"));
+        let out = setup.cli(&[
+            "replay",
+            "--input",
+            input.to_str().unwrap(),
+            "--output",
+            changes.to_str().unwrap(),
+            "--memberships",
+            members.to_str().unwrap(),
+        ]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let changes: BTreeSet<Key> = std::fs::read_to_string(&changes)
+            .unwrap()
+            .lines()
+            .map(|l| key(&serde_json::from_str(l).unwrap()))
+            .collect();
+        let members: BTreeSet<String> =
+            std::fs::read_to_string(&members).unwrap().lines().map(str::to_owned).collect();
+        (changes, members)
+    };
+    let (time_changes, time_members) = replay(by_time.path());
+    let (customer_changes, customer_members) = replay(by_customer.path());
+    assert_eq!(time_members.len(), 300);
+    let differ: Vec<_> = time_members.symmetric_difference(&customer_members).take(4).collect();
+    assert!(differ.is_empty(), "every customer ends in the same segments: {differ:#?}");
+    let differ: Vec<_> = time_changes.symmetric_difference(&customer_changes).take(4).collect();
+    assert!(differ.is_empty(), "the same changes, ids included: {differ:#?}");
+}

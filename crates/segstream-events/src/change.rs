@@ -109,7 +109,7 @@ pub struct SegmentChange {
     pub emit_time: EventTime,
     /// What triggered it.
     pub trigger: Trigger,
-    /// Input event that caused or revealed it.
+    /// Input event that caused it (trigger `event` only).
     pub cause_event_id: Option<String>,
     /// Rule that decided.
     pub rule_id: String,

@@ -16,7 +16,8 @@ mod state;
 
 pub use dictionary::{Dictionaries, Dictionary, NONE, OVERFLOW};
 pub use state::{
-    ActivityWindow, CART_LINES, CustomerState, DAYPARTS, DEVICES, DayCounts, Features, Money, OrderWindow,
+    ActivityWindow, CART_LINES, CustomerState, DAYPARTS, DEVICES, DayCounts, Features, Money, OrderReturn,
+    OrderWindow,
 };
 
 #[cfg(test)]

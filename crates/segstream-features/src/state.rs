@@ -238,7 +238,9 @@ pub struct CustomerState {
     /// Orders and revenue folded out of `orders`, for lifetime figures.
     folded_orders: u32,
     folded_revenue: Money,
-    first_order: Option<EventTime>,
+    /// Earliest net order among those folded out of `orders` (the first
+    /// order is the earliest net order: a cancelled one does not count).
+    folded_first_order: Option<EventTime>,
     /// Latest order placed (even if voided later): it closes the cart.
     last_placed: Option<EventTime>,
     /// Daily click activity, sorted by day, longest activity window.
@@ -258,6 +260,17 @@ pub struct CustomerState {
     /// [`CustomerState::compact`]): orders folded then are as far back as by
     /// an event that day. (Two bytes, in what was padding.)
     compacted_day: u16,
+}
+
+/// A net order and the net order before it ([`CustomerState::returns`]).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct OrderReturn {
+    /// When the order was placed.
+    pub at: EventTime,
+    /// The net order before it.
+    pub previous: EventTime,
+    /// Net orders up to and including `previous`.
+    pub orders_before: u32,
 }
 
 /// Orders and revenue of one window.
@@ -489,9 +502,6 @@ impl CustomerState {
 
     fn insert_order(&mut self, o: OrderEntry, max_kept: u32) {
         let t = o.time();
-        if o.flags & PLACED != 0 {
-            self.first_order = Some(self.first_order.map_or(t, |f| f.min(t)));
-        }
         let at = self.orders.partition_point(|e| e.time() <= t);
         if self.orders.len() < max_kept as usize {
             grow_gently(&mut self.orders);
@@ -511,6 +521,7 @@ impl CustomerState {
         if !o.counts() {
             return;
         }
+        self.folded_first_order = Some(self.folded_first_order.map_or(o.time(), |f| f.min(o.time())));
         let day = day16(o.time().day());
         let at = self.order_days.partition_point(|d| d.day < day);
         if self.order_days.get(at).is_none_or(|d| d.day != day) {
@@ -674,6 +685,7 @@ impl CustomerState {
             self.folded_orders = self.folded_orders.saturating_add(n);
             self.folded_revenue = self.folded_revenue.plus(amount.0);
             self.folded_last_order = Some(self.folded_last_order.map_or(t, |l| l.max(t)));
+            self.folded_first_order = Some(self.folded_first_order.map_or(t, |f| f.min(t)));
         }
         let click_horizon = now.day() - config.activity_retention_days();
         let old = self.activity.partition_point(|a| i64::from(a.day) < click_horizon);
@@ -723,6 +735,28 @@ impl CustomerState {
         self.cart.shrink_to_fit();
         // Day 0 means never; a compaction on 1970-01-01 counts as day 1.
         self.compacted_day = self.compacted_day.max(day16(now.day()).max(1));
+    }
+
+    /// The net orders placed in `[since, now]` that followed an earlier net
+    /// order, latest first, each with the one before it: what a rule on the
+    /// silence before an order reads ("ordered again after 200 days").
+    /// Exact while the customer has at most `max_orders_kept` orders in the
+    /// longest window; past that, an order before the kept ones is known by
+    /// its day's latest order.
+    pub fn returns(&self, since: EventTime, now: EventTime) -> Vec<OrderReturn> {
+        let net = || self.orders.iter().filter(|o| o.counts()).map(OrderEntry::time).filter(|t| *t <= now);
+        let before_kept = self.order_days.last().map(OrderDay::last).max(self.folded_last_order);
+        let older = self.order_days.iter().map(|d| d.orders).sum::<u32>() + self.folded_orders;
+        let mut position = u32::try_from(net().count()).unwrap_or(u32::MAX);
+        let mut out = Vec::new();
+        let mut later = net().rev().peekable();
+        while let Some(at) = later.next().filter(|t| *t >= since) {
+            position -= 1;
+            if let Some(previous) = later.peek().copied().or(before_kept) {
+                out.push(OrderReturn { at, previous, orders_before: older + position });
+            }
+        }
+        out
     }
 
     /// Feature values as of `now`.
@@ -877,7 +911,11 @@ impl CustomerState {
             .max()
             .map(|day| start_of_day(day + config.activity_retention_days()));
 
-        let first_order = self.first_order;
+        let first_kept = self.orders.iter().find(|o| o.counts()).map(OrderEntry::time);
+        let first_order = match (self.folded_first_order, first_kept) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         Features {
             as_of: Some(now),
             order_windows,

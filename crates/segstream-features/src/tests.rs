@@ -262,8 +262,8 @@ proptest! {
         prop_assert_eq!((f.orders_365d, f.revenue_365d), window(365));
         prop_assert_eq!(f.lifetime_orders, live.len() as u32);
         prop_assert_eq!(f.last_order.map(|t| t.millis()), live.iter().map(|(t, _)| *t).max());
-        let first = orders.iter().map(|(k, (day, _))| T0 + day * DAY + i64::from(*k) * 1000).min();
-        prop_assert_eq!(f.first_order.map(|t| t.millis()), first);
+        // The first order is the earliest net one: a cancelled first order does not start the tenure.
+        prop_assert_eq!(f.first_order.map(|t| t.millis()), live.iter().map(|(t, _)| *t).min());
     }
 }
 
@@ -327,11 +327,7 @@ fn a_cancellation_that_arrives_before_its_order_still_voids_it() {
     assert!(!s.order(&order("a", T0, OrderStatus::Placed, 10.0)), "a repeat changes nothing");
     let f = s.features_at(EventTime::from_millis(T0 + 2 * DAY));
     assert_eq!((f.lifetime_orders, f.orders_30d, f.last_order), (0, 0, None));
-    assert_eq!(
-        f.first_order,
-        Some(EventTime::from_millis(T0)),
-        "the first order placed, as in the batch SQL"
-    );
+    assert_eq!(f.first_order, None, "no net order, no first order (as in the batch SQL)");
 }
 
 #[test]
@@ -514,6 +510,7 @@ proptest! {
         let total: i64 = history.iter().map(|o| o.2).sum();
         prop_assert_eq!(f.avg_order_value, Some(total as f64 / 100.0 / history.len() as f64));
         prop_assert_eq!(f.last_order.map(|t| t.millis()), Some(last_event));
+        prop_assert_eq!(f.first_order.map(|t| t.millis()), history.iter().map(|o| o.1).min());
         let year_from = now - 365 * DAY;
         let kept_discounted = history[split..].iter().filter(|o| o.1 > year_from && o.3 > 0).count() as u32;
         let day_discounted: u32 = days

@@ -10,7 +10,8 @@ const CHANGE_ID_NAMESPACE: Uuid = Uuid::from_u128(0x5e9c_57e4_0c1a_4b8e_9d3f_2a6
 /// What caused a transition, for ids and the record.
 #[derive(Clone, Copy, Debug)]
 pub struct Cause<'a> {
-    /// The input event that caused or revealed it.
+    /// The input event being applied, if any; kept on the record only for
+    /// an event-triggered change.
     pub event_id: Option<&'a str>,
 }
 
@@ -19,7 +20,8 @@ pub struct Cause<'a> {
 ///
 /// The id hashes the customer, segment, direction, cause time, rule version
 /// and, for event-driven changes, the causing event's id. A timer-driven
-/// change depends only on its due time, not on which later event revealed it.
+/// change depends only on its due time, not on which later event revealed
+/// it, and carries no cause event id.
 pub fn to_changes(
     customer: &CustomerId,
     t: &Transition,

@@ -1,7 +1,9 @@
 //! Segment assignment and the change records it produces.
 //!
-//! A customer's lifecycle stage is a pure function of a few features and the
-//! evaluation time ([`LifecycleRules::stage_at`]). Between two events it can
+//! A customer's lifecycle stage is a pure function of their orders and the
+//! evaluation time ([`LifecycleRules::stage_at`]), whatever order the events
+//! arrived in (a reactivation is an order after a silence longer than the
+//! churn limit, read from the orders, not from the stage held at the time). Between two events it can
 //! only change at known due times (first order + new days, last order +
 //! at-risk days, ...), so [`CustomerSegments::advance`] walks those due times
 //! and reports each time-driven transition with the time it became true, not
@@ -18,7 +20,7 @@ mod changes;
 mod lifecycle;
 
 pub use changes::{Cause, to_changes};
-pub use lifecycle::{CART_ABANDONER, CustomerSegments, LifecycleRules, LifecycleStage, Transition};
+pub use lifecycle::{CART_ABANDONER, CustomerSegments, LifecycleRules, LifecycleStage, Subject, Transition};
 
 #[cfg(test)]
 mod tests;

@@ -1,8 +1,8 @@
 use std::collections::BTreeMap;
 
-use segstream_config::LifecycleConfig;
+use segstream_config::{FeaturesConfig, LifecycleConfig};
 use segstream_events::{EventTime, Membership, SegmentKind, Trigger};
-use segstream_features::Features;
+use segstream_features::{CustomerState, Features};
 use serde::{Deserialize, Serialize};
 
 /// Lifecycle stage: exactly one per known customer.
@@ -19,7 +19,7 @@ pub enum LifecycleStage {
     AtRisk,
     /// No order for more than `churn_days`.
     Churned,
-    /// Ordered again after being churned, for `reactivated_days`.
+    /// Ordered after a silence longer than the churn limit, for `reactivated_days`.
     Reactivated,
 }
 
@@ -53,6 +53,21 @@ pub struct LifecycleRules {
     config: LifecycleConfig,
 }
 
+/// One customer's state as the segment rules read it.
+#[derive(Clone, Copy, Debug)]
+pub struct Subject<'a> {
+    /// What is kept about the customer.
+    pub state: &'a CustomerState,
+    /// The feature settings in force.
+    pub config: &'a FeaturesConfig,
+}
+
+impl Subject<'_> {
+    fn features(&self, at: EventTime) -> Features {
+        self.state.segment_features(at, self.config)
+    }
+}
+
 /// The inputs of the stage function, taken from [`Features`].
 #[derive(Clone, Copy, Debug)]
 struct StageInputs {
@@ -61,7 +76,15 @@ struct StageInputs {
     orders: u32,
     /// Mean days between orders, lifetime.
     mean_gap: Option<f64>,
-    reactivated_at: Option<EventTime>,
+    reactivated: Option<Reactivation>,
+}
+
+/// An order after a silence longer than the churn limit in force before it.
+#[derive(Clone, Copy, Debug)]
+struct Reactivation {
+    at: EventTime,
+    silence_days: f64,
+    churn_days: f64,
 }
 
 /// A change of segment membership, before it becomes change records: the
@@ -105,17 +128,51 @@ impl LifecycleRules {
     /// configured days, or multiples of their own rhythm when that is on and
     /// they have ordered often enough.
     fn silence_limits(&self, i: &StageInputs) -> (f64, f64) {
+        self.silence_limits_of(i.orders, i.mean_gap)
+    }
+
+    /// [`Self::silence_limits`] of a customer with `orders` net orders and
+    /// this mean gap between them.
+    fn silence_limits_of(&self, orders: u32, mean_gap: Option<f64>) -> (f64, f64) {
         let c = &self.config;
-        match i.mean_gap {
+        match mean_gap {
             Some(gap)
-                if c.at_risk_interpurchase_multiple > 0.0
-                    && i.orders >= c.personal_min_orders
-                    && gap > 0.0 =>
+                if c.at_risk_interpurchase_multiple > 0.0 && orders >= c.personal_min_orders && gap > 0.0 =>
             {
                 (c.at_risk_interpurchase_multiple * gap, c.churn_interpurchase_multiple * gap)
             }
             _ => (c.at_risk_days, c.churn_days),
         }
+    }
+
+    /// When the customer was last reactivated, if that can still show at
+    /// `from` or later: the latest net order up to `now`, and at most
+    /// `reactivated_days` before `from`, that came after a silence longer
+    /// than the churn limit in force before it (they were churned by then).
+    /// A function of the orders, whatever order they arrived in: a late
+    /// order that splits the silence takes the reactivation back.
+    fn reactivation(
+        &self,
+        s: Subject<'_>,
+        f: &Features,
+        from: EventTime,
+        now: EventTime,
+    ) -> Option<Reactivation> {
+        let first = f.first_order?;
+        let returns = s.state.returns(from.plus_days(-self.config.reactivated_days), now);
+        returns.into_iter().find_map(|r| {
+            let mean_gap =
+                (r.orders_before >= 2).then(|| r.previous.days_since(first) / f64::from(r.orders_before - 1));
+            let (_, churn_days) = self.silence_limits_of(r.orders_before, mean_gap);
+            let silence_days = r.at.days_since(r.previous);
+            (silence_days > churn_days).then_some(Reactivation { at: r.at, silence_days, churn_days })
+        })
+    }
+
+    /// The stage inputs of a customer evaluated at `now`, with a
+    /// reactivation that can still show from `from` on.
+    fn inputs_of(&self, s: Subject<'_>, f: &Features, from: EventTime, now: EventTime) -> StageInputs {
+        inputs(f, self.reactivation(s, f, from, now))
     }
 
     fn stage(&self, i: StageInputs, t: EventTime) -> LifecycleStage {
@@ -132,7 +189,7 @@ impl LifecycleRules {
             LifecycleStage::Churned
         } else if silence > at_risk_days {
             LifecycleStage::AtRisk
-        } else if i.reactivated_at.is_some_and(|r| t.days_since(r) <= c.reactivated_days) {
+        } else if i.reactivated.is_some_and(|r| t.days_since(r.at) <= c.reactivated_days) {
             LifecycleStage::Reactivated
         } else if t.days_since(first) <= c.new_days {
             LifecycleStage::New
@@ -141,9 +198,10 @@ impl LifecycleRules {
         }
     }
 
-    /// Stage of a customer with these features at time `t` (no reactivation).
-    pub fn stage_at(&self, f: &Features, t: EventTime) -> LifecycleStage {
-        self.stage(inputs(f, None), t)
+    /// Stage of a customer at time `t`.
+    pub fn stage_at(&self, s: Subject<'_>, t: EventTime) -> LifecycleStage {
+        let f = s.features(t);
+        self.stage(self.inputs_of(s, &f, t, t), t)
     }
 
     /// Times after which the stage may change with no new event: each
@@ -156,7 +214,7 @@ impl LifecycleRules {
             after(i.first_order, c.new_days),
             after(i.last_order, at_risk_days),
             after(i.last_order, churn_days),
-            after(i.reactivated_at, c.reactivated_days),
+            after(i.reactivated.map(|r| r.at), c.reactivated_days),
         ]
     }
 
@@ -165,12 +223,13 @@ impl LifecycleRules {
         from: Option<LifecycleStage>,
         to: LifecycleStage,
         f: &Features,
+        i: &StageInputs,
         trigger: Trigger,
     ) -> (String, BTreeMap<String, f64>) {
         let c = &self.config;
         let mut values = f.to_map();
         let silence = f.days_since_last_order.unwrap_or_default();
-        let (at_risk_days, churn_days) = self.silence_limits(&inputs(f, None));
+        let (at_risk_days, churn_days) = self.silence_limits(i);
         let personal = |days: f64, multiple: f64| {
             if (days - multiple * f.interpurchase_mean_days.unwrap_or_default()).abs() < 1e-9
                 && multiple > 0.0
@@ -226,10 +285,19 @@ impl LifecycleRules {
                 ),
                 Some(("churn_days", churn_days)),
             ),
-            LifecycleStage::Reactivated => (
-                format!("ordered again after being churned, {} orders", f.lifetime_orders),
-                Some(("churn_days", c.churn_days)),
-            ),
+            LifecycleStage::Reactivated => match i.reactivated {
+                Some(r) => {
+                    values.insert("silence_before_order_days".to_owned(), r.silence_days);
+                    (
+                        format!(
+                            "ordered again after {:.0} days without an order (churned after {:.0}), {} orders",
+                            r.silence_days, r.churn_days, f.lifetime_orders
+                        ),
+                        Some(("churn_days", r.churn_days)),
+                    )
+                }
+                None => (format!("ordered again after being churned, {} orders", f.lifetime_orders), None),
+            },
         };
         if let Some((name, days)) = threshold {
             values.insert(format!("threshold_{name}"), days);
@@ -247,13 +315,13 @@ fn cart_due_times(f: &Features) -> [Option<EventTime>; 2] {
     [f.cart_abandon_at, f.cart_expire_at]
 }
 
-fn inputs(f: &Features, reactivated_at: Option<EventTime>) -> StageInputs {
+fn inputs(f: &Features, reactivated: Option<Reactivation>) -> StageInputs {
     StageInputs {
         first_order: f.first_order,
         last_order: f.last_order,
         orders: f.lifetime_orders,
         mean_gap: f.interpurchase_mean_days,
-        reactivated_at,
+        reactivated,
     }
 }
 
@@ -263,7 +331,6 @@ pub struct CustomerSegments {
     lifecycle: Option<(LifecycleStage, EventTime)>,
     /// In the cart-abandoner segment since.
     cart_abandoner: Option<EventTime>,
-    reactivated_at: Option<EventTime>,
     /// Latest time this customer was evaluated at; evaluation never goes back.
     evaluated_at: Option<EventTime>,
 }
@@ -345,34 +412,30 @@ impl CustomerSegments {
         })
     }
 
-    /// The next time the stage may change with no new event (for a timer),
-    /// given the customer's current features.
-    pub fn next_due(&self, rules: &LifecycleRules, features: &Features) -> Option<EventTime> {
+    /// The next time the stage may change with no new event (for a timer).
+    pub fn next_due(&self, rules: &LifecycleRules, s: Subject<'_>) -> Option<EventTime> {
         let at = self.evaluated_at?;
         self.lifecycle?;
+        let seen = s.state.last_seen()?.max(at);
+        let features = s.features(seen);
         rules
-            .due_times(inputs(features, self.reactivated_at))
+            .due_times(rules.inputs_of(s, &features, at, seen))
             .into_iter()
-            .chain(cart_due_times(features))
+            .chain(cart_due_times(&features))
             .flatten()
             .filter(|d| *d > at)
             .min()
     }
 
-    /// Time-driven transitions due in `(evaluated_at, to]`, with no new event:
-    /// `features_at(t)` gives the customer's features at time `t`.
-    pub fn advance(
-        &mut self,
-        rules: &LifecycleRules,
-        to: EventTime,
-        features_at: impl Fn(EventTime) -> Features,
-    ) -> Vec<Transition> {
+    /// Time-driven transitions due in `(evaluated_at, to]`, with no new event.
+    pub fn advance(&mut self, rules: &LifecycleRules, to: EventTime, s: Subject<'_>) -> Vec<Transition> {
         let mut out = Vec::new();
         let Some(mut at) = self.evaluated_at else { return out };
         if self.lifecycle.is_none() {
             return out;
         }
-        let i = inputs(&features_at(to), self.reactivated_at);
+        let features_at = |t| s.features(t);
+        let i = rules.inputs_of(s, &features_at(to), at, to);
         // The cart's due times are read where the walk stands, not at `to`:
         // by then a cart may have left the window and its time with it.
         let mut cart = cart_due_times(&features_at(at));
@@ -383,7 +446,7 @@ impl CustomerSegments {
             let stage = rules.stage(i, due);
             at = due;
             let features = features_at(due);
-            out.extend(self.move_to(rules, stage, due, Trigger::Timer, &features));
+            out.extend(self.move_to(rules, stage, due, Trigger::Timer, &features, &i));
             out.extend(self.evaluate_cart(rules, due, Trigger::Timer, &features));
             cart = cart_due_times(&features);
         }
@@ -391,26 +454,16 @@ impl CustomerSegments {
         out
     }
 
-    /// Evaluates after an event at `t` has been applied to the features;
-    /// `features_at(t)` gives the features at time `t`. `ordered` says
-    /// whether the event was an order that counted.
-    pub fn on_event(
-        &mut self,
-        rules: &LifecycleRules,
-        t: EventTime,
-        ordered: bool,
-        features_at: impl Fn(EventTime) -> Features,
-    ) -> Vec<Transition> {
+    /// Evaluates after an event judged at `t` has been applied to the
+    /// customer's state.
+    pub fn on_event(&mut self, rules: &LifecycleRules, t: EventTime, s: Subject<'_>) -> Vec<Transition> {
         // Never evaluate back in time: a late event is judged as of now.
         let at = self.evaluated_at.map_or(t, |e| e.max(t));
         self.evaluated_at = Some(at);
-        let features = features_at(at);
-        let mut stage = rules.stage(inputs(&features, self.reactivated_at), at);
-        if ordered && self.lifecycle() == Some(LifecycleStage::Churned) && stage != LifecycleStage::Churned {
-            self.reactivated_at = Some(at);
-            stage = rules.stage(inputs(&features, self.reactivated_at), at);
-        }
-        let lifecycle = self.move_to(rules, stage, at, Trigger::Event, &features);
+        let features = s.features(at);
+        let i = rules.inputs_of(s, &features, at, at);
+        let stage = rules.stage(i, at);
+        let lifecycle = self.move_to(rules, stage, at, Trigger::Event, &features, &i);
         let cart = self.evaluate_cart(rules, at, Trigger::Event, &features);
         lifecycle.into_iter().chain(cart).collect()
     }
@@ -422,13 +475,14 @@ impl CustomerSegments {
         at: EventTime,
         trigger: Trigger,
         features: &Features,
+        i: &StageInputs,
     ) -> Option<Transition> {
         let from = self.lifecycle();
         if from == Some(to) {
             return None;
         }
         self.lifecycle = Some((to, at));
-        let (reason, values) = rules.explain(from, to, features, trigger);
+        let (reason, values) = rules.explain(from, to, features, i, trigger);
         Some(Transition {
             kind: SegmentKind::Lifecycle,
             from: from.map(LifecycleStage::as_str),

@@ -2,14 +2,18 @@ use segstream_config::LifecycleConfig;
 use segstream_events::{
     ChangeType, ClickEventType, ClickRow, CustomerId, EventTime, OrderRow, OrderStatus, Trigger,
 };
-use segstream_features::{CustomerState, Dictionaries, Features};
+use segstream_features::{CustomerState, Dictionaries};
 
 use crate::*;
 
 const DAY: i64 = 86_400_000;
 
-fn features(state: &CustomerState, at: EventTime) -> Features {
-    state.features(at, &segstream_config::Config::default().features, &Dictionaries::default())
+static FEATURES: std::sync::LazyLock<segstream_config::FeaturesConfig> =
+    std::sync::LazyLock::new(|| segstream_config::Config::default().features);
+
+/// The customer as the rules read it, with the default feature settings.
+fn subject(state: &CustomerState) -> Subject<'_> {
+    Subject { state, config: &FEATURES }
 }
 
 fn apply(state: &mut CustomerState, row: &OrderRow<'_>) -> bool {
@@ -65,10 +69,8 @@ struct Sim {
 
 impl Sim {
     fn advance(&mut self, day: i64) {
-        let state = &self.state;
-        for t in
-            self.segments.advance(&rules(), EventTime::from_millis(T0 + day * DAY), |at| features(state, at))
-        {
+        let at = EventTime::from_millis(T0 + day * DAY);
+        for t in self.segments.advance(&rules(), at, subject(&self.state)) {
             if let Some((from, to)) = stages(&t) {
                 self.log.push((from, to, t.at.millis(), t.trigger));
             }
@@ -78,8 +80,8 @@ impl Sim {
     fn order(&mut self, id: &str, day: i64) {
         let t = EventTime::from_millis(T0 + day * DAY);
         self.advance(day);
-        let counted = apply(&mut self.state, &order_row(id, day, OrderStatus::Placed));
-        self.evaluate(t, counted);
+        apply(&mut self.state, &order_row(id, day, OrderStatus::Placed));
+        self.evaluate(t);
     }
 
     fn click(&mut self, day: i64) {
@@ -98,12 +100,11 @@ impl Sim {
             offset: 0,
         };
         self.state.apply_click(&row, &segstream_config::Config::default().features);
-        self.evaluate(t, false);
+        self.evaluate(t);
     }
 
-    fn evaluate(&mut self, t: EventTime, ordered: bool) {
-        let state = &self.state;
-        for tr in self.segments.on_event(&rules(), t, ordered, |at| features(state, at)) {
+    fn evaluate(&mut self, t: EventTime) {
+        for tr in self.segments.on_event(&rules(), t, subject(&self.state)) {
             if let Some((from, to)) = stages(&tr) {
                 self.log.push((from, to, tr.at.millis(), tr.trigger));
             }
@@ -211,12 +212,11 @@ fn reasons_say_which_rule_moved_the_customer() {
     // As the worker does: timers due before the event, apply it, evaluate.
     let mut at = |day: i64, rows: &[OrderRow<'_>]| {
         let t = EventTime::from_millis(T0 + day * DAY);
-        let mut out = segments.advance(&rules, t, |at| features(&state, at));
-        let mut ordered = false;
+        let mut out = segments.advance(&rules, t, subject(&state));
         for r in rows {
-            ordered |= apply(&mut state, r) && r.status == OrderStatus::Placed;
+            apply(&mut state, r);
         }
-        out.extend(segments.on_event(&rules, t, ordered, |at| features(&state, at)));
+        out.extend(segments.on_event(&rules, t, subject(&state)));
         reasons.extend(out.into_iter().filter_map(|t| Some((stages(&t)?.1, t.reason))));
     };
     at(0, &[order("o1", 0, OrderStatus::Placed)]);
@@ -246,12 +246,11 @@ fn a_frequent_buyer_goes_at_risk_and_churned_on_their_own_rhythm_when_configured
     // Every 10 days, three orders: a 10-day rhythm.
     for (id, day) in [("a", 0), ("b", 10), ("c", 20)] {
         let t = EventTime::from_millis(T0 + day * DAY);
-        segments.advance(&personal, t, |at| features(&state, at));
-        let ordered = apply(&mut state, &order_row(id, day, OrderStatus::Placed));
-        segments.on_event(&personal, t, ordered, |at| features(&state, at));
+        segments.advance(&personal, t, subject(&state));
+        apply(&mut state, &order_row(id, day, OrderStatus::Placed));
+        segments.on_event(&personal, t, subject(&state));
     }
-    let fired =
-        segments.advance(&personal, EventTime::from_millis(T0 + 200 * DAY), |at| features(&state, at));
+    let fired = segments.advance(&personal, EventTime::from_millis(T0 + 200 * DAY), subject(&state));
     let moves: Vec<(Option<LifecycleStage>, LifecycleStage, i64)> =
         fired.iter().filter_map(|t| Some((stages(t)?.0, stages(t)?.1, t.at.millis() - T0))).collect();
     assert_eq!(
@@ -283,13 +282,12 @@ fn an_abandoned_cart_is_left_by_a_timer_when_it_leaves_the_activity_window() {
         partition: 0,
         offset: 0,
     };
-    segments.advance(&rules(), t0, |at| state.segment_features(at, &config));
+    segments.advance(&rules(), t0, subject(&state));
     state.apply_click(&add, &config);
-    segments.on_event(&rules(), t0, false, |at| state.segment_features(at, &config));
+    segments.on_event(&rules(), t0, subject(&state));
     // Far past both the abandonment (24 h) and the window (30 days): both
     // timers fire, in order, though the walk only learns of them on the way.
-    let fired = segments
-        .advance(&rules(), EventTime::from_millis(T0 + 100 * DAY), |at| state.segment_features(at, &config));
+    let fired = segments.advance(&rules(), EventTime::from_millis(T0 + 100 * DAY), subject(&state));
     let cart: Vec<(Option<&str>, Option<&str>)> = fired
         .iter()
         .filter(|t| t.kind == segstream_events::SegmentKind::Behaviour)
@@ -297,4 +295,54 @@ fn an_abandoned_cart_is_left_by_a_timer_when_it_leaves_the_activity_window() {
         .collect();
     assert_eq!(cart, [(None, Some(CART_ABANDONER)), (Some(CART_ABANDONER), None)]);
     assert!(!segments.is_cart_abandoner());
+}
+
+/// The stage at `day` of a customer whose orders (id, day) arrived in this order.
+fn stage_after(orders: &[(&str, i64)], day: i64) -> LifecycleStage {
+    let mut state = CustomerState::default();
+    for (id, d) in orders {
+        apply(&mut state, &order_row(id, *d, OrderStatus::Placed));
+    }
+    rules().stage_at(subject(&state), EventTime::from_millis(T0 + day * DAY))
+}
+
+#[test]
+fn a_reactivation_is_read_from_the_orders_whatever_order_they_arrived_in() {
+    // 260 days without an order (churned after 180), then an order on day 300.
+    let history = [("a", 0), ("b", 40), ("c", 300), ("d", 310)];
+    for arrival in [[0, 1, 2, 3], [3, 2, 1, 0], [2, 0, 3, 1]] {
+        let orders: Vec<_> = arrival.iter().map(|&i| history[i]).collect();
+        assert_eq!(stage_after(&orders, 320), Reactivated, "{orders:?}");
+        assert_eq!(stage_after(&orders, 331), Active, "30 days after the order of day 300");
+    }
+    // An order that arrives late and splits the silence takes it back.
+    let mut split = history.to_vec();
+    split.push(("late", 200));
+    assert_eq!(stage_after(&split, 320), Active);
+    // A first order is never a reactivation.
+    assert_eq!(stage_after(&[("only", 300)], 320), New);
+}
+
+#[test]
+fn a_customer_whose_first_order_was_cancelled_is_new_at_their_first_kept_order() {
+    let mut c = Sim::default();
+    c.order("o1", 0);
+    c.advance(1);
+    let cancel = order_row("o1", 1, OrderStatus::Cancelled);
+    apply(&mut c.state, &cancel);
+    c.evaluate(cancel.event_time);
+    c.order("o2", 50);
+    let ms = |day: i64| T0 + day * DAY;
+    assert_eq!(
+        c.log,
+        vec![
+            (None, New, ms(0), Trigger::Event),
+            (Some(New), Prospect, ms(1), Trigger::Event),
+            (Some(Prospect), New, ms(50), Trigger::Event),
+        ],
+        "the welcome series keyed on `new` reaches them"
+    );
+    let f = c.state.segment_features(EventTime::from_millis(ms(60)), &FEATURES);
+    assert_eq!(f.first_order, Some(EventTime::from_millis(ms(50))));
+    assert_eq!(f.tenure_days, Some(10.0));
 }

@@ -193,7 +193,12 @@ payments AS (
          ROW_NUMBER() OVER (PARTITION BY customer_id ORDER BY n DESC, payment_method ASC) AS rn
   FROM (SELECT customer_id, payment_method, COUNT(*) AS n FROM net
         WHERE t > {w_year} AND payment_method IS NOT NULL GROUP BY customer_id, payment_method) x),
-firsts AS (SELECT customer_id, MIN(t) AS first_order, MAX(t) AS last_placed FROM placed GROUP BY customer_id),
+-- The first order is the earliest net one; the cart closes at the latest placed.
+firsts AS (
+  SELECT p.customer_id, n.first_order, MAX(p.t) AS last_placed
+  FROM placed p LEFT JOIN (SELECT customer_id, MIN(t) AS first_order FROM net GROUP BY customer_id) n
+    ON p.customer_id = n.customer_id
+  GROUP BY p.customer_id, n.first_order),
 -- The cart: adds and removes after the last order placed, in the longest
 -- activity window, the latest {cart_lines} of them.
 cart_lines AS (

@@ -83,19 +83,22 @@ fn main() {
             let at = EventTime::from_millis(t);
             match order {
                 Some(k) => {
-                    store.on_order(&OrderRow {
-                        order_id: &order_ids[k],
-                        customer_id: &id,
-                        event_time: at,
-                        status: OrderStatus::Placed,
-                        total: 42.5,
-                        discount_amount: if k % 3 == 0 { 5.0 } else { 0.0 },
-                        item_count: 2,
-                        primary_category: Some(CATEGORIES[(i as usize + k) % CATEGORIES.len()]),
-                        payment_method: Some("card"),
-                        partition: 0,
-                        offset: 0,
-                    });
+                    store.on_order(
+                        &OrderRow {
+                            order_id: &order_ids[k],
+                            customer_id: &id,
+                            event_time: at,
+                            status: OrderStatus::Placed,
+                            total: 42.5,
+                            discount_amount: if k % 3 == 0 { 5.0 } else { 0.0 },
+                            item_count: 2,
+                            primary_category: Some(CATEGORIES[(i as usize + k) % CATEGORIES.len()]),
+                            payment_method: Some("card"),
+                            partition: 0,
+                            offset: 0,
+                        },
+                        at,
+                    );
                 }
                 None => {
                     click_id.clear();
@@ -105,17 +108,20 @@ fn main() {
                         5 => ClickEventType::AddToCart,
                         _ => ClickEventType::PageView,
                     };
-                    store.on_click(&ClickRow {
-                        customer_id: &id,
-                        event_id: &click_id,
-                        event_type: kind,
-                        event_time: at,
-                        device: Some("mobile"),
-                        category: Some("shoes"),
-                        price: (kind == ClickEventType::AddToCart).then_some(19.99),
-                        partition: 0,
-                        offset: 0,
-                    });
+                    store.on_click(
+                        &ClickRow {
+                            customer_id: &id,
+                            event_id: &click_id,
+                            event_type: kind,
+                            event_time: at,
+                            device: Some("mobile"),
+                            category: Some("shoes"),
+                            price: (kind == ClickEventType::AddToCart).then_some(19.99),
+                            partition: 0,
+                            offset: 0,
+                        },
+                        at,
+                    );
                 }
             }
             events += 1;
@@ -169,19 +175,23 @@ fn heavy_customer(config: &Config, max_orders_kept: u32, orders: i64) {
     for k in 0..orders {
         id.clear();
         id.push_str(&k.to_string());
-        store.on_order(&OrderRow {
-            order_id: &id,
-            customer_id: "heavy",
-            event_time: EventTime::from_millis(NOW - 360 * DAY + k * step),
-            status: OrderStatus::Placed,
-            total: 20.0,
-            discount_amount: if k % 4 == 0 { 2.0 } else { 0.0 },
-            item_count: 1,
-            primary_category: Some(CATEGORIES[k as usize % CATEGORIES.len()]),
-            payment_method: Some("card"),
-            partition: 0,
-            offset: 0,
-        });
+        let at = EventTime::from_millis(NOW - 360 * DAY + k * step);
+        store.on_order(
+            &OrderRow {
+                order_id: &id,
+                customer_id: "heavy",
+                event_time: at,
+                status: OrderStatus::Placed,
+                total: 20.0,
+                discount_amount: if k % 4 == 0 { 2.0 } else { 0.0 },
+                item_count: 1,
+                primary_category: Some(CATEGORIES[k as usize % CATEGORIES.len()]),
+                payment_method: Some("card"),
+                partition: 0,
+                offset: 0,
+            },
+            at,
+        );
         if k == 0 {
             region = Some(Region::new(GLOBAL));
         }

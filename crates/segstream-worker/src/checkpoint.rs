@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use crate::snapshot::{SavedCustomer, decode, encode};
 
 /// Bumped whenever the encoded state changes shape.
-const FORMAT: u32 = 3;
+const FORMAT: u32 = 4;
 /// The first bytes of a checkpoint.
 const MAGIC: &[u8; 8] = b"SEGCKPT\0";
 

@@ -65,8 +65,8 @@ impl Engine {
 
     /// Processes one released record of `partition`: the timers its
     /// watermark passes fire first (as part of this record, so a replay fires
-    /// them at the same point), then the record applies. Timer transitions
-    /// come first in the result.
+    /// them at the same point), then the record applies, then any timer it
+    /// armed that the watermark has passed fires.
     pub(crate) fn process(
         &mut self,
         partition: i32,
@@ -74,11 +74,13 @@ impl Engine {
         input: Input<'_>,
     ) -> Vec<Fired> {
         let mut out = Vec::new();
+        let mut watermark = None;
         if let Some(t) = time {
             let stream = self.stream_time.entry(partition).or_insert(t);
             *stream = (*stream).max(t);
-            let watermark = stream.plus_millis(-self.lateness_ms);
-            for (id, transitions) in self.store.fire_timers(partition, watermark, usize::MAX) {
+            let w = stream.plus_millis(-self.lateness_ms);
+            watermark = Some(w);
+            for (id, transitions) in self.store.fire_timers(partition, w, usize::MAX) {
                 out.push(Fired { id, transitions, cause: None });
             }
         }
@@ -94,21 +96,33 @@ impl Engine {
             self.erased_events += 1;
             return out;
         }
+        // A late event (older than the watermark) is judged as of the
+        // watermark: the customer's timers have run that far, and an older
+        // evaluation would replay them as a chain of invented transitions.
+        let judged = |t: EventTime| watermark.map_or(t, |w: EventTime| t.max(w));
         // The cause is written out only for a record that moved something.
         let fired = match input {
             Input::Click(mut r) => {
                 r.partition = partition;
-                self.store.on_click(&r).map(|(id, tr)| (id, tr, r.event_id.to_owned()))
+                self.store.on_click(&r, judged(r.event_time)).map(|(id, tr)| (id, tr, r.event_id.to_owned()))
             }
             Input::Order(mut r) => {
                 r.partition = partition;
-                let changed = self.store.on_order(&r);
+                let changed = self.store.on_order(&r, judged(r.event_time));
                 changed.map(|(id, tr)| (id, tr, format!("{}:{}", r.order_id, r.status.as_str())))
             }
             Input::Other => None,
         };
         if let Some((id, transitions, cause)) = fired {
             out.push(Fired { id, transitions, cause: Some(cause) });
+        }
+        // A late event can arm a timer the watermark has already passed (a
+        // compaction a window after the event): it fires now, not whenever
+        // the next record comes, which at the end of the input is never.
+        if let Some(w) = watermark {
+            for (id, transitions) in self.store.fire_timers(partition, w, usize::MAX) {
+                out.push(Fired { id, transitions, cause: None });
+            }
         }
         out
     }
@@ -190,6 +204,8 @@ impl Engine {
 
 #[cfg(test)]
 mod tests {
+    use segstream_events::{SegmentKind, Trigger};
+
     use super::*;
 
     const DAY: i64 = 86_400_000;
@@ -219,5 +235,40 @@ mod tests {
             .collect();
         assert_eq!(stages, ["active", "at_risk", "churned"], "b's timers fire on the input's time");
         assert!(engine.follow(1, at).is_none(), "once there, nothing more");
+    }
+
+    /// A history exported sorted by customer: every order of the second
+    /// customer comes after the first's whole year, all of it late.
+    #[test]
+    fn late_orders_of_a_steady_buyer_are_judged_as_of_the_watermark_without_invented_chains() {
+        let config = Config::default();
+        let mut engine = Engine::new(&config).expect("engine");
+        let days: Vec<i64> = (0..=12).map(|k| k * 30).collect();
+        let id = |c: &str, d: i64| -> &'static str { Box::leak(format!("{c}{d}").into_boxed_str()) };
+        for d in &days {
+            engine.process(0, Some(EventTime::from_millis(T0 + d * DAY)), order("first", id("f", *d), *d));
+        }
+        let mut moves = Vec::new();
+        for d in &days {
+            let fired =
+                engine.process(0, Some(EventTime::from_millis(T0 + d * DAY)), order("late", id("l", *d), *d));
+            moves.extend(fired.into_iter().filter(|f| f.id.as_str() == "late").flat_map(|f| f.transitions));
+        }
+        let stages: Vec<(Option<&str>, Option<&str>, Trigger)> = moves
+            .iter()
+            .filter(|t| t.kind == SegmentKind::Lifecycle)
+            .map(|t| (t.from, t.to, t.trigger))
+            .collect();
+        assert_eq!(
+            stages,
+            [
+                (None, Some("churned"), Trigger::Event),
+                (Some("churned"), Some("at_risk"), Trigger::Event),
+                (Some("at_risk"), Some("active"), Trigger::Event),
+            ],
+            "each late order moves the customer to what is known now: no timer chain, no reactivation"
+        );
+        let watermark = EventTime::from_millis(T0 + 360 * DAY - 3_600_000);
+        assert!(moves.iter().all(|t| t.at == watermark), "judged as of the watermark");
     }
 }

@@ -2,15 +2,18 @@
 //! live worker's own engine ([`Processor`]), as fast as one core goes.
 //!
 //! Each event goes to the partition Kafka's default partitioner gives its
-//! customer ([`segstream_kafka::partition_for`]) and keeps its place in its
-//! file as its offset. The files are the whole input: once pushed, every
-//! lane is at its end, as a live worker's lanes are once it has consumed
-//! topics holding the same events, and every partition then follows the
-//! input's watermark (the largest event time at the end of the input, see
+//! customer ([`segstream_kafka::partition_for`]); each partition's events
+//! of each kind are put in event time order (ties keep their file order),
+//! and their place in that order is their offset. So the result does not
+//! depend on how the files are sorted (exports are often sorted by
+//! customer). The files are the whole input: once pushed, every lane is at
+//! its end, as a live worker's lanes are once it has consumed topics
+//! holding the same events, and every partition then follows the input's
+//! watermark (the largest event time at the end of the input, see
 //! [`tail_target`]) as quiet live partitions do. So the changes, ids
 //! included, are those a live run gives over topics with `partitions`
-//! partitions holding the history in file order. Files carry no Kafka key or
-//! timestamp: the key and future-event checks have nothing to check.
+//! partitions holding the history in event time order. Files carry no Kafka
+//! key or timestamp: the key and future-event checks have nothing to check.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -108,8 +111,8 @@ pub fn backfill(
     Ok((summary, bytes))
 }
 
-/// One lane of the history: decoded rows per partition, in file order, with
-/// their offsets on that partition.
+/// One lane of the history: decoded rows per partition, in event time
+/// order, with their offsets on that partition.
 struct LaneRows {
     decoded: Decoded,
     by_partition: BTreeMap<i32, Vec<(usize, i64)>>,
@@ -125,15 +128,24 @@ impl LaneRows {
     ) -> Result<(Self, Vec<(usize, DecodeError)>), WorkerError> {
         schemas.resolve(lane, payloads.iter().map(Vec::as_slice))?;
         let (decoded, rejected) = Decoded::decode(lane, raw(payloads), schemas.schemas(), rules)?;
-        let mut by_partition: BTreeMap<i32, Vec<(usize, i64)>> = BTreeMap::new();
+        let mut rows_of: BTreeMap<i32, Vec<usize>> = BTreeMap::new();
         for row in 0..decoded.len() {
             let (customer, _) = decoded.row(row);
-            let rows = by_partition
+            rows_of
                 .entry(segstream_kafka::partition_for(customer.as_bytes(), partitions))
-                .or_default();
-            let offset = i64::try_from(rows.len()).unwrap_or(i64::MAX);
-            rows.push((row, offset));
+                .or_default()
+                .push(row);
         }
+        // Event time order (ties in file order), whatever order the file is
+        // in: history exported sorted by customer would otherwise be one
+        // late event after another.
+        let by_partition = rows_of
+            .into_iter()
+            .map(|(partition, mut rows)| {
+                rows.sort_by_key(|&row| decoded.row(row).1);
+                (partition, rows.into_iter().zip(0_i64..).collect())
+            })
+            .collect();
         let rejected =
             rejected.into_iter().map(|r| (usize::try_from(r.offset).unwrap_or(0), r.error)).collect();
         Ok((Self { decoded, by_partition }, rejected))
@@ -231,4 +243,98 @@ fn run_engine(
     summary.latest = processor.max_event_time();
     summary.customers = processor.store().len();
     Ok((summary, processor))
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    const DAY: i64 = 86_400_000;
+    const T0: i64 = 1_700_000_000_000;
+
+    /// One customer's history: orders (day, ms into the day, cancelled) and
+    /// clicks (day, ms, kind).
+    type History = Vec<(Vec<(i64, i64, bool)>, Vec<(i64, i64, u8)>)>;
+
+    fn payloads(history: &History) -> (Vec<(String, i64, Vec<u8>)>, Vec<(String, i64, Vec<u8>)>) {
+        let (mut orders, mut clicks) = (Vec::new(), Vec::new());
+        for (c, (placed, browsing)) in history.iter().enumerate() {
+            let customer = format!("c{c}");
+            for (k, (day, ms, cancelled)) in placed.iter().enumerate() {
+                let t = T0 + day * DAY + ms;
+                let order = |status: &str, t: i64| {
+                    let json = format!(
+                        r#"{{"order_id":"{customer}-o{k}","customer_id":"{customer}","event_time":{t},"status":"{status}","total":{}.5}}"#,
+                        10 + k
+                    );
+                    (customer.clone(), t, json.into_bytes())
+                };
+                orders.push(order("placed", t));
+                if *cancelled {
+                    orders.push(order("cancelled", t + DAY / 2));
+                }
+            }
+            for (k, (day, ms, kind)) in browsing.iter().enumerate() {
+                let t = T0 + day * DAY + ms;
+                let (kind, price) = match kind % 3 {
+                    0 => ("page_view", ""),
+                    1 => ("add_to_cart", r#","price":12.5"#),
+                    _ => ("remove_from_cart", r#","price":12.5"#),
+                };
+                let json = format!(
+                    r#"{{"event_id":"{customer}-e{k}","customer_id":"{customer}","session_id":"s","event_type":"{kind}","event_time":{t}{price}}}"#
+                );
+                clicks.push((customer.clone(), t, json.into_bytes()));
+            }
+        }
+        (clicks, orders)
+    }
+
+    /// Every customer's memberships after a replay of the files in this order.
+    fn memberships(config: &Config, clicks: &[Vec<u8>], orders: &[Vec<u8>]) -> Vec<CustomerSegments> {
+        let (_, mut out) = replay(config, 3, clicks, orders, |_| {}, |_| Ok(())).expect("replay");
+        out.sort_by(|a, b| a.customer_id.cmp(&b.customer_id));
+        out
+    }
+
+    fn history() -> impl Strategy<Value = History> {
+        let orders = prop::collection::vec((0..400_i64, 0..DAY, prop::bool::weighted(0.15)), 0..8);
+        let clicks = prop::collection::vec((0..400_i64, 0..DAY, 0..3_u8), 0..8);
+        prop::collection::vec((orders, clicks), 1..12)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(24))]
+        /// History files sorted by time, by customer (as warehouse exports
+        /// are) or not at all give every customer the same segments.
+        #[test]
+        fn replay_gives_the_same_segments_whatever_the_order_of_the_files(history in history(), seed in any::<u64>()) {
+            let config = Config::default();
+            let (clicks, orders) = payloads(&history);
+            let arranged = |rows: &[(String, i64, Vec<u8>)], key: &dyn Fn(&(String, i64, Vec<u8>)) -> (String, i64)| {
+                let mut rows = rows.to_vec();
+                rows.sort_by_key(|r| key(r));
+                rows.into_iter().map(|r| r.2).collect::<Vec<_>>()
+            };
+            let by_time = |r: &(String, i64, Vec<u8>)| (String::new(), r.1);
+            let by_customer = |r: &(String, i64, Vec<u8>)| (r.0.clone(), r.1);
+            let mut x = seed | 1;
+            let mut shuffled = |rows: &[(String, i64, Vec<u8>)]| {
+                let mut rows: Vec<Vec<u8>> = rows.iter().map(|r| r.2.clone()).collect();
+                for i in (1..rows.len()).rev() {
+                    x ^= x << 13; x ^= x >> 7; x ^= x << 17;
+                    rows.swap(i, (x % (i as u64 + 1)) as usize);
+                }
+                rows
+            };
+            let timed = memberships(&config, &arranged(&clicks, &by_time), &arranged(&orders, &by_time));
+            let grouped = memberships(&config, &arranged(&clicks, &by_customer), &arranged(&orders, &by_customer));
+            let (c, o) = (shuffled(&clicks), shuffled(&orders));
+            let mixed = memberships(&config, &c, &o);
+            prop_assert_eq!(&timed, &grouped);
+            prop_assert_eq!(&timed, &mixed);
+        }
+    }
 }

@@ -18,10 +18,10 @@ use hashbrown::HashTable;
 
 use segstream_config::FeaturesConfig;
 use segstream_events::{
-    ClickRow, CustomerId, CustomerSegments as MembershipRecord, EventTime, OrderRow, OrderStatus, SegmentKind,
+    ClickRow, CustomerId, CustomerSegments as MembershipRecord, EventTime, OrderRow, SegmentKind,
 };
 use segstream_features::{CustomerState, Dictionaries};
-use segstream_segments::{CustomerSegments, LifecycleRules, Transition};
+use segstream_segments::{CustomerSegments, LifecycleRules, Subject, Transition};
 use segstream_sql::activity::{ActivityPlan, ClickTally};
 
 use crate::error::WorkerError;
@@ -102,11 +102,12 @@ impl CustomerStore {
 
     /// Applies a click: time-driven transitions due before it, then the
     /// evaluation after it. The customer and their transitions, if any.
-    pub fn on_click(&mut self, row: &ClickRow<'_>) -> Option<(CustomerId, Vec<Transition>)> {
+    /// `at` is when it is judged: its event time, or the partition's
+    /// watermark when that is later (a late event).
+    pub fn on_click(&mut self, row: &ClickRow<'_>, at: EventTime) -> Option<(CustomerId, Vec<Transition>)> {
         let counted = std::cell::Cell::new(false);
-        let out = self.process(row.customer_id, row.partition, row.event_time, |state, config, _| {
+        let out = self.process(row.customer_id, row.partition, at, |state, config, _| {
             counted.set(state.apply_click(row, config));
-            false
         });
         if counted.get() {
             self.tally.push(row);
@@ -126,18 +127,19 @@ impl CustomerStore {
     }
 
     /// Applies an order event; see [`CustomerStore::on_click`].
-    pub fn on_order(&mut self, row: &OrderRow<'_>) -> Option<(CustomerId, Vec<Transition>)> {
-        self.process(row.customer_id, row.partition, row.event_time, |state, config, dict| {
-            state.apply_order(row, config, dict) && row.status == OrderStatus::Placed
+    pub fn on_order(&mut self, row: &OrderRow<'_>, at: EventTime) -> Option<(CustomerId, Vec<Transition>)> {
+        self.process(row.customer_id, row.partition, at, |state, config, dict| {
+            state.apply_order(row, config, dict);
         })
     }
 
+    /// Applies an event to a customer's state and evaluates them at `t`.
     fn process(
         &mut self,
         customer_id: &str,
         partition: i32,
         t: EventTime,
-        apply: impl FnOnce(&mut CustomerState, &FeaturesConfig, &mut Dictionaries) -> bool,
+        apply: impl FnOnce(&mut CustomerState, &FeaturesConfig, &mut Dictionaries),
     ) -> Option<(CustomerId, Vec<Transition>)> {
         let slot = match self.slot_of(customer_id) {
             Some(slot) => slot,
@@ -152,10 +154,9 @@ impl CustomerStore {
         let Some(c) = self.slots.get_mut(slot) else { unreachable!("slot {slot} was just found or pushed") };
         let Customer { features: state, segments, .. } = c;
         let (config, dict) = (&self.features, &mut self.dict);
-        let mut transitions = segments.advance(&self.rules, t, |at| state.segment_features(at, config));
-        let ordered = apply(state, config, dict);
-        transitions
-            .extend(segments.on_event(&self.rules, t, ordered, |at| state.segment_features(at, config)));
+        let mut transitions = segments.advance(&self.rules, t, Subject { state, config });
+        apply(state, config, dict);
+        transitions.extend(segments.on_event(&self.rules, t, Subject { state, config }));
         self.reschedule(slot);
         self.count(&transitions);
         (!transitions.is_empty()).then(|| (CustomerId::new(customer_id), transitions))
@@ -199,7 +200,7 @@ impl CustomerStore {
             c.scheduled = None;
             let Customer { features: state, segments, .. } = c;
             let config = &self.features;
-            let transitions = segments.advance(&self.rules, due, |at| state.segment_features(at, config));
+            let transitions = segments.advance(&self.rules, due, Subject { state, config });
             if state.compact_due(config).is_some_and(|at| at <= due) {
                 state.compact(due, config);
             }
@@ -236,10 +237,7 @@ impl CustomerStore {
     fn reschedule(&mut self, slot: usize) {
         let (features, rules) = (&self.features, &self.rules);
         let Some(c) = self.slots.get_mut(slot) else { return };
-        let stage_due = c
-            .features
-            .last_seen()
-            .and_then(|seen| c.segments.next_due(rules, &c.features.segment_features(seen, features)));
+        let stage_due = c.segments.next_due(rules, Subject { state: &c.features, config: features });
         // Whichever comes first: the next time-driven transition, or the
         // compaction of a customer silent past every window.
         let next = [stage_due, c.features.compact_due(features)].into_iter().flatten().min();
@@ -572,8 +570,10 @@ pub(crate) mod tests {
         let config = Config::default();
         let mut store =
             CustomerStore::new(LifecycleRules::new(config.lifecycle), config.features).expect("store");
-        store.on_order(&order("a", "a1", 0));
-        store.on_order(&order("b", "b1", 10));
+        let a = order("a", "a1", 0);
+        store.on_order(&a, a.event_time);
+        let b = order("b", "b1", 10);
+        store.on_order(&b, b.event_time);
         assert_eq!(store.pending_timers(), 2);
         let at = |day: i64| EventTime::from_millis(1_700_000_000_000 + day * DAY);
         // Day 35: a's "new" window ended (day 30), b's not yet (day 40).
@@ -622,7 +622,7 @@ pub(crate) mod tests {
         for (i, customer) in ["a", "b", "c", "d", "e"].into_iter().enumerate() {
             let mut row = order(customer, customer, i as i64);
             row.partition = (i % 2) as i32;
-            store.on_order(&row);
+            store.on_order(&row, row.event_time);
         }
         assert_eq!(store.drop_partition(0), 3);
         assert_eq!(store.len(), 2);
@@ -636,7 +636,7 @@ pub(crate) mod tests {
         // A customer seen again after the drop is the same one, not a second copy.
         let mut again = order("d", "d2", 36);
         again.partition = 1;
-        store.on_order(&again);
+        store.on_order(&again, again.event_time);
         assert_eq!(store.len(), 2);
     }
 
@@ -650,7 +650,7 @@ pub(crate) mod tests {
         for (i, id) in ids.iter().enumerate() {
             let mut row = order(id, id, 0);
             row.partition = (i % 3) as i32;
-            store.on_order(&row);
+            store.on_order(&row, row.event_time);
         }
         let dropped = store.drop_partition(1);
         assert_eq!(dropped, ids.iter().enumerate().filter(|(i, _)| i % 3 == 1).count());
