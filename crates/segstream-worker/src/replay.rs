@@ -258,7 +258,10 @@ mod tests {
     /// clicks (day, ms, kind).
     type History = Vec<(Vec<(i64, i64, bool)>, Vec<(i64, i64, u8)>)>;
 
-    fn payloads(history: &History) -> (Vec<(String, i64, Vec<u8>)>, Vec<(String, i64, Vec<u8>)>) {
+    /// One line of a history file: its customer, event time and payload.
+    type Line = (String, i64, Vec<u8>);
+
+    fn payloads(history: &History) -> (Vec<Line>, Vec<Line>) {
         let (mut orders, mut clicks) = (Vec::new(), Vec::new());
         for (c, (placed, browsing)) in history.iter().enumerate() {
             let customer = format!("c{c}");
@@ -313,15 +316,15 @@ mod tests {
         fn replay_gives_the_same_segments_whatever_the_order_of_the_files(history in history(), seed in any::<u64>()) {
             let config = Config::default();
             let (clicks, orders) = payloads(&history);
-            let arranged = |rows: &[(String, i64, Vec<u8>)], key: &dyn Fn(&(String, i64, Vec<u8>)) -> (String, i64)| {
+            let arranged = |rows: &[Line], key: &dyn Fn(&Line) -> (String, i64)| {
                 let mut rows = rows.to_vec();
                 rows.sort_by_key(|r| key(r));
                 rows.into_iter().map(|r| r.2).collect::<Vec<_>>()
             };
-            let by_time = |r: &(String, i64, Vec<u8>)| (String::new(), r.1);
-            let by_customer = |r: &(String, i64, Vec<u8>)| (r.0.clone(), r.1);
+            let by_time = |r: &Line| (String::new(), r.1);
+            let by_customer = |r: &Line| (r.0.clone(), r.1);
             let mut x = seed | 1;
-            let mut shuffled = |rows: &[(String, i64, Vec<u8>)]| {
+            let mut shuffled = |rows: &[Line]| {
                 let mut rows: Vec<Vec<u8>> = rows.iter().map(|r| r.2.clone()).collect();
                 for i in (1..rows.len()).rev() {
                     x ^= x << 13; x ^= x >> 7; x ^= x << 17;
