@@ -135,7 +135,7 @@ fn after_retention_deleted_the_early_records_a_checkpoint_restores_the_right_sta
 #[test]
 fn the_parquet_feature_files_of_all_partitions_equal_the_live_feature_table() {
     let _keep = KeepLogsOnPanic;
-    let setup = Setup::new("parquet", 3).with("time.idle_partition_ms=300");
+    let setup = Setup::new("parquet", 3).with("time.idle_partition_ms=300").with("segments.definitions=");
     let p = setup.producer();
     let customers: Vec<String> = (0..30).map(|i| format!("pq-{i}")).collect();
     let orders: Vec<_> = customers

@@ -131,7 +131,11 @@ fn assert_same(what: &str, reference: &Reference, got: &(Vec<String>, BTreeMap<S
 /// Settings of every run here: a backlog never idles, quiet partitions
 /// follow soon after their end.
 fn backlog_setup(name: &str) -> Setup {
-    Setup::new(name, 6).with("time.idle_partition_ms=200").with("worker.partition_idle_ms=0")
+    Setup::new(name, 6)
+        .with("time.idle_partition_ms=200")
+        .with("worker.partition_idle_ms=0")
+        // Every segment kind, RFM timers included.
+        .with("segments.definitions=")
 }
 
 #[test]

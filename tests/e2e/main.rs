@@ -14,4 +14,5 @@ mod operations;
 mod recovery;
 mod registry;
 mod replay;
+mod segments;
 mod time;

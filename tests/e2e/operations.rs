@@ -130,6 +130,19 @@ fn bad_configuration_stops_with_the_key_and_the_fix() {
     assert_ne!(out.status.code(), Some(0));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("SEGSTREAM_TEST_UNSET_TOKEN") && err.contains("sql.listen"), "{err}");
+
+    // A segment definitions file whose RFM table leaves buyers without a
+    // segment: no start, the file, the segment and the fix named.
+    let definitions = tempfile::NamedTempFile::new().unwrap();
+    let builtin = std::fs::read_to_string(crate::support::repo_root().join("crates/segstream-segments/segments.toml"))
+        .unwrap();
+    let catch_all = "[[rfm.table]]\nname = \"others\"\nr = [1, 5]\nf = [1, 5]\nm = [1, 5]";
+    std::fs::write(definitions.path(), builtin.replacen(catch_all, "", 1)).unwrap();
+    let path = definitions.path().to_str().unwrap();
+    let out = setup.with(&format!("segments.definitions={path}")).cli(&["worker"]);
+    assert_ne!(out.status.code(), Some(0));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(path) && err.contains("rfm.table") && err.contains("add a last row"), "{err}");
 }
 
 /// The changes topic is gone for longer than the transaction timeout

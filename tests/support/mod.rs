@@ -184,6 +184,13 @@ impl Setup {
             "worker.session_timeout_ms=6000".to_owned(),
             "http.listen=127.0.0.1:0".to_owned(),
             "sql.listen=127.0.0.1:0".to_owned(),
+            // Lifecycle and cart only: most tests count exact records of
+            // those. The tests of RFM and of the guarantees take the
+            // built-in definitions (`.with("segments.definitions=")`).
+            format!(
+                "segments.definitions={}",
+                repo_root().join("tests/support/lifecycle-only.toml").display()
+            ),
         ];
         let setup = Self { name, sets, config_file: None, env: Vec::new() };
         let out = setup.cli(&["topics", "create"]);

@@ -64,6 +64,8 @@ pub struct Config {
     pub features: FeaturesConfig,
     /// Lifecycle stage thresholds.
     pub lifecycle: LifecycleConfig,
+    /// The segment definitions file.
+    pub segments: SegmentsConfig,
     /// Event time: lateness and late events.
     pub time: TimeConfig,
     /// Where the state's checkpoints go.
@@ -208,6 +210,14 @@ pub struct LifecycleConfig {
     pub churn_interpurchase_multiple: f64,
     /// Orders a customer needs before their own rhythm is trusted.
     pub personal_min_orders: u32,
+}
+
+/// `[segments]`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SegmentsConfig {
+    /// Path of the segment definitions TOML file; empty: the built-in one.
+    pub definitions: String,
 }
 
 /// `[time]`.

@@ -737,6 +737,23 @@ impl CustomerState {
         self.compacted_day = self.compacted_day.max(day16(now.day()).max(1));
     }
 
+    /// When the earliest net order counted in the window of `days` as of
+    /// `now` leaves it (its time + `days`: a window holds the orders after
+    /// `now − days`), if any. A day folded into totals leaves with its
+    /// latest order, as it counts.
+    pub fn next_window_exit(&self, now: EventTime, days: u32) -> Option<EventTime> {
+        let from = now.plus_days(-f64::from(days));
+        let day = self.order_days.iter().map(OrderDay::last).find(|t| *t > from && *t <= now);
+        let start = self.orders.partition_point(|o| o.time() <= from);
+        let kept =
+            self.orders[start..].iter().find(|o| o.counts()).map(OrderEntry::time).filter(|t| *t <= now);
+        let first = match (day, kept) {
+            (Some(a), Some(b)) => a.min(b),
+            (a, b) => a.or(b)?,
+        };
+        Some(first.plus_days(f64::from(days)))
+    }
+
     /// The net orders placed in `[since, now]` that followed an earlier net
     /// order, latest first, each with the one before it: what a rule on the
     /// silence before an order reads ("ordered again after 200 days").

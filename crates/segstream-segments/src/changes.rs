@@ -52,7 +52,7 @@ pub fn to_changes(
             cause_event_id: cause_event_id.clone(),
             rule_id: t.rule_id.clone(),
             rule_version: t.rule_version,
-            model_version: None,
+            model_version: t.model_version.clone(),
             reason: t.reason.clone(),
             features: t.features.clone(),
         }

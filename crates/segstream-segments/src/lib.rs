@@ -11,16 +11,48 @@
 //! `entered` [`SegmentChange`](segstream_events::SegmentChange) whose id is a
 //! UUID v5 of its cause: the same input always yields the same ids.
 //!
+//! RFM ([`RfmRules`]): recency, frequency and monetary scores 1–5 and a
+//! named table, from the versioned segment definitions file
+//! ([`SegmentDefinitions`]); the scores change with new orders and, with no
+//! event, when recency crosses a bound or an order leaves the window (due
+//! times, like the lifecycle's).
+//!
 //! One behaviour segment is built in: `cart_abandoner`, entered when the
 //! cart's last add is `features.cart_abandon_hours` old with no order (a
 //! timer, like the lifecycle's), left on an order, an emptied cart, a new add
 //! or when the cart leaves the activity window.
 
 mod changes;
+mod definitions;
 mod lifecycle;
+mod names;
+mod rfm;
 
 pub use changes::{Cause, to_changes};
+pub use definitions::{BUILTIN, DefinitionError, RfmDefinition, RfmRow, SegmentDefinitions};
 pub use lifecycle::{CART_ABANDONER, CustomerSegments, LifecycleRules, LifecycleStage, Subject, Transition};
+pub use rfm::{BoundarySource, RfmBoundaries, RfmRules, RfmScores};
+
+/// Every rule in force: the lifecycle thresholds of the configuration and
+/// the segment definitions.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SegmentRules {
+    /// Lifecycle stages.
+    pub lifecycle: LifecycleRules,
+    /// The definitions file's segments.
+    pub definitions: SegmentDefinitions,
+}
+
+impl SegmentRules {
+    /// The rules a configuration names: its `[lifecycle]` section and the
+    /// definitions file of `segments.definitions` (the built-in one when empty).
+    pub fn from_config(config: &segstream_config::Config) -> Result<Self, DefinitionError> {
+        Ok(Self {
+            lifecycle: LifecycleRules::new(config.lifecycle.clone()),
+            definitions: SegmentDefinitions::load(&config.segments.definitions, &config.features)?,
+        })
+    }
+}
 
 #[cfg(test)]
 mod tests;

@@ -5,6 +5,9 @@ use segstream_events::{EventTime, Membership, SegmentKind, Trigger};
 use segstream_features::{CustomerState, Features};
 use serde::{Deserialize, Serialize};
 
+use crate::SegmentRules;
+use crate::rfm::RfmScores;
+
 /// Lifecycle stage: exactly one per known customer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -111,6 +114,8 @@ pub struct Transition {
     pub reason: String,
     /// Feature values and thresholds that decided.
     pub features: BTreeMap<String, f64>,
+    /// Version of the trained model whose values decided, if one did.
+    pub model_version: Option<String>,
 }
 
 impl LifecycleRules {
@@ -331,6 +336,9 @@ pub struct CustomerSegments {
     lifecycle: Option<(LifecycleStage, EventTime)>,
     /// In the cart-abandoner segment since.
     cart_abandoner: Option<EventTime>,
+    /// A buyer's RFM scores, and since when they are in the segment their
+    /// cell names (scores move within a segment without a change).
+    rfm: Option<(RfmScores, EventTime)>,
     /// Latest time this customer was evaluated at; evaluation never goes back.
     evaluated_at: Option<EventTime>,
 }
@@ -341,8 +349,13 @@ impl CustomerSegments {
         self.lifecycle.map(|(s, _)| s)
     }
 
+    /// Current RFM scores, if a buyer.
+    pub fn rfm(&self) -> Option<RfmScores> {
+        self.rfm.map(|(s, _)| s)
+    }
+
     /// Current memberships, for the `customer-segments` topic.
-    pub fn memberships(&self) -> Vec<Membership> {
+    pub fn memberships(&self, rules: &SegmentRules) -> Vec<Membership> {
         let lifecycle = self.lifecycle.iter().map(|(stage, since)| Membership {
             kind: SegmentKind::Lifecycle,
             segment: stage.as_str().to_owned(),
@@ -353,14 +366,69 @@ impl CustomerSegments {
             segment: CART_ABANDONER.to_owned(),
             since: *since,
         });
-        lifecycle.chain(cart).collect()
+        let rfm = self.rfm.iter().zip(&rules.definitions.rfm).map(|((scores, since), rfm)| Membership {
+            kind: SegmentKind::Rfm,
+            segment: rfm.segment(*scores).to_owned(),
+            since: *since,
+        });
+        lifecycle.chain(rfm).chain(cart).collect()
     }
 
     /// The segments the customer is in now, by kind.
-    pub fn current(&self) -> impl Iterator<Item = (SegmentKind, &'static str)> + '_ {
+    pub fn current<'a>(
+        &'a self,
+        rules: &'a SegmentRules,
+    ) -> impl Iterator<Item = (SegmentKind, &'static str)> + 'a {
         let lifecycle = self.lifecycle().map(|s| (SegmentKind::Lifecycle, s.as_str()));
+        let rfm =
+            self.rfm().zip(rules.definitions.rfm.as_ref()).map(|(s, rfm)| (SegmentKind::Rfm, rfm.segment(s)));
         let cart = self.cart_abandoner.map(|_| (SegmentKind::Behaviour, CART_ABANDONER));
-        lifecycle.into_iter().chain(cart)
+        lifecycle.into_iter().chain(rfm).chain(cart)
+    }
+
+    /// Moves the customer's RFM scores to what the features say; a change of
+    /// the segment their cell names is a transition.
+    fn evaluate_rfm(
+        &mut self,
+        rules: &SegmentRules,
+        at: EventTime,
+        trigger: Trigger,
+        f: &Features,
+    ) -> Option<Transition> {
+        let rfm = rules.definitions.rfm.as_ref()?;
+        let scores = rfm.scores(f);
+        let from = self.rfm.map(|(s, _)| rfm.segment(s));
+        let to = scores.map(|s| rfm.segment(s));
+        if from == to {
+            self.rfm = scores.zip(self.rfm.map(|(_, since)| since));
+            return None;
+        }
+        self.rfm = scores.map(|s| (s, at));
+        let (reason, features) = rfm.explain(scores, f);
+        Some(Transition {
+            kind: SegmentKind::Rfm,
+            from,
+            to,
+            at,
+            trigger,
+            rule_id: format!("rfm.{}", to.or(from).unwrap_or_default()),
+            rule_version: rfm.version(),
+            reason,
+            features,
+            model_version: rfm.model_version().map(str::to_owned),
+        })
+    }
+
+    /// Due times read where a walk stands (`features` as of `at`): the
+    /// cart's and the RFM scores'.
+    fn walk_due_times(
+        rules: &SegmentRules,
+        s: Subject<'_>,
+        features: &Features,
+        at: EventTime,
+    ) -> [Option<EventTime>; 3] {
+        let [abandon, expire] = cart_due_times(features);
+        [abandon, expire, rules.definitions.rfm.as_ref().and_then(|r| r.due_after(features, s.state, at))]
     }
 
     /// Whether the customer is in the cart-abandoner segment.
@@ -371,7 +439,7 @@ impl CustomerSegments {
     /// Enters or leaves the cart-abandoner segment as the features say.
     fn evaluate_cart(
         &mut self,
-        rules: &LifecycleRules,
+        rules: &SegmentRules,
         at: EventTime,
         trigger: Trigger,
         f: &Features,
@@ -406,49 +474,54 @@ impl CustomerSegments {
             at,
             trigger,
             rule_id: format!("behaviour.{CART_ABANDONER}"),
-            rule_version: rules.version(),
+            rule_version: rules.lifecycle.version(),
             reason,
             features: values,
+            model_version: None,
         })
     }
 
-    /// The next time the stage may change with no new event (for a timer).
-    pub fn next_due(&self, rules: &LifecycleRules, s: Subject<'_>) -> Option<EventTime> {
+    /// The next time a segment may change with no new event (for a timer).
+    pub fn next_due(&self, rules: &SegmentRules, s: Subject<'_>) -> Option<EventTime> {
         let at = self.evaluated_at?;
         self.lifecycle?;
         let seen = s.state.last_seen()?.max(at);
         let features = s.features(seen);
-        rules
-            .due_times(rules.inputs_of(s, &features, at, seen))
+        let lifecycle = &rules.lifecycle;
+        lifecycle
+            .due_times(lifecycle.inputs_of(s, &features, at, seen))
             .into_iter()
-            .chain(cart_due_times(&features))
+            .chain(Self::walk_due_times(rules, s, &features, seen))
             .flatten()
             .filter(|d| *d > at)
             .min()
     }
 
     /// Time-driven transitions due in `(evaluated_at, to]`, with no new event.
-    pub fn advance(&mut self, rules: &LifecycleRules, to: EventTime, s: Subject<'_>) -> Vec<Transition> {
+    pub fn advance(&mut self, rules: &SegmentRules, to: EventTime, s: Subject<'_>) -> Vec<Transition> {
         let mut out = Vec::new();
         let Some(mut at) = self.evaluated_at else { return out };
         if self.lifecycle.is_none() {
             return out;
         }
+        let lifecycle = &rules.lifecycle;
         let features_at = |t| s.features(t);
-        let i = rules.inputs_of(s, &features_at(to), at, to);
-        // The cart's due times are read where the walk stands, not at `to`:
-        // by then a cart may have left the window and its time with it.
-        let mut cart = cart_due_times(&features_at(at));
+        let i = lifecycle.inputs_of(s, &features_at(to), at, to);
+        // The cart's and the RFM scores' due times are read where the walk
+        // stands, not at `to`: by then a cart may have left the window and
+        // its time with it, and orders their window.
+        let mut walk = Self::walk_due_times(rules, s, &features_at(at), at);
         loop {
-            let next =
-                rules.due_times(i).into_iter().chain(cart).flatten().filter(|d| *d > at && *d <= to).min();
+            let lifecycle_due = lifecycle.due_times(i).into_iter();
+            let next = lifecycle_due.chain(walk).flatten().filter(|d| *d > at && *d <= to).min();
             let Some(due) = next else { break };
-            let stage = rules.stage(i, due);
+            let stage = lifecycle.stage(i, due);
             at = due;
             let features = features_at(due);
             out.extend(self.move_to(rules, stage, due, Trigger::Timer, &features, &i));
+            out.extend(self.evaluate_rfm(rules, due, Trigger::Timer, &features));
             out.extend(self.evaluate_cart(rules, due, Trigger::Timer, &features));
-            cart = cart_due_times(&features);
+            walk = Self::walk_due_times(rules, s, &features, due);
         }
         self.evaluated_at = Some(at.max(to));
         out
@@ -456,21 +529,22 @@ impl CustomerSegments {
 
     /// Evaluates after an event judged at `t` has been applied to the
     /// customer's state.
-    pub fn on_event(&mut self, rules: &LifecycleRules, t: EventTime, s: Subject<'_>) -> Vec<Transition> {
+    pub fn on_event(&mut self, rules: &SegmentRules, t: EventTime, s: Subject<'_>) -> Vec<Transition> {
         // Never evaluate back in time: a late event is judged as of now.
         let at = self.evaluated_at.map_or(t, |e| e.max(t));
         self.evaluated_at = Some(at);
         let features = s.features(at);
-        let i = rules.inputs_of(s, &features, at, at);
-        let stage = rules.stage(i, at);
+        let i = rules.lifecycle.inputs_of(s, &features, at, at);
+        let stage = rules.lifecycle.stage(i, at);
         let lifecycle = self.move_to(rules, stage, at, Trigger::Event, &features, &i);
+        let rfm = self.evaluate_rfm(rules, at, Trigger::Event, &features);
         let cart = self.evaluate_cart(rules, at, Trigger::Event, &features);
-        lifecycle.into_iter().chain(cart).collect()
+        lifecycle.into_iter().chain(rfm).chain(cart).collect()
     }
 
     fn move_to(
         &mut self,
-        rules: &LifecycleRules,
+        rules: &SegmentRules,
         to: LifecycleStage,
         at: EventTime,
         trigger: Trigger,
@@ -482,6 +556,7 @@ impl CustomerSegments {
             return None;
         }
         self.lifecycle = Some((to, at));
+        let rules = &rules.lifecycle;
         let (reason, values) = rules.explain(from, to, features, i, trigger);
         Some(Transition {
             kind: SegmentKind::Lifecycle,
@@ -493,6 +568,7 @@ impl CustomerSegments {
             rule_version: rules.version(),
             reason,
             features: values,
+            model_version: None,
         })
     }
 }

@@ -19,7 +19,7 @@ use std::time::Instant;
 
 use segstream_config::Config;
 use segstream_events::{ClickEventType, ClickRow, EventTime, OrderRow, OrderStatus};
-use segstream_segments::LifecycleRules;
+use segstream_segments::SegmentRules;
 use segstream_worker::CustomerStore;
 use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
 
@@ -51,7 +51,7 @@ fn main() {
     // The store's fixed part (the planned DataFusion query and its runtime)
     // is one per worker: measured from here on is what the customers cost.
     let mut store =
-        CustomerStore::new(LifecycleRules::new(config.lifecycle.clone()), config.features.clone()).unwrap();
+        CustomerStore::new(SegmentRules::from_config(&config).unwrap(), config.features.clone()).unwrap();
     let region = Region::new(GLOBAL);
     let started = Instant::now();
     let mut events: u64 = 0;
@@ -163,7 +163,7 @@ fn main() {
 fn heavy_customer(config: &Config, max_orders_kept: u32, orders: i64) {
     let mut features = config.features.clone();
     features.max_orders_kept = max_orders_kept;
-    let mut store = CustomerStore::new(LifecycleRules::new(config.lifecycle.clone()), features).unwrap();
+    let mut store = CustomerStore::new(SegmentRules::from_config(&config).unwrap(), features).unwrap();
     // Measured from after the first order: the store's first chunk of
     // customer slots is not this customer's history.
     let mut region = None;
@@ -227,7 +227,7 @@ fn checkpoint(store: &CustomerStore, config: &Config, customers: u64) {
     let started = Instant::now();
     let read = std::fs::read(&path).unwrap();
     let mut restored =
-        CustomerStore::new(LifecycleRules::new(config.lifecycle.clone()), config.features.clone()).unwrap();
+        CustomerStore::new(SegmentRules::from_config(&config).unwrap(), config.features.clone()).unwrap();
     let n = restored.restore_checkpoint(&read).unwrap();
     let restore = started.elapsed().as_secs_f64();
     assert_eq!(n as u64, customers);

@@ -8,7 +8,7 @@ use compact_str::CompactString;
 
 use segstream_config::Config;
 use segstream_events::{ClickRow, CustomerId, EventTime, OrderRow};
-use segstream_segments::{LifecycleRules, Transition};
+use segstream_segments::{SegmentRules, Transition};
 
 use crate::error::WorkerError;
 use crate::store::CustomerStore;
@@ -47,10 +47,7 @@ pub(crate) struct Engine {
 impl Engine {
     pub(crate) fn new(config: &Config) -> Result<Self, WorkerError> {
         Ok(Self {
-            store: CustomerStore::new(
-                LifecycleRules::new(config.lifecycle.clone()),
-                config.features.clone(),
-            )?,
+            store: CustomerStore::new(SegmentRules::from_config(config)?, config.features.clone())?,
             stream_time: HashMap::new(),
             lateness_ms: i64::try_from(config.time.allowed_lateness_ms).unwrap_or(i64::MAX),
             erased: HashMap::new(),
@@ -231,7 +228,9 @@ mod tests {
             .follow(1, at)
             .unwrap_or_default()
             .into_iter()
-            .flat_map(|f| f.transitions.into_iter().filter_map(|t| t.to))
+            .flat_map(|f| {
+                f.transitions.into_iter().filter(|t| t.kind == SegmentKind::Lifecycle).filter_map(|t| t.to)
+            })
             .collect();
         assert_eq!(stages, ["active", "at_risk", "churned"], "b's timers fire on the input's time");
         assert!(engine.follow(1, at).is_none(), "once there, nothing more");

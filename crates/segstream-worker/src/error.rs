@@ -5,6 +5,9 @@ use thiserror::Error;
 /// Why the worker stopped.
 #[derive(Debug, Error)]
 pub enum WorkerError {
+    /// The segment definitions cannot be used.
+    #[error(transparent)]
+    Definitions(#[from] segstream_segments::DefinitionError),
     /// Kafka setup or metadata.
     #[error(transparent)]
     Kafka(#[from] KafkaIoError),

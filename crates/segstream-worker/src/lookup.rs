@@ -23,7 +23,7 @@ use std::path::Path;
 
 use segstream_config::{Config, FeaturesConfig, SqlConfig};
 use segstream_events::EventTime;
-use segstream_segments::LifecycleRules;
+use segstream_segments::SegmentRules;
 use segstream_sql::SqlError;
 use segstream_sql::query::{self, Limits, OutputFormat};
 use serde::Deserialize;
@@ -60,11 +60,8 @@ pub(crate) fn snapshot(
 pub fn snapshot_features(config: &Config, path: &Path) -> Result<(RecordBatch, EventTime), WorkerError> {
     let saved = Snapshot::read(path)?;
     let as_of = saved.as_of;
-    let store = CustomerStore::from_snapshot(
-        LifecycleRules::new(config.lifecycle.clone()),
-        config.features.clone(),
-        saved,
-    )?;
+    let store =
+        CustomerStore::from_snapshot(SegmentRules::from_config(config)?, config.features.clone(), saved)?;
     let table = snapshot(&store, &config.features, as_of).map_err(WorkerError::Snapshot)?;
     Ok((table, as_of))
 }

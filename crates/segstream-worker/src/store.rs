@@ -21,7 +21,7 @@ use segstream_events::{
     ClickRow, CustomerId, CustomerSegments as MembershipRecord, EventTime, OrderRow, SegmentKind,
 };
 use segstream_features::{CustomerState, Dictionaries};
-use segstream_segments::{CustomerSegments, LifecycleRules, Subject, Transition};
+use segstream_segments::{CustomerSegments, SegmentRules, Subject, Transition};
 use segstream_sql::activity::{ActivityPlan, ClickTally};
 
 use crate::error::WorkerError;
@@ -72,7 +72,7 @@ pub struct CustomerStore {
     /// the customers were first seen (slot order, kept by drops and warm
     /// starts), so a replay fires them in the live order.
     timers: BTreeMap<i32, BTreeSet<(EventTime, u32)>>,
-    rules: LifecycleRules,
+    rules: SegmentRules,
     features: FeaturesConfig,
     /// Category and payment names shared by all customers.
     dict: Dictionaries,
@@ -85,7 +85,7 @@ pub struct CustomerStore {
 impl CustomerStore {
     /// An empty store with these rules and feature windows (plans the
     /// per-batch click aggregation).
-    pub fn new(rules: LifecycleRules, features: FeaturesConfig) -> Result<Self, WorkerError> {
+    pub fn new(rules: SegmentRules, features: FeaturesConfig) -> Result<Self, WorkerError> {
         Ok(Self {
             index: HashTable::new(),
             hasher: RandomState::new(),
@@ -270,9 +270,9 @@ impl CustomerStore {
         let c = self.slots.get(self.slot_of(id.as_str())?)?;
         Some(MembershipRecord {
             customer_id: id.clone(),
-            segments: c.segments.memberships(),
+            segments: c.segments.memberships(&self.rules),
             updated_at,
-            rule_version: self.rules.version(),
+            rule_version: self.rules.lifecycle.version(),
         })
     }
 
@@ -345,7 +345,7 @@ impl CustomerStore {
     /// A store holding a snapshot's customers, timers rescheduled. The
     /// snapshot must have been kept with the same feature windows.
     pub(crate) fn from_snapshot(
-        rules: LifecycleRules,
+        rules: SegmentRules,
         features: FeaturesConfig,
         snapshot: Snapshot,
     ) -> Result<Self, WorkerError> {
@@ -440,8 +440,9 @@ impl CustomerStore {
     }
 
     fn count_memberships(&mut self, segments: &CustomerSegments, delta: i64) {
-        for segment in segments.current() {
-            *self.population.entry(segment).or_default() += delta;
+        let Self { population, rules, .. } = self;
+        for segment in segments.current(rules) {
+            *population.entry(segment).or_default() += delta;
         }
     }
 
@@ -569,7 +570,8 @@ pub(crate) mod tests {
     fn timers_fire_in_due_order_up_to_the_watermark_and_reschedule() {
         let config = Config::default();
         let mut store =
-            CustomerStore::new(LifecycleRules::new(config.lifecycle), config.features).expect("store");
+            CustomerStore::new(SegmentRules::from_config(&config).expect("rules"), config.features)
+                .expect("store");
         let a = order("a", "a1", 0);
         store.on_order(&a, a.event_time);
         let b = order("b", "b1", 10);
@@ -583,14 +585,29 @@ pub(crate) mod tests {
             [("a", "active")]
         );
         // Everything up to day 200, earliest first, each customer rescheduled after each step.
-        let fired: Vec<(String, &str)> = store
+        let fired: Vec<(String, SegmentKind, &str)> = store
             .fire_timers(0, at(200), usize::MAX)
             .into_iter()
-            .flat_map(|(id, ts)| ts.into_iter().map(move |t| (id.to_string(), t.to.unwrap_or("none"))))
+            .flat_map(|(id, ts)| {
+                ts.into_iter().map(move |t| (id.to_string(), t.kind, t.to.unwrap_or("none")))
+            })
             .collect();
+        let of = |kind| {
+            fired.iter().filter(|(_, k, _)| *k == kind).map(|(c, _, s)| (c.as_str(), *s)).collect::<Vec<_>>()
+        };
         let expected =
             [("b", "active"), ("a", "at_risk"), ("b", "at_risk"), ("a", "churned"), ("b", "churned")];
-        assert_eq!(fired.iter().map(|(c, s)| (c.as_str(), *s)).collect::<Vec<_>>(), expected);
+        assert_eq!(of(SegmentKind::Lifecycle), expected);
+        // RFM on the same timers: R3 after 60 days, R2 after 90, R1 after 180.
+        let rfm = [
+            ("a", "promising"),
+            ("b", "promising"),
+            ("a", "about_to_sleep"),
+            ("b", "about_to_sleep"),
+            ("a", "lost"),
+            ("b", "lost"),
+        ];
+        assert_eq!(of(SegmentKind::Rfm), rfm);
         assert_eq!(store.pending_timers(), 2, "churned has no further stage; the compaction is due");
         assert_eq!(
             store.population().find(|(s, _)| *s == (SegmentKind::Lifecycle, "churned")),
@@ -617,7 +634,8 @@ pub(crate) mod tests {
     fn dropping_a_partition_keeps_the_survivors_found_and_their_timers_firing() {
         let config = Config::default();
         let mut store =
-            CustomerStore::new(LifecycleRules::new(config.lifecycle), config.features).expect("store");
+            CustomerStore::new(SegmentRules::from_config(&config).expect("rules"), config.features)
+                .expect("store");
         // Customers of partitions 0 and 1, interleaved so the survivors move.
         for (i, customer) in ["a", "b", "c", "d", "e"].into_iter().enumerate() {
             let mut row = order(customer, customer, i as i64);
@@ -644,7 +662,8 @@ pub(crate) mod tests {
     fn customers_across_many_chunks_stay_found_after_a_partition_is_dropped() {
         let config = Config::default();
         let mut store =
-            CustomerStore::new(LifecycleRules::new(config.lifecycle), config.features).expect("store");
+            CustomerStore::new(SegmentRules::from_config(&config).expect("rules"), config.features)
+                .expect("store");
         let ids: Vec<&'static str> =
             (0..2 * CHUNK + 500).map(|i| &*Box::leak(format!("c{i}").into_boxed_str())).collect();
         for (i, id) in ids.iter().enumerate() {

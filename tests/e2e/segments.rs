@@ -1,0 +1,176 @@
+//! Segments through the broker: RFM on generated history against a batch
+//! computation written here (not the worker's code), and the lifecycle's
+//! transitions, time-driven ones included.
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::time::Duration;
+
+use segstream_events::SegmentChange;
+
+use crate::support::{Setup, http_get, metric};
+
+const DAY: f64 = 86_400_000.0;
+const LATENESS_MS: i64 = 3_600_000;
+
+/// The built-in RFM boundaries and table (crates/segstream-segments/segments.toml), restated.
+const RECENCY_MAX_DAYS: [f64; 4] = [30.0, 60.0, 90.0, 180.0];
+const FREQUENCY_MIN: [f64; 4] = [2.0, 3.0, 5.0, 8.0];
+const MONETARY_MIN: [f64; 4] = [50.0, 120.0, 250.0, 600.0];
+/// A row: name, and the inclusive R, F and M ranges.
+type Row = (&'static str, [u8; 2], [u8; 2], [u8; 2]);
+const TABLE: [Row; 11] = [
+    ("champions", [4, 5], [4, 5], [4, 5]),
+    ("loyal", [2, 5], [3, 5], [3, 5]),
+    ("new_customers", [4, 5], [1, 1], [1, 1]),
+    ("promising", [3, 4], [1, 1], [1, 1]),
+    ("potential_loyalist", [3, 5], [1, 3], [1, 3]),
+    ("need_attention", [2, 3], [2, 3], [2, 3]),
+    ("about_to_sleep", [2, 3], [1, 2], [1, 2]),
+    ("cant_lose", [1, 1], [4, 5], [4, 5]),
+    ("at_risk", [1, 2], [2, 5], [2, 5]),
+    ("lost", [1, 2], [1, 2], [1, 2]),
+    ("others", [1, 5], [1, 5], [1, 5]),
+];
+
+/// Every customer's RFM segment as of the end of the history, computed from
+/// the generated files: net orders (placed, never cancelled or refunded),
+/// recency, orders and revenue in 365 days, scores, first row of the table.
+fn batch_rfm(dir: &std::path::Path) -> BTreeMap<String, Option<&'static str>> {
+    let lines = |name: &str| -> Vec<serde_json::Value> {
+        let text = std::fs::read_to_string(dir.join(name)).unwrap();
+        text.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+    };
+    let (clicks, orders) = (lines("clickstream.jsonl"), lines("orders.jsonl"));
+    let time = |v: &serde_json::Value| v["event_time"].as_i64().unwrap();
+    let customer = |v: &serde_json::Value| v["customer_id"].as_str().unwrap().to_owned();
+    let end = clicks.iter().chain(&orders).map(time).max().unwrap();
+    let mut last_seen: BTreeMap<String, i64> = BTreeMap::new();
+    for v in clicks.iter().chain(&orders) {
+        let seen = last_seen.entry(customer(v)).or_insert(i64::MIN);
+        *seen = (*seen).max(time(v));
+    }
+    let voided: HashSet<&str> =
+        orders.iter().filter(|o| o["status"] != "placed").map(|o| o["order_id"].as_str().unwrap()).collect();
+    let mut placed: BTreeMap<String, BTreeMap<&str, (i64, i64)>> = BTreeMap::new();
+    for o in orders.iter().filter(|o| o["status"] == "placed") {
+        let id = o["order_id"].as_str().unwrap();
+        if !voided.contains(id) {
+            let cents = (o["total"].as_f64().unwrap() * 100.0).round() as i64;
+            placed.entry(customer(o)).or_default().entry(id).or_insert((time(o), cents));
+        }
+    }
+    let rising = |bounds: &[f64; 4], v: f64| 1 + bounds.iter().filter(|b| v >= **b).count() as u8;
+    last_seen
+        .into_iter()
+        .map(|(id, seen)| {
+            // Evaluated as of the end's watermark, or their own later event.
+            let as_of = seen.max(end - LATENESS_MS);
+            let net = placed.get(&id).map(|p| p.values().copied().collect::<Vec<_>>()).unwrap_or_default();
+            let segment = net.iter().map(|(t, _)| *t).max().map(|last| {
+                let recency = (as_of - last) as f64 / DAY;
+                let r = 5 - RECENCY_MAX_DAYS.iter().filter(|max| recency > **max).count() as u8;
+                let window: Vec<_> =
+                    net.iter().filter(|(t, _)| (*t as f64) > as_of as f64 - 365.0 * DAY).collect();
+                let revenue = window.iter().map(|(_, c)| *c).sum::<i64>() as f64 / 100.0;
+                let (f, m) = (rising(&FREQUENCY_MIN, window.len() as f64), rising(&MONETARY_MIN, revenue));
+                let holds = |v: u8, [lo, hi]: [u8; 2]| (lo..=hi).contains(&v);
+                TABLE
+                    .iter()
+                    .find(|(_, rr, fr, mr)| holds(r, *rr) && holds(f, *fr) && holds(m, *mr))
+                    .unwrap()
+                    .0
+            });
+            (id, segment)
+        })
+        .collect()
+}
+
+#[test]
+fn rfm_segments_of_a_live_run_equal_a_batch_computation_and_every_segment_and_stage_is_reached() {
+    let setup = Setup::new("rfm", 3).with("time.idle_partition_ms=1000").with("segments.definitions=");
+    let dir = tempfile::tempdir().unwrap();
+    let generate = ["generate", "--customers", "300", "--days", "365", "--seed", "7"];
+    let files =
+        [&generate[..], &["--to", "files", "--format", "json", "--out", dir.path().to_str().unwrap()]]
+            .concat();
+    let out = setup.cli(&files);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = setup.cli(&generate);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // How many changes the history gives (a replay gives a live run's, a
+    // test of its own), so the read below knows when the live run is done.
+    let replayed = dir.path().join("changes.out");
+    let out = setup.cli(&[
+        "replay",
+        "--input",
+        dir.path().to_str().unwrap(),
+        "--output",
+        replayed.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let want = std::fs::read_to_string(&replayed).unwrap().lines().count();
+
+    let mut worker = setup.spawn_worker();
+    let addr = worker.wait_ready(Duration::from_secs(60));
+    let changes: Vec<SegmentChange> = setup
+        .read(&setup.topic("changes"), want, Duration::from_secs(180))
+        .iter()
+        .map(|r| SegmentChange::from_avro(r.payload.as_deref().unwrap()).unwrap())
+        .collect();
+    assert_eq!(changes.len(), want, "{}", worker.log_text());
+    let metrics = http_get(&addr, "/metrics").1;
+    assert!(worker.terminate(Duration::from_secs(20)).0.success());
+
+    // The live RFM segment of each customer: their last RFM record.
+    let mut live: BTreeMap<String, Option<String>> = BTreeMap::new();
+    for c in changes.iter().filter(|c| c.kind.as_str() == "rfm") {
+        let entered = c.change.as_str() == "entered";
+        live.insert(c.customer_id.to_string(), entered.then(|| c.segment.clone()));
+    }
+    let expected = batch_rfm(dir.path());
+    assert_eq!(expected.len(), 300);
+    let differ: Vec<_> = expected
+        .iter()
+        .filter(|(id, seg)| live.get(*id).cloned().flatten().as_deref() != **seg)
+        .map(|(id, seg)| (id, seg, live.get(id)))
+        .take(5)
+        .collect();
+    assert!(differ.is_empty(), "live differs from the batch computation: {differ:#?}");
+    let buyers = expected.values().filter(|s| s.is_some()).count();
+    let population: f64 = TABLE
+        .iter()
+        .map(|(name, ..)| {
+            metric(&metrics, &format!("segstream_segment_population{{kind=\"rfm\",segment=\"{name}\"}}"))
+        })
+        .sum();
+    assert_eq!(population, buyers as f64, "every buyer in exactly one RFM segment:\n{metrics}");
+
+    // Every RFM segment is entered at some point of the year, each record
+    // explained; every lifecycle transition the rules have is seen.
+    let entered: BTreeSet<&str> = changes
+        .iter()
+        .filter(|c| c.kind.as_str() == "rfm" && c.change.as_str() == "entered")
+        .map(|c| c.segment.as_str())
+        .collect();
+    assert_eq!(entered, TABLE.iter().map(|(name, ..)| *name).collect());
+    let rfm = changes.iter().find(|c| c.kind.as_str() == "rfm" && c.trigger.as_str() == "timer").unwrap();
+    assert!(rfm.reason.starts_with('R') && rfm.features.contains_key("threshold_r_max_days_5"), "{rfm:#?}");
+    let stages: BTreeSet<(Option<&str>, &str, &str)> = changes
+        .iter()
+        .filter(|c| c.kind.as_str() == "lifecycle" && c.change.as_str() == "entered")
+        .map(|c| (c.previous_segment.as_deref(), c.segment.as_str(), c.trigger.as_str()))
+        .collect();
+    for transition in [
+        (None, "prospect", "event"),
+        (Some("prospect"), "new", "event"),
+        (Some("new"), "active", "timer"),
+        (Some("active"), "at_risk", "timer"),
+        (Some("at_risk"), "churned", "timer"),
+        (Some("at_risk"), "active", "event"),
+        (Some("churned"), "reactivated", "event"),
+        (Some("reactivated"), "active", "timer"),
+        (Some("new"), "prospect", "event"),
+    ] {
+        assert!(stages.contains(&transition), "{transition:?} not seen in {stages:#?}");
+    }
+}
