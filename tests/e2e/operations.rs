@@ -134,8 +134,9 @@ fn bad_configuration_stops_with_the_key_and_the_fix() {
     // A segment definitions file whose RFM table leaves buyers without a
     // segment: no start, the file, the segment and the fix named.
     let definitions = tempfile::NamedTempFile::new().unwrap();
-    let builtin = std::fs::read_to_string(crate::support::repo_root().join("crates/segstream-segments/segments.toml"))
-        .unwrap();
+    let builtin =
+        std::fs::read_to_string(crate::support::repo_root().join("crates/segstream-segments/segments.toml"))
+            .unwrap();
     let catch_all = "[[rfm.table]]\nname = \"others\"\nr = [1, 5]\nf = [1, 5]\nm = [1, 5]";
     std::fs::write(definitions.path(), builtin.replacen(catch_all, "", 1)).unwrap();
     let path = definitions.path().to_str().unwrap();

@@ -87,7 +87,13 @@ fn batch_rfm(dir: &std::path::Path) -> BTreeMap<String, Option<&'static str>> {
 
 #[test]
 fn rfm_segments_of_a_live_run_equal_a_batch_computation_and_every_segment_and_stage_is_reached() {
-    let setup = Setup::new("rfm", 3).with("time.idle_partition_ms=1000").with("segments.definitions=");
+    // High value from 300.00 in 90 days: customers reach it and fall back
+    // as orders leave the window, within the generated year.
+    let setup = Setup::new("rfm", 3)
+        .with("time.idle_partition_ms=1000")
+        .with("segments.definitions=")
+        .with("lifecycle.high_value_revenue=300")
+        .with("lifecycle.high_value_window_days=90");
     let dir = tempfile::tempdir().unwrap();
     let generate = ["generate", "--customers", "300", "--days", "365", "--seed", "7"];
     let files =
@@ -170,6 +176,9 @@ fn rfm_segments_of_a_live_run_equal_a_batch_computation_and_every_segment_and_st
         (Some("churned"), "reactivated", "event"),
         (Some("reactivated"), "active", "timer"),
         (Some("new"), "prospect", "event"),
+        (Some("active"), "high_value", "event"),
+        (Some("new"), "high_value", "timer"),
+        (Some("high_value"), "active", "timer"),
     ] {
         assert!(stages.contains(&transition), "{transition:?} not seen in {stages:#?}");
     }

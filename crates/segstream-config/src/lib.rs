@@ -210,6 +210,11 @@ pub struct LifecycleConfig {
     pub churn_interpurchase_multiple: f64,
     /// Orders a customer needs before their own rhythm is trusted.
     pub personal_min_orders: u32,
+    /// Net revenue in `high_value_window_days` from which an active
+    /// customer is "high_value"; 0: no such stage.
+    pub high_value_revenue: f64,
+    /// The window of `high_value_revenue`: one of `features.order_windows_days`.
+    pub high_value_window_days: u32,
 }
 
 /// `[segments]`.
@@ -504,6 +509,20 @@ impl Config {
                 "lifecycle.personal_min_orders",
                 l.personal_min_orders.to_string(),
                 "use 3 or more: a mean inter-purchase time needs at least two gaps",
+            );
+        }
+        if !(l.high_value_revenue.is_finite() && l.high_value_revenue >= 0.0) {
+            return fail(
+                "lifecycle.high_value_revenue",
+                l.high_value_revenue.to_string(),
+                "use 0 (no high_value stage) or a positive revenue",
+            );
+        }
+        if !self.features.order_windows_days.contains(&l.high_value_window_days) {
+            return fail(
+                "lifecycle.high_value_window_days",
+                l.high_value_window_days.to_string(),
+                &format!("use one of features.order_windows_days {:?}", self.features.order_windows_days),
             );
         }
         if l.at_risk_days >= l.churn_days {

@@ -99,6 +99,19 @@ fn max_orders_kept_below_two_is_refused_with_the_field_named() {
 }
 
 #[test]
+fn a_high_value_window_that_is_no_order_window_is_refused_with_the_field_and_the_windows() {
+    let err =
+        Config::load(None, &["lifecycle.high_value_window_days=180".into()]).expect_err("no such window");
+    let message = err.to_string();
+    assert!(
+        message.contains("lifecycle.high_value_window_days") && message.contains("[7, 30, 90, 365]"),
+        "{message}"
+    );
+    let err = Config::load(None, &["lifecycle.high_value_revenue=-1".into()]).expect_err("negative");
+    assert!(err.to_string().contains("lifecycle.high_value_revenue"), "{err}");
+}
+
+#[test]
 fn librdkafka_keys_may_use_underscores_for_dots_so_the_environment_can_set_them() {
     let c = Config::load(None, &["kafka.librdkafka_options.sasl_password=s3cret".into()]).expect("load");
     assert_eq!(c.kafka.librdkafka_options.get("sasl.password").map(String::as_str), Some("s3cret"));

@@ -18,6 +18,9 @@ pub enum LifecycleStage {
     New,
     /// Buying, neither new nor silent.
     Active,
+    /// Active, with net revenue in the high-value window at or above
+    /// `high_value_revenue`.
+    HighValue,
     /// No order for more than `at_risk_days`.
     AtRisk,
     /// No order for more than `churn_days`.
@@ -28,8 +31,15 @@ pub enum LifecycleStage {
 
 impl LifecycleStage {
     /// Every stage.
-    pub const ALL: [LifecycleStage; 6] =
-        [Self::Prospect, Self::New, Self::Active, Self::AtRisk, Self::Churned, Self::Reactivated];
+    pub const ALL: [LifecycleStage; 7] = [
+        Self::Prospect,
+        Self::New,
+        Self::Active,
+        Self::HighValue,
+        Self::AtRisk,
+        Self::Churned,
+        Self::Reactivated,
+    ];
 
     /// Segment name on the wire.
     pub const fn as_str(self) -> &'static str {
@@ -37,6 +47,7 @@ impl LifecycleStage {
             Self::Prospect => "prospect",
             Self::New => "new",
             Self::Active => "active",
+            Self::HighValue => "high_value",
             Self::AtRisk => "at_risk",
             Self::Churned => "churned",
             Self::Reactivated => "reactivated",
@@ -80,6 +91,8 @@ struct StageInputs {
     /// Mean days between orders, lifetime.
     mean_gap: Option<f64>,
     reactivated: Option<Reactivation>,
+    /// Net revenue in the high-value window.
+    window_revenue: f64,
 }
 
 /// An order after a silence longer than the churn limit in force before it.
@@ -177,7 +190,7 @@ impl LifecycleRules {
     /// The stage inputs of a customer evaluated at `now`, with a
     /// reactivation that can still show from `from` on.
     fn inputs_of(&self, s: Subject<'_>, f: &Features, from: EventTime, now: EventTime) -> StageInputs {
-        inputs(f, self.reactivation(s, f, from, now))
+        inputs(f, self.reactivation(s, f, from, now), self.config.high_value_window_days)
     }
 
     fn stage(&self, i: StageInputs, t: EventTime) -> LifecycleStage {
@@ -198,6 +211,8 @@ impl LifecycleRules {
             LifecycleStage::Reactivated
         } else if t.days_since(first) <= c.new_days {
             LifecycleStage::New
+        } else if c.high_value_revenue > 0.0 && i.window_revenue >= c.high_value_revenue {
+            LifecycleStage::HighValue
         } else {
             LifecycleStage::Active
         }
@@ -265,6 +280,20 @@ impl LifecycleRules {
             LifecycleStage::New => {
                 (format!("first order, new for {} days", c.new_days), Some(("new_days", c.new_days)))
             }
+            LifecycleStage::HighValue => (
+                format!(
+                    "{:.2} net revenue in {} days (high value from {:.2}), {} orders",
+                    i.window_revenue, c.high_value_window_days, c.high_value_revenue, f.lifetime_orders
+                ),
+                Some(("high_value_revenue", c.high_value_revenue)),
+            ),
+            LifecycleStage::Active if from == Some(LifecycleStage::HighValue) => (
+                format!(
+                    "net revenue in {} days down to {:.2} (high value from {:.2})",
+                    c.high_value_window_days, i.window_revenue, c.high_value_revenue
+                ),
+                Some(("high_value_revenue", c.high_value_revenue)),
+            ),
             LifecycleStage::Active if trigger == Trigger::Timer => (
                 format!("{} days since first order, {} orders", c.new_days, f.lifetime_orders),
                 Some(("new_days", c.new_days)),
@@ -320,14 +349,20 @@ fn cart_due_times(f: &Features) -> [Option<EventTime>; 2] {
     [f.cart_abandon_at, f.cart_expire_at]
 }
 
-fn inputs(f: &Features, reactivated: Option<Reactivation>) -> StageInputs {
+fn inputs(f: &Features, reactivated: Option<Reactivation>, high_value_window_days: u32) -> StageInputs {
     StageInputs {
         first_order: f.first_order,
         last_order: f.last_order,
         orders: f.lifetime_orders,
         mean_gap: f.interpurchase_mean_days,
         reactivated,
+        window_revenue: window_revenue(f, high_value_window_days),
     }
+}
+
+/// Net revenue in the order window of `days`.
+fn window_revenue(f: &Features, days: u32) -> f64 {
+    f.order_windows.iter().find(|w| w.days == days).map_or(0.0, |w| w.revenue)
 }
 
 /// The segments of one customer and the bookkeeping to move them.
@@ -420,15 +455,22 @@ impl CustomerSegments {
     }
 
     /// Due times read where a walk stands (`features` as of `at`): the
-    /// cart's and the RFM scores'.
+    /// cart's, the RFM scores', and the high-value window's.
     fn walk_due_times(
+        &self,
         rules: &SegmentRules,
         s: Subject<'_>,
         features: &Features,
         at: EventTime,
-    ) -> [Option<EventTime>; 3] {
+    ) -> [Option<EventTime>; 4] {
         let [abandon, expire] = cart_due_times(features);
-        [abandon, expire, rules.definitions.rfm.as_ref().and_then(|r| r.due_after(features, s.state, at))]
+        let rfm = rules.definitions.rfm.as_ref().and_then(|r| r.due_after(features, s.state, at));
+        // Revenue leaves the window with no event: a high-value customer may
+        // go back to active then.
+        let high_value = (self.lifecycle() == Some(LifecycleStage::HighValue))
+            .then(|| s.state.next_window_exit(at, rules.lifecycle.config.high_value_window_days))
+            .flatten();
+        [abandon, expire, rfm, high_value]
     }
 
     /// Whether the customer is in the cart-abandoner segment.
@@ -491,7 +533,7 @@ impl CustomerSegments {
         lifecycle
             .due_times(lifecycle.inputs_of(s, &features, at, seen))
             .into_iter()
-            .chain(Self::walk_due_times(rules, s, &features, seen))
+            .chain(self.walk_due_times(rules, s, &features, seen))
             .flatten()
             .filter(|d| *d > at)
             .min()
@@ -510,18 +552,22 @@ impl CustomerSegments {
         // The cart's and the RFM scores' due times are read where the walk
         // stands, not at `to`: by then a cart may have left the window and
         // its time with it, and orders their window.
-        let mut walk = Self::walk_due_times(rules, s, &features_at(at), at);
+        let mut walk = self.walk_due_times(rules, s, &features_at(at), at);
         loop {
             let lifecycle_due = lifecycle.due_times(i).into_iter();
             let next = lifecycle_due.chain(walk).flatten().filter(|d| *d > at && *d <= to).min();
             let Some(due) = next else { break };
-            let stage = lifecycle.stage(i, due);
             at = due;
             let features = features_at(due);
+            // Revenue is read where the walk stands: orders leave its window
+            // on the way.
+            let revenue = window_revenue(&features, lifecycle.config.high_value_window_days);
+            let i = StageInputs { window_revenue: revenue, ..i };
+            let stage = lifecycle.stage(i, due);
             out.extend(self.move_to(rules, stage, due, Trigger::Timer, &features, &i));
             out.extend(self.evaluate_rfm(rules, due, Trigger::Timer, &features));
             out.extend(self.evaluate_cart(rules, due, Trigger::Timer, &features));
-            walk = Self::walk_due_times(rules, s, &features, due);
+            walk = self.walk_due_times(rules, s, &features, due);
         }
         self.evaluated_at = Some(at.max(to));
         out

@@ -47,6 +47,8 @@ fn rules() -> LifecycleRules {
         at_risk_interpurchase_multiple: 0.0,
         churn_interpurchase_multiple: 0.0,
         personal_min_orders: 3,
+        high_value_revenue: 500.0,
+        high_value_window_days: 365,
     })
 }
 
@@ -538,4 +540,47 @@ fn a_definitions_file_that_cannot_be_used_is_refused_naming_the_segment_and_the_
         400,
     );
     assert!(moves.is_empty());
+}
+
+#[test]
+fn an_active_customer_is_high_value_while_their_revenue_in_the_window_reaches_the_threshold() {
+    let rules = all(rules());
+    let mut state = CustomerState::default();
+    let mut segments = CustomerSegments::default();
+    let mut moves = Vec::new();
+    // 400.00 then 200.00: 600.00 in 365 days (high value from 500.00); then
+    // 10.00 every 60 days, keeping them active.
+    let orders = [
+        (0, 400.0),
+        (40, 200.0),
+        (100, 10.0),
+        (160, 10.0),
+        (220, 10.0),
+        (280, 10.0),
+        (340, 10.0),
+        (400, 10.0),
+    ];
+    for (day, total) in orders {
+        let t = EventTime::from_millis(T0 + day * DAY);
+        let id = format!("o{day}");
+        let mut row = order_row(&id, day, OrderStatus::Placed);
+        row.total = total;
+        moves.extend(segments.advance(&rules, t, subject(&state)));
+        apply(&mut state, &row);
+        moves.extend(segments.on_event(&rules, t, subject(&state)));
+    }
+    let lifecycle: Vec<_> =
+        moves.iter().filter_map(|t| Some((stages(t)?, t.at.millis() - T0, t.trigger))).collect();
+    assert_eq!(
+        lifecycle,
+        [
+            ((None, New), 0, Trigger::Event),
+            ((Some(New), Active), 30 * DAY + 1, Trigger::Timer),
+            ((Some(Active), HighValue), 40 * DAY, Trigger::Event),
+            // The 400.00 of day 0 left the 365-day window on day 365: 250.00.
+            ((Some(HighValue), Active), 365 * DAY, Trigger::Timer),
+        ]
+    );
+    let back = moves.iter().rfind(|t| stages(t).is_some()).map(|t| t.reason.as_str());
+    assert_eq!(back, Some("net revenue in 365 days down to 250.00 (high value from 500.00)"));
 }
