@@ -163,7 +163,7 @@ fn main() {
 fn heavy_customer(config: &Config, max_orders_kept: u32, orders: i64) {
     let mut features = config.features.clone();
     features.max_orders_kept = max_orders_kept;
-    let mut store = CustomerStore::new(SegmentRules::from_config(&config).unwrap(), features).unwrap();
+    let mut store = CustomerStore::new(SegmentRules::from_config(config).unwrap(), features).unwrap();
     // Measured from after the first order: the store's first chunk of
     // customer slots is not this customer's history.
     let mut region = None;
@@ -227,7 +227,7 @@ fn checkpoint(store: &CustomerStore, config: &Config, customers: u64) {
     let started = Instant::now();
     let read = std::fs::read(&path).unwrap();
     let mut restored =
-        CustomerStore::new(SegmentRules::from_config(&config).unwrap(), config.features.clone()).unwrap();
+        CustomerStore::new(SegmentRules::from_config(config).unwrap(), config.features.clone()).unwrap();
     let n = restored.restore_checkpoint(&read).unwrap();
     let restore = started.elapsed().as_secs_f64();
     assert_eq!(n as u64, customers);
