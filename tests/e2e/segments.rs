@@ -1,6 +1,6 @@
 //! Segments through the broker: RFM on generated history against a batch
-//! computation written here (not the worker's code), and the lifecycle's
-//! transitions, time-driven ones included.
+//! computation written here (not the worker's code), every behaviour
+//! segment, and the lifecycle's transitions, time-driven ones included.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::time::Duration;
@@ -159,6 +159,29 @@ fn rfm_segments_of_a_live_run_equal_a_batch_computation_and_every_segment_and_st
         .map(|c| c.segment.as_str())
         .collect();
     assert_eq!(entered, TABLE.iter().map(|(name, ..)| *name).collect());
+    // Every behaviour segment too (a category fan per top category).
+    let behaviour: BTreeSet<&str> = changes
+        .iter()
+        .filter(|c| c.kind.as_str() == "behaviour" && c.change.as_str() == "entered")
+        .map(|c| if c.segment.starts_with("category_fan_") { "category_fan_*" } else { c.segment.as_str() })
+        .collect();
+    let all = [
+        "big_spender",
+        "cart_abandoner",
+        "category_fan_*",
+        "discount_hunter",
+        "frequent_visitor",
+        "one_time_buyer",
+    ];
+    assert_eq!(behaviour, all.into_iter().collect());
+    let timers: BTreeSet<&str> = changes
+        .iter()
+        .filter(|c| c.kind.as_str() == "behaviour" && c.trigger.as_str() == "timer")
+        .map(|c| c.segment.as_str())
+        .collect();
+    for timed in ["cart_abandoner", "frequent_visitor", "one_time_buyer"] {
+        assert!(timers.contains(timed), "{timed} moves on timers too: {timers:?}");
+    }
     let rfm = changes.iter().find(|c| c.kind.as_str() == "rfm" && c.trigger.as_str() == "timer").unwrap();
     assert!(rfm.reason.starts_with('R') && rfm.features.contains_key("threshold_r_max_days_5"), "{rfm:#?}");
     let stages: BTreeSet<(Option<&str>, &str, &str)> = changes

@@ -213,7 +213,8 @@ pub struct LifecycleConfig {
     /// Net revenue in `high_value_window_days` from which an active
     /// customer is "high_value"; 0: no such stage.
     pub high_value_revenue: f64,
-    /// The window of `high_value_revenue`: one of `features.order_windows_days`.
+    /// The window of `high_value_revenue`: one of
+    /// `features.order_windows_days`, or 0 for the longest of them.
     pub high_value_window_days: u32,
 }
 
@@ -518,11 +519,16 @@ impl Config {
                 "use 0 (no high_value stage) or a positive revenue",
             );
         }
-        if !self.features.order_windows_days.contains(&l.high_value_window_days) {
+        if l.high_value_window_days != 0
+            && !self.features.order_windows_days.contains(&l.high_value_window_days)
+        {
             return fail(
                 "lifecycle.high_value_window_days",
                 l.high_value_window_days.to_string(),
-                &format!("use one of features.order_windows_days {:?}", self.features.order_windows_days),
+                &format!(
+                    "use 0 (the longest order window) or one of features.order_windows_days {:?}",
+                    self.features.order_windows_days
+                ),
             );
         }
         if l.at_risk_days >= l.churn_days {

@@ -109,6 +109,10 @@ fn a_high_value_window_that_is_no_order_window_is_refused_with_the_field_and_the
     );
     let err = Config::load(None, &["lifecycle.high_value_revenue=-1".into()]).expect_err("negative");
     assert!(err.to_string().contains("lifecycle.high_value_revenue"), "{err}");
+    assert!(
+        Config::load(None, &["features.order_windows_days=[7, 30]".into()]).is_ok(),
+        "0: the longest window"
+    );
 }
 
 #[test]

@@ -356,7 +356,8 @@ pub struct Features {
     pub abandoned_cart_value: f64,
     /// When the current cart counts as abandoned if nothing happens (a timer).
     pub cart_abandon_at: Option<EventTime>,
-    /// When the current cart leaves the activity window if nothing happens (a timer).
+    /// When the current cart's oldest line leaves the activity window if
+    /// nothing happens (a timer: the cart's value may change then).
     pub cart_expire_at: Option<EventTime>,
     /// Latest event of any kind.
     pub last_seen: Option<EventTime>,
@@ -754,6 +755,15 @@ impl CustomerState {
         Some(first.plus_days(f64::from(days)))
     }
 
+    /// When the earliest session counted in the activity window of `days` as
+    /// of `now` leaves it (the start of the day `days` after the day it
+    /// started: windows count sessions by the day they started), if any.
+    pub fn next_session_exit(&self, now: EventTime, days: u32) -> Option<EventTime> {
+        let from = now.day() - i64::from(days);
+        let first = self.sessions.iter().map(Session::start).find(|s| s.day() > from && *s <= now)?;
+        Some(start_of_day(first.day() + i64::from(days)))
+    }
+
     /// The net orders placed in `[since, now]` that followed an earlier net
     /// order, latest first, each with the one before it: what a rule on the
     /// silence before an order reads ("ordered again after 200 days").
@@ -778,7 +788,7 @@ impl CustomerState {
 
     /// Feature values as of `now`.
     pub fn features(&self, now: EventTime, config: &FeaturesConfig, dict: &Dictionaries) -> Features {
-        self.compute(now, config, Some(dict))
+        self.compute(now, config, Some(dict), true)
     }
 
     /// The features segments and change records read, as of `now`: the
@@ -786,10 +796,30 @@ impl CustomerState {
     /// day) are left at their defaults. Cheaper: it runs several times per
     /// event.
     pub fn segment_features(&self, now: EventTime, config: &FeaturesConfig) -> Features {
-        self.compute(now, config, None)
+        self.compute(now, config, None, false)
     }
 
-    fn compute(&self, now: EventTime, config: &FeaturesConfig, detail: Option<&Dictionaries>) -> Features {
+    /// [`CustomerState::segment_features`] with the order-based names too
+    /// (top category and its share, categories bought, preferred payment):
+    /// for rules that read a category. Click counts stay at their defaults.
+    pub fn segment_features_named(
+        &self,
+        now: EventTime,
+        config: &FeaturesConfig,
+        dict: &Dictionaries,
+    ) -> Features {
+        self.compute(now, config, Some(dict), false)
+    }
+
+    /// Features as of `now`: with `names`, the order-based names; with
+    /// `clicks`, the click counts, devices and parts of the day.
+    fn compute(
+        &self,
+        now: EventTime,
+        config: &FeaturesConfig,
+        names: Option<&Dictionaries>,
+        clicks: bool,
+    ) -> Features {
         // One pass over the orders kept, sorted by time: the windows, the
         // lifetime figures, and the longest window's discounts, gaps,
         // categories and payments.
@@ -841,10 +871,10 @@ impl CustomerState {
                 discount_sum += i64::from(o.discount_cents());
             }
             last_two = (last_two.1, Some(t));
-            if detail.is_some() && o.category != NONE {
+            if names.is_some() && o.category != NONE {
                 *categories.entry(o.category).or_default() += 1;
             }
-            if detail.is_some() && o.payment != 0 {
+            if names.is_some() && o.payment != 0 {
                 *payments.entry(o.payment).or_default() += 1;
             }
         }
@@ -856,7 +886,7 @@ impl CustomerState {
         let lifetime_revenue = live_revenue.plus(self.folded_revenue.0);
         let last_order = last_live.or(self.folded_last_order);
         let with_category: u32 = categories.values().sum();
-        let (top, preferred_payment) = match detail {
+        let (top, preferred_payment) = match names {
             Some(dict) => (
                 most_frequent(categories.iter().filter_map(|(id, n)| Some((dict.categories.name(*id)?, *n)))),
                 most_frequent(
@@ -879,7 +909,7 @@ impl CustomerState {
             .map(|&days| {
                 let from = today - i64::from(days);
                 let sum = |field: fn(&DayActivity) -> u16| {
-                    if detail.is_none() {
+                    if !clicks {
                         return 0;
                     }
                     recent(i64::from(days)).map(|a| u32::from(field(a))).sum::<u32>()
@@ -899,7 +929,7 @@ impl CustomerState {
             })
             .collect();
         let (mut dayparts, mut devices, mut weekend) = ([0u32; 4], [0u32; 5], 0u32);
-        for a in recent(config.activity_retention_days()).filter(|_| detail.is_some()) {
+        for a in recent(config.activity_retention_days()).filter(|_| clicks) {
             for (sum, n) in dayparts.iter_mut().zip(a.dayparts) {
                 *sum += u32::from(n);
             }
@@ -923,9 +953,11 @@ impl CustomerState {
         let abandon_ms = i64::from(config.cart_abandon_hours) * HOUR_MS;
         let cart_abandon_at = last_cart_add.filter(|_| cart_value > 0.0).map(|t| t.plus_millis(abandon_ms));
         let cart_abandoned = cart_abandon_at.is_some_and(|at| at <= now);
+        // The cart's value changes whenever one of its lines leaves the
+        // window, not only the last: the earliest line's exit is the next.
         let cart_expire_at = lines()
             .map(|l| l.at.time().day())
-            .max()
+            .min()
             .map(|day| start_of_day(day + config.activity_retention_days()));
 
         let first_kept = self.orders.iter().find(|o| o.counts()).map(OrderEntry::time);

@@ -7,6 +7,7 @@ use std::path::Path;
 use segstream_config::FeaturesConfig;
 use serde::Deserialize;
 
+use crate::behaviour::BehaviourRules;
 use crate::rfm::{RfmBoundaries, RfmRules};
 
 /// The built-in definitions, used when no file is configured.
@@ -78,6 +79,8 @@ pub struct RfmRow {
 struct File {
     version: i32,
     rfm: Option<RfmDefinition>,
+    #[serde(default)]
+    behaviour: BehaviourRules,
 }
 
 /// Checked segment definitions of one version.
@@ -88,6 +91,8 @@ pub struct SegmentDefinitions {
     /// The RFM scores and table; `None` when the file has no `[rfm]`
     /// section (no RFM segments).
     pub rfm: Option<RfmRules>,
+    /// The behaviour segments turned on.
+    pub behaviour: BehaviourRules,
 }
 
 impl SegmentDefinitions {
@@ -114,7 +119,12 @@ impl SegmentDefinitions {
         if file.version < 1 {
             return Err(segment_error("version", format!("version {} must be 1 or more", file.version)));
         }
-        let Some(rfm) = &file.rfm else { return Ok(Self { version: file.version, rfm: None }) };
+        file.behaviour
+            .check(&features.activity_windows_days)
+            .map_err(|(segment, p)| segment_error(&segment, p))?;
+        let Some(rfm) = &file.rfm else {
+            return Ok(Self { version: file.version, rfm: None, behaviour: file.behaviour });
+        };
         if !features.order_windows_days.contains(&rfm.window_days) {
             return Err(segment_error(
                 "rfm",
@@ -127,6 +137,6 @@ impl SegmentDefinitions {
         let boundaries = RfmBoundaries::from_definition(rfm).map_err(|p| segment_error("rfm", p))?;
         let rfm = RfmRules::new(rfm, boundaries, file.version)
             .map_err(|(segment, p)| segment_error(&segment, p))?;
-        Ok(Self { version: file.version, rfm: Some(rfm) })
+        Ok(Self { version: file.version, rfm: Some(rfm), behaviour: file.behaviour })
     }
 }

@@ -17,17 +17,25 @@
 //! event, when recency crosses a bound or an order leaves the window (due
 //! times, like the lifecycle's).
 //!
-//! One behaviour segment is built in: `cart_abandoner`, entered when the
+//! Behaviour segments ([`BehaviourRules`]) from the same file: discount
+//! hunter, category fan per top category, big spender, frequent visitor,
+//! one-time buyer; they read only what is exact per event (orders,
+//! sessions), so replays repeat them. One more is built in: `cart_abandoner`, entered when the
 //! cart's last add is `features.cart_abandon_hours` old with no order (a
 //! timer, like the lifecycle's), left on an order, an emptied cart, a new add
 //! or when the cart leaves the activity window.
 
+mod behaviour;
 mod changes;
 mod definitions;
 mod lifecycle;
 mod names;
 mod rfm;
 
+pub use behaviour::{
+    BIG_SPENDER, BehaviourRules, BigSpender, CATEGORY_FAN, CategoryFan, DISCOUNT_HUNTER, DiscountHunter,
+    FREQUENT_VISITOR, FrequentVisitor, ONE_TIME_BUYER, OneTimeBuyer,
+};
 pub use changes::{Cause, to_changes};
 pub use definitions::{BUILTIN, DefinitionError, RfmDefinition, RfmRow, SegmentDefinitions};
 pub use lifecycle::{CART_ABANDONER, CustomerSegments, LifecycleRules, LifecycleStage, Subject, Transition};
@@ -47,8 +55,13 @@ impl SegmentRules {
     /// The rules a configuration names: its `[lifecycle]` section and the
     /// definitions file of `segments.definitions` (the built-in one when empty).
     pub fn from_config(config: &segstream_config::Config) -> Result<Self, DefinitionError> {
+        let mut lifecycle = config.lifecycle.clone();
+        if lifecycle.high_value_window_days == 0 {
+            lifecycle.high_value_window_days =
+                config.features.order_windows_days.iter().copied().max().unwrap_or(0);
+        }
         Ok(Self {
-            lifecycle: LifecycleRules::new(config.lifecycle.clone()),
+            lifecycle: LifecycleRules::new(lifecycle),
             definitions: SegmentDefinitions::load(&config.segments.definitions, &config.features)?,
         })
     }

@@ -2,8 +2,9 @@ use std::collections::BTreeMap;
 
 use segstream_config::{FeaturesConfig, LifecycleConfig};
 use segstream_events::{EventTime, Membership, SegmentKind, Trigger};
-use segstream_features::{CustomerState, Features};
+use segstream_features::{CustomerState, Dictionaries, Features};
 use serde::{Deserialize, Serialize};
+use thin_vec::ThinVec;
 
 use crate::SegmentRules;
 use crate::rfm::RfmScores;
@@ -74,11 +75,18 @@ pub struct Subject<'a> {
     pub state: &'a CustomerState,
     /// The feature settings in force.
     pub config: &'a FeaturesConfig,
+    /// The name dictionaries, when a rule reads a category
+    /// ([`crate::BehaviourRules::reads_categories`]): the features then
+    /// include the order-based names (top category, payment).
+    pub dict: Option<&'a Dictionaries>,
 }
 
 impl Subject<'_> {
     fn features(&self, at: EventTime) -> Features {
-        self.state.segment_features(at, self.config)
+        match self.dict {
+            Some(dict) => self.state.segment_features_named(at, self.config, dict),
+            None => self.state.segment_features(at, self.config),
+        }
     }
 }
 
@@ -365,6 +373,15 @@ fn window_revenue(f: &Features, days: u32) -> f64 {
     f.order_windows.iter().find(|w| w.days == days).map_or(0.0, |w| w.revenue)
 }
 
+/// A behaviour segment a customer is in: by which rule, its name (a
+/// category fan's names the category), since when.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+struct BehaviourMembership {
+    rule: u8,
+    name: Box<str>,
+    since: EventTime,
+}
+
 /// The segments of one customer and the bookkeeping to move them.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct CustomerSegments {
@@ -374,6 +391,8 @@ pub struct CustomerSegments {
     /// A buyer's RFM scores, and since when they are in the segment their
     /// cell names (scores move within a segment without a change).
     rfm: Option<(RfmScores, EventTime)>,
+    /// Behaviour segments of the definitions file the customer is in.
+    behaviour: ThinVec<BehaviourMembership>,
     /// Latest time this customer was evaluated at; evaluation never goes back.
     evaluated_at: Option<EventTime>,
 }
@@ -406,7 +425,12 @@ impl CustomerSegments {
             segment: rfm.segment(*scores).to_owned(),
             since: *since,
         });
-        lifecycle.chain(rfm).chain(cart).collect()
+        let behaviour = self.behaviour.iter().map(|m| Membership {
+            kind: SegmentKind::Behaviour,
+            segment: m.name.to_string(),
+            since: m.since,
+        });
+        lifecycle.chain(rfm).chain(cart).chain(behaviour).collect()
     }
 
     /// The segments the customer is in now, by kind.
@@ -418,7 +442,49 @@ impl CustomerSegments {
         let rfm =
             self.rfm().zip(rules.definitions.rfm.as_ref()).map(|(s, rfm)| (SegmentKind::Rfm, rfm.segment(s)));
         let cart = self.cart_abandoner.map(|_| (SegmentKind::Behaviour, CART_ABANDONER));
-        lifecycle.into_iter().chain(rfm).chain(cart)
+        let behaviour =
+            self.behaviour.iter().map(|m| (SegmentKind::Behaviour, crate::names::intern(&m.name)));
+        lifecycle.into_iter().chain(rfm).chain(cart).chain(behaviour)
+    }
+
+    /// Enters and leaves the definitions' behaviour segments as the features
+    /// say, rule by rule (a category fan whose top category changes leaves
+    /// one segment and enters another).
+    fn evaluate_behaviour(
+        &mut self,
+        rules: &SegmentRules,
+        at: EventTime,
+        trigger: Trigger,
+        f: &Features,
+    ) -> Vec<Transition> {
+        let mut out = Vec::new();
+        for m in rules.definitions.behaviour.measures(f) {
+            let held = self.behaviour.iter().position(|b| b.rule == m.rule);
+            if held.and_then(|i| self.behaviour.get(i)).map(|b| &*b.name) == m.holds {
+                continue;
+            }
+            let transition = |from: Option<&'static str>, to: Option<&'static str>| Transition {
+                kind: SegmentKind::Behaviour,
+                from,
+                to,
+                at,
+                trigger,
+                rule_id: format!("behaviour.{}", to.or(from).unwrap_or_default()),
+                rule_version: rules.definitions.version,
+                reason: m.reason.clone(),
+                features: m.values.clone(),
+                model_version: None,
+            };
+            if let Some(i) = held {
+                let left = self.behaviour.remove(i);
+                out.push(transition(Some(crate::names::intern(&left.name)), None));
+            }
+            if let Some(name) = m.holds {
+                self.behaviour.push(BehaviourMembership { rule: m.rule, name: name.into(), since: at });
+                out.push(transition(None, Some(name)));
+            }
+        }
+        out
     }
 
     /// Moves the customer's RFM scores to what the features say; a change of
@@ -462,7 +528,7 @@ impl CustomerSegments {
         s: Subject<'_>,
         features: &Features,
         at: EventTime,
-    ) -> [Option<EventTime>; 4] {
+    ) -> [Option<EventTime>; 5] {
         let [abandon, expire] = cart_due_times(features);
         let rfm = rules.definitions.rfm.as_ref().and_then(|r| r.due_after(features, s.state, at));
         // Revenue leaves the window with no event: a high-value customer may
@@ -470,7 +536,9 @@ impl CustomerSegments {
         let high_value = (self.lifecycle() == Some(LifecycleStage::HighValue))
             .then(|| s.state.next_window_exit(at, rules.lifecycle.config.high_value_window_days))
             .flatten();
-        [abandon, expire, rfm, high_value]
+        let visitor = self.behaviour.iter().any(|b| &*b.name == crate::FREQUENT_VISITOR);
+        let behaviour = rules.definitions.behaviour.due_after(features, s.state, at, visitor);
+        [abandon, expire, rfm, high_value, behaviour]
     }
 
     /// Whether the customer is in the cart-abandoner segment.
@@ -567,6 +635,7 @@ impl CustomerSegments {
             out.extend(self.move_to(rules, stage, due, Trigger::Timer, &features, &i));
             out.extend(self.evaluate_rfm(rules, due, Trigger::Timer, &features));
             out.extend(self.evaluate_cart(rules, due, Trigger::Timer, &features));
+            out.extend(self.evaluate_behaviour(rules, due, Trigger::Timer, &features));
             walk = self.walk_due_times(rules, s, &features, due);
         }
         self.evaluated_at = Some(at.max(to));
@@ -585,7 +654,8 @@ impl CustomerSegments {
         let lifecycle = self.move_to(rules, stage, at, Trigger::Event, &features, &i);
         let rfm = self.evaluate_rfm(rules, at, Trigger::Event, &features);
         let cart = self.evaluate_cart(rules, at, Trigger::Event, &features);
-        lifecycle.into_iter().chain(rfm).chain(cart).collect()
+        let behaviour = self.evaluate_behaviour(rules, at, Trigger::Event, &features);
+        lifecycle.into_iter().chain(rfm).chain(cart).chain(behaviour).collect()
     }
 
     fn move_to(

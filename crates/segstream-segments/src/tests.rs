@@ -21,7 +21,7 @@ fn all(lifecycle: LifecycleRules) -> SegmentRules {
 
 /// The customer as the rules read it, with the default feature settings.
 fn subject(state: &CustomerState) -> Subject<'_> {
-    Subject { state, config: &FEATURES }
+    Subject { state, config: &FEATURES, dict: None }
 }
 
 fn apply(state: &mut CustomerState, row: &OrderRow<'_>) -> bool {
@@ -583,4 +583,161 @@ fn an_active_customer_is_high_value_while_their_revenue_in_the_window_reaches_th
     );
     let back = moves.iter().rfind(|t| stages(t).is_some()).map(|t| t.reason.as_str());
     assert_eq!(back, Some("net revenue in 365 days down to 250.00 (high value from 500.00)"));
+}
+
+/// A behaviour move: left, entered, ms after T0, trigger, reason.
+type Move = (Option<&'static str>, Option<&'static str>, i64, Trigger, String);
+
+/// A customer with their own dictionaries, driven as the worker does.
+struct Shopper {
+    state: CustomerState,
+    dict: Dictionaries,
+    segments: CustomerSegments,
+    rules: SegmentRules,
+    moves: Vec<Move>,
+}
+
+impl Shopper {
+    fn new() -> Self {
+        let (state, dict, segments) = Default::default();
+        Self { state, dict, segments, rules: all(rules()), moves: Vec::new() }
+    }
+
+    fn keep(&mut self, moved: Vec<Transition>) {
+        let behaviour = moved.into_iter().filter(|t| t.kind == segstream_events::SegmentKind::Behaviour);
+        self.moves.extend(behaviour.map(|t| (t.from, t.to, t.at.millis() - T0, t.trigger, t.reason)));
+    }
+
+    fn at(&mut self, ms: i64, apply: impl FnOnce(&mut CustomerState, &mut Dictionaries)) {
+        let t = EventTime::from_millis(T0 + ms);
+        let subject = Subject { state: &self.state, config: &FEATURES, dict: Some(&self.dict) };
+        let moved = self.segments.advance(&self.rules, t, subject);
+        self.keep(moved);
+        apply(&mut self.state, &mut self.dict);
+        let subject = Subject { state: &self.state, config: &FEATURES, dict: Some(&self.dict) };
+        let moved = self.segments.on_event(&self.rules, t, subject);
+        self.keep(moved);
+    }
+
+    fn order(&mut self, id: &str, day: i64, total: f64, discount: f64) {
+        self.at(day * DAY, |state, dict| {
+            let mut row = order_row(id, day, OrderStatus::Placed);
+            (row.total, row.discount_amount, row.primary_category) = (total, discount, Some("Shoes & Boots"));
+            state.apply_order(&row, &FEATURES, dict);
+        });
+    }
+
+    fn visit(&mut self, ms: i64) {
+        self.at(ms, |state, _| {
+            let id = format!("v{ms}");
+            let row = ClickRow {
+                customer_id: "c",
+                event_id: &id,
+                event_type: ClickEventType::PageView,
+                event_time: EventTime::from_millis(T0 + ms),
+                device: None,
+                category: None,
+                price: None,
+                partition: 0,
+                offset: 0,
+            };
+            state.apply_click(&row, &FEATURES);
+        });
+    }
+
+    fn wait(&mut self, day: i64) {
+        let subject = Subject { state: &self.state, config: &FEATURES, dict: Some(&self.dict) };
+        let moved = self.segments.advance(&self.rules, EventTime::from_millis(T0 + day * DAY), subject);
+        self.keep(moved);
+    }
+
+    fn moves(&self) -> Vec<(Option<&'static str>, Option<&'static str>, i64, Trigger)> {
+        self.moves.iter().map(|(f, t, ms, tr, _)| (*f, *t, *ms, *tr)).collect()
+    }
+}
+
+#[test]
+fn behaviour_segments_follow_orders_sessions_and_time() {
+    let mut c = Shopper::new();
+    c.order("a", 0, 200.0, 20.0);
+    c.wait(46);
+    c.order("b", 50, 200.0, 20.0);
+    c.order("c", 60, 200.0, 20.0);
+    // Five sessions (an hour apart) on day 100.
+    for k in 0..5 {
+        c.visit(100 * DAY + k * 3_600_000);
+    }
+    c.wait(120);
+    let hour = 3_600_000;
+    assert_eq!(
+        c.moves(),
+        [
+            // One order 45 days and 1 ms ago, none since.
+            (None, Some("one_time_buyer"), 45 * DAY + 1, Trigger::Timer),
+            // 200.00 an order over two orders (rules in file order).
+            (None, Some("big_spender"), 50 * DAY, Trigger::Event),
+            (Some("one_time_buyer"), None, 50 * DAY, Trigger::Event),
+            // Three orders, all discounted, all in one category.
+            (None, Some("discount_hunter"), 60 * DAY, Trigger::Event),
+            (None, Some("category_fan_shoes_boots"), 60 * DAY, Trigger::Event),
+            (None, Some("frequent_visitor"), 100 * DAY + 4 * hour, Trigger::Event),
+            // The sessions of day 100 leave the 7-day window at the start of day 107.
+            (Some("frequent_visitor"), None, 107 * DAY - T0.rem_euclid(DAY), Trigger::Timer),
+        ]
+    );
+    let fan = c.moves.iter().find(|m| m.1 == Some("category_fan_shoes_boots")).map(|m| m.4.as_str());
+    assert_eq!(fan, Some("100% of 3 orders in 365 days in Shoes & Boots (from 60% of 3)"));
+    let members: Vec<String> = c.segments.memberships(&c.rules).into_iter().map(|m| m.segment).collect();
+    assert!(members.contains(&"category_fan_shoes_boots".to_owned()), "{members:?}");
+}
+
+#[test]
+fn a_cart_whose_older_line_leaves_the_window_is_re_evaluated_by_a_timer_then() {
+    let mut state = CustomerState::default();
+    let mut segments = CustomerSegments::default();
+    let rules = all(rules());
+    let mut moves = Vec::new();
+    let cart = |id: &'static str, day: i64, kind: ClickEventType, price: f64| ClickRow {
+        customer_id: "c",
+        event_id: id,
+        event_type: kind,
+        event_time: EventTime::from_millis(T0 + day * DAY),
+        device: None,
+        category: None,
+        price: Some(price),
+        partition: 0,
+        offset: 0,
+    };
+    // 25.00 added on day 0 (abandoned a day later) and removed on day 2,
+    // 10.00 added on day 3: a cart of 10.00, abandoned a day later.
+    for row in [
+        cart("a", 0, ClickEventType::AddToCart, 25.0),
+        cart("r", 2, ClickEventType::RemoveFromCart, 25.0),
+        cart("b", 3, ClickEventType::AddToCart, 10.0),
+    ] {
+        moves.extend(segments.advance(&rules, row.event_time, subject(&state)));
+        state.apply_click(&row, &FEATURES);
+        moves.extend(segments.on_event(&rules, row.event_time, subject(&state)));
+    }
+    moves.extend(segments.advance(&rules, EventTime::from_millis(T0 + 60 * DAY), subject(&state)));
+    let cart_moves: Vec<(Option<&str>, Option<&str>, i64)> = moves
+        .iter()
+        .filter(|t| t.kind == segstream_events::SegmentKind::Behaviour)
+        .map(|t| (t.from, t.to, t.at.millis() - T0))
+        .collect();
+    // Each line leaves the 30-day window at the start of the 30th day after
+    // its own: the add of day 0 (the remove stays, the cart is worth
+    // nothing), the remove (10.00 again, abandoned), the add of day 3.
+    let day_start = |day: i64| day * DAY - T0.rem_euclid(DAY);
+    assert_eq!(
+        cart_moves,
+        [
+            (None, Some(CART_ABANDONER), DAY),
+            (Some(CART_ABANDONER), None, 2 * DAY),
+            (None, Some(CART_ABANDONER), 4 * DAY),
+            (Some(CART_ABANDONER), None, day_start(30)),
+            (None, Some(CART_ABANDONER), day_start(32)),
+            (Some(CART_ABANDONER), None, day_start(33)),
+        ]
+    );
 }

@@ -16,6 +16,9 @@ use crate::lookup::{self, SnapshotRequest};
 /// the group and closes the producer; the HTTP endpoint stops last, so
 /// `/metrics` stays scrapeable until the end.
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<Summary, WorkerError> {
+    // The segment definitions are read and checked before anything listens
+    // or connects: a file that cannot be used stops the start, named.
+    segstream_segments::SegmentRules::from_config(&config)?;
     let metrics = Metrics::new();
     let health = Health::new();
     let http_stop = CancellationToken::new();

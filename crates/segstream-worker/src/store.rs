@@ -154,9 +154,12 @@ impl CustomerStore {
         let Some(c) = self.slots.get_mut(slot) else { unreachable!("slot {slot} was just found or pushed") };
         let Customer { features: state, segments, .. } = c;
         let (config, dict) = (&self.features, &mut self.dict);
-        let mut transitions = segments.advance(&self.rules, t, Subject { state, config });
+        let names = self.rules.definitions.behaviour.reads_categories();
+        let mut transitions =
+            segments.advance(&self.rules, t, Subject { state, config, dict: names.then_some(&*dict) });
         apply(state, config, dict);
-        transitions.extend(segments.on_event(&self.rules, t, Subject { state, config }));
+        let subject = Subject { state, config, dict: names.then_some(&*dict) };
+        transitions.extend(segments.on_event(&self.rules, t, subject));
         self.reschedule(slot);
         self.count(&transitions);
         (!transitions.is_empty()).then(|| (CustomerId::new(customer_id), transitions))
@@ -200,7 +203,8 @@ impl CustomerStore {
             c.scheduled = None;
             let Customer { features: state, segments, .. } = c;
             let config = &self.features;
-            let transitions = segments.advance(&self.rules, due, Subject { state, config });
+            let dict = self.rules.definitions.behaviour.reads_categories().then_some(&self.dict);
+            let transitions = segments.advance(&self.rules, due, Subject { state, config, dict });
             if state.compact_due(config).is_some_and(|at| at <= due) {
                 state.compact(due, config);
             }
@@ -236,8 +240,9 @@ impl CustomerStore {
 
     fn reschedule(&mut self, slot: usize) {
         let (features, rules) = (&self.features, &self.rules);
+        let dict = rules.definitions.behaviour.reads_categories().then_some(&self.dict);
         let Some(c) = self.slots.get_mut(slot) else { return };
-        let stage_due = c.segments.next_due(rules, Subject { state: &c.features, config: features });
+        let stage_due = c.segments.next_due(rules, Subject { state: &c.features, config: features, dict });
         // Whichever comes first: the next time-driven transition, or the
         // compaction of a customer silent past every window.
         let next = [stage_due, c.features.compact_due(features)].into_iter().flatten().min();

@@ -1,0 +1,298 @@
+//! Behaviour segments from the definitions file: discount hunter, category
+//! fan (one segment per top category), big spender, frequent visitor and
+//! one-time buyer. Each reads features that are exact per event (orders,
+//! sessions, first order), so a replay gives the same changes; a section left
+//! out turns its segment off.
+
+use std::collections::BTreeMap;
+
+use segstream_events::EventTime;
+use segstream_features::{CustomerState, Features};
+use serde::Deserialize;
+
+use crate::names::intern;
+
+/// `[behaviour.discount_hunter]`: most orders carried a discount.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct DiscountHunter {
+    /// Net orders in the longest order window, at least.
+    pub min_orders: u32,
+    /// Share of them with a discount, at least (0–1).
+    pub min_discount_share: f64,
+}
+
+/// `[behaviour.category_fan]`: most orders in one category.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct CategoryFan {
+    /// Net orders in the longest order window, at least.
+    pub min_orders: u32,
+    /// Share of them in the top category, at least (0–1).
+    pub min_top_category_share: f64,
+}
+
+/// `[behaviour.big_spender]`: a high average order value.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct BigSpender {
+    /// Lifetime net orders, at least.
+    pub min_orders: u32,
+    /// Lifetime average order value, at least.
+    pub min_avg_order_value: f64,
+}
+
+/// `[behaviour.frequent_visitor]`: many sessions lately.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct FrequentVisitor {
+    /// The activity window counted: one of `features.activity_windows_days`.
+    pub window_days: u32,
+    /// Sessions started in it, at least.
+    pub min_sessions: u32,
+}
+
+/// `[behaviour.one_time_buyer]`: one order, and no second one yet.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct OneTimeBuyer {
+    /// Days since that first (and only) net order, more than.
+    pub min_days_since_first_order: f64,
+}
+
+/// The `[behaviour]` section: one optional subsection per segment.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct BehaviourRules {
+    /// Discount hunters.
+    pub discount_hunter: Option<DiscountHunter>,
+    /// Category fans.
+    pub category_fan: Option<CategoryFan>,
+    /// Big spenders.
+    pub big_spender: Option<BigSpender>,
+    /// Frequent visitors.
+    pub frequent_visitor: Option<FrequentVisitor>,
+    /// One-time buyers.
+    pub one_time_buyer: Option<OneTimeBuyer>,
+}
+
+/// Name of the discount-hunter segment.
+pub const DISCOUNT_HUNTER: &str = "discount_hunter";
+/// Prefix of the category-fan segments: `category_fan_shoes_boots` for
+/// "Shoes & Boots" (lower-case words joined by `_`).
+pub const CATEGORY_FAN: &str = "category_fan_";
+/// Name of the big-spender segment.
+pub const BIG_SPENDER: &str = "big_spender";
+/// Name of the frequent-visitor segment.
+pub const FREQUENT_VISITOR: &str = "frequent_visitor";
+/// Name of the one-time-buyer segment.
+pub const ONE_TIME_BUYER: &str = "one_time_buyer";
+
+/// One rule's reading of a customer: the segment it puts them in, if any,
+/// and why (the same words whether they are in or out).
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct Measure {
+    /// Which rule (0 discount hunter, 1 category fan, 2 big spender,
+    /// 3 frequent visitor, 4 one-time buyer).
+    pub(crate) rule: u8,
+    /// The segment the customer is in by this rule, if any.
+    pub(crate) holds: Option<&'static str>,
+    /// The values against the thresholds, in words.
+    pub(crate) reason: String,
+    /// The values and thresholds that decided.
+    pub(crate) values: BTreeMap<String, f64>,
+}
+
+fn values(pairs: &[(String, f64)]) -> BTreeMap<String, f64> {
+    pairs.iter().map(|(k, v)| (k.clone(), (*v * 1000.0).round() / 1000.0)).collect()
+}
+
+/// A category as part of a segment name: lower-case letters, digits and `_`.
+fn category_slug(category: &str) -> String {
+    let words = category.split(|c: char| !c.is_ascii_alphanumeric()).filter(|w| !w.is_empty());
+    words.map(str::to_ascii_lowercase).collect::<Vec<_>>().join("_")
+}
+
+impl BehaviourRules {
+    /// Checks the thresholds against the feature settings; an error names
+    /// the segment and the problem.
+    pub(crate) fn check(&self, activity_windows_days: &[u32]) -> Result<(), (String, String)> {
+        let share = |name: &str, key: &str, v: f64| {
+            if (0.0..=1.0).contains(&v) {
+                Ok(())
+            } else {
+                Err((name.to_owned(), format!("{key} = {v}: a share is 0 to 1")))
+            }
+        };
+        if let Some(r) = &self.discount_hunter {
+            share(DISCOUNT_HUNTER, "min_discount_share", r.min_discount_share)?;
+        }
+        if let Some(r) = &self.category_fan {
+            share("category_fan", "min_top_category_share", r.min_top_category_share)?;
+        }
+        if let Some(r) = &self.big_spender
+            && !(r.min_avg_order_value.is_finite() && r.min_avg_order_value >= 0.0)
+        {
+            return Err((
+                BIG_SPENDER.into(),
+                format!("min_avg_order_value = {}: use 0 or more", r.min_avg_order_value),
+            ));
+        }
+        if let Some(r) = &self.frequent_visitor
+            && !activity_windows_days.contains(&r.window_days)
+        {
+            return Err((
+                FREQUENT_VISITOR.into(),
+                format!(
+                    "window_days = {} is not one of features.activity_windows_days {activity_windows_days:?}: use one of them or add it there",
+                    r.window_days
+                ),
+            ));
+        }
+        if let Some(r) = &self.one_time_buyer
+            && !(r.min_days_since_first_order.is_finite() && r.min_days_since_first_order >= 0.0)
+        {
+            return Err((
+                ONE_TIME_BUYER.into(),
+                format!("min_days_since_first_order = {}: use 0 or more days", r.min_days_since_first_order),
+            ));
+        }
+        Ok(())
+    }
+
+    /// True when a rule reads the top category (the descriptive features).
+    pub fn reads_categories(&self) -> bool {
+        self.category_fan.is_some()
+    }
+
+    /// Every enabled rule's reading of a customer with these features, in
+    /// rule order.
+    pub(crate) fn measures(&self, f: &Features) -> Vec<Measure> {
+        let mut out = Vec::new();
+        let (window_days, window_orders) = f.order_windows.last().map_or((0, 0), |w| (w.days, w.orders));
+        let orders_key = format!("orders_{window_days}d");
+        if let Some(r) = &self.discount_hunter {
+            let share = f.discount_share.unwrap_or(0.0);
+            let holds = window_orders >= r.min_orders && share >= r.min_discount_share;
+            out.push(Measure {
+                rule: 0,
+                holds: holds.then_some(DISCOUNT_HUNTER),
+                reason: format!(
+                    "{:.0}% of {window_orders} orders in {window_days} days carried a discount (from {:.0}% of {})",
+                    share * 100.0,
+                    r.min_discount_share * 100.0,
+                    r.min_orders
+                ),
+                values: values(&[
+                    ("discount_share".into(), share),
+                    (orders_key.clone(), f64::from(window_orders)),
+                    ("threshold_min_discount_share".into(), r.min_discount_share),
+                    ("threshold_min_orders".into(), f64::from(r.min_orders)),
+                ]),
+            });
+        }
+        if let Some(r) = &self.category_fan {
+            let share = f.top_category_share.unwrap_or(0.0);
+            let category = f.top_category.as_deref().unwrap_or("no category");
+            let slug = category_slug(category);
+            let holds = f.top_category.is_some()
+                && !slug.is_empty()
+                && window_orders >= r.min_orders
+                && share >= r.min_top_category_share;
+            out.push(Measure {
+                rule: 1,
+                holds: holds.then(|| intern(&format!("{CATEGORY_FAN}{slug}"))),
+                reason: format!(
+                    "{:.0}% of {window_orders} orders in {window_days} days in {category} (from {:.0}% of {})",
+                    share * 100.0,
+                    r.min_top_category_share * 100.0,
+                    r.min_orders
+                ),
+                values: values(&[
+                    ("top_category_share".into(), share),
+                    (orders_key.clone(), f64::from(window_orders)),
+                    ("threshold_min_top_category_share".into(), r.min_top_category_share),
+                    ("threshold_min_orders".into(), f64::from(r.min_orders)),
+                ]),
+            });
+        }
+        if let Some(r) = &self.big_spender {
+            let aov = f.avg_order_value.unwrap_or(0.0);
+            let holds = f.lifetime_orders >= r.min_orders && aov >= r.min_avg_order_value;
+            out.push(Measure {
+                rule: 2,
+                holds: holds.then_some(BIG_SPENDER),
+                reason: format!(
+                    "{aov:.2} per order over {} orders (from {:.2} over {})",
+                    f.lifetime_orders, r.min_avg_order_value, r.min_orders
+                ),
+                values: values(&[
+                    ("avg_order_value".into(), aov),
+                    ("lifetime_orders".into(), f64::from(f.lifetime_orders)),
+                    ("threshold_min_avg_order_value".into(), r.min_avg_order_value),
+                    ("threshold_min_orders".into(), f64::from(r.min_orders)),
+                ]),
+            });
+        }
+        if let Some(r) = &self.frequent_visitor {
+            let sessions =
+                f.activity_windows.iter().find(|w| w.days == r.window_days).map_or(0, |w| w.sessions);
+            out.push(Measure {
+                rule: 3,
+                holds: (sessions >= r.min_sessions).then_some(FREQUENT_VISITOR),
+                reason: format!("{sessions} sessions in {} days (from {})", r.window_days, r.min_sessions),
+                values: values(&[
+                    (format!("sessions_{}d", r.window_days), f64::from(sessions)),
+                    ("threshold_min_sessions".into(), f64::from(r.min_sessions)),
+                ]),
+            });
+        }
+        if let Some(r) = &self.one_time_buyer {
+            let days = f.tenure_days.unwrap_or(0.0);
+            let holds = f.lifetime_orders == 1 && days > r.min_days_since_first_order;
+            out.push(Measure {
+                rule: 4,
+                holds: holds.then_some(ONE_TIME_BUYER),
+                reason: format!(
+                    "{} orders, the first {days:.0} days ago (one order and more than {} days)",
+                    f.lifetime_orders, r.min_days_since_first_order
+                ),
+                values: values(&[
+                    ("lifetime_orders".into(), f64::from(f.lifetime_orders)),
+                    ("days_since_first_order".into(), days),
+                    ("threshold_min_days_since_first_order".into(), r.min_days_since_first_order),
+                ]),
+            });
+        }
+        out
+    }
+
+    /// The first time after `at` a behaviour segment may change with no new
+    /// event: an order leaving the longest window, a session leaving the
+    /// visitor's window (only for a `visitor`: sessions leaving can only take
+    /// one out), or a lone order growing old enough.
+    pub(crate) fn due_after(
+        &self,
+        f: &Features,
+        state: &CustomerState,
+        at: EventTime,
+        visitor: bool,
+    ) -> Option<EventTime> {
+        let order_window = f.order_windows.last().map(|w| w.days);
+        let orders = (self.discount_hunter.is_some() || self.category_fan.is_some())
+            .then(|| order_window.and_then(|days| state.next_window_exit(at, days)))
+            .flatten();
+        let sessions = self
+            .frequent_visitor
+            .as_ref()
+            .filter(|_| visitor)
+            .and_then(|r| state.next_session_exit(at, r.window_days));
+        let lone = self
+            .one_time_buyer
+            .as_ref()
+            .filter(|_| f.lifetime_orders == 1)
+            .and_then(|r| f.first_order.map(|t| t.plus_days(r.min_days_since_first_order).plus_millis(1)))
+            .filter(|t| *t > at);
+        [orders, sessions, lone].into_iter().flatten().min()
+    }
+}
