@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use segstream_events::SegmentChange;
 
-use crate::support::{Setup, http_get, metric};
+use crate::support::{Setup, http_get, metric, sql_get};
 
 const DAY: f64 = 86_400_000.0;
 const LATENESS_MS: i64 = 3_600_000;
@@ -125,6 +125,15 @@ fn rfm_segments_of_a_live_run_equal_a_batch_computation_and_every_segment_and_st
         .collect();
     assert_eq!(changes.len(), want, "{}", worker.log_text());
     let metrics = http_get(&addr, "/metrics").1;
+    // Who is in a segment now, from the live feature table.
+    let query = |q: &str| -> Vec<serde_json::Value> {
+        let (status, body) =
+            sql_get(&worker.sql_addr(), &format!("/sql?format=json&q={}", q.replace(' ', "%20")));
+        assert_eq!(status, 200, "{body}");
+        serde_json::from_str(body.trim()).unwrap()
+    };
+    let by_rfm = query("SELECT rfm, count(*) AS n FROM features GROUP BY rfm");
+    let hunters = query("SELECT customer_id FROM features WHERE array_has(behaviour, 'discount_hunter')");
     assert!(worker.terminate(Duration::from_secs(20)).0.success());
 
     // The live RFM segment of each customer: their last RFM record.
@@ -150,6 +159,24 @@ fn rfm_segments_of_a_live_run_equal_a_batch_computation_and_every_segment_and_st
         })
         .sum();
     assert_eq!(population, buyers as f64, "every buyer in exactly one RFM segment:\n{metrics}");
+    for row in &by_rfm {
+        let expected_n = match row["rfm"].as_str() {
+            Some(name) => expected.values().filter(|s| **s == Some(name)).count(),
+            None => expected.values().filter(|s| s.is_none()).count(),
+        };
+        assert_eq!(row["n"].as_u64(), Some(expected_n as u64), "{by_rfm:?}");
+    }
+    let live_hunters = changes.iter().fold(BTreeMap::new(), |mut m, c| {
+        if c.segment == "discount_hunter" {
+            m.insert(c.customer_id.to_string(), c.change.as_str() == "entered");
+        }
+        m
+    });
+    let in_table: BTreeSet<&str> = hunters.iter().filter_map(|r| r["customer_id"].as_str()).collect();
+    let by_records: BTreeSet<&str> =
+        live_hunters.iter().filter(|(_, in_)| **in_).map(|(id, _)| id.as_str()).collect();
+    assert!(!in_table.is_empty());
+    assert_eq!(in_table, by_records, "the table's behaviour column agrees with the records");
 
     // Every RFM segment is entered at some point of the year, each record
     // explained; every lifecycle transition the rules have is seen.

@@ -5,8 +5,8 @@
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
-    ArrayRef, BooleanBuilder, Float64Builder, RecordBatch, StringBuilder, TimestampMillisecondBuilder,
-    UInt32Builder,
+    ArrayRef, BooleanBuilder, Float64Builder, ListBuilder, RecordBatch, StringBuilder,
+    TimestampMillisecondBuilder, UInt32Builder,
 };
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
@@ -29,6 +29,10 @@ enum Value {
 
 /// Name of the optional column with the customer's lifecycle stage.
 pub const LIFECYCLE_COLUMN: &str = "lifecycle";
+/// Name of the optional column with the customer's RFM segment.
+pub const RFM_COLUMN: &str = "rfm";
+/// Name of the optional column with the customer's behaviour segments (a list).
+pub const BEHAVIOUR_COLUMN: &str = "behaviour";
 
 /// Every feature column for `config`, in table order.
 fn columns(config: &FeaturesConfig) -> Vec<(String, Value)> {
@@ -84,9 +88,10 @@ fn time_type() -> DataType {
     DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into()))
 }
 
-/// Schema of the feature table for `config`; `with_lifecycle` adds the stage
-/// column the live worker knows and the batch query does not.
-pub fn schema(config: &FeaturesConfig, with_lifecycle: bool) -> SchemaRef {
+/// Schema of the feature table for `config`; `with_segments` adds the
+/// columns of segments the live worker knows and the batch query does not:
+/// the lifecycle stage, the RFM segment and the list of behaviour segments.
+pub fn schema(config: &FeaturesConfig, with_segments: bool) -> SchemaRef {
     let mut fields = vec![Field::new("customer_id", DataType::Utf8, false)];
     fields.extend(columns(config).iter().map(|(name, value)| match value {
         Value::Count(_) => Field::new(name, DataType::UInt32, false),
@@ -95,29 +100,43 @@ pub fn schema(config: &FeaturesConfig, with_lifecycle: bool) -> SchemaRef {
         Value::Flag(_) => Field::new(name, DataType::Boolean, false),
         Value::Time(_) => Field::new(name, time_type(), true),
     }));
-    if with_lifecycle {
+    if with_segments {
         fields.push(Field::new(LIFECYCLE_COLUMN, DataType::Utf8, true));
+        fields.push(Field::new(RFM_COLUMN, DataType::Utf8, true));
+        let item = Field::new("item", DataType::Utf8, true);
+        fields.push(Field::new(BEHAVIOUR_COLUMN, DataType::List(Arc::new(item)), false));
     }
     Arc::new(Schema::new(fields))
 }
 
-/// One customer's row: id, features and, from a live worker, the stage.
+/// One customer's row: id, features and, from a live worker, the segments.
 #[derive(Debug, Clone, Copy)]
 pub struct Row<'a> {
     /// The customer.
     pub customer_id: &'a str,
     /// Their feature values.
     pub features: &'a Features,
-    /// Their lifecycle stage, when known.
-    pub lifecycle: Option<&'a str>,
+    /// Their segments, when known.
+    pub segments: Option<&'a RowSegments>,
 }
 
-/// Builds the feature table from rows. The lifecycle column is present when
-/// `with_lifecycle` is set (rows without a stage give null).
+/// The segments of a row: what the live worker knows beyond the features.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RowSegments {
+    /// Lifecycle stage.
+    pub lifecycle: Option<String>,
+    /// RFM segment.
+    pub rfm: Option<String>,
+    /// Behaviour segments.
+    pub behaviour: Vec<String>,
+}
+
+/// Builds the feature table from rows. The segment columns are present when
+/// `with_segments` is set (rows without segments give nulls and an empty list).
 pub fn build(
     rows: &[Row<'_>],
     config: &FeaturesConfig,
-    with_lifecycle: bool,
+    with_segments: bool,
 ) -> Result<RecordBatch, SqlError> {
     let mut ids = StringBuilder::new();
     for r in rows {
@@ -154,12 +173,22 @@ pub fn build(
         };
         out.push(column);
     }
-    if with_lifecycle {
-        let mut b = StringBuilder::new();
-        rows.iter().for_each(|r| b.append_option(r.lifecycle));
+    if with_segments {
+        for get in [|s: &RowSegments| s.lifecycle.clone(), |s: &RowSegments| s.rfm.clone()] {
+            let mut b = StringBuilder::new();
+            rows.iter().for_each(|r| b.append_option(r.segments.and_then(get)));
+            out.push(Arc::new(b.finish()));
+        }
+        let mut b = ListBuilder::new(StringBuilder::new());
+        for r in rows {
+            for name in r.segments.map(|s| s.behaviour.as_slice()).unwrap_or_default() {
+                b.values().append_value(name);
+            }
+            b.append(true);
+        }
         out.push(Arc::new(b.finish()));
     }
-    Ok(RecordBatch::try_new(schema(config, with_lifecycle), out)?)
+    Ok(RecordBatch::try_new(schema(config, with_segments), out)?)
 }
 
 /// Casts a query result with the feature columns (by name, any numeric,

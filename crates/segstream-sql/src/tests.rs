@@ -200,7 +200,7 @@ fn streaming_table(events: &[Event], config: &FeaturesConfig, batch: usize) -> (
     let features: Vec<_> =
         states.iter().map(|(id, s)| (id.clone(), s.features(as_of, config, &dict))).collect();
     let rows: Vec<_> =
-        features.iter().map(|(id, f)| table::Row { customer_id: id, features: f, lifecycle: None }).collect();
+        features.iter().map(|(id, f)| table::Row { customer_id: id, features: f, segments: None }).collect();
     (as_of, table::build(&rows, config, false).expect("feature table"))
 }
 

@@ -10,8 +10,9 @@ use std::sync::Arc;
 
 use datafusion::arrow::array::RecordBatch;
 use segstream_config::FeaturesConfig;
-use segstream_events::{EventTime, Positions};
+use segstream_events::{EventTime, Positions, SegmentKind};
 use segstream_features::Dictionaries;
+use segstream_segments::{CustomerSegments, SegmentRules};
 use segstream_sql::table;
 use serde::{Deserialize, Serialize};
 
@@ -66,31 +67,46 @@ impl PartitionState {
     }
 
     /// The partition's feature table as of its stream time (one row per
-    /// customer, sorted by id, with the lifecycle stage), as `/sql` builds it.
-    pub(crate) fn feature_table(&self) -> Result<RecordBatch, String> {
+    /// customer, sorted by id, with their segments), as `/sql` builds it.
+    pub(crate) fn feature_table(&self, rules: &SegmentRules) -> Result<RecordBatch, String> {
         let dict = Dictionaries::with_names(self.categories.clone(), self.payments.clone());
         let as_of = self.stream_time.unwrap_or(EventTime::from_millis(0));
         let mut customers: Vec<_> = self
             .customers
             .iter()
             .map(|c| {
-                let stage = c.segments.lifecycle().map(|s| s.as_str());
-                (c.id.as_str(), c.features.features(as_of, &self.features, &dict), stage)
+                let named = row_segments(&c.segments, rules);
+                (c.id.as_str(), c.features.features(as_of, &self.features, &dict), named)
             })
             .collect();
         feature_rows(&mut customers, &self.features)
     }
 }
 
-/// The feature table of `customers` (id, features, stage), sorted by id.
+/// A customer's segments by kind, for the feature table.
+pub(crate) fn row_segments(segments: &CustomerSegments, rules: &SegmentRules) -> table::RowSegments {
+    let mut row = table::RowSegments::default();
+    for m in segments.memberships(rules) {
+        match m.kind {
+            SegmentKind::Lifecycle => row.lifecycle = Some(m.segment),
+            SegmentKind::Rfm => row.rfm = Some(m.segment),
+            SegmentKind::Behaviour => row.behaviour.push(m.segment),
+            SegmentKind::Cluster | SegmentKind::Custom => {}
+        }
+    }
+    row.behaviour.sort();
+    row
+}
+
+/// The feature table of `customers` (id, features, segments), sorted by id.
 pub(crate) fn feature_rows(
-    customers: &mut [(&str, segstream_features::Features, Option<&'static str>)],
+    customers: &mut [(&str, segstream_features::Features, table::RowSegments)],
     config: &FeaturesConfig,
 ) -> Result<RecordBatch, String> {
     customers.sort_by(|a, b| a.0.cmp(b.0));
     let rows: Vec<_> = customers
         .iter()
-        .map(|(id, features, stage)| table::Row { customer_id: id, features, lifecycle: *stage })
+        .map(|(id, features, named)| table::Row { customer_id: id, features, segments: Some(named) })
         .collect();
     table::build(&rows, config, true).map_err(|e| e.to_string())
 }

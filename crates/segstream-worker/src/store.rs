@@ -327,14 +327,15 @@ impl CustomerStore {
         self.population.iter().map(|(s, n)| (*s, *n))
     }
 
-    /// Every customer with their features as of `as_of` and lifecycle stage.
+    /// Every customer with their features as of `as_of` and their segments.
     pub(crate) fn features_as_of(
         &self,
         as_of: EventTime,
-    ) -> impl Iterator<Item = (&str, segstream_features::Features, Option<&'static str>)> + '_ {
+    ) -> impl Iterator<Item = (&str, segstream_features::Features, segstream_sql::table::RowSegments)> + '_
+    {
         self.slots.iter().map(move |c| {
-            let stage = c.segments.lifecycle().map(|s| s.as_str());
-            (c.id.as_str(), c.features.features(as_of, &self.features, &self.dict), stage)
+            let named = crate::checkpoint::row_segments(&c.segments, &self.rules);
+            (c.id.as_str(), c.features.features(as_of, &self.features, &self.dict), named)
         })
     }
 
@@ -628,11 +629,11 @@ pub(crate) mod tests {
         assert_eq!(store.pending_timers(), 0);
         assert!(store.approx_bytes() < before, "{} not below {before}", store.approx_bytes());
         assert_eq!(store.compacted(), 2);
-        let f = store.features_as_of(at(400)).map(|(id, f, stage)| (id.to_owned(), f.lifetime_orders, stage));
-        assert_eq!(
-            f.collect::<Vec<_>>(),
-            [("a".to_owned(), 1, Some("churned")), ("b".to_owned(), 1, Some("churned"))]
-        );
+        let f = store
+            .features_as_of(at(400))
+            .map(|(id, f, named)| (id.to_owned(), f.lifetime_orders, named.lifecycle, named.rfm));
+        let churned = |id: &str| (id.to_owned(), 1, Some("churned".to_owned()), Some("lost".to_owned()));
+        assert_eq!(f.collect::<Vec<_>>(), [churned("a"), churned("b")]);
     }
 
     #[test]
