@@ -20,6 +20,10 @@ pub struct DiscountHunter {
     pub min_orders: u32,
     /// Share of them with a discount, at least (0–1).
     pub min_discount_share: f64,
+    /// Days a customer stays in the segment at least once entered (against
+    /// flapping at a threshold); 0, the default: none.
+    #[serde(default)]
+    pub min_dwell_days: f64,
 }
 
 /// `[behaviour.category_fan]`: most orders in one category.
@@ -30,6 +34,10 @@ pub struct CategoryFan {
     pub min_orders: u32,
     /// Share of them in the top category, at least (0–1).
     pub min_top_category_share: f64,
+    /// Days a customer stays in the segment at least once entered (against
+    /// flapping at a threshold); 0, the default: none.
+    #[serde(default)]
+    pub min_dwell_days: f64,
 }
 
 /// `[behaviour.big_spender]`: a high average order value.
@@ -40,6 +48,10 @@ pub struct BigSpender {
     pub min_orders: u32,
     /// Lifetime average order value, at least.
     pub min_avg_order_value: f64,
+    /// Days a customer stays in the segment at least once entered (against
+    /// flapping at a threshold); 0, the default: none.
+    #[serde(default)]
+    pub min_dwell_days: f64,
 }
 
 /// `[behaviour.frequent_visitor]`: many sessions lately.
@@ -50,6 +62,10 @@ pub struct FrequentVisitor {
     pub window_days: u32,
     /// Sessions started in it, at least.
     pub min_sessions: u32,
+    /// Days a customer stays in the segment at least once entered (against
+    /// flapping at a threshold); 0, the default: none.
+    #[serde(default)]
+    pub min_dwell_days: f64,
 }
 
 /// `[behaviour.one_time_buyer]`: one order, and no second one yet.
@@ -58,6 +74,10 @@ pub struct FrequentVisitor {
 pub struct OneTimeBuyer {
     /// Days since that first (and only) net order, more than.
     pub min_days_since_first_order: f64,
+    /// Days a customer stays in the segment at least once entered (against
+    /// flapping at a threshold); 0, the default: none.
+    #[serde(default)]
+    pub min_dwell_days: f64,
 }
 
 /// The `[behaviour]` section: one optional subsection per segment.
@@ -124,6 +144,18 @@ impl BehaviourRules {
                 Err((name.to_owned(), format!("{key} = {v}: a share is 0 to 1")))
             }
         };
+        for (rule, name) in [DISCOUNT_HUNTER, "category_fan", BIG_SPENDER, FREQUENT_VISITOR, ONE_TIME_BUYER]
+            .iter()
+            .enumerate()
+        {
+            let dwell = self.min_dwell_days(rule as u8);
+            if !(dwell.is_finite() && dwell >= 0.0) {
+                return Err((
+                    (*name).to_owned(),
+                    format!("min_dwell_days = {dwell}: use 0 (none) or more days"),
+                ));
+            }
+        }
         if let Some(r) = &self.discount_hunter {
             share(DISCOUNT_HUNTER, "min_discount_share", r.min_discount_share)?;
         }
@@ -158,6 +190,19 @@ impl BehaviourRules {
             ));
         }
         Ok(())
+    }
+
+    /// The minimum dwell of a rule (by index, as in [`Measure::rule`]).
+    pub(crate) fn min_dwell_days(&self, rule: u8) -> f64 {
+        let dwell = match rule {
+            0 => self.discount_hunter.as_ref().map(|r| r.min_dwell_days),
+            1 => self.category_fan.as_ref().map(|r| r.min_dwell_days),
+            2 => self.big_spender.as_ref().map(|r| r.min_dwell_days),
+            3 => self.frequent_visitor.as_ref().map(|r| r.min_dwell_days),
+            4 => self.one_time_buyer.as_ref().map(|r| r.min_dwell_days),
+            _ => None,
+        };
+        dwell.unwrap_or(0.0)
     }
 
     /// True when a rule reads the top category (the descriptive features).

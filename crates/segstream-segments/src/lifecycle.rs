@@ -458,9 +458,16 @@ impl CustomerSegments {
         f: &Features,
     ) -> Vec<Transition> {
         let mut out = Vec::new();
-        for m in rules.definitions.behaviour.measures(f) {
+        let behaviour = &rules.definitions.behaviour;
+        for m in behaviour.measures(f) {
             let held = self.behaviour.iter().position(|b| b.rule == m.rule);
-            if held.and_then(|i| self.behaviour.get(i)).map(|b| &*b.name) == m.holds {
+            let member = held.and_then(|i| self.behaviour.get(i));
+            if member.map(|b| &*b.name) == m.holds {
+                continue;
+            }
+            // A member stays for the rule's minimum dwell, whatever the rule says.
+            let dwell = behaviour.min_dwell_days(m.rule);
+            if member.is_some_and(|b| at < b.since.plus_days(dwell)) {
                 continue;
             }
             let transition = |from: Option<&'static str>, to: Option<&'static str>| Transition {
@@ -538,6 +545,14 @@ impl CustomerSegments {
             .flatten();
         let visitor = self.behaviour.iter().any(|b| &*b.name == crate::FREQUENT_VISITOR);
         let behaviour = rules.definitions.behaviour.due_after(features, s.state, at, visitor);
+        // The end of a minimum dwell: the member may leave then.
+        let dwell = self
+            .behaviour
+            .iter()
+            .map(|b| b.since.plus_days(rules.definitions.behaviour.min_dwell_days(b.rule)))
+            .filter(|end| *end > at)
+            .min();
+        let behaviour = behaviour.into_iter().chain(dwell).min();
         [abandon, expire, rfm, high_value, behaviour]
     }
 

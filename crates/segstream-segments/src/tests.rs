@@ -681,8 +681,9 @@ fn behaviour_segments_follow_orders_sessions_and_time() {
             (None, Some("discount_hunter"), 60 * DAY, Trigger::Event),
             (None, Some("category_fan_shoes_boots"), 60 * DAY, Trigger::Event),
             (None, Some("frequent_visitor"), 100 * DAY + 4 * hour, Trigger::Event),
-            // The sessions of day 100 leave the 7-day window at the start of day 107.
-            (Some("frequent_visitor"), None, 107 * DAY - T0.rem_euclid(DAY), Trigger::Timer),
+            // The sessions of day 100 leave the 7-day window at the start of
+            // day 107, but the built-in minimum dwell keeps them in for 7 days.
+            (Some("frequent_visitor"), None, 107 * DAY + 4 * hour, Trigger::Timer),
         ]
     );
     let fan = c.moves.iter().find(|m| m.1 == Some("category_fan_shoes_boots")).map(|m| m.4.as_str());
@@ -740,4 +741,36 @@ fn a_cart_whose_older_line_leaves_the_window_is_re_evaluated_by_a_timer_then() {
             (Some(CART_ABANDONER), None, day_start(33)),
         ]
     );
+}
+
+#[test]
+fn a_minimum_dwell_keeps_a_member_in_until_it_ends_then_a_timer_lets_them_out() {
+    let visitor = "[behaviour.frequent_visitor]\nwindow_days = 7\nmin_sessions = 5\nmin_dwell_days = 7\n";
+    assert!(BUILTIN.contains(visitor));
+    let text = BUILTIN.replacen("min_dwell_days = 7\n", "min_dwell_days = 14\n", 1);
+    let definitions = SegmentDefinitions::parse(&text, "test.toml", &FEATURES).expect("valid");
+    let mut c = Shopper::new();
+    c.rules = SegmentRules { lifecycle: rules(), definitions };
+    for k in 0..5 {
+        c.visit(100 * DAY + k * 3_600_000);
+    }
+    c.wait(130);
+    let visits: Vec<_> = c
+        .moves()
+        .into_iter()
+        .filter(|m| m.0 == Some(FREQUENT_VISITOR) || m.1 == Some(FREQUENT_VISITOR))
+        .collect();
+    let entered = 100 * DAY + 4 * 3_600_000;
+    // Without a dwell it would leave at the start of day 107; with 14 days,
+    // 14 days after entering.
+    assert_eq!(
+        visits,
+        [
+            (None, Some(FREQUENT_VISITOR), entered, Trigger::Event),
+            (Some(FREQUENT_VISITOR), None, entered + 14 * DAY, Trigger::Timer),
+        ]
+    );
+    let bad = BUILTIN.replacen("min_dwell_days = 7", "min_dwell_days = -1", 1);
+    let message = SegmentDefinitions::parse(&bad, "test.toml", &FEATURES).expect_err("refused").to_string();
+    assert!(message.contains("`frequent_visitor`") && message.contains("min_dwell_days"), "{message}");
 }
