@@ -83,10 +83,12 @@ echo "── ask the running worker in SQL (segstream sql, over its live state) 
 "$BIN" sql "SELECT lifecycle, count(*) AS customers, round(avg(revenue_365d), 2) AS avg_revenue_365d,
   round(avg(sessions_30d), 1) AS avg_sessions_30d, sum(CASE WHEN cart_abandoned THEN 1 ELSE 0 END) AS abandoned_carts
   FROM features GROUP BY lifecycle ORDER BY customers DESC" | sed 's/^/  /'
+"$BIN" sql "SELECT rfm, count(*) AS customers, round(avg(revenue_365d), 2) AS avg_revenue_365d
+  FROM features WHERE rfm IS NOT NULL GROUP BY rfm ORDER BY customers DESC" | sed 's/^/  /'
 "$BIN" sql "SELECT customer_id, round(abandoned_cart_value, 2) AS cart, preferred_device, top_category
   FROM features WHERE cart_abandoned ORDER BY abandoned_cart_value DESC LIMIT 5" | sed 's/^/  /'
 echo
-echo "  $(grep -c . "$DEMO/changes.log") lifecycle transitions printed, all in $DEMO/changes.log (cart_abandoner changes: segstream watch --kind behaviour); worker log in $DEMO/worker.log; checkpoints and Parquet feature tables under $DEMO/checkpoints"
+echo "  $(grep -c . "$DEMO/changes.log") lifecycle transitions printed, all in $DEMO/changes.log (RFM and behaviour changes: segstream watch --kind rfm / --kind behaviour); worker log in $DEMO/worker.log; checkpoints and Parquet feature tables under $DEMO/checkpoints"
 if [ "${DEMO_KEEP:-0}" = 1 ]; then
   echo "  DEMO_KEEP=1: still running; Ctrl-C to stop."
   wait "${pids[0]}"
