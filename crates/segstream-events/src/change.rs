@@ -51,11 +51,13 @@ macro_rules! symbols {
 symbols!(
     /// Family of segments.
     SegmentKind {
-        /// prospect, new, active, at_risk, churned, reactivated: exactly one per customer.
+        /// prospect, new, active, high_value, at_risk, churned, reactivated:
+        /// exactly one per customer.
         Lifecycle => "lifecycle",
-        /// Named RFM cells.
+        /// Named RFM cells: exactly one per buyer.
         Rfm => "rfm",
-        /// Behaviour segments (cart abandoner, ...).
+        /// Behaviour segments (cart abandoner, discount hunter, category fan,
+        /// ...): any number per customer.
         Behaviour => "behaviour",
         /// Trained clusters.
         Cluster => "cluster",
