@@ -748,10 +748,7 @@ impl CustomerState {
         let start = self.orders.partition_point(|o| o.time() <= from);
         let kept =
             self.orders[start..].iter().find(|o| o.counts()).map(OrderEntry::time).filter(|t| *t <= now);
-        let first = match (day, kept) {
-            (Some(a), Some(b)) => a.min(b),
-            (a, b) => a.or(b)?,
-        };
+        let first = [day, kept].into_iter().flatten().min()?;
         Some(first.plus_days(f64::from(days)))
     }
 
@@ -961,10 +958,7 @@ impl CustomerState {
             .map(|day| start_of_day(day + config.activity_retention_days()));
 
         let first_kept = self.orders.iter().find(|o| o.counts()).map(OrderEntry::time);
-        let first_order = match (self.folded_first_order, first_kept) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
+        let first_order = [self.folded_first_order, first_kept].into_iter().flatten().min();
         Features {
             as_of: Some(now),
             order_windows,

@@ -52,6 +52,17 @@ pub struct SegmentRules {
 }
 
 impl SegmentRules {
+    /// A customer as these rules read them: with the name dictionaries only
+    /// when a rule reads a category (the features are cheaper without).
+    pub fn subject<'a>(
+        &self,
+        state: &'a segstream_features::CustomerState,
+        config: &'a segstream_config::FeaturesConfig,
+        dict: &'a segstream_features::Dictionaries,
+    ) -> Subject<'a> {
+        Subject { state, config, dict: self.definitions.behaviour.reads_categories().then_some(dict) }
+    }
+
     /// The rules a configuration names: its `[lifecycle]` section and the
     /// definitions file of `segments.definitions` (the built-in one when empty).
     pub fn from_config(config: &segstream_config::Config) -> Result<Self, DefinitionError> {

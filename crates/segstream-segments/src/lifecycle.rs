@@ -646,11 +646,7 @@ impl CustomerSegments {
             // on the way.
             let revenue = window_revenue(&features, lifecycle.config.high_value_window_days);
             let i = StageInputs { window_revenue: revenue, ..i };
-            let stage = lifecycle.stage(i, due);
-            out.extend(self.move_to(rules, stage, due, Trigger::Timer, &features, &i));
-            out.extend(self.evaluate_rfm(rules, due, Trigger::Timer, &features));
-            out.extend(self.evaluate_cart(rules, due, Trigger::Timer, &features));
-            out.extend(self.evaluate_behaviour(rules, due, Trigger::Timer, &features));
+            self.evaluate(rules, due, Trigger::Timer, &features, &i, &mut out);
             walk = self.walk_due_times(rules, s, &features, due);
         }
         self.evaluated_at = Some(at.max(to));
@@ -665,12 +661,27 @@ impl CustomerSegments {
         self.evaluated_at = Some(at);
         let features = s.features(at);
         let i = rules.lifecycle.inputs_of(s, &features, at, at);
-        let stage = rules.lifecycle.stage(i, at);
-        let lifecycle = self.move_to(rules, stage, at, Trigger::Event, &features, &i);
-        let rfm = self.evaluate_rfm(rules, at, Trigger::Event, &features);
-        let cart = self.evaluate_cart(rules, at, Trigger::Event, &features);
-        let behaviour = self.evaluate_behaviour(rules, at, Trigger::Event, &features);
-        lifecycle.into_iter().chain(rfm).chain(cart).chain(behaviour).collect()
+        let mut out = Vec::new();
+        self.evaluate(rules, at, Trigger::Event, &features, &i, &mut out);
+        out
+    }
+
+    /// Every kind evaluated at `at`, in one order for events and timers:
+    /// lifecycle, RFM, cart, behaviour.
+    fn evaluate(
+        &mut self,
+        rules: &SegmentRules,
+        at: EventTime,
+        trigger: Trigger,
+        features: &Features,
+        i: &StageInputs,
+        out: &mut Vec<Transition>,
+    ) {
+        let stage = rules.lifecycle.stage(*i, at);
+        out.extend(self.move_to(rules, stage, at, trigger, features, i));
+        out.extend(self.evaluate_rfm(rules, at, trigger, features));
+        out.extend(self.evaluate_cart(rules, at, trigger, features));
+        out.extend(self.evaluate_behaviour(rules, at, trigger, features));
     }
 
     fn move_to(

@@ -21,7 +21,7 @@ use segstream_events::{
     ClickRow, CustomerId, CustomerSegments as MembershipRecord, EventTime, OrderRow, SegmentKind,
 };
 use segstream_features::{CustomerState, Dictionaries};
-use segstream_segments::{CustomerSegments, SegmentRules, Subject, Transition};
+use segstream_segments::{CustomerSegments, SegmentRules, Transition};
 use segstream_sql::activity::{ActivityPlan, ClickTally};
 
 use crate::error::WorkerError;
@@ -154,12 +154,10 @@ impl CustomerStore {
         let Some(c) = self.slots.get_mut(slot) else { unreachable!("slot {slot} was just found or pushed") };
         let Customer { features: state, segments, .. } = c;
         let (config, dict) = (&self.features, &mut self.dict);
-        let names = self.rules.definitions.behaviour.reads_categories();
-        let mut transitions =
-            segments.advance(&self.rules, t, Subject { state, config, dict: names.then_some(&*dict) });
+        let rules = &self.rules;
+        let mut transitions = segments.advance(rules, t, rules.subject(state, config, dict));
         apply(state, config, dict);
-        let subject = Subject { state, config, dict: names.then_some(&*dict) };
-        transitions.extend(segments.on_event(&self.rules, t, subject));
+        transitions.extend(segments.on_event(rules, t, rules.subject(state, config, dict)));
         self.reschedule(slot);
         self.count(&transitions);
         (!transitions.is_empty()).then(|| (CustomerId::new(customer_id), transitions))
@@ -203,8 +201,8 @@ impl CustomerStore {
             c.scheduled = None;
             let Customer { features: state, segments, .. } = c;
             let config = &self.features;
-            let dict = self.rules.definitions.behaviour.reads_categories().then_some(&self.dict);
-            let transitions = segments.advance(&self.rules, due, Subject { state, config, dict });
+            let transitions =
+                segments.advance(&self.rules, due, self.rules.subject(state, config, &self.dict));
             if state.compact_due(config).is_some_and(|at| at <= due) {
                 state.compact(due, config);
             }
@@ -240,9 +238,8 @@ impl CustomerStore {
 
     fn reschedule(&mut self, slot: usize) {
         let (features, rules) = (&self.features, &self.rules);
-        let dict = rules.definitions.behaviour.reads_categories().then_some(&self.dict);
         let Some(c) = self.slots.get_mut(slot) else { return };
-        let stage_due = c.segments.next_due(rules, Subject { state: &c.features, config: features, dict });
+        let stage_due = c.segments.next_due(rules, rules.subject(&c.features, features, &self.dict));
         // Whichever comes first: the next time-driven transition, or the
         // compaction of a customer silent past every window.
         let next = [stage_due, c.features.compact_due(features)].into_iter().flatten().min();
