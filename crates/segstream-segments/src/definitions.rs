@@ -8,6 +8,7 @@ use segstream_config::FeaturesConfig;
 use serde::Deserialize;
 
 use crate::behaviour::BehaviourRules;
+use crate::custom::{CustomDefinition, CustomRules};
 use crate::rfm::{RfmBoundaries, RfmRules};
 
 /// The built-in definitions, used when no file is configured.
@@ -81,6 +82,8 @@ struct File {
     rfm: Option<RfmDefinition>,
     #[serde(default)]
     behaviour: BehaviourRules,
+    #[serde(default)]
+    custom: Vec<CustomDefinition>,
 }
 
 /// Checked segment definitions of one version.
@@ -93,6 +96,8 @@ pub struct SegmentDefinitions {
     pub rfm: Option<RfmRules>,
     /// The behaviour segments turned on.
     pub behaviour: BehaviourRules,
+    /// The user-defined SQL segments, compiled.
+    pub custom: CustomRules,
 }
 
 impl SegmentDefinitions {
@@ -122,8 +127,10 @@ impl SegmentDefinitions {
         file.behaviour
             .check(&features.activity_windows_days)
             .map_err(|(segment, p)| segment_error(&segment, p))?;
+        let custom = CustomRules::compile(&file.custom, features)
+            .map_err(|(segment, p)| segment_error(&segment, p))?;
         let Some(rfm) = &file.rfm else {
-            return Ok(Self { version: file.version, rfm: None, behaviour: file.behaviour });
+            return Ok(Self { version: file.version, rfm: None, behaviour: file.behaviour, custom });
         };
         if !features.order_windows_days.contains(&rfm.window_days) {
             return Err(segment_error(
@@ -137,6 +144,6 @@ impl SegmentDefinitions {
         let boundaries = RfmBoundaries::from_definition(rfm).map_err(|p| segment_error("rfm", p))?;
         let rfm = RfmRules::new(rfm, boundaries, file.version)
             .map_err(|(segment, p)| segment_error(&segment, p))?;
-        Ok(Self { version: file.version, rfm: Some(rfm), behaviour: file.behaviour })
+        Ok(Self { version: file.version, rfm: Some(rfm), behaviour: file.behaviour, custom })
     }
 }

@@ -27,6 +27,7 @@
 
 mod behaviour;
 mod changes;
+mod custom;
 mod definitions;
 mod lifecycle;
 mod names;
@@ -37,8 +38,11 @@ pub use behaviour::{
     FREQUENT_VISITOR, FrequentVisitor, ONE_TIME_BUYER, OneTimeBuyer,
 };
 pub use changes::{Cause, to_changes};
+pub use custom::{CustomDefinition, CustomRules, CustomSegment, Evaluation};
 pub use definitions::{BUILTIN, DefinitionError, RfmDefinition, RfmRow, SegmentDefinitions};
-pub use lifecycle::{CART_ABANDONER, CustomerSegments, LifecycleRules, LifecycleStage, Subject, Transition};
+pub use lifecycle::{
+    CART_ABANDONER, CustomerSegments, LifecycleRules, LifecycleStage, Observe, Subject, Transition,
+};
 pub use rfm::{BoundarySource, RfmBoundaries, RfmRules, RfmScores};
 
 /// Every rule in force: the lifecycle thresholds of the configuration and

@@ -382,6 +382,17 @@ struct BehaviourMembership {
     since: EventTime,
 }
 
+/// A user-defined segment a customer is in, since when.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+struct CustomMembership {
+    name: Box<str>,
+    since: EventTime,
+}
+
+/// Where a customer was evaluated: what the user-defined segments are
+/// evaluated on, once per batch (see [`CustomerSegments::apply_custom`]).
+pub type Observe<'o> = &'o mut dyn FnMut(EventTime, Trigger, &CustomerSegments);
+
 /// The segments of one customer and the bookkeeping to move them.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct CustomerSegments {
@@ -393,6 +404,8 @@ pub struct CustomerSegments {
     rfm: Option<(RfmScores, EventTime)>,
     /// Behaviour segments of the definitions file the customer is in.
     behaviour: ThinVec<BehaviourMembership>,
+    /// User-defined segments the customer is in.
+    custom: ThinVec<CustomMembership>,
     /// Latest time this customer was evaluated at; evaluation never goes back.
     evaluated_at: Option<EventTime>,
 }
@@ -430,7 +443,12 @@ impl CustomerSegments {
             segment: m.name.to_string(),
             since: m.since,
         });
-        lifecycle.chain(rfm).chain(cart).chain(behaviour).collect()
+        let custom = self.custom.iter().map(|m| Membership {
+            kind: SegmentKind::Custom,
+            segment: m.name.to_string(),
+            since: m.since,
+        });
+        lifecycle.chain(rfm).chain(cart).chain(behaviour).chain(custom).collect()
     }
 
     /// The segments the customer is in now, by kind.
@@ -444,7 +462,66 @@ impl CustomerSegments {
         let cart = self.cart_abandoner.map(|_| (SegmentKind::Behaviour, CART_ABANDONER));
         let behaviour =
             self.behaviour.iter().map(|m| (SegmentKind::Behaviour, crate::names::intern(&m.name)));
-        lifecycle.into_iter().chain(rfm).chain(cart).chain(behaviour)
+        let custom = self.custom.iter().map(|m| (SegmentKind::Custom, crate::names::intern(&m.name)));
+        lifecycle.into_iter().chain(rfm).chain(cart).chain(behaviour).chain(custom)
+    }
+
+    /// Enters and leaves the user-defined segments as one evaluation of them
+    /// found (`holds(i)`: whether segment `i` of the rules holds, `values(i)`
+    /// what it read) at `at`; a membership of a segment the rules no longer
+    /// define ends.
+    pub fn apply_custom(
+        &mut self,
+        rules: &SegmentRules,
+        at: EventTime,
+        trigger: Trigger,
+        holds: impl Fn(usize) -> bool,
+        values: impl Fn(usize) -> BTreeMap<String, f64>,
+    ) -> Vec<Transition> {
+        let custom = &rules.definitions.custom;
+        let transition = |name: &'static str, entered: bool, reason: String, features| Transition {
+            kind: SegmentKind::Custom,
+            from: (!entered).then_some(name),
+            to: entered.then_some(name),
+            at,
+            trigger,
+            rule_id: format!("custom.{name}"),
+            rule_version: rules.definitions.version,
+            reason,
+            features,
+            model_version: None,
+        };
+        let mut out = Vec::new();
+        let mut i = 0;
+        while let Some(m) = self.custom.get(i) {
+            if custom.find(&m.name).is_some() {
+                i += 1;
+                continue;
+            }
+            let name = crate::names::intern(&self.custom.remove(i).name);
+            out.push(transition(
+                name,
+                false,
+                format!("segment `{name}` is no longer defined"),
+                BTreeMap::new(),
+            ));
+        }
+        for (i, segment) in custom.segments().iter().enumerate() {
+            let member = self.custom.iter().position(|m| &*m.name == segment.name);
+            match (member, holds(i)) {
+                (None, true) => {
+                    self.custom.push(CustomMembership { name: segment.name.into(), since: at });
+                    out.push(transition(segment.name, true, format!("`{}` holds", segment.sql), values(i)));
+                }
+                (Some(m), false) => {
+                    self.custom.remove(m);
+                    let reason = format!("`{}` no longer holds", segment.sql);
+                    out.push(transition(segment.name, false, reason, values(i)));
+                }
+                _ => {}
+            }
+        }
+        out
     }
 
     /// Enters and leaves the definitions' behaviour segments as the features
@@ -535,7 +612,7 @@ impl CustomerSegments {
         s: Subject<'_>,
         features: &Features,
         at: EventTime,
-    ) -> [Option<EventTime>; 5] {
+    ) -> [Option<EventTime>; 6] {
         let [abandon, expire] = cart_due_times(features);
         let rfm = rules.definitions.rfm.as_ref().and_then(|r| r.due_after(features, s.state, at));
         // Revenue leaves the window with no event: a high-value customer may
@@ -553,7 +630,8 @@ impl CustomerSegments {
             .filter(|end| *end > at)
             .min();
         let behaviour = behaviour.into_iter().chain(dwell).min();
-        [abandon, expire, rfm, high_value, behaviour]
+        let custom = rules.definitions.custom.due_after(features, s.state, at);
+        [abandon, expire, rfm, high_value, behaviour, custom]
     }
 
     /// Whether the customer is in the cart-abandoner segment.
@@ -624,6 +702,18 @@ impl CustomerSegments {
 
     /// Time-driven transitions due in `(evaluated_at, to]`, with no new event.
     pub fn advance(&mut self, rules: &SegmentRules, to: EventTime, s: Subject<'_>) -> Vec<Transition> {
+        self.advance_observed(rules, to, s, &mut |_, _, _| {})
+    }
+
+    /// [`CustomerSegments::advance`], telling `observe` each due time it
+    /// evaluated the customer at.
+    pub fn advance_observed(
+        &mut self,
+        rules: &SegmentRules,
+        to: EventTime,
+        s: Subject<'_>,
+        observe: Observe<'_>,
+    ) -> Vec<Transition> {
         let mut out = Vec::new();
         let Some(mut at) = self.evaluated_at else { return out };
         if self.lifecycle.is_none() {
@@ -647,6 +737,7 @@ impl CustomerSegments {
             let revenue = window_revenue(&features, lifecycle.config.high_value_window_days);
             let i = StageInputs { window_revenue: revenue, ..i };
             self.evaluate(rules, due, Trigger::Timer, &features, &i, &mut out);
+            observe(due, Trigger::Timer, self);
             walk = self.walk_due_times(rules, s, &features, due);
         }
         self.evaluated_at = Some(at.max(to));
@@ -656,6 +747,18 @@ impl CustomerSegments {
     /// Evaluates after an event judged at `t` has been applied to the
     /// customer's state.
     pub fn on_event(&mut self, rules: &SegmentRules, t: EventTime, s: Subject<'_>) -> Vec<Transition> {
+        self.on_event_observed(rules, t, s, &mut |_, _, _| {})
+    }
+
+    /// [`CustomerSegments::on_event`], telling `observe` the time it
+    /// evaluated the customer at.
+    pub fn on_event_observed(
+        &mut self,
+        rules: &SegmentRules,
+        t: EventTime,
+        s: Subject<'_>,
+        observe: Observe<'_>,
+    ) -> Vec<Transition> {
         // Never evaluate back in time: a late event is judged as of now.
         let at = self.evaluated_at.map_or(t, |e| e.max(t));
         self.evaluated_at = Some(at);
@@ -663,6 +766,7 @@ impl CustomerSegments {
         let i = rules.lifecycle.inputs_of(s, &features, at, at);
         let mut out = Vec::new();
         self.evaluate(rules, at, Trigger::Event, &features, &i, &mut out);
+        observe(at, Trigger::Event, self);
         out
     }
 

@@ -774,3 +774,61 @@ fn a_minimum_dwell_keeps_a_member_in_until_it_ends_then_a_timer_lets_them_out() 
     let message = SegmentDefinitions::parse(&bad, "test.toml", &FEATURES).expect_err("refused").to_string();
     assert!(message.contains("`frequent_visitor`") && message.contains("min_dwell_days"), "{message}");
 }
+
+/// `[[custom]]` entries: (name, sql).
+type Entries<'a> = &'a [(&'a str, &'a str)];
+
+fn custom(entries: Entries<'_>) -> Result<SegmentDefinitions, String> {
+    let mut text = String::from("version = 4\n");
+    for (name, sql) in entries {
+        text.push_str(&format!("[[custom]]\nname = \"{name}\"\nsql = \"{sql}\"\n"));
+    }
+    SegmentDefinitions::parse(&text, "test.toml", &FEATURES).map_err(|e| e.to_string())
+}
+
+#[test]
+fn user_defined_segments_that_cannot_be_compiled_are_refused_naming_the_segment_and_the_problem() {
+    let cases: [(Entries<'_>, &[&str]); 9] = [
+        (&[("vip", "revenue_356d > 500")], &["`vip`", "revenue_356d", "does not have"]),
+        (&[("vip", "revenue_365d >")], &["`vip`", "does not parse"]),
+        (&[("vip", "revenue_365d + 1")], &["`vip`", "not a condition", "revenue_365d > 500"]),
+        (&[("browser", "page_views_7d > 3")], &["`browser`", "per micro-batch", "sessions_<N>d"]),
+        (&[("owl", "night_share > 0.5")], &["`owl`", "per micro-batch"]),
+        (&[("lapsed", "days_since_last_order * 2 > 60")], &["`lapsed`", "only be compared with a number"]),
+        (&[("now", "as_of > '2024-01-01'")], &["`now`", "evaluation time"]),
+        (&[("Big Spenders", "revenue_365d > 500")], &["`Big Spenders`", "lower-case"]),
+        (&[("vip", "revenue_365d > 500"), ("vip", "lifetime_orders > 3")], &["`vip`", "defined twice"]),
+    ];
+    for (entries, parts) in cases {
+        let message = custom(entries).expect_err("refused");
+        for part in parts {
+            assert!(message.contains(part), "{message:?} should name {part:?}");
+        }
+    }
+    let fine = custom(&[
+        ("vip", "revenue_365d > 500 AND lifecycle = 'active'"),
+        ("lapsed", "days_since_last_order BETWEEN 45 AND 90 OR tenure_days > 400"),
+        ("fans", "array_has(behaviour, 'discount_hunter') AND top_category = 'books'"),
+    ])
+    .expect("valid");
+    let names: Vec<&str> = fine.custom.segments().iter().map(|s| s.name).collect();
+    assert_eq!(names, ["vip", "lapsed", "fans"]);
+}
+
+#[test]
+fn a_user_defined_segment_is_due_when_a_compared_number_of_days_is_crossed_or_an_order_leaves_a_window() {
+    let definitions =
+        custom(&[("lapsed", "days_since_last_order > 45"), ("steady", "orders_90d >= 1")]).expect("valid");
+    let mut state = CustomerState::default();
+    apply(&mut state, &order_row("o1", 0, OrderStatus::Placed));
+    let at = EventTime::from_millis(T0 + DAY);
+    let f = state.segment_features(at, &FEATURES);
+    // 45 days and a millisecond after the order (`> 45`), before the order
+    // leaves the 90-day window.
+    let due = definitions.custom.due_after(&f, &state, at);
+    assert_eq!(due, Some(EventTime::from_millis(T0 + 45 * DAY)), "`= 45` is a change point too");
+    let after = definitions.custom.due_after(&f, &state, EventTime::from_millis(T0 + 45 * DAY));
+    assert_eq!(after, Some(EventTime::from_millis(T0 + 45 * DAY + 1)));
+    let later = definitions.custom.due_after(&f, &state, EventTime::from_millis(T0 + 45 * DAY + 1));
+    assert_eq!(later, Some(EventTime::from_millis(T0 + 90 * DAY)), "then the order leaves orders_90d");
+}

@@ -33,6 +33,8 @@ pub const LIFECYCLE_COLUMN: &str = "lifecycle";
 pub const RFM_COLUMN: &str = "rfm";
 /// Name of the optional column with the customer's behaviour segments (a list).
 pub const BEHAVIOUR_COLUMN: &str = "behaviour";
+/// Name of the optional column with the customer's user-defined segments (a list).
+pub const CUSTOM_COLUMN: &str = "custom";
 
 /// Every feature column for `config`, in table order.
 fn columns(config: &FeaturesConfig) -> Vec<(String, Value)> {
@@ -90,7 +92,8 @@ fn time_type() -> DataType {
 
 /// Schema of the feature table for `config`; `with_segments` adds the
 /// columns of segments the live worker knows and the batch query does not:
-/// the lifecycle stage, the RFM segment and the list of behaviour segments.
+/// the lifecycle stage, the RFM segment and the lists of behaviour and
+/// user-defined segments.
 pub fn schema(config: &FeaturesConfig, with_segments: bool) -> SchemaRef {
     let mut fields = vec![Field::new("customer_id", DataType::Utf8, false)];
     fields.extend(columns(config).iter().map(|(name, value)| match value {
@@ -103,8 +106,10 @@ pub fn schema(config: &FeaturesConfig, with_segments: bool) -> SchemaRef {
     if with_segments {
         fields.push(Field::new(LIFECYCLE_COLUMN, DataType::Utf8, true));
         fields.push(Field::new(RFM_COLUMN, DataType::Utf8, true));
-        let item = Field::new("item", DataType::Utf8, true);
-        fields.push(Field::new(BEHAVIOUR_COLUMN, DataType::List(Arc::new(item)), false));
+        for name in [BEHAVIOUR_COLUMN, CUSTOM_COLUMN] {
+            let item = Field::new("item", DataType::Utf8, true);
+            fields.push(Field::new(name, DataType::List(Arc::new(item)), false));
+        }
     }
     Arc::new(Schema::new(fields))
 }
@@ -129,6 +134,8 @@ pub struct RowSegments {
     pub rfm: Option<String>,
     /// Behaviour segments.
     pub behaviour: Vec<String>,
+    /// User-defined segments.
+    pub custom: Vec<String>,
 }
 
 /// Builds the feature table from rows. The segment columns are present when
@@ -179,14 +186,17 @@ pub fn build(
             rows.iter().for_each(|r| b.append_option(r.segments.and_then(get)));
             out.push(Arc::new(b.finish()));
         }
-        let mut b = ListBuilder::new(StringBuilder::new());
-        for r in rows {
-            for name in r.segments.map(|s| s.behaviour.as_slice()).unwrap_or_default() {
-                b.values().append_value(name);
+        let lists: [fn(&RowSegments) -> &[String]; 2] = [|s| &s.behaviour, |s| &s.custom];
+        for get in lists {
+            let mut b = ListBuilder::new(StringBuilder::new());
+            for r in rows {
+                for name in r.segments.map(get).unwrap_or_default() {
+                    b.values().append_value(name);
+                }
+                b.append(true);
             }
-            b.append(true);
+            out.push(Arc::new(b.finish()));
         }
-        out.push(Arc::new(b.finish()));
     }
     Ok(RecordBatch::try_new(schema(config, with_segments), out)?)
 }

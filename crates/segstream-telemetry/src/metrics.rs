@@ -91,6 +91,9 @@ pub struct Metrics {
     pub future_events: IntCounterVec,
     /// `segstream_timer_transitions_total`: transitions fired by timers (watermark passed their due time).
     pub timers_fired: IntCounter,
+    /// `segstream_custom_segment_errors_total{segment}`: rows on which a
+    /// user-defined segment's expression failed (counted as not holding).
+    pub custom_segment_errors: IntCounterVec,
     /// `segstream_timers_pending`: customers with a timer scheduled (a
     /// time-driven transition, or the compaction of a silent customer).
     pub timers_pending: IntGauge,
@@ -337,6 +340,17 @@ impl Metrics {
                     "Transitions fired by timers: the partition's watermark passed their due time.",
                 )
                 .unwrap_or_else(|e| panic!("timers: {e}")),
+            ),
+            custom_segment_errors: register(
+                &r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "segstream_custom_segment_errors_total",
+                        "Rows on which a user-defined segment's expression failed (an arithmetic error); the segment counts as not holding there.",
+                    ),
+                    &["segment"],
+                )
+                .unwrap_or_else(|e| panic!("custom segment errors: {e}")),
             ),
             timers_pending: gauge(
                 &r,

@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use crate::snapshot::{SavedCustomer, decode, encode};
 
 /// Bumped whenever the encoded state changes shape.
-const FORMAT: u32 = 4;
+const FORMAT: u32 = 5;
 /// The first bytes of a checkpoint.
 const MAGIC: &[u8; 8] = b"SEGCKPT\0";
 
@@ -91,10 +91,12 @@ pub(crate) fn row_segments(segments: &CustomerSegments, rules: &SegmentRules) ->
             SegmentKind::Lifecycle => row.lifecycle = Some(m.segment),
             SegmentKind::Rfm => row.rfm = Some(m.segment),
             SegmentKind::Behaviour => row.behaviour.push(m.segment),
-            SegmentKind::Cluster | SegmentKind::Custom => {}
+            SegmentKind::Custom => row.custom.push(m.segment),
+            SegmentKind::Cluster => {}
         }
     }
     row.behaviour.sort();
+    row.custom.sort();
     row
 }
 

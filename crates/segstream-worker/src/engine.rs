@@ -106,7 +106,7 @@ impl Engine {
             Input::Order(mut r) => {
                 r.partition = partition;
                 let changed = self.store.on_order(&r, judged(r.event_time));
-                changed.map(|(id, tr)| (id, tr, format!("{}:{}", r.order_id, r.status.as_str())))
+                changed.map(|(id, tr)| (id, tr, crate::store::order_cause(&r)))
             }
             Input::Other => None,
         };
@@ -200,7 +200,7 @@ impl Engine {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use segstream_events::{SegmentKind, Trigger};
 
     use super::*;
@@ -269,5 +269,60 @@ mod tests {
         );
         let watermark = EventTime::from_millis(T0 + 360 * DAY - 3_600_000);
         assert!(moves.iter().all(|t| t.at == watermark), "judged as of the watermark");
+    }
+
+    /// A configuration whose definitions file holds these user-defined
+    /// segments (the file lives as long as the returned handle).
+    pub(crate) fn with_custom(segments: &[(&str, &str)]) -> (Config, tempfile::NamedTempFile) {
+        let mut text = String::from("version = 7\n");
+        for (name, sql) in segments {
+            text.push_str(&format!("[[custom]]\nname = \"{name}\"\nsql = \"{sql}\"\n"));
+        }
+        let file = tempfile::NamedTempFile::new().expect("temp file");
+        std::fs::write(file.path(), text).expect("write definitions");
+        let mut config = Config::default();
+        config.segments.definitions = file.path().display().to_string();
+        (config, file)
+    }
+
+    /// (customer, segment, entered, trigger, at) of user-defined changes.
+    type Moves = Vec<(String, &'static str, bool, Trigger, EventTime)>;
+
+    fn custom_moves(engine: &mut Engine) -> Moves {
+        let (fired, failures) = engine.store.evaluate_custom().expect("evaluate");
+        assert!(failures.is_empty());
+        fired
+            .into_iter()
+            .flat_map(|f| {
+                let id = f.id.as_str().to_owned();
+                f.transitions.into_iter().map(move |t| {
+                    (id.clone(), t.to.or(t.from).unwrap_or_default(), t.to.is_some(), t.trigger, t.at)
+                })
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_user_defined_segment_is_entered_on_an_event_and_left_by_a_timer_whatever_the_batches() {
+        let (config, _file) =
+            with_custom(&[("regular", "lifetime_orders >= 2 AND days_since_last_order <= 30")]);
+        let inputs = [("a", "a1", 0), ("a", "a2", 10), ("b", "b1", 100)];
+        // Evaluated once at the end of one batch, or after every record.
+        let mut one_batch = Engine::new(&config).expect("engine");
+        let mut per_record = Engine::new(&config).expect("engine");
+        let mut moves = Vec::new();
+        for (customer, id, day) in inputs {
+            let time = Some(EventTime::from_millis(T0 + day * DAY));
+            one_batch.process(0, time, order(customer, id, day));
+            per_record.process(0, time, order(customer, id, day));
+            moves.extend(custom_moves(&mut per_record));
+        }
+        let left = EventTime::from_millis(T0 + 40 * DAY + 1);
+        let expected: Moves = vec![
+            ("a".into(), "regular", true, Trigger::Event, EventTime::from_millis(T0 + 10 * DAY)),
+            ("a".into(), "regular", false, Trigger::Timer, left),
+        ];
+        assert_eq!(moves, expected, "entered on the second order, left 30 days and 1 ms after it");
+        assert_eq!(custom_moves(&mut one_batch), expected, "one batch decides the same");
     }
 }

@@ -24,7 +24,7 @@ use crate::checkpoint::PartitionState;
 use crate::engine::{Engine, Fired, Input};
 use crate::error::WorkerError;
 use crate::merge::{Merger, Opening, Pending, Step};
-use crate::store::CustomerStore;
+use crate::store::{CustomFired, CustomerStore, OutputTag};
 
 /// A record for the dead-letter topic.
 #[derive(Debug)]
@@ -331,15 +331,18 @@ impl Processor {
                 Step::Record(lane, pending) => self.apply(lane, partition, pending, out)?,
                 Step::Follow(target) => {
                     // A committed decision: its outputs are committed too.
+                    self.engine.store.set_tag(OutputTag { suppressed: true, ts: None });
                     if let Some(fired) = self.engine.follow(partition, target) {
                         self.count_timers(&fired);
                     }
                 }
                 Step::Fire { up_to, count, scripted: true } => {
+                    self.engine.store.set_tag(OutputTag { suppressed: true, ts: None });
                     let fired = self.engine.fire_part(partition, up_to, usize::try_from(count).unwrap_or(0));
                     self.count_timers(&fired);
                 }
                 Step::Fire { up_to, count, scripted: false } => {
+                    self.engine.store.set_tag(OutputTag::default());
                     for f in self.engine.fire_part(partition, up_to, usize::try_from(count).unwrap_or(0)) {
                         self.emit(out, f, None);
                     }
@@ -348,6 +351,7 @@ impl Processor {
                 }
             }
         }
+        self.emit_custom(out)?;
         self.engine.end_batch()?;
         self.metrics.erased_events.inc_by(self.engine.take_erased_events());
         self.finish_rebuilds();
@@ -379,6 +383,7 @@ impl Processor {
             Item::Order { batch, row, ts } => (Input::Order(batch.row(*row)), *ts),
             Item::Dead(_) => (Input::Other, None),
         };
+        self.engine.store.set_tag(OutputTag { suppressed: suppress, ts });
         let fired = self.engine.process(partition, pending.time, input);
         if suppress {
             self.count_timers(&fired);
@@ -400,6 +405,25 @@ impl Processor {
         Ok(())
     }
 
+    /// The user-defined segments' changes of the evaluations made since the
+    /// last call, evaluated together, each emitted (or suppressed) as its
+    /// evaluation's cause says.
+    fn emit_custom(&mut self, out: &mut Emitted) -> Result<(), WorkerError> {
+        let (fired, failures) = self.engine.store.evaluate_custom()?;
+        for segment in failures {
+            self.metrics.custom_segment_errors.with_label_values(&[segment]).inc();
+        }
+        for CustomFired { id, transitions, cause, tag } in fired {
+            let fired = Fired { id, transitions, cause };
+            if tag.suppressed {
+                self.count_timers(std::slice::from_ref(&fired));
+            } else {
+                self.emit(out, fired, tag.ts);
+            }
+        }
+        Ok(())
+    }
+
     fn count_timers(&self, fired: &[Fired]) {
         let timers: usize = fired.iter().filter(|f| f.cause.is_none()).map(|f| f.transitions.len()).sum();
         self.metrics.timers_fired.inc_by(timers as u64);
@@ -411,7 +435,8 @@ impl Processor {
     fn emit(&self, out: &mut Emitted, fired: Fired, ts: Option<i64>) {
         let Fired { id, transitions, cause } = fired;
         let Some(last) = transitions.last() else { return };
-        out.touched.insert(id.clone(), last.at);
+        let at = out.touched.entry(id.clone()).or_insert(last.at);
+        *at = (*at).max(last.at);
         out.causes_ts.extend(transitions.iter().filter_map(|t| Some((t.kind, ts?))));
         if cause.is_none() {
             self.metrics.timers_fired.inc_by(transitions.len() as u64);
@@ -463,22 +488,28 @@ impl Processor {
     /// moves up to it and its due timers fire. The decision is recorded.
     /// When more timers are due than a step may fire, only a part of them
     /// fires (recorded as such) and this returns false: call again.
-    pub(crate) fn follow(&mut self, partition: i32, target: EventTime, out: &mut Emitted) -> bool {
+    pub(crate) fn follow(
+        &mut self,
+        partition: i32,
+        target: EventTime,
+        out: &mut Emitted,
+    ) -> Result<bool, WorkerError> {
         let per_step = self.max_timers_per_step;
-        if let Some(up_to) = self.engine.split_point(partition, target, per_step) {
+        self.engine.store.set_tag(OutputTag::default());
+        let (fired, done) = if let Some(up_to) = self.engine.split_point(partition, target, per_step) {
             let count = i64::try_from(per_step).unwrap_or(i64::MAX);
             self.merger.note(partition, DecisionAction::Fire { up_to, count });
-            for f in self.engine.fire_part(partition, up_to, per_step) {
-                self.emit(out, f, None);
-            }
-            return false;
-        }
-        let Some(fired) = self.engine.follow(partition, target) else { return true };
-        self.merger.note(partition, DecisionAction::Follow { stream_time: target });
+            (self.engine.fire_part(partition, up_to, per_step), false)
+        } else {
+            let Some(fired) = self.engine.follow(partition, target) else { return Ok(true) };
+            self.merger.note(partition, DecisionAction::Follow { stream_time: target });
+            (fired, true)
+        };
         for f in fired {
             self.emit(out, f, None);
         }
-        true
+        self.emit_custom(out)?;
+        Ok(done)
     }
 
     /// The timing-dependent decisions taken since the last call, per

@@ -17,7 +17,7 @@ use crate::checkpoint::{PartitionState, empty_state};
 use crate::error::WorkerError;
 
 /// Bumped whenever the encoded state changes shape.
-const FORMAT: u32 = 5;
+const FORMAT: u32 = 6;
 /// The first bytes of a snapshot file.
 const MAGIC: &[u8; 8] = b"SEGSNAP\0";
 

@@ -17,12 +17,14 @@ use compact_str::CompactString;
 use hashbrown::HashTable;
 
 use segstream_config::FeaturesConfig;
+use segstream_events::Trigger;
 use segstream_events::{
     ClickRow, CustomerId, CustomerSegments as MembershipRecord, EventTime, OrderRow, SegmentKind,
 };
-use segstream_features::{CustomerState, Dictionaries};
+use segstream_features::{CustomerState, Dictionaries, Features};
 use segstream_segments::{CustomerSegments, SegmentRules, Transition};
 use segstream_sql::activity::{ActivityPlan, ClickTally};
+use segstream_sql::table::{self, RowSegments};
 
 use crate::error::WorkerError;
 use crate::snapshot::{SavedCustomer, Snapshot};
@@ -49,6 +51,42 @@ impl Customer {
             segments: self.segments.clone(),
         }
     }
+}
+
+/// How the outputs of what is being processed go out: set by the processor
+/// before each step and carried by the user-defined segments' rows, which
+/// are evaluated at the end of the batch.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct OutputTag {
+    /// Below the committed offsets (or a repeated decision): the outputs are
+    /// already committed.
+    pub(crate) suppressed: bool,
+    /// Kafka timestamp of the causing record, for the latency histogram.
+    pub(crate) ts: Option<i64>,
+}
+
+/// One evaluation of a customer, kept for the user-defined segments: the
+/// features and segments as of then.
+#[derive(Debug)]
+struct CustomRow {
+    slot: usize,
+    id: CompactString,
+    at: EventTime,
+    trigger: Trigger,
+    /// The event's cause id, for an event's evaluation.
+    cause: Option<String>,
+    tag: OutputTag,
+    features: Features,
+    segments: RowSegments,
+}
+
+/// The user-defined segments' changes of one evaluation.
+#[derive(Debug)]
+pub(crate) struct CustomFired {
+    pub(crate) id: CustomerId,
+    pub(crate) transitions: Vec<Transition>,
+    pub(crate) cause: Option<String>,
+    pub(crate) tag: OutputTag,
 }
 
 /// All customers of this worker: their features, segments and timers, and
@@ -80,6 +118,10 @@ pub struct CustomerStore {
     tally: ClickTally,
     /// Counts a micro-batch's clicks per customer and day (DataFusion).
     activity: ActivityPlan,
+    /// Evaluations of this batch the user-defined segments have not seen.
+    custom_rows: Vec<CustomRow>,
+    /// What the evaluations being made now carry.
+    tag: OutputTag,
 }
 
 impl CustomerStore {
@@ -97,7 +139,15 @@ impl CustomerStore {
             dict: Dictionaries::default(),
             tally: ClickTally::default(),
             activity: ActivityPlan::new()?,
+            custom_rows: Vec::new(),
+            tag: OutputTag::default(),
         })
+    }
+
+    /// What the evaluations from now on carry to their user-defined
+    /// segments' changes.
+    pub(crate) fn set_tag(&mut self, tag: OutputTag) {
+        self.tag = tag;
     }
 
     /// Applies a click: time-driven transitions due before it, then the
@@ -106,7 +156,8 @@ impl CustomerStore {
     /// watermark when that is later (a late event).
     pub fn on_click(&mut self, row: &ClickRow<'_>, at: EventTime) -> Option<(CustomerId, Vec<Transition>)> {
         let counted = std::cell::Cell::new(false);
-        let out = self.process(row.customer_id, row.partition, at, |state, config, _| {
+        let cause = || row.event_id.to_owned();
+        let out = self.process(row.customer_id, row.partition, at, &cause, |state, config, _| {
             counted.set(state.apply_click(row, config));
         });
         if counted.get() {
@@ -128,7 +179,7 @@ impl CustomerStore {
 
     /// Applies an order event; see [`CustomerStore::on_click`].
     pub fn on_order(&mut self, row: &OrderRow<'_>, at: EventTime) -> Option<(CustomerId, Vec<Transition>)> {
-        self.process(row.customer_id, row.partition, at, |state, config, dict| {
+        self.process(row.customer_id, row.partition, at, &|| order_cause(row), |state, config, dict| {
             state.apply_order(row, config, dict);
         })
     }
@@ -139,6 +190,7 @@ impl CustomerStore {
         customer_id: &str,
         partition: i32,
         t: EventTime,
+        cause: &dyn Fn() -> String,
         apply: impl FnOnce(&mut CustomerState, &FeaturesConfig, &mut Dictionaries),
     ) -> Option<(CustomerId, Vec<Transition>)> {
         let slot = match self.slot_of(customer_id) {
@@ -152,12 +204,20 @@ impl CustomerStore {
             }),
         };
         let Some(c) = self.slots.get_mut(slot) else { unreachable!("slot {slot} was just found or pushed") };
-        let Customer { features: state, segments, .. } = c;
-        let (config, dict) = (&self.features, &mut self.dict);
+        let Customer { id, features: state, segments, .. } = c;
+        let (config, dict, rows) = (&self.features, &mut self.dict, &mut self.custom_rows);
         let rules = &self.rules;
-        let mut transitions = segments.advance(rules, t, rules.subject(state, config, dict));
+        let mut row = Observer { rules, config, slot, id, tag: self.tag, rows };
+        let mut transitions = segments.advance_observed(
+            rules,
+            t,
+            rules.subject(state, config, dict),
+            &mut row.of(state, dict, None),
+        );
         apply(state, config, dict);
-        transitions.extend(segments.on_event(rules, t, rules.subject(state, config, dict)));
+        let subject = rules.subject(state, config, dict);
+        let cause = (!rules.definitions.custom.is_empty()).then(cause);
+        transitions.extend(segments.on_event_observed(rules, t, subject, &mut row.of(state, dict, cause)));
         self.reschedule(slot);
         self.count(&transitions);
         (!transitions.is_empty()).then(|| (CustomerId::new(customer_id), transitions))
@@ -199,10 +259,15 @@ impl CustomerStore {
             let slot = slot as usize;
             let Some(c) = self.slots.get_mut(slot) else { continue };
             c.scheduled = None;
-            let Customer { features: state, segments, .. } = c;
-            let config = &self.features;
-            let transitions =
-                segments.advance(&self.rules, due, self.rules.subject(state, config, &self.dict));
+            let Customer { id, features: state, segments, .. } = c;
+            let (config, rules, dict) = (&self.features, &self.rules, &self.dict);
+            let mut row = Observer { rules, config, slot, id, tag: self.tag, rows: &mut self.custom_rows };
+            let transitions = segments.advance_observed(
+                rules,
+                due,
+                rules.subject(state, config, dict),
+                &mut row.of(state, dict, None),
+            );
             if state.compact_due(config).is_some_and(|at| at <= due) {
                 state.compact(due, config);
             }
@@ -213,6 +278,55 @@ impl CustomerStore {
             }
         }
         out
+    }
+
+    /// Evaluates the user-defined segments on every evaluation of the batch
+    /// so far, vectorised, and moves the customers' memberships in the
+    /// order the evaluations were made. Returns the changes per evaluation
+    /// and how many rows failed to evaluate (per segment).
+    pub(crate) fn evaluate_custom(&mut self) -> Result<(Vec<CustomFired>, Vec<&'static str>), WorkerError> {
+        if self.custom_rows.is_empty() {
+            return Ok((Vec::new(), Vec::new()));
+        }
+        let rows = std::mem::take(&mut self.custom_rows);
+        let table_rows: Vec<table::Row<'_>> = rows
+            .iter()
+            .map(|r| table::Row {
+                customer_id: r.id.as_str(),
+                features: &r.features,
+                segments: Some(&r.segments),
+            })
+            .collect();
+        let batch = table::build(&table_rows, &self.features, true)?;
+        let custom = &self.rules.definitions.custom;
+        let evaluation = custom.evaluate(&batch);
+        for (segment, error) in evaluation.failures.iter().take(1) {
+            tracing::warn!(
+                segment,
+                error,
+                "a user-defined segment failed on a row; it counts as not holding there"
+            );
+        }
+        let mut out = Vec::new();
+        for (k, r) in rows.into_iter().enumerate() {
+            let Some(c) = self.slots.get_mut(r.slot).filter(|c| c.id == r.id) else { continue };
+            let holds = |i: usize| evaluation.holds.get(i).and_then(|h| h.get(k)).copied().unwrap_or(false);
+            let transitions =
+                c.segments.apply_custom(&self.rules, r.at, r.trigger, holds, |i| custom.values(i, &batch, k));
+            if transitions.is_empty() {
+                continue;
+            }
+            out.push(CustomFired {
+                id: CustomerId::new(r.id.as_str()),
+                transitions,
+                cause: r.cause,
+                tag: r.tag,
+            });
+        }
+        for fired in &out {
+            self.count(&fired.transitions);
+        }
+        Ok((out, evaluation.failures.into_iter().map(|(segment, _)| segment).collect()))
     }
 
     /// True if more than `n` timers of `partition` are due by `watermark`
@@ -534,6 +648,48 @@ impl Slots {
 }
 
 /// A slot number as the index and the timers keep it.
+/// The cause id of an order event: `order_id:status`.
+pub(crate) fn order_cause(row: &OrderRow<'_>) -> String {
+    format!("{}:{}", row.order_id, row.status.as_str())
+}
+
+/// Records a customer's evaluations for the user-defined segments (nothing
+/// when there are none).
+struct Observer<'a> {
+    rules: &'a SegmentRules,
+    config: &'a FeaturesConfig,
+    slot: usize,
+    id: &'a CompactString,
+    tag: OutputTag,
+    rows: &'a mut Vec<CustomRow>,
+}
+
+impl Observer<'_> {
+    /// The observer of evaluations of `state` (`cause`: the event's id).
+    fn of<'s>(
+        &'s mut self,
+        state: &'s CustomerState,
+        dict: &'s Dictionaries,
+        cause: Option<String>,
+    ) -> impl FnMut(EventTime, Trigger, &CustomerSegments) + 's {
+        move |at, trigger, segments| {
+            if self.rules.definitions.custom.is_empty() {
+                return;
+            }
+            self.rows.push(CustomRow {
+                slot: self.slot,
+                id: self.id.clone(),
+                at,
+                trigger,
+                cause: cause.clone().filter(|_| trigger == Trigger::Event),
+                tag: self.tag,
+                features: state.segment_features_named(at, self.config, dict),
+                segments: crate::checkpoint::row_segments(segments, self.rules),
+            });
+        }
+    }
+}
+
 fn slot_key(slot: usize) -> u32 {
     u32::try_from(slot).unwrap_or(u32::MAX)
 }

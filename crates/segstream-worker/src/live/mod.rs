@@ -391,7 +391,7 @@ impl Pipeline {
             let stream = self.processor.stream_time(partition);
             if stream.is_none_or(|s| s < target) {
                 let before = out.changes.len();
-                let done = self.processor.follow(partition, target, out);
+                let done = self.processor.follow(partition, target, out)?;
                 tracing::info!(
                     partition,
                     from = ?stream,
