@@ -3,6 +3,7 @@
 mod forget;
 mod generate;
 mod replay;
+mod segments;
 mod sql;
 mod watch;
 
@@ -47,6 +48,12 @@ enum Command {
     /// Erase customers (right to be forgotten): their state, memberships
     /// and past events, in every worker, for good.
     Forget(forget::ForgetArgs),
+    /// Segment definitions: what a new file would change, and its rollout
+    /// to the running workers.
+    Segments {
+        #[command(subcommand)]
+        action: segments::SegmentsAction,
+    },
     /// Manage the topics segstream uses.
     Topics {
         #[command(subcommand)]
@@ -100,6 +107,7 @@ async fn dispatch(command: Command, config: Config) -> anyhow::Result<()> {
         Command::Backfill(args) => replay::backfill(args, config).await,
         Command::Sql(args) => sql::run(args, config).await,
         Command::Forget(args) => forget::run(args, config).await,
+        Command::Segments { action } => segments::run(action, config).await,
         Command::Watch(args) => {
             let shutdown = CancellationToken::new();
             tokio::spawn(stop_on_signal(shutdown.clone()));

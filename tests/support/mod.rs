@@ -176,6 +176,7 @@ impl Setup {
             format!("topics.dead_letter=dlq-{name}"),
             format!("topics.decisions=decisions-{name}"),
             format!("topics.erasures=erasures-{name}"),
+            format!("topics.definitions=definitions-{name}"),
             format!("topics.partitions={partitions}"),
             format!("worker.instance_id=w-{name}"),
             // Shared by every worker of the test, as by a group's workers.
@@ -340,6 +341,7 @@ impl Setup {
             "members" => c.topics.customer_segments,
             "dlq" => c.topics.dead_letter,
             "erasures" => c.topics.erasures,
+            "definitions" => c.topics.definitions,
             other => panic!("unknown topic key {other}"),
         }
     }

@@ -116,6 +116,8 @@ pub struct TopicsConfig {
     pub dead_letter_retention_ms: i64,
     /// Erasure requests (compacted).
     pub erasures: String,
+    /// Segment definitions rolled out to running workers (compacted).
+    pub definitions: String,
     /// Internal: the timing-dependent decisions of the merge, per input partition.
     pub decisions: String,
     /// Partitions for `topics create`.

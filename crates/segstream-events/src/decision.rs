@@ -5,10 +5,10 @@
 
 use apache_avro::types::Value;
 
-use crate::avro_fields::{Fields, invalid, read_datum, write_datum};
+use crate::avro_fields::{Fields, invalid, opt_string_value, read_datum, write_datum};
 use crate::error::{DecodeError, EncodeError};
 use crate::ids::EventTime;
-use crate::schema::{DECISIONS_SCHEMA_ID, DECISIONS_V1_SCHEMA_ID, Schemas};
+use crate::schema::{DECISIONS_SCHEMA_ID, DECISIONS_V1_SCHEMA_ID, DECISIONS_V2_SCHEMA_ID, Schemas};
 use crate::wire;
 
 /// One of the two co-partitioned inputs.
@@ -69,7 +69,7 @@ impl Positions {
 }
 
 /// What was decided.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum DecisionAction {
     /// `lane`'s records went first, up to position `until`, while the other
     /// lane was at the end of its log.
@@ -96,10 +96,18 @@ pub enum DecisionAction {
         /// counts again).
         count: i64,
     },
+    /// The segment definitions `text` (their `version`) came into force for
+    /// the partition here, and every customer of it was evaluated under them.
+    Definitions {
+        /// The definitions' version.
+        version: i32,
+        /// The definitions file, whole: a rebuild needs nothing else.
+        text: std::sync::Arc<str>,
+    },
 }
 
 /// One decision and the point of the merge it was taken at.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Decision {
     /// Where the merge stood.
     pub at: Positions,
@@ -121,13 +129,18 @@ pub struct DecisionRecord {
     pub decisions: Vec<Decision>,
 }
 
-/// The action's enum index and symbol, `value` and `count`.
-fn action_symbol(action: DecisionAction) -> (u32, &'static str, i64, i64) {
+/// The action symbols, in schema order.
+const ACTIONS: [&str; 5] =
+    ["release_clicks_alone", "release_orders_alone", "follow_watermark", "fire_timers", "apply_definitions"];
+
+/// The action's enum index, `value`, `count` and `definitions`.
+fn action_fields(action: &DecisionAction) -> (u32, i64, i64, Option<String>) {
     match action {
-        DecisionAction::Alone { lane: Lane::Clicks, until } => (0, "release_clicks_alone", until, 0),
-        DecisionAction::Alone { lane: Lane::Orders, until } => (1, "release_orders_alone", until, 0),
-        DecisionAction::Follow { stream_time } => (2, "follow_watermark", stream_time.millis(), 0),
-        DecisionAction::Fire { up_to, count } => (3, "fire_timers", up_to.millis(), count),
+        DecisionAction::Alone { lane: Lane::Clicks, until } => (0, *until, 0, None),
+        DecisionAction::Alone { lane: Lane::Orders, until } => (1, *until, 0, None),
+        DecisionAction::Follow { stream_time } => (2, stream_time.millis(), 0, None),
+        DecisionAction::Fire { up_to, count } => (3, up_to.millis(), *count, None),
+        DecisionAction::Definitions { version, text } => (4, i64::from(*version), 0, Some(text.to_string())),
     }
 }
 
@@ -138,13 +151,15 @@ impl DecisionRecord {
             .decisions
             .iter()
             .map(|d| {
-                let (index, symbol, value, count) = action_symbol(d.action);
+                let (index, value, count, definitions) = action_fields(&d.action);
+                let symbol = ACTIONS.get(index as usize).copied().unwrap_or_default();
                 Value::Record(vec![
                     ("clicks_position".into(), Value::Long(d.at.clicks)),
                     ("orders_position".into(), Value::Long(d.at.orders)),
                     ("action".into(), Value::Enum(index, symbol.to_owned())),
                     ("value".into(), Value::Long(value)),
                     ("count".into(), Value::Long(count)),
+                    ("definitions".into(), opt_string_value(&definitions)),
                 ])
             })
             .collect();
@@ -169,12 +184,13 @@ impl DecisionRecord {
         // Older records are read through the current schema (count = 0).
         let (writer, reader) = match id {
             DECISIONS_SCHEMA_ID => (&schemas.decisions, None),
+            DECISIONS_V2_SCHEMA_ID => (&schemas.decisions_v2, Some(&schemas.decisions)),
             DECISIONS_V1_SCHEMA_ID => (&schemas.decisions_v1, Some(&schemas.decisions)),
             _ => {
                 return Err(DecodeError::UnknownSchemaId {
                     id,
                     topic_kind: "decisions",
-                    known: vec![DECISIONS_V1_SCHEMA_ID, DECISIONS_SCHEMA_ID],
+                    known: vec![DECISIONS_V1_SCHEMA_ID, DECISIONS_V2_SCHEMA_ID, DECISIONS_SCHEMA_ID],
                 });
             }
         };
@@ -196,18 +212,22 @@ impl DecisionRecord {
 fn decision(item: Value) -> Result<Decision, DecodeError> {
     let mut d = Fields::new(item)?;
     let at = Positions { clicks: d.long("clicks_position")?, orders: d.long("orders_position")? };
-    let action = d.symbol("action", |s| {
-        ["release_clicks_alone", "release_orders_alone", "follow_watermark", "fire_timers"]
-            .iter()
-            .position(|a| *a == s)
-    })?;
+    let action = d.symbol("action", |s| ACTIONS.iter().position(|a| *a == s))?;
     let value = d.long("value")?;
     let count = d.long("count")?;
     let action = match action {
         0 => DecisionAction::Alone { lane: Lane::Clicks, until: value },
         1 => DecisionAction::Alone { lane: Lane::Orders, until: value },
         2 => DecisionAction::Follow { stream_time: EventTime::from_millis(value) },
-        _ => DecisionAction::Fire { up_to: EventTime::from_millis(value), count },
+        3 => DecisionAction::Fire { up_to: EventTime::from_millis(value), count },
+        _ => DecisionAction::Definitions {
+            version: i32::try_from(value)
+                .map_err(|_| invalid("value", format!("version {value} out of range")))?,
+            text: d
+                .opt_string("definitions")?
+                .ok_or_else(|| invalid("definitions", "apply_definitions without definitions".to_owned()))?
+                .into(),
+        },
     };
     Ok(Decision { at, action })
 }

@@ -15,6 +15,7 @@ mod erasure;
 mod error;
 mod ids;
 mod model;
+mod rollout;
 pub mod schema;
 pub mod wire;
 
@@ -32,6 +33,7 @@ pub use erasure::ErasureRequest;
 pub use error::{DecodeError, EncodeError};
 pub use ids::{CustomerId, EventTime};
 pub use model::{ClickEvent, ClickEventType, OrderEvent, OrderStatus};
+pub use rollout::DefinitionsRollout;
 
 #[cfg(test)]
 mod fuzz;

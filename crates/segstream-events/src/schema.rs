@@ -25,6 +25,8 @@ pub const CUSTOMER_SEGMENTS_AVSC: &str = include_str!("../../../schemas/customer
 pub const DECISIONS_AVSC: &str = include_str!("../../../schemas/decisions.avsc");
 /// `schemas/decisions-v1.avsc`: the layout of records with schema id 5.
 pub const DECISIONS_V1_AVSC: &str = include_str!("../../../schemas/decisions-v1.avsc");
+/// `schemas/decisions-v2.avsc`: the layout of records with schema id 6.
+pub const DECISIONS_V2_AVSC: &str = include_str!("../../../schemas/decisions-v2.avsc");
 
 /// Schema id of `ClickEvent` v1 in the Confluent header.
 pub const CLICKSTREAM_SCHEMA_ID: u32 = 1;
@@ -36,8 +38,10 @@ pub const SEGMENT_CHANGES_SCHEMA_ID: u32 = 3;
 pub const CUSTOMER_SEGMENTS_SCHEMA_ID: u32 = 4;
 /// Schema id of `Decisions` v1 (internal decisions topic), still read.
 pub const DECISIONS_V1_SCHEMA_ID: u32 = 5;
-/// Schema id of `Decisions` v2 (adds `fire_timers` and `count`), written.
-pub const DECISIONS_SCHEMA_ID: u32 = 6;
+/// Schema id of `Decisions` v2 (adds `fire_timers` and `count`), still read.
+pub const DECISIONS_V2_SCHEMA_ID: u32 = 6;
+/// Schema id of `Decisions` v3 (adds `apply_definitions` and `definitions`), written.
+pub const DECISIONS_SCHEMA_ID: u32 = 7;
 
 /// Parsed schemas: the built-in ones parsed once per process, and a
 /// worker's copy that adds the writer schemas a registry gave it.
@@ -55,6 +59,8 @@ pub struct Schemas {
     pub decisions: Schema,
     /// Writer schema of its older records (id 5).
     pub decisions_v1: Schema,
+    /// Writer schema of its older records (id 6).
+    pub decisions_v2: Schema,
     /// Writer schemas we accept on the click topic, by id.
     click_writers: HashMap<u32, Schema>,
     /// Writer schemas we accept on the order topic, by id.
@@ -82,6 +88,7 @@ impl Schemas {
                 membership: parse(CUSTOMER_SEGMENTS_AVSC, "customer-segments.avsc"),
                 decisions: parse(DECISIONS_AVSC, "decisions.avsc"),
                 decisions_v1: parse(DECISIONS_V1_AVSC, "decisions-v1.avsc"),
+                decisions_v2: parse(DECISIONS_V2_AVSC, "decisions-v2.avsc"),
             }
         })
     }

@@ -256,6 +256,10 @@ fn decision_records_round_trip_through_avro_with_every_action() {
                     count: 10_000,
                 },
             },
+            Decision {
+                at: Positions { clicks: 1_300, orders: 60 },
+                action: DecisionAction::Definitions { version: 3, text: "version = 3\n".into() },
+            },
         ],
     };
     let bytes = record.to_avro().expect("encode");
@@ -292,6 +296,30 @@ fn a_decision_record_of_the_first_layout_reads_with_count_zero() {
             action: DecisionAction::Follow { stream_time: EventTime::from_millis(1_700_000_000_000) }
         }]
     );
+}
+
+/// Records written before `apply_definitions` existed (schema id 6) still read.
+#[test]
+fn a_decision_record_of_the_second_layout_reads() {
+    use apache_avro::types::Value;
+    let decision = Value::Record(vec![
+        ("clicks_position".into(), Value::Long(4)),
+        ("orders_position".into(), Value::Long(2)),
+        ("action".into(), Value::Enum(3, "fire_timers".into())),
+        ("value".into(), Value::Long(1_700_000_000_000)),
+        ("count".into(), Value::Long(5)),
+    ]);
+    let value = Value::Record(vec![
+        ("group_id".into(), Value::String("g".into())),
+        ("partition".into(), Value::Int(1)),
+        ("seq".into(), Value::Long(0)),
+        ("decisions".into(), Value::Array(vec![decision])),
+    ]);
+    let body = crate::avro_fields::write_datum(&Schemas::builtin().decisions_v2, value).expect("encode v2");
+    let back =
+        DecisionRecord::from_avro(&wire::frame(schema::DECISIONS_V2_SCHEMA_ID, &body)).expect("decode");
+    let action = DecisionAction::Fire { up_to: EventTime::from_millis(1_700_000_000_000), count: 5 };
+    assert_eq!(back.decisions, [Decision { at: Positions { clicks: 4, orders: 2 }, action }]);
 }
 
 #[test]

@@ -3,6 +3,7 @@
 //! into the rules the evaluation uses.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use segstream_config::FeaturesConfig;
 use serde::Deserialize;
@@ -98,6 +99,9 @@ pub struct SegmentDefinitions {
     pub behaviour: BehaviourRules,
     /// The user-defined SQL segments, compiled.
     pub custom: CustomRules,
+    /// The file they were read from, whole: what checkpoints and rollout
+    /// decisions record.
+    pub text: Arc<str>,
 }
 
 impl SegmentDefinitions {
@@ -130,7 +134,13 @@ impl SegmentDefinitions {
         let custom = CustomRules::compile(&file.custom, features)
             .map_err(|(segment, p)| segment_error(&segment, p))?;
         let Some(rfm) = &file.rfm else {
-            return Ok(Self { version: file.version, rfm: None, behaviour: file.behaviour, custom });
+            return Ok(Self {
+                version: file.version,
+                rfm: None,
+                behaviour: file.behaviour,
+                custom,
+                text: text.into(),
+            });
         };
         if !features.order_windows_days.contains(&rfm.window_days) {
             return Err(segment_error(
@@ -144,6 +154,12 @@ impl SegmentDefinitions {
         let boundaries = RfmBoundaries::from_definition(rfm).map_err(|p| segment_error("rfm", p))?;
         let rfm = RfmRules::new(rfm, boundaries, file.version)
             .map_err(|(segment, p)| segment_error(&segment, p))?;
-        Ok(Self { version: file.version, rfm: Some(rfm), behaviour: file.behaviour, custom })
+        Ok(Self {
+            version: file.version,
+            rfm: Some(rfm),
+            behaviour: file.behaviour,
+            custom,
+            text: text.into(),
+        })
     }
 }

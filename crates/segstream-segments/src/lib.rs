@@ -67,6 +67,20 @@ impl SegmentRules {
         Subject { state, config, dict: self.definitions.behaviour.reads_categories().then_some(dict) }
     }
 
+    /// These rules with other segment definitions (the lifecycle stays):
+    /// `text` is a definitions file, `origin` names it in errors.
+    pub fn with_definitions(
+        &self,
+        text: &str,
+        origin: &str,
+        features: &segstream_config::FeaturesConfig,
+    ) -> Result<Self, DefinitionError> {
+        Ok(Self {
+            lifecycle: self.lifecycle.clone(),
+            definitions: SegmentDefinitions::parse(text, origin, features)?,
+        })
+    }
+
     /// The rules a configuration names: its `[lifecycle]` section and the
     /// definitions file of `segments.definitions` (the built-in one when empty).
     pub fn from_config(config: &segstream_config::Config) -> Result<Self, DefinitionError> {

@@ -382,6 +382,15 @@ struct BehaviourMembership {
     since: EventTime,
 }
 
+/// A buyer's RFM scores, the segment their cell was named when they
+/// entered it (a new table renames cells), and since when.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+struct RfmMembership {
+    scores: RfmScores,
+    segment: Box<str>,
+    since: EventTime,
+}
+
 /// A user-defined segment a customer is in, since when.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 struct CustomMembership {
@@ -399,9 +408,9 @@ pub struct CustomerSegments {
     lifecycle: Option<(LifecycleStage, EventTime)>,
     /// In the cart-abandoner segment since.
     cart_abandoner: Option<EventTime>,
-    /// A buyer's RFM scores, and since when they are in the segment their
-    /// cell names (scores move within a segment without a change).
-    rfm: Option<(RfmScores, EventTime)>,
+    /// A buyer's RFM scores and segment (scores move within a segment
+    /// without a change).
+    rfm: Option<RfmMembership>,
     /// Behaviour segments of the definitions file the customer is in.
     behaviour: ThinVec<BehaviourMembership>,
     /// User-defined segments the customer is in.
@@ -418,11 +427,11 @@ impl CustomerSegments {
 
     /// Current RFM scores, if a buyer.
     pub fn rfm(&self) -> Option<RfmScores> {
-        self.rfm.map(|(s, _)| s)
+        self.rfm.as_ref().map(|m| m.scores)
     }
 
     /// Current memberships, for the `customer-segments` topic.
-    pub fn memberships(&self, rules: &SegmentRules) -> Vec<Membership> {
+    pub fn memberships(&self) -> Vec<Membership> {
         let lifecycle = self.lifecycle.iter().map(|(stage, since)| Membership {
             kind: SegmentKind::Lifecycle,
             segment: stage.as_str().to_owned(),
@@ -433,10 +442,10 @@ impl CustomerSegments {
             segment: CART_ABANDONER.to_owned(),
             since: *since,
         });
-        let rfm = self.rfm.iter().zip(&rules.definitions.rfm).map(|((scores, since), rfm)| Membership {
+        let rfm = self.rfm.iter().map(|m| Membership {
             kind: SegmentKind::Rfm,
-            segment: rfm.segment(*scores).to_owned(),
-            since: *since,
+            segment: m.segment.to_string(),
+            since: m.since,
         });
         let behaviour = self.behaviour.iter().map(|m| Membership {
             kind: SegmentKind::Behaviour,
@@ -452,18 +461,19 @@ impl CustomerSegments {
     }
 
     /// The segments the customer is in now, by kind.
-    pub fn current<'a>(
-        &'a self,
-        rules: &'a SegmentRules,
-    ) -> impl Iterator<Item = (SegmentKind, &'static str)> + 'a {
+    pub fn current(&self) -> impl Iterator<Item = (SegmentKind, &'static str)> + '_ {
         let lifecycle = self.lifecycle().map(|s| (SegmentKind::Lifecycle, s.as_str()));
-        let rfm =
-            self.rfm().zip(rules.definitions.rfm.as_ref()).map(|(s, rfm)| (SegmentKind::Rfm, rfm.segment(s)));
+        let rfm = self.rfm.as_ref().map(|m| (SegmentKind::Rfm, crate::names::intern(&m.segment)));
         let cart = self.cart_abandoner.map(|_| (SegmentKind::Behaviour, CART_ABANDONER));
         let behaviour =
             self.behaviour.iter().map(|m| (SegmentKind::Behaviour, crate::names::intern(&m.name)));
         let custom = self.custom.iter().map(|m| (SegmentKind::Custom, crate::names::intern(&m.name)));
         lifecycle.into_iter().chain(rfm).chain(cart).chain(behaviour).chain(custom)
+    }
+
+    /// Whether the customer is in some user-defined segment.
+    pub fn in_custom(&self) -> bool {
+        !self.custom.is_empty()
     }
 
     /// Enters and leaves the user-defined segments as one evaluation of them
@@ -536,7 +546,24 @@ impl CustomerSegments {
     ) -> Vec<Transition> {
         let mut out = Vec::new();
         let behaviour = &rules.definitions.behaviour;
-        for m in behaviour.measures(f) {
+        let measures = behaviour.measures(f);
+        // A rule the definitions no longer have: its members leave.
+        while let Some(i) = self.behaviour.iter().position(|b| measures.iter().all(|m| m.rule != b.rule)) {
+            let name = crate::names::intern(&self.behaviour.remove(i).name);
+            out.push(Transition {
+                kind: SegmentKind::Behaviour,
+                from: Some(name),
+                to: None,
+                at,
+                trigger,
+                rule_id: format!("behaviour.{name}"),
+                rule_version: rules.definitions.version,
+                reason: format!("segment `{name}` is no longer defined"),
+                features: BTreeMap::new(),
+                model_version: None,
+            });
+        }
+        for m in measures {
             let held = self.behaviour.iter().position(|b| b.rule == m.rule);
             let member = held.and_then(|i| self.behaviour.get(i));
             if member.map(|b| &*b.name) == m.holds {
@@ -580,16 +607,30 @@ impl CustomerSegments {
         trigger: Trigger,
         f: &Features,
     ) -> Option<Transition> {
-        let rfm = rules.definitions.rfm.as_ref()?;
-        let scores = rfm.scores(f);
-        let from = self.rfm.map(|(s, _)| rfm.segment(s));
-        let to = scores.map(|s| rfm.segment(s));
+        let rfm = rules.definitions.rfm.as_ref();
+        let scores = rfm.and_then(|r| r.scores(f));
+        let from = self.rfm.as_ref().map(|m| crate::names::intern(&m.segment));
+        let to = rfm.zip(scores).map(|(r, s)| r.segment(s));
         if from == to {
-            self.rfm = scores.zip(self.rfm.map(|(_, since)| since));
+            if let (Some(m), Some(s)) = (&mut self.rfm, scores) {
+                m.scores = s;
+            }
             return None;
         }
-        self.rfm = scores.map(|s| (s, at));
-        let (reason, features) = rfm.explain(scores, f);
+        self.rfm =
+            scores.zip(to).map(|(scores, name)| RfmMembership { scores, segment: name.into(), since: at });
+        let (reason, features, rule_version, model_version) = match rfm {
+            Some(r) => {
+                let (reason, features) = r.explain(scores, f);
+                (reason, features, r.version(), r.model_version().map(str::to_owned))
+            }
+            None => (
+                "RFM segments are no longer defined".to_owned(),
+                BTreeMap::new(),
+                rules.definitions.version,
+                None,
+            ),
+        };
         Some(Transition {
             kind: SegmentKind::Rfm,
             from,
@@ -597,10 +638,10 @@ impl CustomerSegments {
             at,
             trigger,
             rule_id: format!("rfm.{}", to.or(from).unwrap_or_default()),
-            rule_version: rfm.version(),
+            rule_version,
             reason,
             features,
-            model_version: rfm.model_version().map(str::to_owned),
+            model_version,
         })
     }
 
@@ -759,14 +800,42 @@ impl CustomerSegments {
         s: Subject<'_>,
         observe: Observe<'_>,
     ) -> Vec<Transition> {
+        self.evaluate_at(rules, t, s, Trigger::Event, observe)
+    }
+
+    /// Evaluates every kind under new definitions (`rules`), as of `t` or
+    /// the latest evaluation if later: the changes they make (trigger
+    /// `definition_change`), members of segments they no longer define
+    /// leaving. Due timers up to `t` must have fired.
+    pub fn redefine(
+        &mut self,
+        rules: &SegmentRules,
+        t: EventTime,
+        s: Subject<'_>,
+        observe: Observe<'_>,
+    ) -> Vec<Transition> {
+        if self.lifecycle.is_none() {
+            return Vec::new();
+        }
+        self.evaluate_at(rules, t, s, Trigger::DefinitionChange, observe)
+    }
+
+    fn evaluate_at(
+        &mut self,
+        rules: &SegmentRules,
+        t: EventTime,
+        s: Subject<'_>,
+        trigger: Trigger,
+        observe: Observe<'_>,
+    ) -> Vec<Transition> {
         // Never evaluate back in time: a late event is judged as of now.
         let at = self.evaluated_at.map_or(t, |e| e.max(t));
         self.evaluated_at = Some(at);
         let features = s.features(at);
         let i = rules.lifecycle.inputs_of(s, &features, at, at);
         let mut out = Vec::new();
-        self.evaluate(rules, at, Trigger::Event, &features, &i, &mut out);
-        observe(at, Trigger::Event, self);
+        self.evaluate(rules, at, trigger, &features, &i, &mut out);
+        observe(at, trigger, self);
         out
     }
 

@@ -688,7 +688,7 @@ fn behaviour_segments_follow_orders_sessions_and_time() {
     );
     let fan = c.moves.iter().find(|m| m.1 == Some("category_fan_shoes_boots")).map(|m| m.4.as_str());
     assert_eq!(fan, Some("100% of 3 orders in 365 days in Shoes & Boots (from 60% of 3)"));
-    let members: Vec<String> = c.segments.memberships(&c.rules).into_iter().map(|m| m.segment).collect();
+    let members: Vec<String> = c.segments.memberships().into_iter().map(|m| m.segment).collect();
     assert!(members.contains(&"category_fan_shoes_boots".to_owned()), "{members:?}");
 }
 

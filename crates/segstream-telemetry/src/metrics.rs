@@ -105,6 +105,12 @@ pub struct Metrics {
     pub erasures: IntCounterVec,
     /// `segstream_erased_events_total`: events of erased customers not applied.
     pub erased_events: IntCounter,
+    /// `segstream_definitions_rollouts_total{result}`: rolled-out segment
+    /// definitions seen (applied, refused, stale).
+    pub definitions_rollouts: IntCounterVec,
+    /// `segstream_definitions_version`: version of the segment definitions
+    /// the group should be under.
+    pub definitions_version: IntGauge,
 }
 
 impl Default for Metrics {
@@ -377,6 +383,22 @@ impl Metrics {
                     "Events of erased customers, dated up to their erasure, that moved time only.",
                 )
                 .unwrap_or_else(|e| panic!("erased events: {e}")),
+            ),
+            definitions_rollouts: register(
+                &r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "segstream_definitions_rollouts_total",
+                        "Rolled-out segment definitions seen, by result (applied; refused: they do not parse or name an unknown feature, the version in force stays; stale: not above the version in force).",
+                    ),
+                    &["result"],
+                )
+                .unwrap_or_else(|e| panic!("definitions rollouts: {e}")),
+            ),
+            definitions_version: gauge(
+                &r,
+                "segstream_definitions_version",
+                "Version of the segment definitions the group should be under (the highest rolled out, or the configured file's).",
             ),
             registry: r,
         }

@@ -12,7 +12,7 @@ use datafusion::arrow::array::RecordBatch;
 use segstream_config::FeaturesConfig;
 use segstream_events::{EventTime, Positions, SegmentKind};
 use segstream_features::Dictionaries;
-use segstream_segments::{CustomerSegments, SegmentRules};
+use segstream_segments::CustomerSegments;
 use segstream_sql::table;
 use serde::{Deserialize, Serialize};
 
@@ -53,6 +53,9 @@ pub(crate) struct PartitionState {
     /// The partition's customers, in the order they were first seen (timer
     /// ties fire in that order).
     pub(crate) customers: Vec<SavedCustomer>,
+    /// The segment definitions file the customers' segments are under
+    /// (`None`: a snapshot's cut, under whatever the worker has).
+    pub(crate) definitions: Option<String>,
 }
 
 impl PartitionState {
@@ -68,14 +71,14 @@ impl PartitionState {
 
     /// The partition's feature table as of its stream time (one row per
     /// customer, sorted by id, with their segments), as `/sql` builds it.
-    pub(crate) fn feature_table(&self, rules: &SegmentRules) -> Result<RecordBatch, String> {
+    pub(crate) fn feature_table(&self) -> Result<RecordBatch, String> {
         let dict = Dictionaries::with_names(self.categories.clone(), self.payments.clone());
         let as_of = self.stream_time.unwrap_or(EventTime::from_millis(0));
         let mut customers: Vec<_> = self
             .customers
             .iter()
             .map(|c| {
-                let named = row_segments(&c.segments, rules);
+                let named = row_segments(&c.segments);
                 (c.id.as_str(), c.features.features(as_of, &self.features, &dict), named)
             })
             .collect();
@@ -84,9 +87,9 @@ impl PartitionState {
 }
 
 /// A customer's segments by kind, for the feature table.
-pub(crate) fn row_segments(segments: &CustomerSegments, rules: &SegmentRules) -> table::RowSegments {
+pub(crate) fn row_segments(segments: &CustomerSegments) -> table::RowSegments {
     let mut row = table::RowSegments::default();
-    for m in segments.memberships(rules) {
+    for m in segments.memberships() {
         match m.kind {
             SegmentKind::Lifecycle => row.lifecycle = Some(m.segment),
             SegmentKind::Rfm => row.rfm = Some(m.segment),
@@ -130,6 +133,7 @@ pub(crate) fn empty_state(group: &str, partition: i32, features: FeaturesConfig)
         categories: Vec::new(),
         payments: Vec::new(),
         customers: Vec::new(),
+        definitions: None,
     }
 }
 

@@ -161,6 +161,12 @@ impl Engine {
         };
     }
 
+    /// The partition's watermark (stream time − allowed lateness), if it
+    /// has a stream time.
+    pub(crate) fn watermark(&self, partition: i32) -> Option<EventTime> {
+        self.stream_time(partition).map(|t| t.plus_millis(-self.lateness_ms))
+    }
+
     /// The partition's stream time, if it has one.
     pub(crate) fn stream_time(&self, partition: i32) -> Option<EventTime> {
         self.stream_time.get(&partition).copied()
@@ -324,5 +330,53 @@ pub(crate) mod tests {
         ];
         assert_eq!(moves, expected, "entered on the second order, left 30 days and 1 ms after it");
         assert_eq!(custom_moves(&mut one_batch), expected, "one batch decides the same");
+    }
+
+    #[test]
+    fn new_definitions_evaluate_every_customer_once_and_end_the_segments_they_drop() {
+        let (config, _file) = with_custom(&[]);
+        let mut engine = Engine::new(&config).expect("engine");
+        for (customer, id, day) in [("a", "a1", 0), ("a", "a2", 5), ("b", "b1", 8)] {
+            engine.process(0, Some(EventTime::from_millis(T0 + day * DAY)), order(customer, id, day));
+        }
+        let configured = engine.store.definitions(0).text.to_string();
+        let with =
+            |custom: &str| format!("{configured}\n[[custom]]\nname = \"repeat\"\nsql = \"{custom}\"\n");
+        let mut redefine = |text: &str| -> Moves {
+            let rules = engine.store.rules_with(text, "test").expect("rules");
+            let at = engine.watermark(0).expect("watermark");
+            let mut moves: Moves = engine
+                .store
+                .redefine(0, std::sync::Arc::new(rules), at)
+                .into_iter()
+                .flat_map(|(id, ts)| {
+                    ts.into_iter().map(move |t| {
+                        (
+                            id.as_str().to_owned(),
+                            t.to.or(t.from).unwrap_or_default(),
+                            t.to.is_some(),
+                            t.trigger,
+                            t.at,
+                        )
+                    })
+                })
+                .collect();
+            moves.extend(custom_moves(&mut engine));
+            moves
+        };
+        let at = EventTime::from_millis(T0 + 8 * DAY - 3_600_000);
+        let added = redefine(&with("lifetime_orders >= 2"));
+        assert_eq!(added, [("a".to_owned(), "repeat", true, Trigger::DefinitionChange, at)]);
+        assert!(
+            redefine(&with("lifetime_orders >= 2")).is_empty(),
+            "the same definitions again change nothing"
+        );
+        let changed = redefine(&with("lifetime_orders >= 1"));
+        // b's latest evaluation (its order) is after the watermark: judged as of then.
+        let b_at = EventTime::from_millis(T0 + 8 * DAY);
+        assert_eq!(changed, [("b".to_owned(), "repeat", true, Trigger::DefinitionChange, b_at)]);
+        let removed = redefine(&configured.replace("version = 7", "version = 9"));
+        let left: Vec<(&str, bool)> = removed.iter().map(|m| (m.0.as_str(), m.2)).collect();
+        assert_eq!(left, [("a", false), ("b", false)], "a segment no longer defined is left: {removed:?}");
     }
 }

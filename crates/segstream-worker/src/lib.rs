@@ -9,6 +9,7 @@
 
 mod admission;
 mod checkpoint;
+mod diff;
 mod engine;
 mod error;
 mod live;
@@ -21,6 +22,7 @@ mod snapshot;
 mod store;
 
 pub use admission::input_rules;
+pub use diff::{DefinitionsDiff, DiffSource, SegmentMoves, diff_definitions};
 pub use error::WorkerError;
 pub use live::Summary;
 pub use lookup::snapshot_features;

@@ -62,6 +62,14 @@ pub(crate) enum Step<T> {
         /// Repeated from the committed decisions (its outputs are committed).
         scripted: bool,
     },
+    /// A committed decision says these segment definitions came into force
+    /// here.
+    Definitions {
+        /// Their version.
+        version: i32,
+        /// The definitions file.
+        text: std::sync::Arc<str>,
+    },
 }
 
 /// Asked before a record of this time is released live: `Some((up_to,
@@ -225,7 +233,7 @@ impl<T> Pair<T> {
                 }
                 continue;
             }
-            if let Some(next) = self.script.front().copied() {
+            if let Some(next) = self.script.front().cloned() {
                 let at = self.positions();
                 if at == next.at {
                     self.script.pop_front();
@@ -236,6 +244,9 @@ impl<T> Pair<T> {
                         }
                         DecisionAction::Fire { up_to, count } => {
                             out.push((partition, Step::Fire { up_to, count, scripted: true }));
+                        }
+                        DecisionAction::Definitions { version, text } => {
+                            out.push((partition, Step::Definitions { version, text }));
                         }
                     }
                     continue;
@@ -492,7 +503,7 @@ mod tests {
             .iter()
             .filter_map(|(_, s)| match s {
                 Step::Record(lane, p) => Some((*lane, p.offset)),
-                Step::Follow(_) | Step::Fire { .. } => None,
+                Step::Follow(_) | Step::Fire { .. } | Step::Definitions { .. } => None,
             })
             .collect()
     }
@@ -676,6 +687,7 @@ mod tests {
                     format!("fire{}{}", up_to.millis(), if *scripted { "s" } else { "" })
                 }
                 Step::Follow(t) => format!("follow{}", t.millis()),
+                Step::Definitions { version, .. } => format!("definitions{version}"),
             })
             .collect();
         assert_eq!(shape, ["clicks0", "fire10", "fire20", "clicks1", "orders0"]);
@@ -703,6 +715,27 @@ mod tests {
             .collect();
         assert_eq!(fires, [(1, 10, true), (2, 20, true)], "{out:?}");
         assert_eq!(order_of(&out), [(Lane::Clicks, 0), (Lane::Clicks, 1), (Lane::Orders, 0)]);
+    }
+
+    #[test]
+    fn a_definitions_decision_is_repeated_where_it_was_taken_even_before_any_record() {
+        let now = Instant::now();
+        let definitions =
+            |version| DecisionAction::Definitions { version, text: format!("version = {version}").into() };
+        let script = vec![
+            Decision { at: at(0, 0), action: definitions(1) },
+            Decision { at: at(1, 1), action: definitions(2) },
+        ];
+        let mut m = Merger::new(Duration::ZERO);
+        fresh(&mut m, 0, script);
+        let first = m.release(now, usize::MAX, NO_GATE).expect("release");
+        assert!(matches!(first.as_slice(), [(0, Step::Definitions { version: 1, .. })]), "{first:?}");
+        push_all(&mut m, Lane::Clicks, &[(0, 10), (1, 50)]);
+        push_all(&mut m, Lane::Orders, &[(0, 20), (1, 60)]);
+        let out = m.release(now, usize::MAX, NO_GATE).expect("release");
+        let at = out.iter().position(|(_, s)| matches!(s, Step::Definitions { version: 2, .. }));
+        assert_eq!(at, Some(2), "after clicks 0 and orders 0: {out:?}");
+        assert_eq!(order_of(&out), [(Lane::Clicks, 0), (Lane::Orders, 0), (Lane::Clicks, 1)]);
     }
 
     #[test]
@@ -780,7 +813,7 @@ mod tests {
             v.iter()
                 .filter_map(|(p, s)| match s {
                     Step::Record(_, r) => Some((*p, r.offset)),
-                    Step::Follow(_) | Step::Fire { .. } => None,
+                    Step::Follow(_) | Step::Fire { .. } | Step::Definitions { .. } => None,
                 })
                 .collect()
         };

@@ -10,13 +10,14 @@
 //! committed offsets suppressed (they are in committed transactions).
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use segstream_config::Config;
 use segstream_events::{
-    CustomerId, Decision, DecisionAction, EventTime, Lane, Positions, SegmentChange, SegmentKind,
+    CustomerId, Decision, DecisionAction, EventTime, Lane, Positions, SegmentChange, SegmentKind, Trigger,
 };
-use segstream_segments::{Cause, Transition, to_changes};
+use segstream_segments::{Cause, SegmentDefinitions, SegmentRules, Transition, to_changes};
 use segstream_telemetry::Metrics;
 
 use crate::admission::{Admission, Decoded, Incoming, Item, Rejection, Verdict};
@@ -162,7 +163,7 @@ impl Processor {
         fetch_from: Positions,
         committed: Option<Positions>,
         script: Vec<Decision>,
-    ) {
+    ) -> Result<(), WorkerError> {
         let partition = state.partition;
         self.close(partition);
         let PartitionState {
@@ -173,8 +174,14 @@ impl Processor {
             categories,
             payments,
             customers,
+            definitions,
             ..
         } = state;
+        if let Some(text) = definitions {
+            let origin = format!("the checkpoint of partition {partition}");
+            let rules = self.engine.store.rules_with(&text, &origin)?;
+            self.engine.store.set_rules(partition, Arc::new(rules));
+        }
         self.engine.store.restore_partition(customers, &categories, &payments);
         // A checkpoint older than an erasure still holds the customer.
         let erased = self.engine.drop_erased().len();
@@ -197,6 +204,7 @@ impl Processor {
         let positions = Positions { clicks: at(Lane::Clicks), orders: at(Lane::Orders) };
         self.merger.open(partition, Opening { positions, fetch_from, script });
         self.rebuilding.insert(partition, Rebuild { committed });
+        Ok(())
     }
 
     /// A new erasure (see [`Engine::erase`]); whether the customer's state
@@ -221,6 +229,7 @@ impl Processor {
         state.stream_time = self.engine.stream_time(partition);
         state.released = Lane::BOTH.map(|lane| self.released_max.get(&(lane, partition)).copied());
         (state.customers, state.categories, state.payments) = self.engine.store.save_partition(partition);
+        state.definitions = Some(self.engine.store.definitions(partition).text.to_string());
         Some(state)
     }
 
@@ -349,6 +358,12 @@ impl Processor {
                     // The held-back record and the rest of the firing can go next.
                     released = released.max(budget);
                 }
+                Step::Definitions { version, text } => {
+                    let origin =
+                        format!("version {version} of the definitions decided for partition {partition}");
+                    let rules = self.engine.store.rules_with(&text, &origin)?;
+                    self.redefine(partition, Arc::new(rules), true, out)?;
+                }
             }
         }
         self.emit_custom(out)?;
@@ -405,6 +420,50 @@ impl Processor {
         Ok(())
     }
 
+    /// Puts segment definitions in force in a partition here and now (a
+    /// rollout reached the worker): the decision is recorded, every
+    /// customer of the partition is evaluated under them once, and the
+    /// changes (trigger `definition_change`) go into `out`.
+    pub(crate) fn apply_definitions(
+        &mut self,
+        partition: i32,
+        rules: Arc<SegmentRules>,
+        out: &mut Emitted,
+    ) -> Result<(), WorkerError> {
+        let definitions = &rules.definitions;
+        let action =
+            DecisionAction::Definitions { version: definitions.version, text: Arc::clone(&definitions.text) };
+        self.merger.note(partition, action);
+        self.redefine(partition, rules, false, out)
+    }
+
+    /// The segment definitions in force in a partition, and whether that
+    /// is recorded (by a decision or a checkpoint).
+    pub(crate) fn definitions(&self, partition: i32) -> (&SegmentDefinitions, bool) {
+        let store = &self.engine.store;
+        (store.definitions(partition), store.definitions_recorded(partition))
+    }
+
+    fn redefine(
+        &mut self,
+        partition: i32,
+        rules: Arc<SegmentRules>,
+        scripted: bool,
+        out: &mut Emitted,
+    ) -> Result<(), WorkerError> {
+        // The rows evaluated so far were made under the rules they replace.
+        self.emit_custom(out)?;
+        self.engine.store.set_tag(OutputTag { suppressed: scripted, ts: None });
+        let at = self.engine.watermark(partition).unwrap_or(EventTime::from_millis(0));
+        for (id, transitions) in self.engine.store.redefine(partition, rules, at) {
+            let fired = Fired { id, transitions, cause: None };
+            if !scripted {
+                self.emit(out, fired, None);
+            }
+        }
+        self.emit_custom(out)
+    }
+
     /// The user-defined segments' changes of the evaluations made since the
     /// last call, evaluated together, each emitted (or suppressed) as its
     /// evaluation's cause says.
@@ -425,7 +484,8 @@ impl Processor {
     }
 
     fn count_timers(&self, fired: &[Fired]) {
-        let timers: usize = fired.iter().filter(|f| f.cause.is_none()).map(|f| f.transitions.len()).sum();
+        let timers =
+            fired.iter().flat_map(|f| &f.transitions).filter(|t| t.trigger == Trigger::Timer).count();
         self.metrics.timers_fired.inc_by(timers as u64);
     }
 
@@ -438,9 +498,8 @@ impl Processor {
         let at = out.touched.entry(id.clone()).or_insert(last.at);
         *at = (*at).max(last.at);
         out.causes_ts.extend(transitions.iter().filter_map(|t| Some((t.kind, ts?))));
-        if cause.is_none() {
-            self.metrics.timers_fired.inc_by(transitions.len() as u64);
-        }
+        let timers = transitions.iter().filter(|t| t.trigger == Trigger::Timer).count();
+        self.metrics.timers_fired.inc_by(timers as u64);
         for t in &transitions {
             self.count_transition(t);
             for change in to_changes(&id, t, Cause { event_id: cause.as_deref() }, out.emit_time) {

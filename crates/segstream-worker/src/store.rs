@@ -9,7 +9,7 @@
 //! silent past every window (`CustomerState::compact`): at an event time,
 //! so a replay compacts at the same points.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::hash::{BuildHasher, RandomState};
 use std::sync::Arc;
 
@@ -70,6 +70,7 @@ pub(crate) struct OutputTag {
 #[derive(Debug)]
 struct CustomRow {
     slot: usize,
+    partition: i32,
     id: CompactString,
     at: EventTime,
     trigger: Trigger,
@@ -110,7 +111,12 @@ pub struct CustomerStore {
     /// the customers were first seen (slot order, kept by drops and warm
     /// starts), so a replay fires them in the live order.
     timers: BTreeMap<i32, BTreeSet<(EventTime, u32)>>,
+    /// The rules of the configuration: in force in a partition until a
+    /// definitions decision (or its checkpoint) puts others in force there.
     rules: SegmentRules,
+    /// Per partition: the rules a definitions decision or a checkpoint put
+    /// in force.
+    partition_rules: HashMap<i32, Arc<SegmentRules>>,
     features: FeaturesConfig,
     /// Category and payment names shared by all customers.
     dict: Dictionaries,
@@ -135,6 +141,7 @@ impl CustomerStore {
             population: BTreeMap::new(),
             timers: BTreeMap::new(),
             rules,
+            partition_rules: HashMap::new(),
             features,
             dict: Dictionaries::default(),
             tally: ClickTally::default(),
@@ -206,8 +213,8 @@ impl CustomerStore {
         let Some(c) = self.slots.get_mut(slot) else { unreachable!("slot {slot} was just found or pushed") };
         let Customer { id, features: state, segments, .. } = c;
         let (config, dict, rows) = (&self.features, &mut self.dict, &mut self.custom_rows);
-        let rules = &self.rules;
-        let mut row = Observer { rules, config, slot, id, tag: self.tag, rows };
+        let rules = rules_in(&self.rules, &self.partition_rules, partition);
+        let mut row = Observer { rules, config, slot, id, partition, tag: self.tag, rows };
         let mut transitions = segments.advance_observed(
             rules,
             t,
@@ -260,8 +267,10 @@ impl CustomerStore {
             let Some(c) = self.slots.get_mut(slot) else { continue };
             c.scheduled = None;
             let Customer { id, features: state, segments, .. } = c;
-            let (config, rules, dict) = (&self.features, &self.rules, &self.dict);
-            let mut row = Observer { rules, config, slot, id, tag: self.tag, rows: &mut self.custom_rows };
+            let rules = rules_in(&self.rules, &self.partition_rules, partition);
+            let (config, dict) = (&self.features, &self.dict);
+            let mut row =
+                Observer { rules, config, slot, id, partition, tag: self.tag, rows: &mut self.custom_rows };
             let transitions = segments.advance_observed(
                 rules,
                 due,
@@ -289,18 +298,34 @@ impl CustomerStore {
             return Ok((Vec::new(), Vec::new()));
         }
         let rows = std::mem::take(&mut self.custom_rows);
-        let table_rows: Vec<table::Row<'_>> = rows
-            .iter()
-            .map(|r| table::Row {
-                customer_id: r.id.as_str(),
-                features: &r.features,
-                segments: Some(&r.segments),
-            })
-            .collect();
-        let batch = table::build(&table_rows, &self.features, true)?;
-        let custom = &self.rules.definitions.custom;
-        let evaluation = custom.evaluate(&batch);
-        for (segment, error) in evaluation.failures.iter().take(1) {
+        // Each partition's rows together, under its rules.
+        let mut groups: BTreeMap<i32, Vec<usize>> = BTreeMap::new();
+        for (k, r) in rows.iter().enumerate() {
+            groups.entry(r.partition).or_default().push(k);
+        }
+        let mut place = vec![(0, 0); rows.len()];
+        let mut batches = Vec::with_capacity(groups.len());
+        let mut failures = Vec::new();
+        for (partition, members) in groups {
+            let table_rows: Vec<table::Row<'_>> = members
+                .iter()
+                .filter_map(|&k| rows.get(k))
+                .map(|r| table::Row {
+                    customer_id: r.id.as_str(),
+                    features: &r.features,
+                    segments: Some(&r.segments),
+                })
+                .collect();
+            let batch = table::build(&table_rows, &self.features, true)?;
+            let rules = rules_in(&self.rules, &self.partition_rules, partition);
+            let evaluation = rules.definitions.custom.evaluate(&batch);
+            failures.extend(evaluation.failures);
+            for (j, &k) in members.iter().enumerate() {
+                place[k] = (batches.len(), j);
+            }
+            batches.push((partition, batch, evaluation.holds));
+        }
+        if let Some((segment, error)) = failures.first() {
             tracing::warn!(
                 segment,
                 error,
@@ -308,25 +333,91 @@ impl CustomerStore {
             );
         }
         let mut out = Vec::new();
-        for (k, r) in rows.into_iter().enumerate() {
+        for (r, (b, j)) in rows.into_iter().zip(place) {
+            let Some((partition, batch, holds)) = batches.get(b) else { continue };
+            let rules = rules_in(&self.rules, &self.partition_rules, *partition);
             let Some(c) = self.slots.get_mut(r.slot).filter(|c| c.id == r.id) else { continue };
-            let holds = |i: usize| evaluation.holds.get(i).and_then(|h| h.get(k)).copied().unwrap_or(false);
+            let custom = &rules.definitions.custom;
+            let holds = |i: usize| holds.get(i).and_then(|h| h.get(j)).copied().unwrap_or(false);
             let transitions =
-                c.segments.apply_custom(&self.rules, r.at, r.trigger, holds, |i| custom.values(i, &batch, k));
-            if transitions.is_empty() {
-                continue;
+                c.segments.apply_custom(rules, r.at, r.trigger, holds, |i| custom.values(i, batch, j));
+            if !transitions.is_empty() {
+                out.push(CustomFired {
+                    id: CustomerId::new(r.id.as_str()),
+                    transitions,
+                    cause: r.cause,
+                    tag: r.tag,
+                });
             }
-            out.push(CustomFired {
-                id: CustomerId::new(r.id.as_str()),
-                transitions,
-                cause: r.cause,
-                tag: r.tag,
-            });
         }
         for fired in &out {
             self.count(&fired.transitions);
         }
-        Ok((out, evaluation.failures.into_iter().map(|(segment, _)| segment).collect()))
+        Ok((out, failures.into_iter().map(|(segment, _)| segment).collect()))
+    }
+
+    /// The partitions whose customers are here.
+    pub(crate) fn partitions(&self) -> Vec<i32> {
+        let set: BTreeSet<i32> = self.slots.iter().map(|c| c.partition).collect();
+        set.into_iter().collect()
+    }
+
+    /// The segment definitions in force in `partition`.
+    pub(crate) fn definitions(&self, partition: i32) -> &segstream_segments::SegmentDefinitions {
+        &rules_in(&self.rules, &self.partition_rules, partition).definitions
+    }
+
+    /// Whether a decision or a checkpoint put the partition's definitions
+    /// in force (a partition started afresh runs under the configured ones,
+    /// recorded by no one yet).
+    pub(crate) fn definitions_recorded(&self, partition: i32) -> bool {
+        self.partition_rules.contains_key(&partition)
+    }
+
+    /// The configured rules with the definitions `text` (from a decision
+    /// or a checkpoint).
+    pub(crate) fn rules_with(&self, text: &str, origin: &str) -> Result<SegmentRules, WorkerError> {
+        Ok(self.rules.with_definitions(text, origin, &self.features)?)
+    }
+
+    /// Puts `rules` in force in `partition` without evaluating anyone (a
+    /// restored checkpoint's).
+    pub(crate) fn set_rules(&mut self, partition: i32, rules: Arc<SegmentRules>) {
+        self.partition_rules.insert(partition, rules);
+    }
+
+    /// Puts `rules` in force in `partition` and evaluates each of its
+    /// customers once under them, as of `at` (the partition's watermark) or
+    /// their latest evaluation if later: the changes, per customer, in the
+    /// order the customers were first seen.
+    pub(crate) fn redefine(
+        &mut self,
+        partition: i32,
+        rules: Arc<SegmentRules>,
+        at: EventTime,
+    ) -> Vec<(CustomerId, Vec<Transition>)> {
+        self.partition_rules.insert(partition, rules);
+        let slots: Vec<usize> = (0..self.slots.len())
+            .filter(|s| self.slots.get(*s).is_some_and(|c| c.partition == partition))
+            .collect();
+        let mut out = Vec::new();
+        for slot in slots {
+            let rules = rules_in(&self.rules, &self.partition_rules, partition);
+            let Some(c) = self.slots.get_mut(slot) else { continue };
+            let Customer { id, features: state, segments, .. } = c;
+            let (config, dict) = (&self.features, &self.dict);
+            let mut row =
+                Observer { rules, config, slot, id, partition, tag: self.tag, rows: &mut self.custom_rows };
+            let subject = rules.subject(state, config, dict);
+            let transitions = segments.redefine(rules, at, subject, &mut row.of(state, dict, None));
+            let id = CustomerId::new(id.as_str());
+            self.reschedule(slot);
+            self.count(&transitions);
+            if !transitions.is_empty() {
+                out.push((id, transitions));
+            }
+        }
+        out
     }
 
     /// True if more than `n` timers of `partition` are due by `watermark`
@@ -351,8 +442,9 @@ impl CustomerStore {
     }
 
     fn reschedule(&mut self, slot: usize) {
-        let (features, rules) = (&self.features, &self.rules);
+        let features = &self.features;
         let Some(c) = self.slots.get_mut(slot) else { return };
+        let rules = rules_in(&self.rules, &self.partition_rules, c.partition);
         let stage_due = c.segments.next_due(rules, rules.subject(&c.features, features, &self.dict));
         // Whichever comes first: the next time-driven transition, or the
         // compaction of a customer silent past every window.
@@ -386,7 +478,7 @@ impl CustomerStore {
         let c = self.slots.get(self.slot_of(id.as_str())?)?;
         Some(MembershipRecord {
             customer_id: id.clone(),
-            segments: c.segments.memberships(&self.rules),
+            segments: c.segments.memberships(),
             updated_at,
             rule_version: self.rules.lifecycle.version(),
         })
@@ -395,6 +487,7 @@ impl CustomerStore {
     /// Drops every customer of a revoked partition; returns how many.
     pub(crate) fn drop_partition(&mut self, partition: i32) -> usize {
         self.timers.remove(&partition);
+        self.partition_rules.remove(&partition);
         if !self.slots.iter().any(|c| c.partition == partition) {
             // Nothing moves (a newly assigned partition, or one revoked twice).
             return 0;
@@ -445,7 +538,7 @@ impl CustomerStore {
     ) -> impl Iterator<Item = (&str, segstream_features::Features, segstream_sql::table::RowSegments)> + '_
     {
         self.slots.iter().map(move |c| {
-            let named = crate::checkpoint::row_segments(&c.segments, &self.rules);
+            let named = crate::checkpoint::row_segments(&c.segments);
             (c.id.as_str(), c.features.features(as_of, &self.features, &self.dict), named)
         })
     }
@@ -557,9 +650,8 @@ impl CustomerStore {
     }
 
     fn count_memberships(&mut self, segments: &CustomerSegments, delta: i64) {
-        let Self { population, rules, .. } = self;
-        for segment in segments.current(rules) {
-            *population.entry(segment).or_default() += delta;
+        for segment in segments.current() {
+            *self.population.entry(segment).or_default() += delta;
         }
     }
 
@@ -660,6 +752,7 @@ struct Observer<'a> {
     config: &'a FeaturesConfig,
     slot: usize,
     id: &'a CompactString,
+    partition: i32,
     tag: OutputTag,
     rows: &'a mut Vec<CustomRow>,
 }
@@ -673,21 +766,33 @@ impl Observer<'_> {
         cause: Option<String>,
     ) -> impl FnMut(EventTime, Trigger, &CustomerSegments) + 's {
         move |at, trigger, segments| {
-            if self.rules.definitions.custom.is_empty() {
+            // Also without user-defined segments while the customer is in
+            // one the definitions dropped: they leave it.
+            if self.rules.definitions.custom.is_empty() && !segments.in_custom() {
                 return;
             }
             self.rows.push(CustomRow {
                 slot: self.slot,
+                partition: self.partition,
                 id: self.id.clone(),
                 at,
                 trigger,
                 cause: cause.clone().filter(|_| trigger == Trigger::Event),
                 tag: self.tag,
                 features: state.segment_features_named(at, self.config, dict),
-                segments: crate::checkpoint::row_segments(segments, self.rules),
+                segments: crate::checkpoint::row_segments(segments),
             });
         }
     }
+}
+
+/// The rules in force in `partition`.
+fn rules_in<'a>(
+    configured: &'a SegmentRules,
+    by_partition: &'a HashMap<i32, Arc<SegmentRules>>,
+    partition: i32,
+) -> &'a SegmentRules {
+    by_partition.get(&partition).map_or(configured, |r| r)
 }
 
 fn slot_key(slot: usize) -> u32 {

@@ -7,14 +7,13 @@
 //! other (so a partition's files are written in order).
 
 use std::collections::HashMap;
-use std::sync::{Arc, mpsc};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use segstream_checkpoint::{CheckpointId, CheckpointStore, features_parquet};
 use segstream_config::Config;
 use segstream_events::Positions;
-use segstream_segments::SegmentRules;
 use segstream_telemetry::Metrics;
 use tokio::runtime::Handle;
 
@@ -80,13 +79,11 @@ impl Checkpoints {
         let (jobs, mut queue) = tokio::sync::mpsc::unbounded_channel::<PartitionState>();
         let (report, written) = mpsc::channel();
         let (writer_store, keep, writer_metrics) = (store.clone(), config.checkpoint.keep, metrics.clone());
-        // The feature files name each customer's segments.
-        let rules = Arc::new(SegmentRules::from_config(config)?);
         runtime.spawn(async move {
             while let Some(state) = queue.recv().await {
                 let partition = state.partition;
                 let started = Instant::now();
-                let result = write(&writer_store, state, keep, Arc::clone(&rules)).await;
+                let result = write(&writer_store, state, keep).await;
                 writer_metrics.checkpoint_seconds.observe(started.elapsed().as_secs_f64());
                 if report.send(Written { partition, result }).is_err() {
                     return;
@@ -266,19 +263,14 @@ impl Checkpoints {
 
 /// Encodes a state (and its feature table) off the runtime's threads and
 /// writes both; prunes the partition's old checkpoints.
-async fn write(
-    store: &CheckpointStore,
-    state: PartitionState,
-    keep: usize,
-    rules: Arc<SegmentRules>,
-) -> Result<u64, String> {
+async fn write(store: &CheckpointStore, state: PartitionState, keep: usize) -> Result<u64, String> {
     let encoded = tokio::task::spawn_blocking(move || -> Result<_, String> {
         let id = CheckpointId {
             partition: state.partition,
             positions: state.committed,
             decisions: state.decisions,
         };
-        let table = state.feature_table(&rules)?;
+        let table = state.feature_table()?;
         let metadata = [
             ("segstream.clickstream_offset", state.committed.clicks.to_string()),
             ("segstream.orders_offset", state.committed.orders.to_string()),

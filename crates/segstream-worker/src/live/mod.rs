@@ -15,12 +15,14 @@
 
 mod checkpoints;
 mod erasures;
+mod follower;
 mod inputs;
 mod outbox;
 mod ownership;
 mod probe;
 mod progress;
 mod rebalance;
+mod rollouts;
 mod transaction;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -35,6 +37,7 @@ use segstream_events::schema::{CUSTOMER_SEGMENTS_AVSC, SEGMENT_CHANGES_AVSC};
 use segstream_events::{CustomerId, EventTime, Lane, SegmentKind};
 use segstream_kafka::{check_copartitioned, wait_for_broker};
 use segstream_registry::RegistryError;
+use segstream_segments::SegmentRules;
 use segstream_telemetry::{Health, Metrics};
 use tokio_util::sync::CancellationToken;
 
@@ -51,6 +54,7 @@ use self::outbox::{Outbox, Record};
 use self::ownership::{DecisionLog, Owned, Tokens};
 use self::probe::Probe;
 use self::progress::Progress;
+use self::rollouts::Rollouts;
 
 /// Totals of one pipeline run, logged at exit.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -125,6 +129,8 @@ pub(crate) struct Pipeline {
     output_ids: OutputIds,
     /// Erasure requests, and the tombstones written.
     erasures: Erasures,
+    /// The segment definitions the group should be under.
+    rollouts: Rollouts,
 }
 
 /// The schema ids of the output topics: with a schema registry, the ids it
@@ -206,9 +212,11 @@ impl Pipeline {
         for (id, at) in known {
             processor.erase(&id, at);
         }
+        let rollouts = Rollouts::load(&config, SegmentRules::from_config(&config)?, metrics.clone())?;
         Ok(Self {
             output_ids,
             erasures,
+            rollouts,
             checkpoints: Checkpoints::new(&config, &metrics, runtime)?,
             partitions: count,
             processor,
@@ -309,13 +317,14 @@ impl Pipeline {
             }
         }
         let mut out = Emitted::default();
+        let redefined = self.roll_out(&mut out)?;
         let batch = self.config.worker.batch_max_events;
         let released = self.processor.process(started, batch, &mut out)?;
         self.backlogged = released >= batch;
         self.pace_lanes()?;
         let followed = self.follow_quiet(started, &mut out)?;
         // Records released without output still move the offsets to commit.
-        if polled.count > 0 || released > 0 || followed || !out.is_empty() {
+        if polled.count > 0 || released > 0 || followed || redefined || !out.is_empty() {
             self.dirty_since.get_or_insert(started);
         }
         if !self.publish(out)? {
@@ -373,6 +382,36 @@ impl Pipeline {
         }
         self.metrics.paused_lanes.set(i64::try_from(self.paused.len()).unwrap_or(i64::MAX));
         Ok(())
+    }
+
+    /// Puts the definitions the group should be under in force in every
+    /// owned partition not under them yet (a rollout, a partition started
+    /// afresh, or a checkpoint of other definitions), before the next
+    /// records: a recorded decision each. True if any moved.
+    fn roll_out(&mut self, out: &mut Emitted) -> Result<bool, WorkerError> {
+        let desired = Arc::clone(self.rollouts.desired());
+        let mut moved = false;
+        for &partition in self.owned.keys() {
+            if self.processor.rebuilding(partition) {
+                continue;
+            }
+            let (definitions, recorded) = self.processor.definitions(partition);
+            if recorded && definitions.text == desired.definitions.text {
+                continue;
+            }
+            let from = definitions.version;
+            let before = out.changes.len();
+            self.processor.apply_definitions(partition, Arc::clone(&desired), out)?;
+            tracing::info!(
+                partition,
+                from,
+                to = desired.definitions.version,
+                changes = out.changes.len() - before,
+                "segment definitions put in force"
+            );
+            moved = true;
+        }
+        Ok(moved)
     }
 
     /// Quiet partitions follow the input's watermark.

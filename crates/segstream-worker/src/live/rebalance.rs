@@ -242,7 +242,7 @@ impl Pipeline {
                         decisions = script.len(),
                         "restoring from a checkpoint, then the logs up to the committed offsets"
                     );
-                    self.processor.restore(*state, fetch_from, committed_at, script);
+                    self.processor.restore(*state, fetch_from, committed_at, script)?;
                 }
                 Restore::Logs { start, .. } => {
                     tracing::info!(
