@@ -233,3 +233,185 @@ fn rfm_segments_of_a_live_run_equal_a_batch_computation_and_every_segment_and_st
         assert!(stages.contains(&transition), "{transition:?} not seen in {stages:#?}");
     }
 }
+
+/// Every change record on the topic so far (waits `settle` for more).
+fn all_changes(setup: &Setup, settle: Duration) -> Vec<SegmentChange> {
+    setup
+        .read(&setup.topic("changes"), usize::MAX, settle)
+        .iter()
+        .map(|r| SegmentChange::from_avro(r.payload.as_deref().unwrap()).unwrap())
+        .collect()
+}
+
+/// Reads the change records until `done` says they are complete.
+fn changes_until(
+    setup: &Setup,
+    done: impl Fn(&[SegmentChange]) -> bool,
+    log: impl Fn() -> String,
+) -> Vec<SegmentChange> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let changes = all_changes(setup, Duration::from_secs(2));
+        if done(&changes) {
+            return changes;
+        }
+        assert!(std::time::Instant::now() < deadline, "{} changes, not done\n{}", changes.len(), log());
+    }
+}
+
+/// Customer ids the batch SQL over the history files selects.
+fn batch_ids(setup: &Setup, dir: &std::path::Path, query: &str) -> BTreeSet<String> {
+    let out = setup.cli(&["sql", "--input", dir.to_str().unwrap(), "--format", "json", query]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let rows: Vec<serde_json::Value> =
+        serde_json::from_str(String::from_utf8_lossy(&out.stdout).trim()).unwrap();
+    rows.iter().map(|r| r["customer_id"].as_str().unwrap().to_owned()).collect()
+}
+
+#[test]
+fn a_user_defined_segment_added_changed_and_removed_while_the_worker_runs_is_rolled_out_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = |name: &str, text: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path.to_str().unwrap().to_owned()
+    };
+    let custom = |version: i32, sql: &str| {
+        format!("version = {version}\n\n[[custom]]\nname = \"loyal\"\nsql = \"{sql}\"\n")
+    };
+    let v1 = file("v1.toml", "version = 1\n");
+    let setup = Setup::new("rollout", 3)
+        .with("time.idle_partition_ms=1000")
+        .with(&format!("segments.definitions={v1}"));
+    let history = dir.path().join("history");
+    let generate = ["generate", "--customers", "200", "--days", "365", "--seed", "11"];
+    let files =
+        [&generate[..], &["--to", "files", "--format", "json", "--out", history.to_str().unwrap()]].concat();
+    assert!(setup.cli(&files).status.success());
+    assert!(setup.cli(&generate).status.success());
+    let replayed = dir.path().join("changes.out");
+    let out =
+        setup.cli(&["replay", "--input", history.to_str().unwrap(), "--output", replayed.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let history_changes = std::fs::read_to_string(&replayed).unwrap().lines().count();
+    let five = batch_ids(&setup, &history, "SELECT customer_id FROM features WHERE lifetime_orders >= 5");
+    let eight = batch_ids(&setup, &history, "SELECT customer_id FROM features WHERE lifetime_orders >= 8");
+    assert!(!eight.is_empty() && eight.len() < five.len(), "{} {}", eight.len(), five.len());
+
+    let mut worker = setup.spawn_worker();
+    let addr = worker.wait_ready(Duration::from_secs(60));
+    let logs = || String::new();
+    changes_until(&setup, |c| c.len() >= history_changes, logs);
+    let custom_of = |changes: &[SegmentChange], version: i32| -> Vec<SegmentChange> {
+        changes.iter().filter(|c| c.kind.as_str() == "custom" && c.rule_version == version).cloned().collect()
+    };
+    let ids = |changes: &[SegmentChange], change: &str| -> BTreeSet<String> {
+        changes.iter().filter(|c| c.change.as_str() == change).map(|c| c.customer_id.to_string()).collect()
+    };
+
+    // Added: every customer with five net orders enters, once, by the rollout.
+    let v2 = file("v2.toml", &custom(2, "lifetime_orders >= 5"));
+    let out = setup.cli(&["segments", "rollout", &v2]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let changes = changes_until(&setup, |c| custom_of(c, 2).len() >= five.len(), || worker.log_text());
+    let added = custom_of(&changes, 2);
+    assert_eq!(ids(&added, "entered"), five, "the batch SQL's customers, no others");
+    assert_eq!(added.len(), five.len(), "each once");
+    for c in &added {
+        assert_eq!(
+            (c.trigger.as_str(), c.rule_id.as_str(), c.segment.as_str()),
+            ("definition_change", "custom.loyal", "loyal")
+        );
+        assert!(
+            c.reason.contains("lifetime_orders >= 5") && c.features.get("lifetime_orders") >= Some(&5.0),
+            "{c:?}"
+        );
+    }
+    let in_table = |addr: &str, q: &str| -> u64 {
+        let (status, body) = sql_get(addr, &format!("/sql?format=json&q={}", q.replace(' ', "%20")));
+        assert_eq!(status, 200, "{body}");
+        let rows: Vec<serde_json::Value> = serde_json::from_str(body.trim()).unwrap();
+        rows[0]["n"].as_u64().unwrap()
+    };
+    assert_eq!(
+        in_table(&worker.sql_addr(), "SELECT count(*) AS n FROM features WHERE array_has(custom, 'loyal')"),
+        five.len() as u64
+    );
+
+    // A crash now: the partitions are rebuilt from the logs with the
+    // recorded decisions, so the rollout is repeated where it was taken and
+    // not emitted again.
+    let before = changes.len();
+    worker.kill();
+    let mut worker = setup.spawn_worker();
+    let addr = worker.wait_ready(Duration::from_secs(60));
+    assert_eq!(all_changes(&setup, Duration::from_secs(5)).len(), before, "{}", worker.log_text());
+    assert_eq!(
+        in_table(&worker.sql_addr(), "SELECT count(*) AS n FROM features WHERE array_has(custom, 'loyal')"),
+        five.len() as u64
+    );
+
+    // Changed: those with five to seven orders leave.
+    let v3 = file("v3.toml", &custom(3, "lifetime_orders >= 8"));
+    assert!(setup.cli(&["segments", "rollout", &v3]).status.success());
+    let leaving: BTreeSet<String> = five.difference(&eight).cloned().collect();
+    let changes = changes_until(&setup, |c| custom_of(c, 3).len() >= leaving.len(), || worker.log_text());
+    let changed = custom_of(&changes, 3);
+    assert_eq!((ids(&changed, "exited"), ids(&changed, "entered").len()), (leaving, 0));
+    assert!(changed.iter().all(|c| c.trigger.as_str() == "definition_change"));
+
+    // Refused: a file naming an unknown column never leaves the CLI; a
+    // broken record on the topic is refused by the worker; a version not
+    // above the one in force is ignored. Version 3 stays.
+    let bad = file("bad.toml", &custom(9, "lifetime_ordres >= 8"));
+    let out = setup.cli(&["segments", "rollout", &bad]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("`loyal`") && stderr.contains("lifetime_ordres"),
+        "{stderr}"
+    );
+    let raw = serde_json::json!({"version": 9, "definitions": custom(9, "no_such_column > 1")});
+    let group = setup.config().kafka.group_id;
+    crate::support::produce(
+        &setup.producer(),
+        &setup.topic("definitions"),
+        &[(group, serde_json::to_vec(&raw).unwrap())],
+    );
+    let stale = file("stale.toml", &custom(3, "lifetime_orders >= 1"));
+    assert!(setup.cli(&["segments", "rollout", &stale]).status.success());
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let metrics = loop {
+        let body = http_get(&addr, "/metrics").1;
+        let seen = |result: &str| {
+            metric(&body, &format!("segstream_definitions_rollouts_total{{result=\"{result}\"}}"))
+        };
+        if seen("refused") >= 1.0 && seen("stale") >= 1.0 {
+            break body;
+        }
+        assert!(std::time::Instant::now() < deadline, "{body}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(metric(&metrics, "segstream_definitions_version"), 3.0);
+    assert!(custom_of(&all_changes(&setup, Duration::from_secs(2)), 9).is_empty());
+
+    // Removed: the rest leave, the segment no longer defined.
+    let v4 = file("v4.toml", "version = 4\n");
+    assert!(setup.cli(&["segments", "rollout", &v4]).status.success());
+    let changes = changes_until(&setup, |c| custom_of(c, 4).len() >= eight.len(), || worker.log_text());
+    let removed = custom_of(&changes, 4);
+    assert_eq!(ids(&removed, "exited"), eight);
+    assert!(removed.iter().all(|c| c.reason.contains("no longer defined")), "{removed:?}");
+    let before = changes.len();
+
+    // Nor does a clean restart (restored from the checkpoints written at
+    // the stop, which keep the definitions).
+    assert!(worker.terminate(Duration::from_secs(20)).0.success());
+    let mut worker = setup.spawn_worker();
+    worker.wait_ready(Duration::from_secs(60));
+    assert_eq!(all_changes(&setup, Duration::from_secs(5)).len(), before, "{}", worker.log_text());
+    assert_eq!(
+        in_table(&worker.sql_addr(), "SELECT count(*) AS n FROM features WHERE array_has(custom, 'loyal')"),
+        0
+    );
+    assert!(worker.terminate(Duration::from_secs(20)).0.success());
+}
