@@ -299,7 +299,7 @@ fn a_user_defined_segment_added_changed_and_removed_while_the_worker_runs_is_rol
     assert!(!eight.is_empty() && eight.len() < five.len(), "{} {}", eight.len(), five.len());
 
     let mut worker = setup.spawn_worker();
-    let addr = worker.wait_ready(Duration::from_secs(60));
+    worker.wait_ready(Duration::from_secs(60));
     let logs = || String::new();
     changes_until(&setup, |c| c.len() >= history_changes, logs);
     let custom_of = |changes: &[SegmentChange], version: i32| -> Vec<SegmentChange> {
