@@ -2,6 +2,7 @@
 
 mod forget;
 mod generate;
+mod lookup;
 mod replay;
 mod segments;
 mod sql;
@@ -48,6 +49,11 @@ enum Command {
     /// Erase customers (right to be forgotten): their state, memberships
     /// and past events, in every worker, for good.
     Forget(forget::ForgetArgs),
+    /// A customer on a running worker: features, segments, latest changes
+    /// with their reasons.
+    Customer(lookup::CustomerArgs),
+    /// A segment on a running worker: its population and a sample of members.
+    Segment(lookup::SegmentArgs),
     /// Segment definitions: what a new file would change, and its rollout
     /// to the running workers.
     Segments {
@@ -108,6 +114,8 @@ async fn dispatch(command: Command, config: Config) -> anyhow::Result<()> {
         Command::Sql(args) => sql::run(args, config).await,
         Command::Forget(args) => forget::run(args, config).await,
         Command::Segments { action } => segments::run(action, config).await,
+        Command::Customer(args) => lookup::customer(args, config).await,
+        Command::Segment(args) => lookup::segment(args, config).await,
         Command::Watch(args) => {
             let shutdown = CancellationToken::new();
             tokio::spawn(stop_on_signal(shutdown.clone()));

@@ -76,16 +76,10 @@ pub(crate) async fn run(args: SqlArgs, config: Config) -> anyhow::Result<()> {
     } else if let Some(input) = &args.input {
         register_history(&ctx, input, args.as_of.as_deref(), &config).await?;
     } else {
-        let addr = args.worker.clone().unwrap_or_else(|| config.sql.listen.clone());
-        anyhow::ensure!(
-            !addr.is_empty(),
-            "give --input, --snapshot, or a worker's SQL address with --worker host:port (or sql.listen)"
-        );
-        let token = std::env::var(&config.sql.token_env).with_context(|| {
-            format!("a worker's /sql needs its token: export {} (sql.token_env)", config.sql.token_env)
-        })?;
-        let text = query_worker(&addr, &token, &args.query, args.format).await?;
-        print!("{text}");
+        let format = format!("{:?}", args.format).to_lowercase();
+        let request =
+            WorkerRequest { path: "/sql".into(), query: vec![("format", format)], body: Some(args.query) };
+        print!("{}", call_worker(&config, args.worker.as_deref(), request).await?);
         return Ok(());
     }
     println!("{}", query::answer(&ctx, &args.query, OutputFormat::from(args.format)).await?);
@@ -121,19 +115,48 @@ async fn register_history(
     Ok(())
 }
 
-/// Runs the query on a worker's `/sql` endpoint and returns its text.
-async fn query_worker(addr: &str, token: &str, sql: &str, format: Format) -> anyhow::Result<String> {
-    let url = format!("http://{addr}/sql");
-    let (sql, fmt) = (sql.to_owned(), format!("{format:?}").to_lowercase());
+/// A request to a worker's SQL listener: a GET, or a POST of `body`.
+pub(crate) struct WorkerRequest {
+    pub(crate) path: String,
+    pub(crate) query: Vec<(&'static str, String)>,
+    pub(crate) body: Option<String>,
+}
+
+/// Sends `request` to the worker's SQL listener (`worker`, default
+/// sql.listen) with the token of sql.token_env; returns the answer's text.
+pub(crate) async fn call_worker(
+    config: &Config,
+    worker: Option<&str>,
+    request: WorkerRequest,
+) -> anyhow::Result<String> {
+    let addr = worker.map_or_else(|| config.sql.listen.clone(), str::to_owned);
+    anyhow::ensure!(
+        !addr.is_empty(),
+        "give a worker's SQL address with --worker host:port (or sql.listen), or read files with --input or --snapshot"
+    );
+    let token = std::env::var(&config.sql.token_env).with_context(|| {
+        format!("a worker's SQL listener needs its token: export {} (sql.token_env)", config.sql.token_env)
+    })?;
+    let url = format!("http://{addr}{}", request.path);
     let bearer = format!("Bearer {}", token.trim());
     let response = tokio::task::spawn_blocking(move || {
-        ureq::post(&url)
-            .header("Authorization", &bearer)
-            .query("format", &fmt)
-            .config()
-            .http_status_as_error(false)
-            .build()
-            .send(sql.as_bytes())
+        let WorkerRequest { query, body, .. } = request;
+        match body {
+            Some(body) => {
+                let mut call = ureq::post(&url).header("Authorization", &bearer);
+                for (key, value) in &query {
+                    call = call.query(*key, value);
+                }
+                call.config().http_status_as_error(false).build().send(body.as_bytes())
+            }
+            None => {
+                let mut call = ureq::get(&url).header("Authorization", &bearer);
+                for (key, value) in &query {
+                    call = call.query(*key, value);
+                }
+                call.config().http_status_as_error(false).build().call()
+            }
+        }
     })
     .await?
     .with_context(|| format!("cannot reach the worker at {addr} (is it running? --worker host:port)"))?;

@@ -198,6 +198,9 @@ fn rfm_segments_of_a_live_run_equal_a_batch_computation_and_every_segment_and_st
         "category_fan_*",
         "discount_hunter",
         "frequent_visitor",
+        "high_intent_browser",
+        "mobile_first",
+        "night_owl",
         "one_time_buyer",
     ];
     assert_eq!(behaviour, all.into_iter().collect());
@@ -206,7 +209,14 @@ fn rfm_segments_of_a_live_run_equal_a_batch_computation_and_every_segment_and_st
         .filter(|c| c.kind.as_str() == "behaviour" && c.trigger.as_str() == "timer")
         .map(|c| c.segment.as_str())
         .collect();
-    for timed in ["cart_abandoner", "frequent_visitor", "one_time_buyer"] {
+    for timed in [
+        "cart_abandoner",
+        "frequent_visitor",
+        "high_intent_browser",
+        "mobile_first",
+        "night_owl",
+        "one_time_buyer",
+    ] {
         assert!(timers.contains(timed), "{timed} moves on timers too: {timers:?}");
     }
     let rfm = changes.iter().find(|c| c.kind.as_str() == "rfm" && c.trigger.as_str() == "timer").unwrap();
@@ -337,6 +347,29 @@ fn a_user_defined_segment_added_changed_and_removed_while_the_worker_runs_is_rol
         in_table(&worker.sql_addr(), "SELECT count(*) AS n FROM features WHERE array_has(custom, 'loyal')"),
         five.len() as u64
     );
+
+    // Look-ups: a member's features, segments and latest changes with their
+    // reasons; the segment's population and a sample; over HTTP and the CLI.
+    let member = five.iter().next().unwrap().clone();
+    let out = setup.cli(&["customer", &member, "--worker", &worker.sql_addr()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let looked: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(looked["features"]["lifetime_orders"].as_u64() >= Some(5), "{looked:#}");
+    assert_eq!(looked["features"]["custom"], serde_json::json!(["loyal"]), "{looked:#}");
+    let last = &looked["last_changes"][0];
+    assert_eq!(
+        (last["segment"].as_str(), last["trigger"].as_str()),
+        (Some("loyal"), Some("definition_change"))
+    );
+    assert!(last["reason"].as_str().unwrap().contains("holds"), "{last:#}");
+    let (status, body) = sql_get(&worker.sql_addr(), "/customers/nobody-here");
+    assert_eq!(status, 404, "{body}");
+    let out = setup.cli(&["segment", "custom", "loyal", "--sample", "3", "--worker", &worker.sql_addr()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let looked: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(looked["population"].as_u64(), Some(five.len() as u64));
+    let sample: Vec<&str> = looked["sample"].as_array().unwrap().iter().filter_map(|v| v.as_str()).collect();
+    assert_eq!(sample, five.iter().take(3).map(String::as_str).collect::<Vec<_>>());
 
     // A crash now: the partitions are rebuilt from the logs with the
     // recorded decisions, so the rollout is repeated where it was taken and

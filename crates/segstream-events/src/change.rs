@@ -182,7 +182,16 @@ impl SegmentChange {
 
     /// Reads a record written by [`SegmentChange::to_avro`] (for subscribers and tests).
     pub fn from_avro(payload: &[u8]) -> Result<Self, DecodeError> {
-        let mut r = read_record(payload, SEGMENT_CHANGES_SCHEMA_ID, &Schemas::builtin().change)?;
+        Self::read(read_record(payload, Some(SEGMENT_CHANGES_SCHEMA_ID), &Schemas::builtin().change)?)
+    }
+
+    /// Reads a record a worker wrote with whatever schema id it was given
+    /// (a registry's): the layout is always `schemas/segment-changes.avsc`.
+    pub fn from_output_avro(payload: &[u8]) -> Result<Self, DecodeError> {
+        Self::read(read_record(payload, None, &Schemas::builtin().change)?)
+    }
+
+    fn read(mut r: Fields) -> Result<Self, DecodeError> {
         Ok(Self {
             event_id: r.string("event_id")?,
             customer_id: CustomerId::new(r.string("customer_id")?),
@@ -239,7 +248,7 @@ impl CustomerSegments {
 
     /// Reads a record written by [`CustomerSegments::to_avro`].
     pub fn from_avro(payload: &[u8]) -> Result<Self, DecodeError> {
-        let mut r = read_record(payload, CUSTOMER_SEGMENTS_SCHEMA_ID, &Schemas::builtin().membership)?;
+        let mut r = read_record(payload, Some(CUSTOMER_SEGMENTS_SCHEMA_ID), &Schemas::builtin().membership)?;
         let segments = match r.take("segments")? {
             Value::Array(items) => items
                 .into_iter()
@@ -265,15 +274,15 @@ impl CustomerSegments {
 
 fn read_record(
     payload: &[u8],
-    expected_id: u32,
+    expected_id: Option<u32>,
     schema: &apache_avro::Schema,
 ) -> Result<Fields, DecodeError> {
     if payload.first() != Some(&wire::MAGIC) {
         return Err(DecodeError::UnknownFormat(payload.first().copied().unwrap_or_default()));
     }
     let (id, mut body) = wire::split(payload)?;
-    if id != expected_id {
-        return Err(DecodeError::UnknownSchemaId { id, topic_kind: "output", known: vec![expected_id] });
+    if let Some(expected) = expected_id.filter(|e| *e != id) {
+        return Err(DecodeError::UnknownSchemaId { id, topic_kind: "output", known: vec![expected] });
     }
     let value = read_datum(schema, None, &mut body).map_err(|e| DecodeError::Avro(e.to_string()))?;
     Fields::new(value)

@@ -164,11 +164,11 @@ struct DayActivity {
     devices: [u8; 5],
 }
 
-/// Click counts of one customer and day, as the per-batch plan computes
-/// them (`segstream-sql`): merged into the day's bucket with
-/// [`CustomerState::merge_day`].
+/// Click counts of one customer and day, as the batch SQL computes them
+/// (`segstream-sql`, `DAY_COUNTS`): one click's are added to its day's
+/// bucket as it is applied.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct DayCounts {
+struct DayCounts {
     /// `page_view` and `product_view` clicks.
     pub page_views: u32,
     /// `product_view` clicks.
@@ -184,15 +184,29 @@ pub struct DayCounts {
 }
 
 impl DayCounts {
-    /// From the 13 counts in the order above.
-    pub fn from_array(v: [u32; 13]) -> Self {
+    /// One click's counts: its kind, part of the day (UTC hour) and device
+    /// class (free text, case ignored; unknown ones are `other`).
+    fn of_click(row: &ClickRow<'_>) -> Self {
+        let kind = row.event_type;
+        let hour = row.event_time.millis().rem_euclid(86_400_000) / 3_600_000;
+        let mut dayparts = [0; 4];
+        if let Some(n) = usize::try_from(hour / 6).ok().and_then(|i| dayparts.get_mut(i)) {
+            *n = 1;
+        }
+        let mut devices = [0; 5];
+        if let Some(d) = row.device {
+            let class = DEVICES.iter().position(|x| d.eq_ignore_ascii_case(x)).unwrap_or(3);
+            if let Some(n) = devices.get_mut(class) {
+                *n = 1;
+            }
+        }
         Self {
-            page_views: v[0],
-            product_views: v[1],
-            searches: v[2],
-            add_to_cart: v[3],
-            dayparts: [v[4], v[5], v[6], v[7]],
-            devices: [v[8], v[9], v[10], v[11], v[12]],
+            page_views: u32::from(matches!(kind, ClickEventType::PageView | ClickEventType::ProductView)),
+            product_views: u32::from(kind == ClickEventType::ProductView),
+            searches: u32::from(kind == ClickEventType::Search),
+            add_to_cart: u32::from(kind == ClickEventType::AddToCart),
+            dayparts,
+            devices,
         }
     }
 }
@@ -556,7 +570,7 @@ impl CustomerState {
         let t = row.event_time;
         self.touch(t);
         self.add_to_session(t, i64::from(config.session_gap_minutes) * 60_000);
-        // The day's counts come from the per-batch plan (`merge_day`).
+        self.merge_day(t.day(), &DayCounts::of_click(row), config);
         let sign = match row.event_type {
             ClickEventType::AddToCart => 1,
             ClickEventType::RemoveFromCart => -1,
@@ -577,12 +591,11 @@ impl CustomerState {
         true
     }
 
-    /// Adds a day's click counts (one micro-batch's share) to its bucket; a
-    /// day older than the activity window is dropped.
-    pub fn merge_day(&mut self, day: i64, counts: &DayCounts, config: &FeaturesConfig) {
-        // The batch's counts come after its events: the customer may have
-        // been compacted since (a backlog's batch spans weeks), and a day
-        // out of the window then must not bring the lists back.
+    /// Adds a click's counts to its day's bucket; a day older than the
+    /// activity window is dropped.
+    fn merge_day(&mut self, day: i64, counts: &DayCounts, config: &FeaturesConfig) {
+        // A late click of a compacted customer must not bring a day out of
+        // every window back.
         let horizon = self.horizon_day().map_or(i64::MIN, |h| h - config.activity_retention_days());
         if day < horizon {
             return;
@@ -761,6 +774,15 @@ impl CustomerState {
         Some(start_of_day(first.day() + i64::from(days)))
     }
 
+    /// When the earliest day of clicks counted in the activity window of
+    /// `days` as of `now` leaves it (the start of the day `days` after it),
+    /// if any.
+    pub fn next_activity_exit(&self, now: EventTime, days: u32) -> Option<EventTime> {
+        let (today, from) = (now.day(), now.day() - i64::from(days));
+        let first = self.activity.iter().map(|a| i64::from(a.day)).find(|d| *d > from && *d <= today)?;
+        Some(start_of_day(first + i64::from(days)))
+    }
+
     /// The net orders placed in `[since, now]` that followed an earlier net
     /// order, latest first, each with the one before it: what a rule on the
     /// silence before an order reads ("ordered again after 200 days").
@@ -806,6 +828,19 @@ impl CustomerState {
         dict: &Dictionaries,
     ) -> Features {
         self.compute(now, config, Some(dict), false)
+    }
+
+    /// Features as of `now` with what a reader needs: with `names`, the
+    /// order-based names; with `clicks`, the click counts, devices and parts
+    /// of the day (the rest is always there).
+    pub fn features_reading(
+        &self,
+        now: EventTime,
+        config: &FeaturesConfig,
+        names: Option<&Dictionaries>,
+        clicks: bool,
+    ) -> Features {
+        self.compute(now, config, names, clicks)
     }
 
     /// Features as of `now`: with `names`, the order-based names; with

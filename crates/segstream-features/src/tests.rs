@@ -4,7 +4,7 @@ use proptest::prelude::*;
 use segstream_config::{Config, FeaturesConfig};
 use segstream_events::{ClickEventType, ClickRow, EventTime, OrderRow, OrderStatus};
 
-use crate::{CustomerState, DayCounts, Dictionaries, Features, Money};
+use crate::{CustomerState, Dictionaries, Features, Money};
 
 const DAY: i64 = 86_400_000;
 const T0: i64 = 1_700_000_000_000;
@@ -75,27 +75,6 @@ trait Test {
     fn features_at(&self, now: EventTime) -> Flat;
 }
 
-/// The day counts of one click, as the per-batch SQL plan computes them
-/// (`segstream-sql`, `DAY_COUNTS`); here by hand, for unit tests.
-fn counts_of(row: &ClickRow<'_>) -> DayCounts {
-    let kind = row.event_type;
-    let hour = row.event_time.millis().rem_euclid(86_400_000) / 3_600_000;
-    let mut dayparts = [0; 4];
-    dayparts[usize::try_from(hour / 6).expect("hour of day")] = 1;
-    let mut devices = [0; 5];
-    if let Some(d) = row.device {
-        devices[crate::DEVICES.iter().position(|x| d.eq_ignore_ascii_case(x)).unwrap_or(3)] = 1;
-    }
-    DayCounts {
-        page_views: u32::from(matches!(kind, ClickEventType::PageView | ClickEventType::ProductView)),
-        product_views: u32::from(kind == ClickEventType::ProductView),
-        searches: u32::from(kind == ClickEventType::Search),
-        add_to_cart: u32::from(kind == ClickEventType::AddToCart),
-        dayparts,
-        devices,
-    }
-}
-
 thread_local! {
     static DICT: std::cell::RefCell<Dictionaries> = std::cell::RefCell::new(Dictionaries::default());
 }
@@ -106,11 +85,7 @@ impl Test for CustomerState {
     }
 
     fn click(&mut self, row: &ClickRow<'_>) -> bool {
-        let counted = self.apply_click(row, &cfg());
-        if counted {
-            self.merge_day(row.event_time.day(), &counts_of(row), &cfg());
-        }
-        counted
+        self.apply_click(row, &cfg())
     }
 
     fn features_at(&self, now: EventTime) -> Flat {
@@ -582,7 +557,6 @@ fn a_silent_customer_is_compacted_without_changing_any_later_feature() {
         let mut row = click(T0 + 21 * DAY + i as i64 * 60_000, kind);
         row.price = Some(12.0);
         s.apply_click(&row, &config);
-        s.merge_day(row.event_time.day(), &counts_of(&row), &config);
     }
     let due = s.compact_due(&config).expect("holds orders and clicks");
     assert!(due.millis() > T0 + (21 + 365) * DAY, "not before every window is past: {due:?}");
@@ -599,11 +573,6 @@ fn a_silent_customer_is_compacted_without_changing_any_later_feature() {
     assert_eq!(compacted.approx_bytes(), std::mem::size_of::<CustomerState>(), "nothing left on the heap");
     assert_eq!(compacted.compact_due(&config), None);
     assert!(compacted.is_compacted() && !s.is_compacted());
-    // Click counts of a micro-batch that began before the compaction come
-    // after it (a backlog's batch spans weeks): an old day stays out.
-    let late_counts = counts_of(&click(T0 + 21 * DAY, ClickEventType::PageView));
-    compacted.merge_day(EventTime::from_millis(T0 + 21 * DAY).day(), &late_counts, &config);
-    assert!(compacted.is_compacted(), "a day out of every window came back");
     let f = compacted.features(due, &config, &dict);
     assert_eq!((f.lifetime_orders, f.avg_order_value), (2, Some(50.0)));
     // An order older than the longest window before the compaction may be one

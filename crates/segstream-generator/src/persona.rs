@@ -107,7 +107,7 @@ impl Profile {
         let device = if rng.random_bool(0.55) { "mobile" } else { pick(rng, &DEVICES) };
         let categories = [pick(rng, &CATEGORIES), pick(rng, &CATEGORIES)];
         let payment = pick(rng, &PAYMENTS);
-        let peak_hour = [9, 12, 13, 19, 20, 21, 22, 23][rng.random_range(0..8)];
+        let peak_hour = [0, 2, 9, 12, 13, 19, 20, 21, 22, 23][rng.random_range(0..10)];
         let jitter = |rng: &mut dyn rand::RngCore, base: f64| {
             base * (0.7 + 0.6 * (rng.next_u32() as f64 / u32::MAX as f64))
         };

@@ -10,6 +10,7 @@ mod client;
 mod context;
 mod dead_letter;
 mod error;
+mod recent;
 
 pub use admin::{
     TopicStatus, check_copartitioned, create_topics, fetch_watermarks_patiently, partition_count,
@@ -22,3 +23,4 @@ pub use client::{
 pub use context::{Assignment, InputContext};
 pub use dead_letter::{DeadLetter, DeadLetterRecord, MAX_KEY_BYTES, MAX_MESSAGE_BYTES, dead_letter_record};
 pub use error::KafkaIoError;
+pub use recent::recent_for_key;

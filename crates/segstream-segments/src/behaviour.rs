@@ -1,8 +1,9 @@
 //! Behaviour segments from the definitions file: discount hunter, category
-//! fan (one segment per top category), big spender, frequent visitor and
-//! one-time buyer. Each reads features that are exact per event (orders,
-//! sessions, first order), so a replay gives the same changes; a section left
-//! out turns its segment off.
+//! fan (one segment per top category), big spender, frequent visitor,
+//! one-time buyer, mobile-first, night owl and high-intent browser. Each
+//! reads features that are exact per event (orders, sessions, the first
+//! order, the day's click counts), so a replay gives the same changes; a
+//! section left out turns its segment off.
 
 use std::collections::BTreeMap;
 
@@ -80,6 +81,48 @@ pub struct OneTimeBuyer {
     pub min_dwell_days: f64,
 }
 
+/// `[behaviour.mobile_first]`: browses on a phone.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct MobileFirst {
+    /// Page views in the longest activity window, at least.
+    pub min_page_views: u32,
+    /// Days a customer stays in the segment at least once entered (against
+    /// flapping at a threshold); 0, the default: none.
+    #[serde(default)]
+    pub min_dwell_days: f64,
+}
+
+/// `[behaviour.night_owl]`: browses at night (UTC).
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct NightOwl {
+    /// Page views in the longest activity window, at least.
+    pub min_page_views: u32,
+    /// Share of its clicks between 00:00 and 06:00 UTC, at least (0–1).
+    pub min_night_share: f64,
+    /// Days a customer stays in the segment at least once entered (against
+    /// flapping at a threshold); 0, the default: none.
+    #[serde(default)]
+    pub min_dwell_days: f64,
+}
+
+/// `[behaviour.high_intent_browser]`: looks and fills the cart lately, no order.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct HighIntentBrowser {
+    /// The activity window counted: one of `features.activity_windows_days`.
+    pub window_days: u32,
+    /// Product views in it, at least.
+    pub min_product_views: u32,
+    /// Adds to the cart in it, at least.
+    pub min_add_to_cart: u32,
+    /// Days a customer stays in the segment at least once entered (against
+    /// flapping at a threshold); 0, the default: none.
+    #[serde(default)]
+    pub min_dwell_days: f64,
+}
+
 /// The `[behaviour]` section: one optional subsection per segment.
 #[derive(Clone, Debug, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -94,6 +137,12 @@ pub struct BehaviourRules {
     pub frequent_visitor: Option<FrequentVisitor>,
     /// One-time buyers.
     pub one_time_buyer: Option<OneTimeBuyer>,
+    /// Mobile-first browsers.
+    pub mobile_first: Option<MobileFirst>,
+    /// Night owls.
+    pub night_owl: Option<NightOwl>,
+    /// High-intent browsers.
+    pub high_intent_browser: Option<HighIntentBrowser>,
 }
 
 /// Name of the discount-hunter segment.
@@ -107,13 +156,30 @@ pub const BIG_SPENDER: &str = "big_spender";
 pub const FREQUENT_VISITOR: &str = "frequent_visitor";
 /// Name of the one-time-buyer segment.
 pub const ONE_TIME_BUYER: &str = "one_time_buyer";
+/// Name of the mobile-first segment.
+pub const MOBILE_FIRST: &str = "mobile_first";
+/// Name of the night-owl segment.
+pub const NIGHT_OWL: &str = "night_owl";
+/// Name of the high-intent-browser segment.
+pub const HIGH_INTENT_BROWSER: &str = "high_intent_browser";
+
+/// The rules in [`Measure::rule`] order.
+const RULES: [&str; 8] = [
+    DISCOUNT_HUNTER,
+    "category_fan",
+    BIG_SPENDER,
+    FREQUENT_VISITOR,
+    ONE_TIME_BUYER,
+    MOBILE_FIRST,
+    NIGHT_OWL,
+    HIGH_INTENT_BROWSER,
+];
 
 /// One rule's reading of a customer: the segment it puts them in, if any,
 /// and why (the same words whether they are in or out).
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) struct Measure {
-    /// Which rule (0 discount hunter, 1 category fan, 2 big spender,
-    /// 3 frequent visitor, 4 one-time buyer).
+    /// Which rule, its index in [`RULES`].
     pub(crate) rule: u8,
     /// The segment the customer is in by this rule, if any.
     pub(crate) holds: Option<&'static str>,
@@ -144,10 +210,7 @@ impl BehaviourRules {
                 Err((name.to_owned(), format!("{key} = {v}: a share is 0 to 1")))
             }
         };
-        for (rule, name) in [DISCOUNT_HUNTER, "category_fan", BIG_SPENDER, FREQUENT_VISITOR, ONE_TIME_BUYER]
-            .iter()
-            .enumerate()
-        {
+        for (rule, name) in RULES.iter().enumerate() {
             let dwell = self.min_dwell_days(rule as u8);
             if !(dwell.is_finite() && dwell >= 0.0) {
                 return Err((
@@ -170,16 +233,22 @@ impl BehaviourRules {
                 format!("min_avg_order_value = {}: use 0 or more", r.min_avg_order_value),
             ));
         }
-        if let Some(r) = &self.frequent_visitor
-            && !activity_windows_days.contains(&r.window_days)
-        {
-            return Err((
-                FREQUENT_VISITOR.into(),
-                format!(
-                    "window_days = {} is not one of features.activity_windows_days {activity_windows_days:?}: use one of them or add it there",
-                    r.window_days
-                ),
-            ));
+        let windows = [
+            (FREQUENT_VISITOR, self.frequent_visitor.as_ref().map(|r| r.window_days)),
+            (HIGH_INTENT_BROWSER, self.high_intent_browser.as_ref().map(|r| r.window_days)),
+        ];
+        for (name, days) in windows {
+            if let Some(days) = days.filter(|d| !activity_windows_days.contains(d)) {
+                return Err((
+                    name.into(),
+                    format!(
+                        "window_days = {days} is not one of features.activity_windows_days {activity_windows_days:?}: use one of them or add it there"
+                    ),
+                ));
+            }
+        }
+        if let Some(r) = &self.night_owl {
+            share(NIGHT_OWL, "min_night_share", r.min_night_share)?;
         }
         if let Some(r) = &self.one_time_buyer
             && !(r.min_days_since_first_order.is_finite() && r.min_days_since_first_order >= 0.0)
@@ -200,6 +269,9 @@ impl BehaviourRules {
             2 => self.big_spender.as_ref().map(|r| r.min_dwell_days),
             3 => self.frequent_visitor.as_ref().map(|r| r.min_dwell_days),
             4 => self.one_time_buyer.as_ref().map(|r| r.min_dwell_days),
+            5 => self.mobile_first.as_ref().map(|r| r.min_dwell_days),
+            6 => self.night_owl.as_ref().map(|r| r.min_dwell_days),
+            7 => self.high_intent_browser.as_ref().map(|r| r.min_dwell_days),
             _ => None,
         };
         dwell.unwrap_or(0.0)
@@ -208,6 +280,11 @@ impl BehaviourRules {
     /// True when a rule reads the top category (the descriptive features).
     pub fn reads_categories(&self) -> bool {
         self.category_fan.is_some()
+    }
+
+    /// True when a rule reads click counts, devices or parts of the day.
+    pub fn reads_clicks(&self) -> bool {
+        self.mobile_first.is_some() || self.night_owl.is_some() || self.high_intent_browser.is_some()
     }
 
     /// Every enabled rule's reading of a customer with these features, in
@@ -309,6 +386,71 @@ impl BehaviourRules {
                 ]),
             });
         }
+        // The device and parts of the day are over the longest activity window.
+        let longest = f.activity_windows.iter().max_by_key(|w| w.days);
+        let (long_days, long_views) = longest.map_or((0, 0), |w| (w.days, w.page_views));
+        if let Some(r) = &self.mobile_first {
+            let device = f.preferred_device.unwrap_or("none");
+            let holds = long_views >= r.min_page_views && matches!(device, "mobile" | "app");
+            out.push(Measure {
+                rule: 5,
+                holds: holds.then_some(MOBILE_FIRST),
+                reason: format!(
+                    "most clicks of {long_days} days on {device}, {long_views} page views (mobile or app, from {})",
+                    r.min_page_views
+                ),
+                values: values(&[
+                    (format!("page_views_{long_days}d"), f64::from(long_views)),
+                    ("threshold_min_page_views".into(), f64::from(r.min_page_views)),
+                ]),
+            });
+        }
+        if let Some(r) = &self.night_owl {
+            let night = f.daypart_shares.map_or(0.0, |s| s[0]);
+            let holds = long_views >= r.min_page_views && night >= r.min_night_share;
+            out.push(Measure {
+                rule: 6,
+                holds: holds.then_some(NIGHT_OWL),
+                reason: format!(
+                    "{:.0}% of clicks of {long_days} days at night (UTC), {long_views} page views (from {:.0}% and {})",
+                    night * 100.0,
+                    r.min_night_share * 100.0,
+                    r.min_page_views
+                ),
+                values: values(&[
+                    ("night_share".into(), night),
+                    (format!("page_views_{long_days}d"), f64::from(long_views)),
+                    ("threshold_min_night_share".into(), r.min_night_share),
+                    ("threshold_min_page_views".into(), f64::from(r.min_page_views)),
+                ]),
+            });
+        }
+        if let Some(r) = &self.high_intent_browser {
+            let w = f.activity_windows.iter().find(|w| w.days == r.window_days).cloned().unwrap_or_default();
+            let ordered = f.days_since_last_order.is_some_and(|d| d <= f64::from(r.window_days));
+            let holds =
+                w.product_views >= r.min_product_views && w.add_to_cart >= r.min_add_to_cart && !ordered;
+            out.push(Measure {
+                rule: 7,
+                holds: holds.then_some(HIGH_INTENT_BROWSER),
+                reason: format!(
+                    "{} product views and {} adds to the cart in {} days, {} (from {} and {}, no order)",
+                    w.product_views,
+                    w.add_to_cart,
+                    r.window_days,
+                    if ordered { "with an order" } else { "no order" },
+                    r.min_product_views,
+                    r.min_add_to_cart
+                ),
+                values: values(&[
+                    (format!("product_views_{}d", r.window_days), f64::from(w.product_views)),
+                    (format!("add_to_cart_{}d", r.window_days), f64::from(w.add_to_cart)),
+                    ("days_since_last_order".into(), f.days_since_last_order.unwrap_or(-1.0)),
+                    ("threshold_min_product_views".into(), f64::from(r.min_product_views)),
+                    ("threshold_min_add_to_cart".into(), f64::from(r.min_add_to_cart)),
+                ]),
+            });
+        }
         out
     }
 
@@ -338,6 +480,20 @@ impl BehaviourRules {
             .filter(|_| f.lifetime_orders == 1)
             .and_then(|r| f.first_order.map(|t| t.plus_days(r.min_days_since_first_order).plus_millis(1)))
             .filter(|t| *t > at);
-        [orders, sessions, lone].into_iter().flatten().min()
+        // Click days leaving the windows the click rules read; the silence
+        // after an order reaching the high-intent window.
+        let longest = f.activity_windows.iter().map(|w| w.days).max();
+        let device = (self.mobile_first.is_some() || self.night_owl.is_some())
+            .then(|| longest.and_then(|days| state.next_activity_exit(at, days)))
+            .flatten();
+        let intent = self.high_intent_browser.as_ref().and_then(|r| {
+            let clicks = state.next_activity_exit(at, r.window_days);
+            let silence = f
+                .last_order
+                .map(|t| t.plus_days(f64::from(r.window_days)).plus_millis(1))
+                .filter(|t| *t > at);
+            [clicks, silence].into_iter().flatten().min()
+        });
+        [orders, sessions, lone, device, intent].into_iter().flatten().min()
     }
 }

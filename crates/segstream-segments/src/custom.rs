@@ -7,9 +7,9 @@
 //!
 //! A segment may change with no event only where the other rules' timers
 //! already look (lifecycle thresholds, the cart, RFM bounds) or where its
-//! own columns say: an order or a session leaving a window it reads, and
-//! the days since the last or first order crossing a number it is compared
-//! with. That is why those two columns may only be compared with numbers.
+//! own columns say: an order, a session or a day of clicks leaving a window
+//! it reads, and the days since the last or first order crossing a number
+//! it is compared with. That is why those two columns may only be compared with numbers.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -72,6 +72,8 @@ pub struct CustomSegment {
     order_windows: Vec<u32>,
     /// Activity windows (days) whose session exits change what it reads.
     session_windows: Vec<u32>,
+    /// Activity windows (days) whose days of clicks leaving change what it reads.
+    click_windows: Vec<u32>,
 }
 
 /// Every user-defined segment of a definitions file, compiled.
@@ -100,18 +102,6 @@ pub struct Evaluation {
 
 /// Why a column cannot be used in a segment, if it cannot.
 fn unusable(column: &str) -> Option<&'static str> {
-    let clicks = ["page_views_", "product_views_", "searches_", "add_to_cart_"];
-    let dayparts = DAYPARTS.iter().any(|p| column.strip_suffix("_share") == Some(*p));
-    if clicks.iter().any(|p| column.starts_with(p))
-        || dayparts
-        || matches!(column, "preferred_device" | "weekend_share")
-    {
-        return Some(
-            "is counted per micro-batch (click counts, devices, parts of the day), not per event, so a \
-             segment on it would depend on where batches end; it is not available to segments (use \
-             sessions_<N>d for how often a customer visits)",
-        );
-    }
     match column {
         "as_of" => {
             Some("is the evaluation time itself; compare days_since_last_order or tenure_days instead")
@@ -240,6 +230,22 @@ impl CustomSegment {
         order_windows.sort_unstable();
         order_windows.dedup();
         let session_windows = columns.iter().filter_map(|c| window("sessions_", c)).collect();
+        // Click counts per window; the device and parts of the day over the longest.
+        let longest_activity = features.activity_windows_days.iter().copied().max();
+        let mut click_windows: Vec<u32> = columns
+            .iter()
+            .filter_map(|c| {
+                let shares = c == "preferred_device"
+                    || c == "weekend_share"
+                    || DAYPARTS.iter().any(|p| c.strip_suffix("_share") == Some(*p));
+                ["page_views_", "product_views_", "searches_", "add_to_cart_"]
+                    .iter()
+                    .find_map(|p| window(p, c))
+                    .or(longest_activity.filter(|_| shares))
+            })
+            .collect();
+        click_windows.sort_unstable();
+        click_windows.dedup();
         Ok(Self {
             name: crate::names::intern(&definition.name),
             sql: definition.sql.clone(),
@@ -248,6 +254,7 @@ impl CustomSegment {
             crossings,
             order_windows,
             session_windows,
+            click_windows,
         })
     }
 
@@ -264,7 +271,8 @@ impl CustomSegment {
         });
         let orders = self.order_windows.iter().filter_map(|d| state.next_window_exit(at, *d));
         let sessions = self.session_windows.iter().filter_map(|d| state.next_session_exit(at, *d));
-        crossings.chain(orders).chain(sessions).filter(|t| *t > at).min()
+        let clicks = self.click_windows.iter().filter_map(|d| state.next_activity_exit(at, *d));
+        crossings.chain(orders).chain(sessions).chain(clicks).filter(|t| *t > at).min()
     }
 
     /// The values of the numeric and boolean columns it reads in `row`.

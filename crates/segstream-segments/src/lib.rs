@@ -35,7 +35,8 @@ mod rfm;
 
 pub use behaviour::{
     BIG_SPENDER, BehaviourRules, BigSpender, CATEGORY_FAN, CategoryFan, DISCOUNT_HUNTER, DiscountHunter,
-    FREQUENT_VISITOR, FrequentVisitor, ONE_TIME_BUYER, OneTimeBuyer,
+    FREQUENT_VISITOR, FrequentVisitor, HIGH_INTENT_BROWSER, HighIntentBrowser, MOBILE_FIRST, MobileFirst,
+    NIGHT_OWL, NightOwl, ONE_TIME_BUYER, OneTimeBuyer,
 };
 pub use changes::{Cause, to_changes};
 pub use custom::{CustomDefinition, CustomRules, CustomSegment, Evaluation};
@@ -64,7 +65,13 @@ impl SegmentRules {
         config: &'a segstream_config::FeaturesConfig,
         dict: &'a segstream_features::Dictionaries,
     ) -> Subject<'a> {
-        Subject { state, config, dict: self.definitions.behaviour.reads_categories().then_some(dict) }
+        let behaviour = &self.definitions.behaviour;
+        Subject {
+            state,
+            config,
+            dict: behaviour.reads_categories().then_some(dict),
+            clicks: behaviour.reads_clicks(),
+        }
     }
 
     /// These rules with other segment definitions (the lifecycle stays):

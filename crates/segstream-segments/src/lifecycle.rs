@@ -79,14 +79,14 @@ pub struct Subject<'a> {
     /// ([`crate::BehaviourRules::reads_categories`]): the features then
     /// include the order-based names (top category, payment).
     pub dict: Option<&'a Dictionaries>,
+    /// Whether a rule reads click counts, devices or parts of the day
+    /// ([`crate::BehaviourRules::reads_clicks`]): the features then include them.
+    pub clicks: bool,
 }
 
 impl Subject<'_> {
     fn features(&self, at: EventTime) -> Features {
-        match self.dict {
-            Some(dict) => self.state.segment_features_named(at, self.config, dict),
-            None => self.state.segment_features(at, self.config),
-        }
+        self.state.features_reading(at, self.config, self.dict, self.clicks)
     }
 }
 

@@ -1,8 +1,5 @@
 //! The DataFusion side of segstream.
 //!
-//! - [`activity`]: the streaming path's per-batch plan: each micro-batch's
-//!   clicks counted per customer and day by one plan built once, merged
-//!   into the state's day buckets.
 //! - [`definition`]: the batch definition of every feature, one SQL query over
 //!   the decoded `clicks` and `orders` tables. The streaming state in
 //!   `segstream-features` must give the same values; a property test over
@@ -15,7 +12,6 @@
 //! - [`query`]: ad-hoc SQL over a feature table and the event tables, printed
 //!   as a table or JSON.
 
-pub mod activity;
 pub mod definition;
 mod error;
 pub mod history;

@@ -11,7 +11,6 @@ use segstream_events::{
 };
 use segstream_features::{CustomerState, Dictionaries};
 
-use crate::activity::{ActivityPlan, ClickTally};
 use crate::{definition, query, table};
 
 const MINUTE: i64 = 60_000;
@@ -165,37 +164,20 @@ fn decode(events: &[Event]) -> (ClickBatch, OrderBatch, Vec<(bool, usize)>) {
     (c.batch, o.batch, order_of_arrival)
 }
 
-/// The streaming path: events applied one by one in arrival order, and every
-/// `batch` events the micro-batch's clicks counted by the per-batch plan and
-/// merged into the day buckets.
-fn streaming_table(events: &[Event], config: &FeaturesConfig, batch: usize) -> (EventTime, RecordBatch) {
+/// The streaming path: events applied one by one in arrival order.
+fn streaming_table(events: &[Event], config: &FeaturesConfig) -> (EventTime, RecordBatch) {
     let (clicks, orders, arrival) = decode(events);
     let mut states: BTreeMap<String, CustomerState> = BTreeMap::new();
     let mut dict = Dictionaries::default();
-    let plan = ActivityPlan::new().expect("plan");
-    let mut tally = ClickTally::default();
-    let flush = |tally: &mut ClickTally, states: &mut BTreeMap<String, CustomerState>| {
-        for (customer, day, counts) in plan.run(tally).expect("per-batch plan") {
-            if let Some(state) = states.get_mut(&customer) {
-                state.merge_day(day, &counts, config);
-            }
-        }
-    };
-    for (n, (is_click, row)) in arrival.into_iter().enumerate() {
+    for (is_click, row) in arrival {
         if is_click {
             let r = clicks.row(row);
-            if states.entry(r.customer_id.to_owned()).or_default().apply_click(&r, config) {
-                tally.push(&r);
-            }
+            states.entry(r.customer_id.to_owned()).or_default().apply_click(&r, config);
         } else {
             let r = orders.row(row);
             states.entry(r.customer_id.to_owned()).or_default().apply_order(&r, config, &mut dict);
         }
-        if (n + 1).is_multiple_of(batch) {
-            flush(&mut tally, &mut states);
-        }
     }
-    flush(&mut tally, &mut states);
     let as_of = EventTime::from_millis(events.iter().map(Event::time).max().unwrap_or(T0));
     let features: Vec<_> =
         states.iter().map(|(id, s)| (id.clone(), s.features(as_of, config, &dict))).collect();
@@ -242,14 +224,13 @@ proptest! {
 
     /// The streaming path (events applied one by one in arrival order, out of
     /// order by up to three days, with repeats, cancellations before their
-    /// orders, orders folded out of the year; click counts merged per
-    /// micro-batch of any size by the per-batch plan) gives the same feature
-    /// table as the batch SQL over the same events.
+    /// orders, orders folded out of the year; click counts per event) gives
+    /// the same feature table as the batch SQL over the same events (whose
+    /// day counts are `DAY_COUNTS`).
     #[test]
     fn streaming_features_equal_the_batch_sql(
         events in history(),
         other_windows in any::<bool>(),
-        batch in 1usize..40,
     ) {
         let mut config = Config::default().features;
         if other_windows {
@@ -258,7 +239,7 @@ proptest! {
             config.session_gap_minutes = 45;
             config.cart_abandon_hours = 2;
         }
-        let (as_of, streaming) = streaming_table(&events, &config, batch);
+        let (as_of, streaming) = streaming_table(&events, &config);
         let batch = batch_table(&events, as_of, &config);
         assert_same_table(&streaming, &batch)?;
     }
@@ -297,34 +278,6 @@ fn a_scripted_history_gives_the_documented_values_in_sql() {
         text,
         r#"[{"customer_id":"c1","lifetime_orders":2,"orders_30d":1,"revenue_365d":40.0,"interpurchase_mean_days":50.0}]"#
     );
-}
-
-#[test]
-fn the_per_batch_plan_is_built_once_and_counts_each_batch_on_its_own() {
-    let plan = ActivityPlan::new().expect("plan");
-    let mut tally = ClickTally::default();
-    let (clicks, _, _) = decode(&[
-        click_event(1, 1, 0, 0, 1),   // page_view, mobile, 22:13 UTC
-        click_event(1, 2, 60, 2, 2),  // search, Desktop, 23:13
-        click_event(2, 3, 600, 3, 3), // add_to_cart, tablet, next day 08:13
-    ]);
-    for i in 0..clicks.len() {
-        tally.push(&clicks.row(i));
-    }
-    let first = plan.run(&mut tally).expect("first batch");
-    assert!(tally.is_empty(), "the tally is emptied");
-    let by_customer: BTreeMap<String, (i64, segstream_features::DayCounts)> =
-        first.into_iter().map(|(c, d, n)| (c, (d, n))).collect();
-    let c1 = by_customer["c1"].1;
-    assert_eq!((c1.page_views, c1.searches, c1.dayparts, c1.devices), (1, 1, [0, 0, 0, 2], [0, 1, 1, 0, 0]));
-    let c2 = by_customer["c2"].1;
-    assert_eq!((c2.add_to_cart, c2.dayparts, c2.devices), (1, [0, 1, 0, 0], [0, 0, 0, 0, 1]));
-    // Re-executed on the next batch: only that batch's clicks.
-    tally.push(&clicks.row(0));
-    let second = plan.run(&mut tally).expect("second batch");
-    assert_eq!(second.len(), 1);
-    assert_eq!(second[0].2.page_views, 1);
-    assert!(plan.run(&mut tally).expect("empty batch").is_empty());
 }
 
 #[test]

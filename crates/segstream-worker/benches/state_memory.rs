@@ -125,13 +125,8 @@ fn main() {
                 }
             }
             events += 1;
-            // Micro-batches as the worker cuts them: the day counts go in.
-            if events.is_multiple_of(5_000) {
-                store.flush_activity().unwrap();
-            }
         }
     }
-    store.flush_activity().unwrap();
     let elapsed = started.elapsed().as_secs_f64();
     drop(order_ids);
     let stats = region.change();

@@ -55,11 +55,6 @@ impl Engine {
         })
     }
 
-    /// Ends a micro-batch: its click counts go into the state.
-    pub(crate) fn end_batch(&mut self) -> Result<(), WorkerError> {
-        self.store.flush_activity()
-    }
-
     /// Processes one released record of `partition`: the timers its
     /// watermark passes fire first (as part of this record, so a replay fires
     /// them at the same point), then the record applies, then any timer it

@@ -1,5 +1,8 @@
-//! `/sql`: ad-hoc SQL over the live feature table, on a listener of its own
-//! behind a bearer token (it serves customer data).
+//! `/sql`: ad-hoc SQL over the live feature table, and the look-ups
+//! `/customers/{id}` (a customer's features, segments and latest changes
+//! with their reasons) and `/segments/{kind}/{name}` (a segment's
+//! population and a sample of members), on a listener of its own behind a
+//! bearer token (they serve customer data).
 //!
 //! The pipeline thread owns the state, so the handler asks it for the
 //! feature table (as of the worker's latest event time, with each
@@ -13,7 +16,7 @@ use std::time::Duration;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::{Query, Request, State};
+use axum::extract::{Path as UrlPath, Query, Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -74,11 +77,24 @@ struct SqlParams {
     format: Option<String>,
 }
 
-/// What `/sql` needs: the way to the pipeline's snapshots and the limits.
+/// What `/sql` needs: the way to the pipeline's snapshots and the limits
+/// (and, for a customer's latest changes, the configuration to read them).
 #[derive(Debug, Clone)]
 struct SqlState {
     requests: SyncSender<SnapshotRequest>,
     limits: Limits,
+    config: Arc<Config>,
+}
+
+/// Latest change records a customer look-up shows, and how far back in the
+/// customer's partition of the changes topic it reads for them.
+const LAST_CHANGES: usize = 10;
+const CHANGES_SCANNED: i64 = 1_000_000;
+
+#[derive(Debug, Deserialize)]
+struct SampleParams {
+    #[serde(default)]
+    sample: Option<usize>,
 }
 
 /// The bearer token every `/sql` request must carry.
@@ -120,15 +136,18 @@ async fn require_token(State(token): State<Token>, request: Request, next: Next)
 
 /// The `/sql` route: the query in `q` (GET) or in the body (POST), for
 /// requests that carry `token`.
-pub(crate) fn routes(requests: SyncSender<SnapshotRequest>, config: &SqlConfig, token: Token) -> Router {
+pub(crate) fn routes(requests: SyncSender<SnapshotRequest>, config: &Config, token: Token) -> Router {
+    let sql = &config.sql;
     let limits = Limits {
-        timeout: Duration::from_millis(config.timeout_ms),
-        memory_bytes: config.memory_limit_mb.saturating_mul(1 << 20),
-        max_rows: config.max_rows,
+        timeout: Duration::from_millis(sql.timeout_ms),
+        memory_bytes: sql.memory_limit_mb.saturating_mul(1 << 20),
+        max_rows: sql.max_rows,
     };
     Router::new()
         .route("/sql", get(sql_get).post(sql_post))
-        .with_state(SqlState { requests, limits })
+        .route("/customers/{id}", get(customer))
+        .route("/segments/{kind}/{name}", get(segment))
+        .with_state(SqlState { requests, limits, config: Arc::new(config.clone()) })
         .layer(middleware::from_fn_with_state(token, require_token))
 }
 
@@ -152,26 +171,138 @@ async fn sql_page(state: SqlState, sql: &str, format: Option<&str>) -> Response 
             return (StatusCode::BAD_REQUEST, format!("format={other}: use table or json\n")).into_response();
         }
     };
+    match answer(&state, sql, format).await {
+        Ok(text) => (StatusCode::OK, text).into_response(),
+        Err(response) => response,
+    }
+}
+
+/// The feature table, from the pipeline.
+async fn table(state: &SqlState) -> Result<RecordBatch, Response> {
     let (tx, rx) = oneshot::channel();
     match state.requests.try_send(tx) {
         Ok(()) => {}
         Err(TrySendError::Full(_)) => {
-            return (StatusCode::SERVICE_UNAVAILABLE, "busy: other queries are waiting, retry\n")
-                .into_response();
+            return Err(
+                (StatusCode::SERVICE_UNAVAILABLE, "busy: other queries are waiting, retry\n").into_response()
+            );
         }
         Err(TrySendError::Disconnected(_)) => {
-            return (StatusCode::SERVICE_UNAVAILABLE, "the pipeline is not running\n").into_response();
+            return Err((StatusCode::SERVICE_UNAVAILABLE, "the pipeline is not running\n").into_response());
         }
     }
-    let batch = match tokio::time::timeout(PIPELINE_ANSWER, rx).await {
-        Ok(Ok(Ok(batch))) => batch,
-        Ok(Ok(Err(e))) => return (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
-        _ => return (StatusCode::SERVICE_UNAVAILABLE, "the pipeline did not answer\n").into_response(),
+    match tokio::time::timeout(PIPELINE_ANSWER, rx).await {
+        Ok(Ok(Ok(batch))) => Ok(batch),
+        Ok(Ok(Err(e))) => Err((StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response()),
+        _ => Err((StatusCode::SERVICE_UNAVAILABLE, "the pipeline did not answer\n").into_response()),
+    }
+}
+
+/// `sql` over the live feature table, as text in `format`.
+async fn answer(state: &SqlState, sql: &str, format: OutputFormat) -> Result<String, Response> {
+    let batch = table(state).await?;
+    run_query(batch, sql, format, state.limits).await.map_err(|e| match e {
+        e @ SqlError::TimedOut(_) => (StatusCode::REQUEST_TIMEOUT, format!("{e}\n")).into_response(),
+        e => (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response(),
+    })
+}
+
+/// `sql` over the live feature table, as JSON rows.
+async fn rows(state: &SqlState, sql: &str) -> Result<Vec<serde_json::Value>, Response> {
+    let text = answer(state, sql, OutputFormat::Json).await?;
+    serde_json::from_str(text.trim()).map_err(|e| {
+        (StatusCode::INTERNAL_SERVER_ERROR, format!("reading the answer: {e}\n")).into_response()
+    })
+}
+
+/// A string as an SQL literal.
+fn literal(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "''"))
+}
+
+fn json(value: &serde_json::Value) -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], format!("{value}\n")).into_response()
+}
+
+/// `GET /customers/{id}`: the customer's row of the feature table (every
+/// feature as of the worker's latest event time, and their segments) and
+/// their latest change records, newest first, each with its trigger, rule,
+/// reason and the values that decided it (read back from the changes
+/// topic).
+async fn customer(State(state): State<SqlState>, UrlPath(id): UrlPath<String>) -> Response {
+    let found =
+        match rows(&state, &format!("SELECT * FROM features WHERE customer_id = {}", literal(&id))).await {
+            Ok(found) => found,
+            Err(response) => return response,
+        };
+    let Some(features) = found.into_iter().next() else {
+        return (
+            StatusCode::NOT_FOUND,
+            format!("customer {id} is not held by this worker (another worker of the group may own their partition)\n"),
+        )
+            .into_response();
     };
-    match run_query(batch, sql, format, state.limits).await {
-        Ok(text) => (StatusCode::OK, text).into_response(),
-        Err(e @ SqlError::TimedOut(_)) => (StatusCode::REQUEST_TIMEOUT, format!("{e}\n")).into_response(),
-        Err(e) => (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response(),
+    let config = Arc::clone(&state.config);
+    let key = id.clone();
+    let recent = tokio::task::spawn_blocking(move || {
+        segstream_kafka::recent_for_key(
+            &config,
+            &config.topics.segment_changes,
+            key.as_bytes(),
+            LAST_CHANGES,
+            CHANGES_SCANNED,
+        )
+    })
+    .await;
+    let changes: Vec<serde_json::Value> = match recent {
+        Ok(Ok(values)) => values
+            .iter()
+            .filter_map(|v| segstream_events::SegmentChange::from_output_avro(v).ok())
+            .filter_map(|c| serde_json::to_value(c).ok())
+            .collect(),
+        Ok(Err(e)) => {
+            return (StatusCode::SERVICE_UNAVAILABLE, format!("reading the customer's changes: {e}\n"))
+                .into_response();
+        }
+        Err(e) => return (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
+    };
+    json(&serde_json::json!({ "customer_id": id, "features": features, "last_changes": changes }))
+}
+
+/// `GET /segments/{kind}/{name}?sample=N`: how many of this worker's
+/// customers are in the segment now, and the first N of them by id.
+async fn segment(
+    State(state): State<SqlState>,
+    UrlPath((kind, name)): UrlPath<(String, String)>,
+    Query(p): Query<SampleParams>,
+) -> Response {
+    let member = match kind.as_str() {
+        "lifecycle" | "rfm" => format!("{kind} = {}", literal(&name)),
+        "behaviour" | "custom" => format!("array_has({kind}, {})", literal(&name)),
+        _ => {
+            return (
+                StatusCode::BAD_REQUEST,
+                format!("kind {kind}: use lifecycle, rfm, behaviour or custom\n"),
+            )
+                .into_response();
+        }
+    };
+    let sample = p.sample.unwrap_or(10).min(state.limits.max_rows);
+    let count = rows(&state, &format!("SELECT count(*) AS population FROM features WHERE {member}")).await;
+    let members = rows(
+        &state,
+        &format!("SELECT customer_id FROM features WHERE {member} ORDER BY customer_id LIMIT {sample}"),
+    )
+    .await;
+    match (count, members) {
+        (Ok(count), Ok(members)) => {
+            let population = count.first().and_then(|r| r["population"].as_u64()).unwrap_or(0);
+            let sample: Vec<&serde_json::Value> = members.iter().map(|r| &r["customer_id"]).collect();
+            json(
+                &serde_json::json!({ "kind": kind, "segment": name, "population": population, "sample": sample }),
+            )
+        }
+        (Err(response), _) | (_, Err(response)) => response,
     }
 }
 

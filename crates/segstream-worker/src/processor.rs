@@ -367,7 +367,6 @@ impl Processor {
             }
         }
         self.emit_custom(out)?;
-        self.engine.end_batch()?;
         self.metrics.erased_events.inc_by(self.engine.take_erased_events());
         self.finish_rebuilds();
         Ok(released)
@@ -532,6 +531,13 @@ impl Processor {
     /// True while a partition is rebuilding up to its committed offsets.
     pub(crate) fn rebuilding(&self, partition: i32) -> bool {
         self.rebuilding.contains_key(&partition)
+    }
+
+    /// True while a partition repeats committed work (it has committed
+    /// offsets not reached yet): a partition the group never committed
+    /// counts as rebuilding until its first batch, but repeats nothing.
+    pub(crate) fn repeating(&self, partition: i32) -> bool {
+        self.rebuilding.get(&partition).is_some_and(|r| r.committed.is_some())
     }
 
     /// Partitions whose inputs have been at the end of their logs for

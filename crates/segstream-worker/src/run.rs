@@ -28,7 +28,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<Summary,
         None
     } else {
         let token = lookup::Token::from_env(&config.sql)?;
-        let routes = lookup::routes(sql_requests, &config.sql, token);
+        let routes = lookup::routes(sql_requests, &config, token);
         let (bound, task) =
             serve(listen_address(&config.sql.listen, "sql.listen")?, "sql.listen", routes, http_stop.clone())
                 .await?;

@@ -23,7 +23,6 @@ use segstream_events::{
 };
 use segstream_features::{CustomerState, Dictionaries, Features};
 use segstream_segments::{CustomerSegments, SegmentRules, Transition};
-use segstream_sql::activity::{ActivityPlan, ClickTally};
 use segstream_sql::table::{self, RowSegments};
 
 use crate::error::WorkerError;
@@ -120,10 +119,6 @@ pub struct CustomerStore {
     features: FeaturesConfig,
     /// Category and payment names shared by all customers.
     dict: Dictionaries,
-    /// Clicks of the current micro-batch, for the per-batch plan.
-    tally: ClickTally,
-    /// Counts a micro-batch's clicks per customer and day (DataFusion).
-    activity: ActivityPlan,
     /// Evaluations of this batch the user-defined segments have not seen.
     custom_rows: Vec<CustomRow>,
     /// What the evaluations being made now carry.
@@ -144,8 +139,6 @@ impl CustomerStore {
             partition_rules: HashMap::new(),
             features,
             dict: Dictionaries::default(),
-            tally: ClickTally::default(),
-            activity: ActivityPlan::new()?,
             custom_rows: Vec::new(),
             tag: OutputTag::default(),
         })
@@ -162,26 +155,10 @@ impl CustomerStore {
     /// `at` is when it is judged: its event time, or the partition's
     /// watermark when that is later (a late event).
     pub fn on_click(&mut self, row: &ClickRow<'_>, at: EventTime) -> Option<(CustomerId, Vec<Transition>)> {
-        let counted = std::cell::Cell::new(false);
         let cause = || row.event_id.to_owned();
-        let out = self.process(row.customer_id, row.partition, at, &cause, |state, config, _| {
-            counted.set(state.apply_click(row, config));
-        });
-        if counted.get() {
-            self.tally.push(row);
-        }
-        out
-    }
-
-    /// Ends a micro-batch: the batch's clicks, counted per customer and day
-    /// by the DataFusion plan, go into the customers' day buckets.
-    pub fn flush_activity(&mut self) -> Result<(), WorkerError> {
-        for (customer, day, counts) in self.activity.run(&mut self.tally)? {
-            if let Some(c) = self.slot_of(customer.as_str()).and_then(|slot| self.slots.get_mut(slot)) {
-                c.features.merge_day(day, &counts, &self.features);
-            }
-        }
-        Ok(())
+        self.process(row.customer_id, row.partition, at, &cause, |state, config, _| {
+            state.apply_click(row, config);
+        })
     }
 
     /// Applies an order event; see [`CustomerStore::on_click`].
@@ -779,7 +756,7 @@ impl Observer<'_> {
                 trigger,
                 cause: cause.clone().filter(|_| trigger == Trigger::Event),
                 tag: self.tag,
-                features: state.segment_features_named(at, self.config, dict),
+                features: state.features(at, self.config, dict),
                 segments: crate::checkpoint::row_segments(segments),
             });
         }

@@ -388,11 +388,15 @@ impl Pipeline {
     /// owned partition not under them yet (a rollout, a partition started
     /// afresh, or a checkpoint of other definitions), before the next
     /// records: a recorded decision each. True if any moved.
+    ///
+    /// A partition the group never committed gets its decision before its
+    /// first record, so it changes no customer and is where any run, live
+    /// or replayed, starts: only a rollout's point depends on timing.
     fn roll_out(&mut self, out: &mut Emitted) -> Result<bool, WorkerError> {
         let desired = Arc::clone(self.rollouts.desired());
         let mut moved = false;
         for &partition in self.owned.keys() {
-            if self.processor.rebuilding(partition) {
+            if self.processor.repeating(partition) {
                 continue;
             }
             let (definitions, recorded) = self.processor.definitions(partition);
