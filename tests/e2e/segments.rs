@@ -292,6 +292,7 @@ fn a_user_defined_segment_added_changed_and_removed_while_the_worker_runs_is_rol
     let v1 = file("v1.toml", "version = 1\n");
     let setup = Setup::new("rollout", 3)
         .with("time.idle_partition_ms=1000")
+        .with("checkpoint.interval_ms=500")
         .with(&format!("segments.definitions={v1}"));
     let history = dir.path().join("history");
     let generate = ["generate", "--customers", "200", "--days", "365", "--seed", "11"];
@@ -319,8 +320,28 @@ fn a_user_defined_segment_added_changed_and_removed_while_the_worker_runs_is_rol
         changes.iter().filter(|c| c.change.as_str() == change).map(|c| c.customer_id.to_string()).collect()
     };
 
-    // Added: every customer with five net orders enters, once, by the rollout.
+    // The diff first, on the running workers' checkpoints: who would enter.
     let v2 = file("v2.toml", &custom(2, "lifetime_orders >= 5"));
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let out = setup.cli(&["segments", "diff", &v2, "--sample", "3"]);
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let line = stdout.lines().find(|l| l.starts_with("custom")).unwrap_or_default().to_owned();
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        if fields == ["custom", "loyal", &format!("+{}", five.len()), "-0"] {
+            assert!(stdout.contains("definitions version 1 → 2"), "{stdout}");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the diff never matched the batch SQL:\n{stdout}");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert!(
+        all_changes(&setup, Duration::from_secs(1)).iter().all(|c| c.kind.as_str() != "custom"),
+        "a diff changes nothing"
+    );
+
+    // Added: every customer with five net orders enters, once, by the rollout.
     let out = setup.cli(&["segments", "rollout", &v2]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let changes = changes_until(&setup, |c| custom_of(c, 2).len() >= five.len(), || worker.log_text());

@@ -60,6 +60,10 @@ pub struct RfmDefinition {
     pub monetary_min: [f64; 4],
     /// Named cells, first match wins.
     pub table: Vec<RfmRow>,
+    /// Days a buyer stays in an RFM segment at least before moving to
+    /// another (against flapping at a bound); 0, the default: none.
+    #[serde(default)]
+    pub min_dwell_days: f64,
 }
 
 /// One row of the RFM table: a name and inclusive score ranges.

@@ -611,7 +611,11 @@ impl CustomerSegments {
         let scores = rfm.and_then(|r| r.scores(f));
         let from = self.rfm.as_ref().map(|m| crate::names::intern(&m.segment));
         let to = rfm.zip(scores).map(|(r, s)| r.segment(s));
-        if from == to {
+        // A buyer stays in their segment for its minimum dwell (leaving RFM
+        // altogether, with no net order left, is not held back).
+        let dwelling =
+            self.rfm.as_ref().zip(rfm).is_some_and(|(m, r)| at < m.since.plus_days(r.min_dwell_days()));
+        if from == to || (to.is_some() && dwelling) {
             if let (Some(m), Some(s)) = (&mut self.rfm, scores) {
                 m.scores = s;
             }
@@ -671,6 +675,13 @@ impl CustomerSegments {
             .filter(|end| *end > at)
             .min();
         let behaviour = behaviour.into_iter().chain(dwell).min();
+        // The end of the RFM segment's minimum dwell.
+        let rfm_dwell = self
+            .rfm
+            .as_ref()
+            .zip(rules.definitions.rfm.as_ref())
+            .map(|(m, r)| m.since.plus_days(r.min_dwell_days()));
+        let rfm = [rfm, rfm_dwell.filter(|end| *end > at)].into_iter().flatten().min();
         let custom = rules.definitions.custom.due_after(features, s.state, at);
         [abandon, expire, rfm, high_value, behaviour, custom]
     }

@@ -109,6 +109,7 @@ pub struct RfmRules {
     boundaries: RfmBoundaries,
     table: Vec<Row>,
     version: i32,
+    min_dwell_days: f64,
 }
 
 /// Every cell of the score cube.
@@ -124,6 +125,12 @@ impl RfmRules {
         boundaries: RfmBoundaries,
         version: i32,
     ) -> Result<Self, (String, String)> {
+        if !(d.min_dwell_days.is_finite() && d.min_dwell_days >= 0.0) {
+            return Err((
+                "rfm".into(),
+                format!("min_dwell_days = {}: use 0 (none) or more days", d.min_dwell_days),
+            ));
+        }
         let mut table: Vec<Row> = Vec::with_capacity(d.table.len());
         for row in &d.table {
             let err = |problem: String| (row.name.clone(), problem);
@@ -144,7 +151,8 @@ impl RfmRules {
             }
             table.push(Row { name: intern(&row.name), ranges: [row.r, row.f, row.m] });
         }
-        let rules = Self { window_days: d.window_days, boundaries, table, version };
+        let rules =
+            Self { window_days: d.window_days, boundaries, table, version, min_dwell_days: d.min_dwell_days };
         let uncovered: Vec<RfmScores> =
             cells().filter(|c| !rules.table.iter().any(|r| r.holds(*c))).collect();
         if let Some(first) = uncovered.first() {
@@ -274,5 +282,10 @@ impl RfmRules {
     /// Version of the definitions these rules come from.
     pub fn version(&self) -> i32 {
         self.version
+    }
+
+    /// Days a buyer stays in a segment at least before moving to another.
+    pub fn min_dwell_days(&self) -> f64 {
+        self.min_dwell_days
     }
 }

@@ -831,3 +831,24 @@ fn a_user_defined_segment_is_due_when_a_compared_number_of_days_is_crossed_or_an
     let later = definitions.custom.due_after(&f, &state, EventTime::from_millis(T0 + 45 * DAY + 1));
     assert_eq!(later, Some(EventTime::from_millis(T0 + 90 * DAY)), "then the order leaves orders_90d");
 }
+
+#[test]
+fn an_rfm_minimum_dwell_holds_a_buyer_in_their_segment_then_a_timer_moves_them() {
+    use OrderStatus::Placed;
+    let mut rules = all(rules());
+    let text = BUILTIN.replacen("window_days = 365\n", "window_days = 365\nmin_dwell_days = 30\n", 1);
+    rules.definitions = SegmentDefinitions::parse(&text, "test.toml", &FEATURES).expect("valid");
+    let moves = rfm_moves(&rules, &[("a", 0, Placed), ("b", 10, Placed), ("c", 20, Placed)], 500);
+    assert_eq!(
+        moves[..2],
+        [
+            (None, Some("potential_loyalist"), 0, Trigger::Event),
+            // Loyal from day 20 by the orders, held in potential_loyalist
+            // until its 30 days are over: a timer then.
+            (Some("potential_loyalist"), Some("loyal"), 30 * DAY, Trigger::Timer),
+        ]
+    );
+    let bad = BUILTIN.replacen("window_days = 365\n", "window_days = 365\nmin_dwell_days = -1\n", 1);
+    let message = SegmentDefinitions::parse(&bad, "test.toml", &FEATURES).expect_err("refused").to_string();
+    assert!(message.contains("`rfm`") && message.contains("min_dwell_days = -1"), "{message}");
+}
