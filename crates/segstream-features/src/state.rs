@@ -807,7 +807,7 @@ impl CustomerState {
 
     /// Feature values as of `now`.
     pub fn features(&self, now: EventTime, config: &FeaturesConfig, dict: &Dictionaries) -> Features {
-        self.compute(now, config, Some(dict), true)
+        self.features_reading(now, config, Some(dict), true)
     }
 
     /// The features segments and change records read, as of `now`: the
@@ -815,7 +815,7 @@ impl CustomerState {
     /// day) are left at their defaults. Cheaper: it runs several times per
     /// event.
     pub fn segment_features(&self, now: EventTime, config: &FeaturesConfig) -> Features {
-        self.compute(now, config, None, false)
+        self.features_reading(now, config, None, false)
     }
 
     /// [`CustomerState::segment_features`] with the order-based names too
@@ -827,25 +827,13 @@ impl CustomerState {
         config: &FeaturesConfig,
         dict: &Dictionaries,
     ) -> Features {
-        self.compute(now, config, Some(dict), false)
+        self.features_reading(now, config, Some(dict), false)
     }
 
     /// Features as of `now` with what a reader needs: with `names`, the
     /// order-based names; with `clicks`, the click counts, devices and parts
     /// of the day (the rest is always there).
     pub fn features_reading(
-        &self,
-        now: EventTime,
-        config: &FeaturesConfig,
-        names: Option<&Dictionaries>,
-        clicks: bool,
-    ) -> Features {
-        self.compute(now, config, names, clicks)
-    }
-
-    /// Features as of `now`: with `names`, the order-based names; with
-    /// `clicks`, the click counts, devices and parts of the day.
-    fn compute(
         &self,
         now: EventTime,
         config: &FeaturesConfig,
@@ -940,24 +928,23 @@ impl CustomerState {
             .iter()
             .map(|&days| {
                 let from = today - i64::from(days);
-                let sum = |field: fn(&DayActivity) -> u16| {
-                    if !clicks {
-                        return 0;
-                    }
-                    recent(i64::from(days)).map(|a| u32::from(field(a))).sum::<u32>()
-                };
                 // Sessions that started on the window's days: compared in
                 // milliseconds, not converted to days one by one.
                 let (first, after) = (start_of_day(from + 1), start_of_day(today + 1));
-                ActivityWindow {
+                let mut w = ActivityWindow {
                     days,
                     sessions: self.sessions.iter().filter(|s| (first..after).contains(&s.start())).count()
                         as u32,
-                    page_views: sum(|a| a.page_views),
-                    product_views: sum(|a| a.product_views),
-                    searches: sum(|a| a.searches),
-                    add_to_cart: sum(|a| a.add_to_cart),
+                    ..ActivityWindow::default()
+                };
+                // One pass over the window's days for the four counts.
+                for a in recent(i64::from(days)).filter(|_| clicks) {
+                    w.page_views += u32::from(a.page_views);
+                    w.product_views += u32::from(a.product_views);
+                    w.searches += u32::from(a.searches);
+                    w.add_to_cart += u32::from(a.add_to_cart);
                 }
+                w
             })
             .collect();
         let (mut dayparts, mut devices, mut weekend) = ([0u32; 4], [0u32; 5], 0u32);

@@ -289,28 +289,30 @@ impl BehaviourRules {
 
     /// Every enabled rule's reading of a customer with these features, in
     /// rule order.
-    pub(crate) fn measures(&self, f: &Features) -> Vec<Measure> {
+    /// Without `explain`, the reasons and values are left empty (they cost
+    /// allocations on every evaluation and are needed only on a change).
+    pub(crate) fn measures(&self, f: &Features, explain: bool) -> Vec<Measure> {
         let mut out = Vec::new();
         let (window_days, window_orders) = f.order_windows.last().map_or((0, 0), |w| (w.days, w.orders));
-        let orders_key = format!("orders_{window_days}d");
+        let orders_key = if explain { format!("orders_{window_days}d") } else { String::new() };
         if let Some(r) = &self.discount_hunter {
             let share = f.discount_share.unwrap_or(0.0);
             let holds = window_orders >= r.min_orders && share >= r.min_discount_share;
             out.push(Measure {
                 rule: 0,
                 holds: holds.then_some(DISCOUNT_HUNTER),
-                reason: format!(
+                reason: if explain { format!(
                     "{:.0}% of {window_orders} orders in {window_days} days carried a discount (from {:.0}% of {})",
                     share * 100.0,
                     r.min_discount_share * 100.0,
                     r.min_orders
-                ),
-                values: values(&[
+                ) } else { String::new() },
+                values: if explain { values(&[
                     ("discount_share".into(), share),
                     (orders_key.clone(), f64::from(window_orders)),
                     ("threshold_min_discount_share".into(), r.min_discount_share),
                     ("threshold_min_orders".into(), f64::from(r.min_orders)),
-                ]),
+                ]) } else { BTreeMap::new() },
             });
         }
         if let Some(r) = &self.category_fan {
@@ -324,18 +326,18 @@ impl BehaviourRules {
             out.push(Measure {
                 rule: 1,
                 holds: holds.then(|| intern(&format!("{CATEGORY_FAN}{slug}"))),
-                reason: format!(
+                reason: if explain { format!(
                     "{:.0}% of {window_orders} orders in {window_days} days in {category} (from {:.0}% of {})",
                     share * 100.0,
                     r.min_top_category_share * 100.0,
                     r.min_orders
-                ),
-                values: values(&[
+                ) } else { String::new() },
+                values: if explain { values(&[
                     ("top_category_share".into(), share),
                     (orders_key.clone(), f64::from(window_orders)),
                     ("threshold_min_top_category_share".into(), r.min_top_category_share),
                     ("threshold_min_orders".into(), f64::from(r.min_orders)),
-                ]),
+                ]) } else { BTreeMap::new() },
             });
         }
         if let Some(r) = &self.big_spender {
@@ -344,16 +346,24 @@ impl BehaviourRules {
             out.push(Measure {
                 rule: 2,
                 holds: holds.then_some(BIG_SPENDER),
-                reason: format!(
-                    "{aov:.2} per order over {} orders (from {:.2} over {})",
-                    f.lifetime_orders, r.min_avg_order_value, r.min_orders
-                ),
-                values: values(&[
-                    ("avg_order_value".into(), aov),
-                    ("lifetime_orders".into(), f64::from(f.lifetime_orders)),
-                    ("threshold_min_avg_order_value".into(), r.min_avg_order_value),
-                    ("threshold_min_orders".into(), f64::from(r.min_orders)),
-                ]),
+                reason: if explain {
+                    format!(
+                        "{aov:.2} per order over {} orders (from {:.2} over {})",
+                        f.lifetime_orders, r.min_avg_order_value, r.min_orders
+                    )
+                } else {
+                    String::new()
+                },
+                values: if explain {
+                    values(&[
+                        ("avg_order_value".into(), aov),
+                        ("lifetime_orders".into(), f64::from(f.lifetime_orders)),
+                        ("threshold_min_avg_order_value".into(), r.min_avg_order_value),
+                        ("threshold_min_orders".into(), f64::from(r.min_orders)),
+                    ])
+                } else {
+                    BTreeMap::new()
+                },
             });
         }
         if let Some(r) = &self.frequent_visitor {
@@ -362,11 +372,19 @@ impl BehaviourRules {
             out.push(Measure {
                 rule: 3,
                 holds: (sessions >= r.min_sessions).then_some(FREQUENT_VISITOR),
-                reason: format!("{sessions} sessions in {} days (from {})", r.window_days, r.min_sessions),
-                values: values(&[
-                    (format!("sessions_{}d", r.window_days), f64::from(sessions)),
-                    ("threshold_min_sessions".into(), f64::from(r.min_sessions)),
-                ]),
+                reason: if explain {
+                    format!("{sessions} sessions in {} days (from {})", r.window_days, r.min_sessions)
+                } else {
+                    String::new()
+                },
+                values: if explain {
+                    values(&[
+                        (format!("sessions_{}d", r.window_days), f64::from(sessions)),
+                        ("threshold_min_sessions".into(), f64::from(r.min_sessions)),
+                    ])
+                } else {
+                    BTreeMap::new()
+                },
             });
         }
         if let Some(r) = &self.one_time_buyer {
@@ -375,15 +393,23 @@ impl BehaviourRules {
             out.push(Measure {
                 rule: 4,
                 holds: holds.then_some(ONE_TIME_BUYER),
-                reason: format!(
-                    "{} orders, the first {days:.0} days ago (one order and more than {} days)",
-                    f.lifetime_orders, r.min_days_since_first_order
-                ),
-                values: values(&[
-                    ("lifetime_orders".into(), f64::from(f.lifetime_orders)),
-                    ("days_since_first_order".into(), days),
-                    ("threshold_min_days_since_first_order".into(), r.min_days_since_first_order),
-                ]),
+                reason: if explain {
+                    format!(
+                        "{} orders, the first {days:.0} days ago (one order and more than {} days)",
+                        f.lifetime_orders, r.min_days_since_first_order
+                    )
+                } else {
+                    String::new()
+                },
+                values: if explain {
+                    values(&[
+                        ("lifetime_orders".into(), f64::from(f.lifetime_orders)),
+                        ("days_since_first_order".into(), days),
+                        ("threshold_min_days_since_first_order".into(), r.min_days_since_first_order),
+                    ])
+                } else {
+                    BTreeMap::new()
+                },
             });
         }
         // The device and parts of the day are over the longest activity window.
@@ -395,14 +421,14 @@ impl BehaviourRules {
             out.push(Measure {
                 rule: 5,
                 holds: holds.then_some(MOBILE_FIRST),
-                reason: format!(
+                reason: if explain { format!(
                     "most clicks of {long_days} days on {device}, {long_views} page views (mobile or app, from {})",
                     r.min_page_views
-                ),
-                values: values(&[
+                ) } else { String::new() },
+                values: if explain { values(&[
                     (format!("page_views_{long_days}d"), f64::from(long_views)),
                     ("threshold_min_page_views".into(), f64::from(r.min_page_views)),
-                ]),
+                ]) } else { BTreeMap::new() },
             });
         }
         if let Some(r) = &self.night_owl {
@@ -411,18 +437,18 @@ impl BehaviourRules {
             out.push(Measure {
                 rule: 6,
                 holds: holds.then_some(NIGHT_OWL),
-                reason: format!(
+                reason: if explain { format!(
                     "{:.0}% of clicks of {long_days} days at night (UTC), {long_views} page views (from {:.0}% and {})",
                     night * 100.0,
                     r.min_night_share * 100.0,
                     r.min_page_views
-                ),
-                values: values(&[
+                ) } else { String::new() },
+                values: if explain { values(&[
                     ("night_share".into(), night),
                     (format!("page_views_{long_days}d"), f64::from(long_views)),
                     ("threshold_min_night_share".into(), r.min_night_share),
                     ("threshold_min_page_views".into(), f64::from(r.min_page_views)),
-                ]),
+                ]) } else { BTreeMap::new() },
             });
         }
         if let Some(r) = &self.high_intent_browser {
@@ -433,22 +459,30 @@ impl BehaviourRules {
             out.push(Measure {
                 rule: 7,
                 holds: holds.then_some(HIGH_INTENT_BROWSER),
-                reason: format!(
-                    "{} product views and {} adds to the cart in {} days, {} (from {} and {}, no order)",
-                    w.product_views,
-                    w.add_to_cart,
-                    r.window_days,
-                    if ordered { "with an order" } else { "no order" },
-                    r.min_product_views,
-                    r.min_add_to_cart
-                ),
-                values: values(&[
-                    (format!("product_views_{}d", r.window_days), f64::from(w.product_views)),
-                    (format!("add_to_cart_{}d", r.window_days), f64::from(w.add_to_cart)),
-                    ("days_since_last_order".into(), f.days_since_last_order.unwrap_or(-1.0)),
-                    ("threshold_min_product_views".into(), f64::from(r.min_product_views)),
-                    ("threshold_min_add_to_cart".into(), f64::from(r.min_add_to_cart)),
-                ]),
+                reason: if explain {
+                    format!(
+                        "{} product views and {} adds to the cart in {} days, {} (from {} and {}, no order)",
+                        w.product_views,
+                        w.add_to_cart,
+                        r.window_days,
+                        if ordered { "with an order" } else { "no order" },
+                        r.min_product_views,
+                        r.min_add_to_cart
+                    )
+                } else {
+                    String::new()
+                },
+                values: if explain {
+                    values(&[
+                        (format!("product_views_{}d", r.window_days), f64::from(w.product_views)),
+                        (format!("add_to_cart_{}d", r.window_days), f64::from(w.add_to_cart)),
+                        ("days_since_last_order".into(), f.days_since_last_order.unwrap_or(-1.0)),
+                        ("threshold_min_product_views".into(), f64::from(r.min_product_views)),
+                        ("threshold_min_add_to_cart".into(), f64::from(r.min_add_to_cart)),
+                    ])
+                } else {
+                    BTreeMap::new()
+                },
             });
         }
         out

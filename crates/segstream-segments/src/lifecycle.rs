@@ -387,7 +387,8 @@ struct BehaviourMembership {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 struct RfmMembership {
     scores: RfmScores,
-    segment: Box<str>,
+    /// Inline: RFM segment names fit in 24 bytes, so no allocation per buyer.
+    segment: compact_str::CompactString,
     since: EventTime,
 }
 
@@ -546,7 +547,7 @@ impl CustomerSegments {
     ) -> Vec<Transition> {
         let mut out = Vec::new();
         let behaviour = &rules.definitions.behaviour;
-        let measures = behaviour.measures(f);
+        let measures = behaviour.measures(f, false);
         // A rule the definitions no longer have: its members leave.
         while let Some(i) = self.behaviour.iter().position(|b| measures.iter().all(|m| m.rule != b.rule)) {
             let name = crate::names::intern(&self.behaviour.remove(i).name);
@@ -574,6 +575,9 @@ impl CustomerSegments {
             if member.is_some_and(|b| at < b.since.plus_days(dwell)) {
                 continue;
             }
+            // The rule's reading in words and values, for the records.
+            let explained = behaviour.measures(f, true).into_iter().find(|e| e.rule == m.rule);
+            let (reason, values) = explained.map(|e| (e.reason, e.values)).unwrap_or_default();
             let transition = |from: Option<&'static str>, to: Option<&'static str>| Transition {
                 kind: SegmentKind::Behaviour,
                 from,
@@ -582,8 +586,8 @@ impl CustomerSegments {
                 trigger,
                 rule_id: format!("behaviour.{}", to.or(from).unwrap_or_default()),
                 rule_version: rules.definitions.version,
-                reason: m.reason.clone(),
-                features: m.values.clone(),
+                reason: reason.clone(),
+                features: values.clone(),
                 model_version: None,
             };
             if let Some(i) = held {
