@@ -43,10 +43,11 @@ export SEGSTREAM__WORKER__INSTANCE_ID=demo
 # When the traffic stops, every partition follows the input's watermark after
 # 2 s (not the default 30 s), so the last timers fire before the summary.
 export SEGSTREAM__TIME__IDLE_PARTITION_MS=2000
-# Each partition's state (and its Parquet feature table) is checkpointed
-# every 10 s under the demo's directory.
+# The state of a partition (and its Parquet feature table) is checkpointed
+# every second, the oldest first, under the demo's directory: what
+# `segments diff` reads.
 export SEGSTREAM__CHECKPOINT__URL="$ROOT/$DEMO/checkpoints"
-export SEGSTREAM__CHECKPOINT__INTERVAL_MS=10000
+export SEGSTREAM__CHECKPOINT__INTERVAL_MS=1000
 "$BIN" topics create >/dev/null
 
 "$BIN" worker 2>"$DEMO/worker.log" & pids+=($!)
@@ -87,6 +88,26 @@ echo "── ask the running worker in SQL (segstream sql, over its live state) 
   FROM features WHERE rfm IS NOT NULL GROUP BY rfm ORDER BY customers DESC" | sed 's/^/  /'
 "$BIN" sql "SELECT customer_id, round(abandoned_cart_value, 2) AS cart, preferred_device, top_category
   FROM features WHERE cart_abandoned ORDER BY abandoned_cart_value DESC LIMIT 5" | sed 's/^/  /'
+echo
+echo "── change the segment definitions while it runs: diff first, then roll out ──"
+sed 's/^version = 1$/version = 2/' crates/segstream-segments/segments.toml >"$DEMO/segments-v2.toml"
+cat >>"$DEMO/segments-v2.toml" <<'TOML'
+
+[[custom]]
+name = "vip_at_risk"
+sql = "revenue_365d > 300 AND lifecycle IN ('at_risk', 'churned')"
+TOML
+echo "  + [[custom]] vip_at_risk: revenue_365d > 300 AND lifecycle IN ('at_risk', 'churned')"
+sleep 7 # every partition checkpointed since the traffic stopped
+"$BIN" segments diff "$DEMO/segments-v2.toml" --sample 3 | sed 's/^/  /'
+"$BIN" segments rollout "$DEMO/segments-v2.toml" 2>&1 | sed 's/^/  /'
+sleep 3
+"$BIN" segment custom vip_at_risk --sample 5 | sed 's/^/  /'
+first=$("$BIN" segment custom vip_at_risk --sample 1 | grep -o '"cust-[0-9]*"' | head -1 | tr -d '"')
+if [ -n "$first" ]; then
+  echo "  one of them, with the reasons of their latest changes (segstream customer $first):"
+  "$BIN" customer "$first" | grep -E '"(segment|trigger|reason|lifecycle|rfm|revenue_365d|custom)"' | head -16 | sed 's/^/  /'
+fi
 echo
 echo "  $(grep -c . "$DEMO/changes.log") lifecycle transitions printed, all in $DEMO/changes.log (RFM and behaviour changes: segstream watch --kind rfm / --kind behaviour); worker log in $DEMO/worker.log; checkpoints and Parquet feature tables under $DEMO/checkpoints"
 if [ "${DEMO_KEEP:-0}" = 1 ]; then
