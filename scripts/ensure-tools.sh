@@ -51,4 +51,16 @@ if [ "${1:-}" = python ]; then
   # which keeps the test schema registry honest.
   "$VENV/bin/python" -c 'import confluent_kafka.schema_registry.avro' 2>/dev/null \
     || "$VENV/bin/pip" install -q 'confluent-kafka[avro,schemaregistry]==2.16.*' >&2
+  # The CDNOW purchase summary (2,357 customers) the BG/NBD fit is checked on, as the PyPI
+  # package lifetimes ships it: its wheel is downloaded, not installed (its dependencies are heavy).
+  CDNOW="$ROOT/.local/data/cdnow_customers_summary.csv"
+  if [ ! -s "$CDNOW" ]; then
+    wheel_dir=$(mktemp -d)
+    "$VENV/bin/pip" download -q --no-deps -d "$wheel_dir" 'lifetimes==0.11.3' >&2
+    mkdir -p "$(dirname "$CDNOW")"
+    "$VENV/bin/python" -c 'import sys, zipfile, glob
+z = zipfile.ZipFile(glob.glob(sys.argv[1] + "/*.whl")[0])
+open(sys.argv[2], "wb").write(z.read("lifetimes/datasets/cdnow_customers_summary.csv"))' "$wheel_dir" "$CDNOW"
+    rm -rf "$wheel_dir"
+  fi
 fi
