@@ -200,16 +200,25 @@ async fn table(state: &SqlState) -> Result<RecordBatch, Response> {
 
 /// `sql` over the live feature table, as text in `format`.
 async fn answer(state: &SqlState, sql: &str, format: OutputFormat) -> Result<String, Response> {
-    let batch = table(state).await?;
-    run_query(batch, sql, format, state.limits).await.map_err(|e| match e {
+    answer_on(table(state).await?, sql, format, state.limits).await
+}
+
+/// `sql` over `batch` (a copy of the feature table), as text in `format`.
+async fn answer_on(
+    batch: RecordBatch,
+    sql: &str,
+    format: OutputFormat,
+    limits: Limits,
+) -> Result<String, Response> {
+    run_query(batch, sql, format, limits).await.map_err(|e| match e {
         e @ SqlError::TimedOut(_) => (StatusCode::REQUEST_TIMEOUT, format!("{e}\n")).into_response(),
         e => (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response(),
     })
 }
 
-/// `sql` over the live feature table, as JSON rows.
-async fn rows(state: &SqlState, sql: &str) -> Result<Vec<serde_json::Value>, Response> {
-    let text = answer(state, sql, OutputFormat::Json).await?;
+/// `sql` over `batch` (a copy of the feature table), as JSON rows.
+async fn rows(batch: &RecordBatch, sql: &str, limits: Limits) -> Result<Vec<serde_json::Value>, Response> {
+    let text = answer_on(batch.clone(), sql, OutputFormat::Json, limits).await?;
     serde_json::from_str(text.trim()).map_err(|e| {
         (StatusCode::INTERNAL_SERVER_ERROR, format!("reading the answer: {e}\n")).into_response()
     })
@@ -230,11 +239,15 @@ fn json(value: &serde_json::Value) -> Response {
 /// reason and the values that decided it (read back from the changes
 /// topic).
 async fn customer(State(state): State<SqlState>, UrlPath(id): UrlPath<String>) -> Response {
-    let found =
-        match rows(&state, &format!("SELECT * FROM features WHERE customer_id = {}", literal(&id))).await {
-            Ok(found) => found,
-            Err(response) => return response,
-        };
+    let query = format!("SELECT * FROM features WHERE customer_id = {}", literal(&id));
+    let found = match table(&state).await {
+        Ok(batch) => rows(&batch, &query, state.limits).await,
+        Err(response) => Err(response),
+    };
+    let found = match found {
+        Ok(found) => found,
+        Err(response) => return response,
+    };
     let Some(features) = found.into_iter().next() else {
         return (
             StatusCode::NOT_FOUND,
@@ -288,10 +301,18 @@ async fn segment(
         }
     };
     let sample = p.sample.unwrap_or(10).min(state.limits.max_rows);
-    let count = rows(&state, &format!("SELECT count(*) AS population FROM features WHERE {member}")).await;
+    // Both questions on one copy of the table: the sample is of the population counted.
+    let batch = match table(&state).await {
+        Ok(batch) => batch,
+        Err(response) => return response,
+    };
+    let count =
+        rows(&batch, &format!("SELECT count(*) AS population FROM features WHERE {member}"), state.limits)
+            .await;
     let members = rows(
-        &state,
+        &batch,
         &format!("SELECT customer_id FROM features WHERE {member} ORDER BY customer_id LIMIT {sample}"),
+        state.limits,
     )
     .await;
     match (count, members) {
