@@ -56,12 +56,18 @@ pub fn fetch_watermarks_patiently<C: ClientContext>(
     partition: i32,
     timeout: Duration,
 ) -> KafkaResult<(i64, i64)> {
+    patiently(timeout, |left| client.fetch_watermarks(topic, partition, left))
+}
+
+/// Asks `ask` (given the time left) again while it fails with an error
+/// that [`settles_by_itself`], until `timeout` has passed in all.
+fn patiently<T>(timeout: Duration, mut ask: impl FnMut(Duration) -> KafkaResult<T>) -> KafkaResult<T> {
     let start = Instant::now();
     loop {
         let left = timeout.saturating_sub(start.elapsed()).max(Duration::from_secs(1));
-        match client.fetch_watermarks(topic, partition, left) {
+        match ask(left) {
             Err(e) if start.elapsed() < timeout && settles_by_itself(&e) => {
-                tracing::debug!(topic, partition, error = %e, "partition offsets not known yet; asking again");
+                tracing::debug!(error = %e, "the cluster is not answering yet; asking again");
                 std::thread::sleep(Duration::from_millis(200));
             }
             answer => return answer,
@@ -149,11 +155,15 @@ pub async fn create_topics(config: &Config) -> Result<Vec<TopicStatus>, KafkaIoE
         .collect()
 }
 
-/// The partition count of a topic. Call it from a blocking context.
+/// The partition count of a topic, asked again for up to 30 s while the
+/// cluster gives the answers of a broker that is starting or a connection
+/// that broke (a worker stopped for a while finds its connections closed).
+/// Call it from a blocking context.
 pub fn partition_count<C: ClientContext>(client: &Client<C>, topic: &str) -> Result<usize, KafkaIoError> {
-    let md = client
-        .fetch_metadata(Some(topic), Duration::from_secs(10))
-        .map_err(KafkaIoError::kafka(format!("reading metadata of {topic}")))?;
+    let md = patiently(Duration::from_secs(30), |left| {
+        client.fetch_metadata(Some(topic), left.min(Duration::from_secs(10)))
+    })
+    .map_err(KafkaIoError::kafka(format!("reading metadata of {topic}")))?;
     match md.topics().first() {
         Some(t) if t.error().is_none() && !t.partitions().is_empty() => Ok(t.partitions().len()),
         _ => Err(KafkaIoError::MissingTopic { topic: topic.to_owned() }),
