@@ -51,16 +51,20 @@ if [ "${1:-}" = python ]; then
   # which keeps the test schema registry honest.
   "$VENV/bin/python" -c 'import confluent_kafka.schema_registry.avro' 2>/dev/null \
     || "$VENV/bin/pip" install -q 'confluent-kafka[avro,schemaregistry]==2.16.*' >&2
-  # The CDNOW purchase summary (2,357 customers) the BG/NBD fit is checked on, as the PyPI
-  # package lifetimes ships it: its wheel is downloaded, not installed (its dependencies are heavy).
-  CDNOW="$ROOT/.local/data/cdnow_customers_summary.csv"
-  if [ ! -s "$CDNOW" ]; then
+  # The CDNOW purchase summaries (2,357 customers; with their average spend) the BG/NBD and
+  # Gamma-Gamma fits are checked on, as the PyPI package lifetimes ships them: its wheel is
+  # downloaded, not installed (its dependencies are heavy).
+  DATA="$ROOT/.local/data"
+  if [ ! -s "$DATA/cdnow_customers_summary.csv" ] || [ ! -s "$DATA/cdnow_customers_summary_with_transactions.csv" ]; then
     wheel_dir=$(mktemp -d)
     "$VENV/bin/pip" download -q --no-deps -d "$wheel_dir" 'lifetimes==0.11.3' >&2
-    mkdir -p "$(dirname "$CDNOW")"
+    mkdir -p "$DATA"
     "$VENV/bin/python" -c 'import sys, zipfile, glob
 z = zipfile.ZipFile(glob.glob(sys.argv[1] + "/*.whl")[0])
-open(sys.argv[2], "wb").write(z.read("lifetimes/datasets/cdnow_customers_summary.csv"))' "$wheel_dir" "$CDNOW"
+for name in ("cdnow_customers_summary.csv", "cdnow_customers_summary_with_transactions.csv"):
+    open(sys.argv[2] + "/" + name, "wb").write(z.read("lifetimes/datasets/" + name))' "$wheel_dir" "$DATA"
     rm -rf "$wheel_dir"
   fi
+  # mpmath (pure Python): the independent computation of the models' per-customer figures.
+  "$VENV/bin/python" -c 'import mpmath' 2>/dev/null || "$VENV/bin/pip" install -q 'mpmath==1.3.*' >&2
 fi

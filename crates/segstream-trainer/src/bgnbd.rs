@@ -6,9 +6,9 @@
 //! length of observation `T` (Fader, Hardie and Lee, "Counting your
 //! customers the easy way", Marketing Science 24(2), 2005, equation 6).
 
-use argmin::core::{CostFunction, Executor, State};
-use argmin::solver::neldermead::NelderMead;
 use libm::lgamma;
+
+use crate::optimise::minimise_positive;
 
 /// One customer's purchase history as the model reads it.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -83,6 +83,28 @@ impl BgNbd {
         1.0 / (1.0 + odds)
     }
 
+    /// Expected number of purchases in the next `horizon` (in the
+    /// summaries' time unit) of a customer with this history (equation 10),
+    /// or `None` where the formula has no value (a = 1, or the series does
+    /// not converge). Its ₂F₁(r+x, b+x; a+b+x−1; z) is taken through Euler's
+    /// transformation, which cancels the factor ((α+T)/(α+T+t))^(r+x) in
+    /// front of it: the remaining series has bounded terms whatever the
+    /// number of purchases, where the plain one overflows past a few hundred.
+    pub fn expected_purchases(&self, s: &Summary, horizon: f64) -> Option<f64> {
+        let Self { r, alpha, a, b } = *self;
+        let x = s.frequency;
+        let c = a + b + x - 1.0;
+        let z = horizon / (alpha + s.age + horizon);
+        let hyp = (1.0 - z).powf(a - 1.0) * gauss_series(a + b - 1.0 - r, a - 1.0, c, z)?;
+        let alive_odds = if x > 0.0 {
+            a / (b + x - 1.0) * ((alpha + s.age) / (alpha + s.recency)).powf(r + x)
+        } else {
+            0.0
+        };
+        let expected = c / (a - 1.0) * (1.0 - hyp) / (1.0 + alive_odds);
+        expected.is_finite().then_some(expected.max(0.0))
+    }
+
     /// The maximum-likelihood parameters for `customers`.
     pub fn fit(customers: &[Summary]) -> Result<Self, FitError> {
         if customers.is_empty() {
@@ -97,52 +119,35 @@ impl BgNbd {
                 return bad("the last purchase is after the end of observation (recency > age)");
             }
         }
-        // The parameters are positive: searched as their logarithms.
-        let start = vec![
-            vec![0.0; 4],
-            vec![1.0, 0.0, 0.0, 0.0],
-            vec![0.0, 1.0, 0.0, 0.0],
-            vec![0.0, 0.0, 1.0, 0.0],
-            vec![0.0, 0.0, 0.0, 1.0],
-        ];
-        let solver = NelderMead::new(start)
-            .with_sd_tolerance(1e-10)
-            .map_err(|e| FitError::NoConvergence(e.to_string()))?;
-        let result = Executor::new(NegLogLikelihood { customers }, solver)
-            .configure(|state| state.max_iters(5_000))
-            .run()
-            .map_err(|e| FitError::NoConvergence(e.to_string()))?;
-        let best = result.state().get_best_param().cloned().unwrap_or_default();
-        let [r, alpha, a, b] = best.as_slice() else {
-            return Err(FitError::NoConvergence("no parameters".into()));
-        };
-        let fitted = Self { r: r.exp(), alpha: alpha.exp(), a: a.exp(), b: b.exp() };
-        if ![fitted.r, fitted.alpha, fitted.a, fitted.b].iter().all(|v| v.is_finite() && *v > 0.0) {
-            return Err(FitError::NoConvergence(format!("parameters not finite: {fitted:?}")));
+        let params = minimise_positive(4, |p| {
+            let model = Self { r: p[0], alpha: p[1], a: p[2], b: p[3] };
+            -customers.iter().map(|s| model.log_likelihood(s)).sum::<f64>() / customers.len() as f64
+        })
+        .map_err(FitError::NoConvergence)?;
+        Ok(Self { r: params[0], alpha: params[1], a: params[2], b: params[3] })
+    }
+}
+
+/// Gauss's hypergeometric series ₂F₁(a, b; c; z) for 0 ≤ z < 1, summed
+/// until a term no longer changes the sum; `None` if a denominator is zero
+/// or it has not converged within 100,000 terms.
+fn gauss_series(a: f64, b: f64, c: f64, z: f64) -> Option<f64> {
+    if !(0.0..1.0).contains(&z) {
+        return None;
+    }
+    let (mut term, mut sum) = (1.0_f64, 1.0_f64);
+    for n in 0..100_000 {
+        let n = f64::from(n);
+        if c + n == 0.0 {
+            return None;
         }
-        Ok(fitted)
+        term *= (a + n) * (b + n) / ((c + n) * (n + 1.0)) * z;
+        sum += term;
+        if term.abs() <= f64::EPSILON * sum.abs() {
+            return sum.is_finite().then_some(sum);
+        }
     }
-}
-
-/// The mean negative log-likelihood over the customers, of log-parameters.
-struct NegLogLikelihood<'a> {
-    customers: &'a [Summary],
-}
-
-impl CostFunction for NegLogLikelihood<'_> {
-    type Param = Vec<f64>;
-    type Output = f64;
-
-    fn cost(&self, p: &Self::Param) -> Result<f64, argmin::core::Error> {
-        let [r, alpha, a, b] = p.as_slice() else {
-            return Err(argmin::core::Error::msg("four parameters expected"));
-        };
-        let model = BgNbd { r: r.exp(), alpha: alpha.exp(), a: a.exp(), b: b.exp() };
-        let total: f64 = self.customers.iter().map(|s| model.log_likelihood(s)).sum();
-        let cost = -total / self.customers.len() as f64;
-        // Out of the model's domain (overflow): worse than anything valid.
-        Ok(if cost.is_finite() { cost } else { f64::MAX })
-    }
+    None
 }
 
 #[cfg(test)]

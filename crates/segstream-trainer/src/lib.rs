@@ -3,8 +3,16 @@
 //! published by the trainer's binary.
 //!
 //! - [`bgnbd`]: the BG/NBD model of repeat purchasing (Fader, Hardie and Lee,
-//!   2005), fitted by maximum likelihood; P(alive) per customer.
+//!   2005), fitted by maximum likelihood; P(alive) and expected purchases
+//!   per customer.
+//! - [`gamma_gamma`]: the Gamma–Gamma model of spend per order, fitted on
+//!   repeat buyers; expected spend and lifetime value per customer.
 
 pub mod bgnbd;
+pub mod gamma_gamma;
+mod optimise;
+#[cfg(test)]
+mod testdata;
 
 pub use bgnbd::{BgNbd, FitError, Summary};
+pub use gamma_gamma::{GammaGamma, Spend, SpendFitError};

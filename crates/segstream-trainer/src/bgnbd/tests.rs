@@ -1,19 +1,5 @@
 use super::*;
-
-/// The CDNOW summary `scripts/ensure-tools.sh python` fetches (weeks).
-fn cdnow() -> Vec<Summary> {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../.local/data/cdnow_customers_summary.csv");
-    let text = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("{}: {e}; run scripts/ensure-tools.sh python", path.display()));
-    text.lines()
-        .skip(1)
-        .map(|line| {
-            let v: Vec<f64> = line.split(',').skip(1).map(|f| f.parse().expect("a number")).collect();
-            Summary { frequency: v[0], recency: v[1], age: v[2] }
-        })
-        .collect()
-}
+use crate::testdata::{cdnow, python};
 
 #[test]
 fn the_fit_on_cdnow_lands_within_one_percent_of_the_published_estimates() {
@@ -48,4 +34,62 @@ fn impossible_summaries_and_an_empty_population_are_refused() {
     let late = Summary { frequency: 1.0, recency: 5.0, age: 4.0 };
     let e = BgNbd::fit(&[late]).expect_err("refused").to_string();
     assert!(e.contains("customer 0") && e.contains("recency > age"), "{e}");
+}
+
+/// The published CDNOW estimates (weeks).
+const CDNOW: BgNbd = BgNbd { r: 0.243, alpha: 4.414, a: 0.793, b: 2.426 };
+
+#[test]
+fn p_alive_and_expected_purchases_of_cdnow_customers_match_an_independent_computation() {
+    let customers = cdnow();
+    // The first customers, and the heaviest buyers (where a plain ₂F₁ series overflows).
+    let mut picked: Vec<Summary> = customers[..6].to_vec();
+    let mut heavy = customers.clone();
+    heavy.sort_by(|a, b| b.frequency.total_cmp(&a.frequency));
+    picked.extend(&heavy[..3]);
+    for horizon in [10.0, 39.0, 52.0] {
+        // Equations 10 and 13 of the paper as they are written, with mpmath's
+        // ₂F₁ at 50 digits.
+        let script = format!(
+            "from mpmath import mp, mpf, hyp2f1\nmp.dps = 50\nr, al, a, b, t = mpf('{}'), mpf('{}'), mpf('{}'), mpf('{}'), mpf('{horizon}')\n{}",
+            CDNOW.r,
+            CDNOW.alpha,
+            CDNOW.a,
+            CDNOW.b,
+            picked
+                .iter()
+                .map(|s| format!(
+                    "x, tx, T = mpf('{}'), mpf('{}'), mpf('{}')\n\
+                     odds = (a / (b + x - 1) * ((al + T) / (al + tx)) ** (r + x)) if x > 0 else 0\n\
+                     print(1 / (1 + odds))\n\
+                     f = 1 - ((al + T) / (al + T + t)) ** (r + x) * hyp2f1(r + x, b + x, a + b + x - 1, t / (al + T + t))\n\
+                     print((a + b + x - 1) / (a - 1) * f / (1 + odds))\n",
+                    s.frequency, s.recency, s.age
+                ))
+                .collect::<String>()
+        );
+        let want = python(&script);
+        assert_eq!(want.len(), 2 * picked.len());
+        for (s, pair) in picked.iter().zip(want.chunks(2)) {
+            let alive = CDNOW.p_alive(s);
+            let expected = CDNOW.expected_purchases(s, horizon).expect("a value");
+            assert!((alive - pair[0]).abs() < 1e-12, "{s:?}: P(alive) {alive}, independently {}", pair[0]);
+            assert!(
+                (expected - pair[1]).abs() < 1e-9 * pair[1].max(1.0),
+                "{s:?} over {horizon} weeks: {expected}, independently {}",
+                pair[1]
+            );
+        }
+    }
+}
+
+#[test]
+fn expected_purchases_grow_with_the_horizon_and_fall_with_the_silence() {
+    let s = |recency| Summary { frequency: 5.0, recency, age: 38.0 };
+    let e = |s: Summary, t| CDNOW.expected_purchases(&s, t).expect("a value");
+    assert_eq!(e(s(30.0), 0.0), 0.0);
+    assert!(e(s(30.0), 10.0) < e(s(30.0), 20.0));
+    assert!(e(s(37.0), 10.0) > e(s(10.0), 10.0));
+    // A hundred times the heaviest CDNOW buyer still has a finite figure.
+    assert!(e(Summary { frequency: 3_000.0, recency: 38.0, age: 38.0 }, 52.0).is_finite());
 }
