@@ -7,12 +7,16 @@
 //!   per customer.
 //! - [`gamma_gamma`]: the Gamma–Gamma model of spend per order, fitted on
 //!   repeat buyers; expected spend and lifetime value per customer.
+//! - [`clusters`]: k-means clusters of the population, named from their
+//!   centres, with ids kept across retrains.
 
 pub mod bgnbd;
+pub mod clusters;
 pub mod gamma_gamma;
 mod optimise;
 #[cfg(test)]
 mod testdata;
 
 pub use bgnbd::{BgNbd, FitError, Summary};
+pub use clusters::{Cluster, ClusterError, ClusterSettings, Clustering, Drift, ScaledFeature};
 pub use gamma_gamma::{GammaGamma, Spend, SpendFitError};
