@@ -66,6 +66,8 @@ pub struct Config {
     pub lifecycle: LifecycleConfig,
     /// The segment definitions file.
     pub segments: SegmentsConfig,
+    /// What `segstream train` fits and how.
+    pub trainer: TrainerConfig,
     /// Event time: lateness and late events.
     pub time: TimeConfig,
     /// Where the state's checkpoints go.
@@ -118,6 +120,8 @@ pub struct TopicsConfig {
     pub erasures: String,
     /// Segment definitions rolled out to running workers (compacted).
     pub definitions: String,
+    /// Models published by `segstream train` (compacted).
+    pub models: String,
     /// Internal: the timing-dependent decisions of the merge, per input partition.
     pub decisions: String,
     /// Partitions for `topics create`.
@@ -226,6 +230,43 @@ pub struct LifecycleConfig {
 pub struct SegmentsConfig {
     /// Path of the segment definitions TOML file; empty: the built-in one.
     pub definitions: String,
+}
+
+/// `[trainer]`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TrainerConfig {
+    /// Feature table columns the clusters are fitted on.
+    pub cluster_features: Vec<String>,
+    /// Fewest clusters tried.
+    pub k_min: usize,
+    /// Most clusters tried.
+    pub k_max: usize,
+    /// Customers k is chosen on.
+    pub k_sample: usize,
+    /// Customers the silhouette is computed on.
+    pub silhouette_sample: usize,
+    /// Largest centre distance (standard deviations) that keeps a cluster's id.
+    pub match_distance: f64,
+    /// Fewest buyers a model is fitted on.
+    pub min_buyers: usize,
+    /// Horizon of expected purchases, days.
+    pub expected_horizon_days: f64,
+    /// Horizon of the lifetime value, days.
+    pub clv_horizon_days: f64,
+    /// Window of the RFM quintiles, days; 0: the longest order window.
+    pub rfm_window_days: u32,
+}
+
+impl TrainerConfig {
+    /// The RFM quintiles' window in days, 0 resolved against `features`.
+    pub fn rfm_window(&self, features: &FeaturesConfig) -> u32 {
+        if self.rfm_window_days == 0 {
+            features.order_windows_days.iter().copied().max().unwrap_or(365)
+        } else {
+            self.rfm_window_days
+        }
+    }
 }
 
 /// `[time]`.
@@ -483,6 +524,47 @@ impl Config {
                 "topics.replication_factor",
                 self.topics.replication_factor.to_string(),
                 "use 1 or more",
+            );
+        }
+        let t = &self.trainer;
+        if t.k_min < 2 || t.k_max < t.k_min || t.k_max > 50 {
+            return fail(
+                "trainer.k_min",
+                format!("{} (k_max {})", t.k_min, t.k_max),
+                "use 2 <= k_min <= k_max <= 50, e.g. 3 and 8",
+            );
+        }
+        if t.cluster_features.is_empty() {
+            return fail(
+                "trainer.cluster_features",
+                "[]".into(),
+                "name at least one numeric feature column, e.g. [\"orders_365d\", \"revenue_365d\"]",
+            );
+        }
+        if t.silhouette_sample < 2 * t.k_max || t.k_sample < t.silhouette_sample {
+            return fail(
+                "trainer.silhouette_sample",
+                format!("{} (k_sample {})", t.silhouette_sample, t.k_sample),
+                "use at least twice k_max and at most k_sample, e.g. 2000 and 20000",
+            );
+        }
+        for (key, v) in [
+            ("trainer.match_distance", t.match_distance),
+            ("trainer.expected_horizon_days", t.expected_horizon_days),
+            ("trainer.clv_horizon_days", t.clv_horizon_days),
+        ] {
+            if !(v.is_finite() && v > 0.0) {
+                return fail(key, v.to_string(), "use a positive number");
+            }
+        }
+        if t.rfm_window_days != 0 && !self.features.order_windows_days.contains(&t.rfm_window_days) {
+            return fail(
+                "trainer.rfm_window_days",
+                t.rfm_window_days.to_string(),
+                &format!(
+                    "use one of features.order_windows_days {:?}, or 0 for the longest",
+                    self.features.order_windows_days
+                ),
             );
         }
         let l = &self.lifecycle;

@@ -121,3 +121,20 @@ fn librdkafka_keys_may_use_underscores_for_dots_so_the_environment_can_set_them(
     assert_eq!(c.kafka.librdkafka_options.get("sasl.password").map(String::as_str), Some("s3cret"));
     assert!(!c.kafka.librdkafka_options.contains_key("sasl_password"));
 }
+
+#[test]
+fn trainer_settings_that_cannot_fit_are_refused_naming_the_key() {
+    for (set, key) in [
+        ("trainer.k_min=1", "trainer.k_min"),
+        ("trainer.k_max=2", "trainer.k_min"),
+        ("trainer.cluster_features=[]", "trainer.cluster_features"),
+        ("trainer.silhouette_sample=5", "trainer.silhouette_sample"),
+        ("trainer.match_distance=0", "trainer.match_distance"),
+        ("trainer.rfm_window_days=180", "trainer.rfm_window_days"),
+    ] {
+        let err = Config::load(None, &[set.into()]).expect_err(set);
+        assert!(err.to_string().contains(key), "{set}: {err}");
+    }
+    let config = Config::load(None, &["trainer.k_min=2".into()]).expect("valid");
+    assert_eq!(config.trainer.rfm_window(&config.features), 365);
+}

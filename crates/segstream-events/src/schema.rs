@@ -43,6 +43,11 @@ pub const DECISIONS_V2_SCHEMA_ID: u32 = 6;
 /// Schema id of `Decisions` v3 (adds `apply_definitions` and `definitions`), written.
 pub const DECISIONS_SCHEMA_ID: u32 = 7;
 
+/// `schemas/segment-model.avsc`: what `segstream train` publishes.
+pub const SEGMENT_MODEL_AVSC: &str = include_str!("../../../schemas/segment-model.avsc");
+/// Schema id of `SegmentModel` v1 (the segment-models topic).
+pub const SEGMENT_MODEL_SCHEMA_ID: u32 = 9;
+
 /// Parsed schemas: the built-in ones parsed once per process, and a
 /// worker's copy that adds the writer schemas a registry gave it.
 #[derive(Debug, Clone)]

@@ -137,6 +137,12 @@ pub async fn create_topics(config: &Config) -> Result<Vec<TopicStatus>, KafkaIoE
             .set("cleanup.policy", "compact")
             .set("retention.ms", "-1"),
     );
+    // Published models: the latest per group, kept for good.
+    topics.push(
+        NewTopic::new(t.models.as_str(), 1, replication())
+            .set("cleanup.policy", "compact")
+            .set("retention.ms", "-1"),
+    );
     // A rebuild reads a partition's decisions from the start: kept for good.
     topics.push(NewTopic::new(t.decisions.as_str(), t.partitions, replication()).set("retention.ms", "-1"));
     let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));

@@ -22,7 +22,7 @@ pub struct Summary {
 }
 
 /// Fitted parameters.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct BgNbd {
     /// Shape of the gamma over purchase rates.
     pub r: f64,

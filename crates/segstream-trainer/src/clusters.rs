@@ -80,7 +80,7 @@ pub struct Cluster {
     /// Centre in raw feature units, for people.
     pub centre_raw: Vec<f64>,
     /// Customers in it when fitted.
-    pub population: u64,
+    pub population: i64,
     /// Share of the clustered customers.
     pub share: f64,
     /// Drift from the previous model's cluster with this id: how far the
@@ -201,7 +201,7 @@ impl Clustering {
         };
         let model = kmeans(&scaled, k)?;
         let labels = model.predict(&scaled);
-        let mut counts = vec![0u64; k];
+        let mut counts = vec![0i64; k];
         for l in labels.iter() {
             counts[*l] += 1;
         }
@@ -212,7 +212,7 @@ impl Clustering {
         if centres.iter().any(|v| !v.is_finite()) {
             return Err(ClusterError::Degenerate("a cluster centre is not a number".into()));
         }
-        let mut fitted: Vec<(Vec<f64>, u64)> = centres
+        let mut fitted: Vec<(Vec<f64>, i64)> = centres
             .axis_iter(Axis(0))
             .zip(counts)
             .filter(|(_, n)| *n > 0)
@@ -229,7 +229,7 @@ impl Clustering {
     /// least total distance, or new ones.
     fn identify(
         features: Vec<ScaledFeature>,
-        fitted: Vec<(Vec<f64>, u64)>,
+        fitted: Vec<(Vec<f64>, i64)>,
         rows: usize,
         silhouette: f64,
         settings: &ClusterSettings,
@@ -296,7 +296,7 @@ impl Clustering {
 /// For each fitted centre, the previous cluster (index into `old`) it is
 /// matched to and the distance, when within `limit`.
 fn match_centres(
-    fitted: &[(Vec<f64>, u64)],
+    fitted: &[(Vec<f64>, i64)],
     old: &[(&Cluster, Vec<f64>)],
     limit: f64,
 ) -> Vec<Option<(usize, f64)>> {
@@ -392,7 +392,7 @@ fn words(feature: &str) -> (String, String) {
 /// Each centre's name: the words of its features at least half a standard
 /// deviation from the population, strongest first, up to three; "typical"
 /// when none is. Names are made unique by adding the next feature's words.
-fn names_of(features: &[ScaledFeature], fitted: &[(Vec<f64>, u64)]) -> Vec<String> {
+fn names_of(features: &[ScaledFeature], fitted: &[(Vec<f64>, i64)]) -> Vec<String> {
     let ranked: Vec<Vec<String>> = fitted
         .iter()
         .map(|(centre, _)| {

@@ -21,7 +21,7 @@ pub struct Spend {
 }
 
 /// Fitted parameters.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct GammaGamma {
     /// Shape of the gamma of one order's value around the customer's mean.
     pub p: f64,

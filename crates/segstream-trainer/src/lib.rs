@@ -9,14 +9,21 @@
 //!   repeat buyers; expected spend and lifetime value per customer.
 //! - [`clusters`]: k-means clusters of the population, named from their
 //!   centres, with ids kept across retrains.
+//! - [`model`]: the published model (`schemas/segment-model.avsc`) and the
+//!   per-customer scores workers compute with it.
+//! - [`train`]: one run, from the population's feature table to a model.
 
 pub mod bgnbd;
 pub mod clusters;
 pub mod gamma_gamma;
+pub mod model;
 mod optimise;
 #[cfg(test)]
 mod testdata;
+pub mod train;
 
 pub use bgnbd::{BgNbd, FitError, Summary};
 pub use clusters::{Cluster, ClusterError, ClusterSettings, Clustering, Drift, ScaledFeature};
 pub use gamma_gamma::{GammaGamma, Spend, SpendFitError};
+pub use model::{ModelCodecError, RfmQuintiles, ScoreInputs, Scores, SegmentModel};
+pub use train::{Population, TrainError, train};
