@@ -6,6 +6,7 @@ mod lookup;
 mod replay;
 mod segments;
 mod sql;
+mod train;
 mod watch;
 
 use std::path::PathBuf;
@@ -60,6 +61,9 @@ enum Command {
         #[command(subcommand)]
         action: segments::SegmentsAction,
     },
+    /// Fit the models (clusters, churn and value, RFM quintiles) on the
+    /// population's features and publish them to the running workers.
+    Train(train::TrainArgs),
     /// Manage the topics segstream uses.
     Topics {
         #[command(subcommand)]
@@ -116,6 +120,11 @@ async fn dispatch(command: Command, config: Config) -> anyhow::Result<()> {
         Command::Segments { action } => segments::run(action, config).await,
         Command::Customer(args) => lookup::customer(args, config).await,
         Command::Segment(args) => lookup::segment(args, config).await,
+        Command::Train(args) => {
+            let shutdown = CancellationToken::new();
+            tokio::spawn(stop_on_signal(shutdown.clone()));
+            train::run(args, config, shutdown).await
+        }
         Command::Watch(args) => {
             let shutdown = CancellationToken::new();
             tokio::spawn(stop_on_signal(shutdown.clone()));

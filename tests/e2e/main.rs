@@ -16,3 +16,4 @@ mod registry;
 mod replay;
 mod segments;
 mod time;
+mod trainer;

@@ -177,6 +177,7 @@ impl Setup {
             format!("topics.decisions=decisions-{name}"),
             format!("topics.erasures=erasures-{name}"),
             format!("topics.definitions=definitions-{name}"),
+            format!("topics.models=models-{name}"),
             format!("topics.partitions={partitions}"),
             format!("worker.instance_id=w-{name}"),
             // Shared by every worker of the test, as by a group's workers.
@@ -267,18 +268,21 @@ impl Setup {
 
     /// Starts `segstream worker`; logs go to a file next to the broker.
     pub fn spawn_worker(&self) -> WorkerProc {
+        self.spawn(&["worker"])
+    }
+
+    /// Starts a long-running segstream subcommand; logs go to a file next
+    /// to the broker.
+    pub fn spawn(&self, args: &[&str]) -> WorkerProc {
         let log = Broker::shared().dir.join(format!(
-            "worker-{}-{}.log",
+            "{}-{}-{}.log",
+            args[0],
             self.name,
             COUNTER.fetch_add(1, Ordering::SeqCst)
         ));
-        let file = std::fs::File::create(&log).expect("worker log");
-        let child = self
-            .command(&["worker"])
-            .stdout(Stdio::null())
-            .stderr(file)
-            .spawn()
-            .expect("spawning the worker");
+        let file = std::fs::File::create(&log).expect("process log");
+        let child =
+            self.command(args).stdout(Stdio::null()).stderr(file).spawn().expect("spawning the worker");
         WorkerProc { child: Some(child), log }
     }
 
@@ -342,6 +346,7 @@ impl Setup {
             "dlq" => c.topics.dead_letter,
             "erasures" => c.topics.erasures,
             "definitions" => c.topics.definitions,
+            "models" => c.topics.models,
             other => panic!("unknown topic key {other}"),
         }
     }

@@ -24,6 +24,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use datafusion::arrow::array::RecordBatch;
 use datafusion::parquet::arrow::ArrowWriter;
+use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use datafusion::parquet::file::metadata::KeyValue;
 use datafusion::parquet::file::properties::WriterProperties;
 use futures::TryStreamExt;
@@ -52,6 +53,14 @@ pub enum CheckpointError {
         /// The store's error.
         #[source]
         source: object_store::Error,
+    },
+    /// A feature file could not be read as Parquet.
+    #[error("reading the feature table of partition {partition}: {problem}")]
+    ReadParquet {
+        /// Input partition.
+        partition: i32,
+        /// The reader's error.
+        problem: String,
     },
     /// The feature table could not be written as Parquet.
     #[error("writing the feature table of partition {partition} as Parquet: {problem}")]
@@ -221,6 +230,45 @@ impl CheckpointStore {
         let what = format!("reading {path}");
         let result = self.store.get(&path).await.map_err(store_error(what.clone()))?;
         result.bytes().await.map_err(store_error(what))
+    }
+
+    /// Every partition's latest feature table, by partition (the population
+    /// as the checkpoints last saw it: what the trainer fits on).
+    pub async fn feature_tables(&self) -> Result<Vec<(i32, Vec<RecordBatch>)>, CheckpointError> {
+        let dir = self.base.clone().join("features");
+        let objects: Vec<_> =
+            self.store.list(Some(&dir)).try_collect().await.map_err(store_error(format!("listing {dir}")))?;
+        let mut tables = Vec::new();
+        for o in objects {
+            let Some(partition) = o
+                .location
+                .filename()
+                .and_then(|f| f.strip_prefix("partition-")?.strip_suffix(".parquet")?.parse::<i32>().ok())
+            else {
+                continue;
+            };
+            let what = format!("reading {}", o.location);
+            let bytes = self
+                .store
+                .get(&o.location)
+                .await
+                .map_err(store_error(what.clone()))?
+                .bytes()
+                .await
+                .map_err(store_error(what))?;
+            let fail = |e: &dyn std::fmt::Display| CheckpointError::ReadParquet {
+                partition,
+                problem: e.to_string(),
+            };
+            let batches = ParquetRecordBatchReaderBuilder::try_new(bytes)
+                .and_then(|b| b.build())
+                .map_err(|e| fail(&e))?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| fail(&e))?;
+            tables.push((partition, batches));
+        }
+        tables.sort_by_key(|(p, _)| *p);
+        Ok(tables)
     }
 
     /// Deletes all but the latest `keep` checkpoints of a partition; returns

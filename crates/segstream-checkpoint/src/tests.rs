@@ -67,6 +67,17 @@ fn a_feature_table_writes_as_parquet_with_its_metadata() {
     assert!(kv.iter().any(|k| k.key == "segstream.clicks_offset" && k.value.as_deref() == Some("17")));
     let rows: usize = reader.build().expect("reader").map(|b| b.expect("batch").num_rows()).sum();
     assert_eq!(rows, 3);
+    // The trainer reads every partition's table back.
+    let other = features_parquet(1, &batch.slice(0, 1), &[]).expect("parquet");
+    runtime().block_on(store.put(&id(1, 1, 1, 0), Bytes::from_static(b"s"), Some(other))).expect("put");
+    std::fs::write(dir.path().join("g/features/notes.txt"), "not a table").expect("write");
+    let tables = runtime().block_on(store.feature_tables()).expect("tables");
+    let rows: Vec<(i32, usize)> =
+        tables.iter().map(|(p, b)| (*p, b.iter().map(RecordBatch::num_rows).sum())).collect();
+    assert_eq!(rows, [(1, 1), (4, 3)]);
+    std::fs::write(dir.path().join("g/features/partition-00002.parquet"), "broken").expect("write");
+    let e = runtime().block_on(store.feature_tables()).expect_err("broken").to_string();
+    assert!(e.contains("partition 2"), "{e}");
 }
 
 #[test]

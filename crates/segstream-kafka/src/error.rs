@@ -50,6 +50,16 @@ pub enum KafkaIoError {
         /// Its partition count.
         b_partitions: usize,
     },
+    /// An internal topic read whole at start did not reach its end.
+    #[error(
+        "the topic {topic} was not read to its end within {seconds} s: is the broker overloaded, or the topic's leader unavailable?"
+    )]
+    NotReadToEnd {
+        /// The topic.
+        topic: String,
+        /// Time waited.
+        seconds: u64,
+    },
     /// A Kafka call failed.
     #[error("{context}: {source}")]
     Kafka {

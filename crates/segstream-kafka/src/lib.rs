@@ -1,7 +1,8 @@
 //! Kafka I/O for segstream: client configuration with the settings our
 //! delivery guarantee depends on enforced, topic administration (creation,
 //! the co-partitioning check), the consumer context that hands
-//! rebalances to the pipeline, and dead-letter records.
+//! rebalances to the pipeline, dead-letter records, and the reader of
+//! small internal topics read whole.
 //!
 //! Everything here is plain Apache Kafka protocol: no broker-specific calls.
 
@@ -10,6 +11,7 @@ mod client;
 mod context;
 mod dead_letter;
 mod error;
+mod follower;
 mod recent;
 
 pub use admin::{
@@ -23,4 +25,5 @@ pub use client::{
 pub use context::{Assignment, InputContext};
 pub use dead_letter::{DeadLetter, DeadLetterRecord, MAX_KEY_BYTES, MAX_MESSAGE_BYTES, dead_letter_record};
 pub use error::KafkaIoError;
+pub use follower::{Follower, Read};
 pub use recent::recent_for_key;

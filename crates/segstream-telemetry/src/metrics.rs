@@ -1,6 +1,6 @@
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
+    Opts, Registry, TextEncoder,
 };
 
 /// Every metric segstream exports. Names follow Prometheus conventions
@@ -111,6 +111,17 @@ pub struct Metrics {
     /// `segstream_definitions_version`: version of the segment definitions
     /// the group should be under.
     pub definitions_version: IntGauge,
+    /// `segstream_trainer_runs_total{result}`: training runs (published,
+    /// dry_run, failed).
+    pub trainer_runs: IntCounterVec,
+    /// `segstream_model_version`: version of the latest model (the
+    /// trainer's last published, the worker's in force); 0 before one.
+    pub model_version: IntGauge,
+    /// `segstream_model_trained_timestamp_seconds`: when that model was
+    /// fitted (its age is `time()` minus this).
+    pub model_trained_timestamp: IntGauge,
+    /// `segstream_model_training_seconds`: how long its fit took.
+    pub model_training_seconds: Gauge,
 }
 
 impl Default for Metrics {
@@ -399,6 +410,27 @@ impl Metrics {
                 &r,
                 "segstream_definitions_version",
                 "Version of the segment definitions the group should be under (the highest rolled out, or the configured file's).",
+            ),
+            trainer_runs: counter_vec(
+                &r,
+                "segstream_trainer_runs_total",
+                "Training runs of segstream train, by result (published; dry_run; failed: nothing was published and the previous model stays, the log says why).",
+                &["result"],
+            ),
+            model_version: gauge(
+                &r,
+                "segstream_model_version",
+                "Version of the latest model: the trainer's last published one, or the one the worker has in force; 0 before any.",
+            ),
+            model_trained_timestamp: gauge(
+                &r,
+                "segstream_model_trained_timestamp_seconds",
+                "Unix time that model was fitted at; its age is time() minus this.",
+            ),
+            model_training_seconds: register(
+                &r,
+                Gauge::new("segstream_model_training_seconds", "How long the fit of that model took.")
+                    .unwrap_or_else(|e| panic!("model training seconds: {e}")),
             ),
             registry: r,
         }

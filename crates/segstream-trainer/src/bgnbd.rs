@@ -119,9 +119,26 @@ impl BgNbd {
                 return bad("the last purchase is after the end of observation (recency > age)");
             }
         }
+        // Equal histories have equal likelihoods: each distinct one is
+        // computed once, weighted by how many customers share it (summaries
+        // in whole days collapse a million customers to far fewer).
+        let mut distinct: Vec<Summary> = customers.to_vec();
+        distinct.sort_by(|x, y| {
+            (x.frequency, x.recency, x.age)
+                .partial_cmp(&(y.frequency, y.recency, y.age))
+                .unwrap_or(std::cmp::Ordering::Equal)
+        });
+        let mut weighted: Vec<(Summary, f64)> = Vec::new();
+        for s in distinct {
+            match weighted.last_mut() {
+                Some((last, n)) if *last == s => *n += 1.0,
+                _ => weighted.push((s, 1.0)),
+            }
+        }
+        let total = customers.len() as f64;
         let params = minimise_positive(4, |p| {
             let model = Self { r: p[0], alpha: p[1], a: p[2], b: p[3] };
-            -customers.iter().map(|s| model.log_likelihood(s)).sum::<f64>() / customers.len() as f64
+            -weighted.iter().map(|(s, n)| n * model.log_likelihood(s)).sum::<f64>() / total
         })
         .map_err(FitError::NoConvergence)?;
         Ok(Self { r: params[0], alpha: params[1], a: params[2], b: params[3] })

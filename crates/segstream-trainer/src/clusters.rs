@@ -8,6 +8,8 @@ use linfa_clustering::KMeans;
 use linfa_nn::distance::L2Dist;
 use ndarray::{Array2, ArrayView1, ArrayView2, Axis};
 use pathfinding::prelude::{Matrix, kuhn_munkres};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 /// How clusters are fitted.
@@ -17,7 +19,7 @@ pub struct ClusterSettings {
     pub k_min: usize,
     /// Most clusters tried.
     pub k_max: usize,
-    /// Customers k is chosen on (an even sample of the population): each k
+    /// Customers k is chosen on (a seeded random sample): each k
     /// is fitted on them and scored by the silhouette of a sub-sample.
     pub sample: usize,
     /// Customers the silhouette is computed on (it costs their square).
@@ -89,6 +91,15 @@ pub struct Cluster {
     pub drift: Option<Drift>,
 }
 
+/// The silhouette one k got.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct KScore {
+    /// Clusters.
+    pub k: i32,
+    /// Mean silhouette on the scoring sample.
+    pub silhouette: f64,
+}
+
 /// A matched cluster's change since the previous model.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Drift {
@@ -107,6 +118,8 @@ pub struct Clustering {
     pub clusters: Vec<Cluster>,
     /// Mean silhouette of the chosen k on the scoring sample (−1 to 1).
     pub silhouette: f64,
+    /// The silhouette of every k tried: the criterion k was chosen by.
+    pub tried: Vec<KScore>,
     /// The next id a new cluster gets (ids are never reused).
     pub next_id: u32,
     /// Ids of the previous model's clusters that no longer exist.
@@ -181,10 +194,11 @@ impl Clustering {
         if scaled.iter().all(|v| v.abs() < 1e-9) {
             return Err(ClusterError::Degenerate("every customer has the same features".into()));
         }
-        // k is chosen on an even sample; the chosen k is then fitted on all.
-        let sample = every_nth(&scaled, settings.sample);
-        let scoring = every_nth(&sample, settings.silhouette_sample);
+        // k is chosen on a sample; the chosen k is then fitted on all.
+        let sample = sample_rows(&scaled, settings.sample);
+        let scoring = sample_rows(&sample, settings.silhouette_sample);
         let mut best: Option<(usize, f64)> = None;
+        let mut tried = Vec::new();
         for k in settings.k_min..=settings.k_max {
             let model = kmeans(&sample, k)?;
             let labels = model.predict(&scoring);
@@ -192,6 +206,7 @@ impl Clustering {
                 .with_targets(labels)
                 .silhouette_score()
                 .map_err(|e| ClusterError::Fit { k, message: e.to_string() })?;
+            tried.push(KScore { k: i32::try_from(k).unwrap_or(i32::MAX), silhouette: score });
             if score.is_finite() && best.is_none_or(|(_, s)| score > s) {
                 best = Some((k, score));
             }
@@ -222,7 +237,9 @@ impl Clustering {
         fitted.sort_by(|a, b| {
             b.1.cmp(&a.1).then(a.0.iter().map(|v| v.to_bits()).cmp(b.0.iter().map(|v| v.to_bits())))
         });
-        Ok(Self::identify(features, fitted, rows, silhouette, settings, previous))
+        let mut fitted_model = Self::identify(features, fitted, rows, silhouette, settings, previous);
+        fitted_model.tried = tried;
+        Ok(fitted_model)
     }
 
     /// Gives the fitted centres ids: the previous model's, matched by the
@@ -289,7 +306,7 @@ impl Clustering {
         clusters.sort_by_key(|c| c.id);
         let vanished =
             old.iter().map(|(c, _)| c.id).filter(|id| clusters.iter().all(|c| c.id != *id)).collect();
-        Self { features, clusters, silhouette, next_id, vanished }
+        Self { features, clusters, silhouette, tried: Vec::new(), next_id, vanished }
     }
 }
 
@@ -338,13 +355,16 @@ fn scaler(name: &str, column: ArrayView1<'_, f64>) -> ScaledFeature {
     ScaledFeature { name: name.to_owned(), log, mean: if values.is_empty() { 0.0 } else { mean }, std }
 }
 
-/// At most `n` rows, evenly spread (deterministic).
-fn every_nth(data: &Array2<f64>, n: usize) -> Array2<f64> {
+/// At most `n` rows drawn at random with a fixed seed: deterministic, and
+/// blind to any order the rows come in (an evenly spaced pick aliases with
+/// periodic orderings).
+fn sample_rows(data: &Array2<f64>, n: usize) -> Array2<f64> {
     let rows = data.nrows();
     if rows <= n {
         return data.clone();
     }
-    let picked: Vec<usize> = (0..n).map(|i| i * rows / n).collect();
+    let mut picked = rand::seq::index::sample(&mut ChaCha8Rng::seed_from_u64(19), rows, n).into_vec();
+    picked.sort_unstable();
     data.select(Axis(0), &picked)
 }
 

@@ -8,8 +8,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use segstream_config::Config;
 use segstream_events::{CustomerId, ErasureRequest, EventTime};
 
-use super::follower::{Follower, Read};
 use crate::error::WorkerError;
+use segstream_kafka::{Follower, Read};
 
 /// An erased customer and the time of their erasure.
 type Erasure = (CustomerId, EventTime);

@@ -15,7 +15,6 @@
 
 mod checkpoints;
 mod erasures;
-mod follower;
 mod inputs;
 mod outbox;
 mod ownership;

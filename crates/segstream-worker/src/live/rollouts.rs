@@ -12,8 +12,8 @@ use segstream_events::DefinitionsRollout;
 use segstream_segments::SegmentRules;
 use segstream_telemetry::Metrics;
 
-use super::follower::{Follower, Read};
 use crate::error::WorkerError;
+use segstream_kafka::{Follower, Read};
 
 /// See the module documentation.
 #[derive(Debug)]

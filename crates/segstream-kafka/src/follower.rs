@@ -1,34 +1,36 @@
 //! A reader of a small internal topic that every worker reads whole (the
-//! erasures, the rolled-out segment definitions): read to its end before
-//! the worker takes any partition, then followed between batches.
+//! erasures, the rolled-out segment definitions, the models): read to its
+//! end before the worker takes any partition, then followed between
+//! batches. Blocking: call it from a blocking context.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use crate::admin::{fetch_watermarks_patiently, partition_count, wait_for_broker};
+use crate::client::assigned_consumer_config;
+use crate::error::KafkaIoError;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use segstream_config::Config;
-use segstream_kafka::{
-    KafkaIoError, assigned_consumer_config, fetch_watermarks_patiently, partition_count, wait_for_broker,
-};
-
-use crate::error::WorkerError;
 
 /// How long the start waits for the whole topic.
 const LOAD_WAIT: Duration = Duration::from_secs(60);
 
 /// One record: its offset, key and value.
 #[derive(Debug)]
-pub(crate) struct Read {
-    pub(crate) offset: i64,
-    pub(crate) key: Option<Vec<u8>>,
-    pub(crate) value: Option<Vec<u8>>,
+pub struct Read {
+    /// Offset in its partition.
+    pub offset: i64,
+    /// Key, if any.
+    pub key: Option<Vec<u8>>,
+    /// Value; `None` for a tombstone.
+    pub value: Option<Vec<u8>>,
 }
 
 /// See the module documentation.
-pub(crate) struct Follower {
+pub struct Follower {
     consumer: BaseConsumer,
     topic: String,
 }
@@ -42,7 +44,7 @@ impl std::fmt::Debug for Follower {
 impl Follower {
     /// Reads `topic` whole, every partition from its start; returns the
     /// reader and every record, in offset order per partition.
-    pub(crate) fn load(config: &Config, topic: &str) -> Result<(Self, Vec<Read>), WorkerError> {
+    pub fn load(config: &Config, topic: &str) -> Result<(Self, Vec<Read>), KafkaIoError> {
         let consumer: BaseConsumer = assigned_consumer_config(config)?
             .create()
             .map_err(KafkaIoError::kafka(format!("creating the reader of {topic}")))?;
@@ -65,10 +67,10 @@ impl Follower {
         let mut all = Vec::new();
         while ends.iter().any(|(p, end)| at.get(p).is_some_and(|o| o < end)) {
             if Instant::now() > deadline {
-                return Err(WorkerError::Consumer(format!(
-                    "the topic {topic} was not read to its end within {} s",
-                    LOAD_WAIT.as_secs()
-                )));
+                return Err(KafkaIoError::NotReadToEnd {
+                    topic: topic.to_owned(),
+                    seconds: LOAD_WAIT.as_secs(),
+                });
             }
             if let Some((partition, read)) = follower.next(Duration::from_millis(200)) {
                 at.insert(partition, read.offset + 1);
@@ -79,12 +81,12 @@ impl Follower {
     }
 
     /// Records that came since the last look (does not wait).
-    pub(crate) fn poll_new(&self) -> Vec<Read> {
+    pub fn poll_new(&self) -> Vec<Read> {
         std::iter::from_fn(|| self.next(Duration::ZERO)).map(|(_, read)| read).collect()
     }
 
     /// The topic's name.
-    pub(crate) fn topic(&self) -> &str {
+    pub fn topic(&self) -> &str {
         &self.topic
     }
 
