@@ -109,6 +109,9 @@ if [ -n "$first" ]; then
   "$BIN" customer "$first" | grep -E '"(segment|trigger|reason|lifecycle|rfm|revenue_365d|custom)"' | head -16 | sed 's/^/  /'
 fi
 echo
+echo "── fit the models on the workers' checkpoints and publish them (segstream train) ──"
+"$BIN" train 2>&1 | grep -v ' INFO ' | sed 's/^/  /'
+echo
 echo "  $(grep -c . "$DEMO/changes.log") lifecycle transitions printed, all in $DEMO/changes.log (RFM and behaviour changes: segstream watch --kind rfm / --kind behaviour); worker log in $DEMO/worker.log; checkpoints and Parquet feature tables under $DEMO/checkpoints"
 if [ "${DEMO_KEEP:-0}" = 1 ]; then
   echo "  DEMO_KEEP=1: still running; Ctrl-C to stop."

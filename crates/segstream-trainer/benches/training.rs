@@ -84,10 +84,10 @@ fn main() {
         TRUE.b
     );
 
-    // Counts and money: each group's value of a feature is a power of two
+    // Counts and money: each group's value of a feature is a power of four
     // times log-normal noise (the trainer clusters on ln(1 + v)).
     let centres: Vec<[f64; 10]> =
-        (0..6).map(|g| std::array::from_fn(|j| 2f64.powi(((g * 7 + j * 3) % 11) as i32))).collect();
+        (0..6).map(|g| std::array::from_fn(|j| 4f64.powi(((g * 7 + j * 3) % 11) as i32))).collect();
     let noise = Normal::new(0.0, 0.15).unwrap();
     let values: Vec<f64> = (0..n)
         .flat_map(|i| {

@@ -57,17 +57,30 @@ impl BgNbd {
     /// Log-likelihood of one customer (equation 6, in logs: the sum of the
     /// "still alive at T" and "dropped out after t_x" terms).
     pub fn log_likelihood(&self, s: &Summary) -> f64 {
+        let (base, drop) = self.frequency_part(s.frequency);
+        base + self.history_part(s, drop)
+    }
+
+    /// The parts of the log-likelihood that depend on the number of repeat
+    /// purchases only (the gamma functions): computed once per number in a fit.
+    fn frequency_part(&self, x: f64) -> (f64, f64) {
         let Self { r, alpha, a, b } = *self;
+        let base = lgamma(r + x) - lgamma(r) + r * alpha.ln() + lgamma(a + b) + lgamma(b + x)
+            - lgamma(b)
+            - lgamma(a + b + x);
+        (base, a.ln() - (b + x - 1.0).ln())
+    }
+
+    /// The rest, given the frequency part's drop-out term.
+    fn history_part(&self, s: &Summary, drop: f64) -> f64 {
         let x = s.frequency;
-        let a1 = lgamma(r + x) - lgamma(r) + r * alpha.ln();
-        let a2 = lgamma(a + b) + lgamma(b + x) - lgamma(b) - lgamma(a + b + x);
-        let alive = -(r + x) * (alpha + s.age).ln();
+        let alive = -(self.r + x) * (self.alpha + s.age).ln();
         if x > 0.0 {
-            let dropped = a.ln() - (b + x - 1.0).ln() - (r + x) * (alpha + s.recency).ln();
+            let dropped = drop - (self.r + x) * (self.alpha + s.recency).ln();
             let top = alive.max(dropped);
-            a1 + a2 + top + ((alive - top).exp() + (dropped - top).exp()).ln()
+            top + ((alive - top).exp() + (dropped - top).exp()).ln()
         } else {
-            a1 + a2 + alive
+            alive
         }
     }
 
@@ -138,7 +151,14 @@ impl BgNbd {
         let total = customers.len() as f64;
         let params = minimise_positive(4, |p| {
             let model = Self { r: p[0], alpha: p[1], a: p[2], b: p[3] };
-            -weighted.iter().map(|(s, n)| n * model.log_likelihood(s)).sum::<f64>() / total
+            let sum: f64 = weighted
+                .chunk_by(|x, y| x.0.frequency == y.0.frequency)
+                .map(|same| {
+                    let (base, drop) = model.frequency_part(same[0].0.frequency);
+                    same.iter().map(|(s, n)| n * (base + model.history_part(s, drop))).sum::<f64>()
+                })
+                .sum();
+            -sum / total
         })
         .map_err(FitError::NoConvergence)?;
         Ok(Self { r: params[0], alpha: params[1], a: params[2], b: params[3] })
