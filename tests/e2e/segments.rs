@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use segstream_events::SegmentChange;
 
-use crate::support::{Setup, http_get, metric, sql_get};
+use crate::support::{Setup, batch_ids, http_get, metric, sql_get};
 
 const DAY: f64 = 86_400_000.0;
 const LATENESS_MS: i64 = 3_600_000;
@@ -267,15 +267,6 @@ fn changes_until(
         }
         assert!(std::time::Instant::now() < deadline, "{} changes, not done\n{}", changes.len(), log());
     }
-}
-
-/// Customer ids the batch SQL over the history files selects.
-fn batch_ids(setup: &Setup, dir: &std::path::Path, query: &str) -> BTreeSet<String> {
-    let out = setup.cli(&["sql", "--input", dir.to_str().unwrap(), "--format", "json", query]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let rows: Vec<serde_json::Value> =
-        serde_json::from_str(String::from_utf8_lossy(&out.stdout).trim()).unwrap();
-    rows.iter().map(|r| r["customer_id"].as_str().unwrap().to_owned()).collect()
 }
 
 #[test]

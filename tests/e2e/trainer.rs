@@ -2,21 +2,11 @@
 //! workers' checkpoint feature tables, published on the models topic, ids
 //! kept across retrains, and failed runs that publish nothing.
 
-use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use segstream_trainer::SegmentModel;
 
-use crate::support::{Setup, http_get, metric};
-
-/// Customer ids the batch SQL over the history files selects.
-fn batch_count(setup: &Setup, dir: &std::path::Path, query: &str) -> usize {
-    let out = setup.cli(&["sql", "--input", dir.to_str().unwrap(), "--format", "json", query]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let rows: Vec<serde_json::Value> =
-        serde_json::from_str(String::from_utf8_lossy(&out.stdout).trim()).unwrap();
-    rows.iter().map(|r| r["customer_id"].as_str().unwrap().to_owned()).collect::<BTreeSet<_>>().len()
-}
+use crate::support::{Setup, batch_ids, http_get, metric};
 
 fn models(setup: &Setup, want: usize) -> Vec<(Option<String>, SegmentModel)> {
     setup
@@ -37,10 +27,28 @@ fn the_trainer_publishes_models_from_the_workers_checkpoints_keeps_cluster_ids_a
         [&generate[..], &["--to", "files", "--format", "json", "--out", history.to_str().unwrap()]].concat();
     assert!(setup.cli(&files).status.success());
     assert!(setup.cli(&generate).status.success());
-    let customers = batch_count(&setup, &history, "SELECT customer_id FROM features");
-    let buyers = batch_count(&setup, &history, "SELECT customer_id FROM features WHERE lifetime_orders >= 1");
+    let customers = batch_ids(&setup, &history, "SELECT customer_id FROM features").len();
+    let buyers =
+        batch_ids(&setup, &history, "SELECT customer_id FROM features WHERE lifetime_orders >= 1").len();
     assert!(buyers > 100 && buyers < customers, "{buyers} of {customers}");
 
+    // From a backfill snapshot of the same history: the same population.
+    let snapshot = dir.path().join("state.snap");
+    let out = setup.cli(&[
+        "backfill",
+        "--input",
+        history.to_str().unwrap(),
+        "--snapshot",
+        snapshot.to_str().unwrap(),
+        "--partitions",
+        "3",
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = setup.cli(&["train", "--dry-run", "--snapshot", snapshot.to_str().unwrap()]);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains(&format!("{customers} customers, {buyers} buyers")), "{stdout}");
+    assert!(stdout.contains("snapshot "), "{stdout}");
     let replayed = dir.path().join("changes.out");
     let out =
         setup.cli(&["replay", "--input", history.to_str().unwrap(), "--output", replayed.to_str().unwrap()]);

@@ -617,6 +617,15 @@ fn http(addr: &str, request: &str) -> (u16, String) {
 }
 
 /// The value of an unlabelled or fully-labelled metric line, 0 if absent.
+/// Customer ids the batch SQL over the history files in `dir` selects.
+pub fn batch_ids(setup: &Setup, dir: &std::path::Path, query: &str) -> std::collections::BTreeSet<String> {
+    let out = setup.cli(&["sql", "--input", dir.to_str().unwrap(), "--format", "json", query]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let rows: Vec<serde_json::Value> =
+        serde_json::from_str(String::from_utf8_lossy(&out.stdout).trim()).unwrap();
+    rows.iter().map(|r| r["customer_id"].as_str().unwrap().to_owned()).collect()
+}
+
 pub fn metric(body: &str, name_and_labels: &str) -> f64 {
     body.lines()
         .find(|l| l.starts_with(name_and_labels) && l[name_and_labels.len()..].starts_with(' '))
