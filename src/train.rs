@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
-use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::producer::{FutureProducer, FutureRecord};
 use segstream_checkpoint::CheckpointStore;
 use segstream_config::Config;
 use segstream_kafka::Follower;
@@ -94,9 +94,17 @@ async fn fit_and_publish(args: &TrainArgs, config: &Config, metrics: &Metrics) -
             (tables.into_iter().flat_map(|(_, b)| b).collect(), source)
         }
     };
-    // The previous model gives the cluster ids to keep and the version to raise.
+    // The previous model gives the cluster ids to keep and the version to
+    // raise. A dry run goes on without it when the broker cannot be read.
     let c = config.clone();
-    let previous = tokio::task::spawn_blocking(move || latest_model(&c)).await??;
+    let previous = match tokio::task::spawn_blocking(move || latest_model(&c)).await? {
+        Ok(previous) => previous,
+        Err(e) if args.dry_run => {
+            tracing::warn!(error = format!("{e:#}"), "no previous model read: a dry run goes on without it");
+            None
+        }
+        Err(e) => return Err(e),
+    };
     let c = config.clone();
     let model = tokio::task::spawn_blocking(move || -> anyhow::Result<SegmentModel> {
         let window = c.trainer.rfm_window(&c.features);
@@ -111,22 +119,23 @@ async fn fit_and_publish(args: &TrainArgs, config: &Config, metrics: &Metrics) -
         return Ok(());
     }
     let bytes = model.to_avro()?;
-    let (topic, group) = (config.topics.models.clone(), config.kafka.group_id.clone());
-    let producer: ThreadedProducer<DefaultProducerContext> =
+    let (topic, group) = (&config.topics.models, &config.kafka.group_id);
+    let producer: FutureProducer =
         segstream_kafka::producer_config(config, None)?.create().context("creating the producer")?;
-    tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
-        producer
-            .send(BaseRecord::to(&topic).key(group.as_str()).payload(bytes.as_slice()))
-            .map_err(|(e, _)| e)
-            .with_context(|| format!("sending the model to {topic}"))?;
-        producer.flush(Duration::from_secs(30)).with_context(|| format!("writing the model to {topic}"))?;
-        Ok(())
-    })
-    .await??;
+    // The delivery report says whether the broker took it (a refusal, e.g.
+    // authorisation or size, is not published).
+    let delivered = producer
+        .send(FutureRecord::to(topic).key(group.as_str()).payload(bytes.as_slice()), Duration::from_secs(30))
+        .await
+        .map_err(|(e, _)| e)
+        .with_context(|| format!("publishing the model on {topic}"))?;
     metrics.model_version.set(model.version);
     metrics.model_trained_timestamp.set(model.trained_at / 1000);
     metrics.model_training_seconds.set(model.training_ms as f64 / 1000.0);
-    println!("published model {} for group {} on {}", model.version, model.group_id, config.topics.models);
+    println!(
+        "published model {} for group {} on {} (offset {})",
+        model.version, model.group_id, config.topics.models, delivered.offset
+    );
     Ok(())
 }
 

@@ -78,6 +78,7 @@ fn the_trainer_publishes_models_from_the_workers_checkpoints_keeps_cluster_ids_a
         "{stdout}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    eprintln!("{stdout}");
     let first = models(&setup, 1);
     assert_eq!(first.len(), 1);
     let (key, m1) = &first[0];

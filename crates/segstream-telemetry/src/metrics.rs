@@ -114,8 +114,8 @@ pub struct Metrics {
     /// `segstream_trainer_runs_total{result}`: training runs (published,
     /// dry_run, failed).
     pub trainer_runs: IntCounterVec,
-    /// `segstream_model_version`: version of the latest model (the
-    /// trainer's last published, the worker's in force); 0 before one.
+    /// `segstream_model_version`: version of the latest model the trainer
+    /// published; 0 before one.
     pub model_version: IntGauge,
     /// `segstream_model_trained_timestamp_seconds`: when that model was
     /// fitted (its age is `time()` minus this).
@@ -420,7 +420,7 @@ impl Metrics {
             model_version: gauge(
                 &r,
                 "segstream_model_version",
-                "Version of the latest model: the trainer's last published one, or the one the worker has in force; 0 before any.",
+                "Version of the latest model the trainer published; 0 before any.",
             ),
             model_trained_timestamp: gauge(
                 &r,

@@ -36,7 +36,8 @@ impl Default for ClusterSettings {
 }
 
 /// How one raw feature becomes a clustering coordinate: `ln(1 + v)` when
-/// `log` (counts and money, skewed), then standardised; a missing value
+/// `log` (a column with no negative value: counts, money, days and shares
+/// alike; they are mostly skewed), then standardised; a missing value
 /// becomes the mean.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ScaledFeature {
@@ -149,6 +150,9 @@ impl Clustering {
     /// The cluster nearest to a customer's raw feature values (in
     /// [`Clustering::features`] order).
     pub fn assign(&self, raw: &[Option<f64>]) -> Option<&Cluster> {
+        if raw.len() != self.features.len() {
+            return None;
+        }
         let point: Vec<f64> = self.features.iter().zip(raw).map(|(f, v)| f.scale(*v)).collect();
         self.clusters.iter().min_by(|a, b| {
             squared_distance(&a.centre, &point)
@@ -181,7 +185,7 @@ impl Clustering {
         let rows = data.nrows();
         if rows < settings.k_max.max(10) {
             return Err(ClusterError::Degenerate(format!(
-                "{rows} customers are too few for up to {} clusters",
+                "{rows} customers are too few for up to {} clusters: lower trainer.k_max or raise trainer.min_buyers",
                 settings.k_max
             )));
         }
@@ -355,9 +359,9 @@ fn scaler(name: &str, column: ArrayView1<'_, f64>) -> ScaledFeature {
     ScaledFeature { name: name.to_owned(), log, mean: if values.is_empty() { 0.0 } else { mean }, std }
 }
 
-/// At most `n` rows drawn at random with a fixed seed: deterministic, and
-/// blind to any order the rows come in (an evenly spaced pick aliases with
-/// periodic orderings).
+/// At most `n` rows drawn at random with a fixed seed: the same rows in
+/// the same order give the same sample (callers keep rows in customer id
+/// order), and an evenly spaced pick would alias with periodic orderings.
 fn sample_rows(data: &Array2<f64>, n: usize) -> Array2<f64> {
     let rows = data.nrows();
     if rows <= n {

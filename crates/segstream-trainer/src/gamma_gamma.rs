@@ -14,7 +14,8 @@ use crate::optimise::minimise_positive;
 /// One repeat buyer's spend as the model reads it.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Spend {
-    /// Repeat purchases the average is over (at least 1).
+    /// Purchases the average is over (at least 1): the repeat purchases in
+    /// the paper's data; all net orders where the average is over all.
     pub frequency: f64,
     /// Average value of those purchases.
     pub average: f64,
@@ -97,7 +98,7 @@ impl GammaGamma {
         for (index, s) in buyers.iter().enumerate() {
             let bad = |problem: &str| Err(SpendFitError::Input { index, problem: problem.to_owned() });
             if !(s.frequency.is_finite() && s.frequency >= 1.0) {
-                return bad("a repeat buyer has at least one repeat purchase");
+                return bad("the average must be over at least one purchase");
             }
             if !(s.average.is_finite() && s.average > 0.0) {
                 return bad("the average spend must be a positive number");
@@ -111,7 +112,7 @@ impl GammaGamma {
         let fitted = Self { p: params[0], q: params[1], gamma: params[2] };
         if fitted.q <= 1.0 {
             return Err(SpendFitError::NoConvergence(format!(
-                "q = {} ≤ 1 gives an infinite mean spend",
+                "q = {} ≤ 1 gives an infinite mean spend: order values this spread need more repeat buyers, or the feature table's avg_order_value is wrong",
                 fitted.q
             )));
         }

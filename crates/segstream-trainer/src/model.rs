@@ -112,10 +112,11 @@ impl ScoreInputs<'_> {
         Some(Summary { frequency, recency: if frequency > 0.0 { recency } else { 0.0 }, age })
     }
 
-    /// The Gamma-Gamma input of a buyer.
+    /// The Gamma-Gamma input of a buyer: their average over all their net
+    /// orders, so the count is their orders.
     pub fn spend(&self) -> Option<Spend> {
         let summary = self.purchases()?;
-        Some(Spend { frequency: summary.frequency, average: self.avg_order_value? })
+        Some(Spend { frequency: summary.frequency + 1.0, average: self.avg_order_value? })
     }
 }
 

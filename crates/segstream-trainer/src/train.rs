@@ -3,7 +3,7 @@
 
 use std::time::Instant;
 
-use arrow_array::{Array, Float64Array, RecordBatch, TimestampMillisecondArray, UInt32Array};
+use arrow_array::{Array, Float64Array, RecordBatch, StringArray, TimestampMillisecondArray, UInt32Array};
 use arrow_schema::DataType;
 use ndarray::Array2;
 use segstream_config::TrainerConfig;
@@ -31,6 +31,9 @@ pub struct Population {
     pub cluster_features: Vec<String>,
     /// Per buyer, per clustering feature: the value (NaN when missing).
     pub cluster_values: Vec<f64>,
+    /// Per buyer: the customer id (buyers are kept in id order, so the
+    /// same population gives the same model whatever the order it is read in).
+    pub customer_ids: Vec<String>,
 }
 
 /// Why a run published nothing; the previous model stays.
@@ -100,10 +103,35 @@ impl Population {
         for batch in batches {
             population.add(batch, rfm_window)?;
         }
-        Ok(population)
+        Ok(population.in_id_order())
+    }
+
+    /// The same buyers sorted by customer id.
+    fn in_id_order(self) -> Self {
+        let mut order: Vec<usize> = (0..self.customer_ids.len()).collect();
+        order.sort_by(|a, b| self.customer_ids[*a].cmp(&self.customer_ids[*b]));
+        let width = self.cluster_features.len();
+        Self {
+            purchases: order.iter().map(|i| self.purchases[*i]).collect(),
+            average_order: order.iter().map(|i| self.average_order[*i]).collect(),
+            rfm: order.iter().map(|i| self.rfm[*i]).collect(),
+            cluster_values: order
+                .iter()
+                .flat_map(|i| self.cluster_values[i * width..(i + 1) * width].iter().copied())
+                .collect(),
+            customer_ids: order.iter().map(|i| self.customer_ids[*i].clone()).collect(),
+            ..self
+        }
     }
 
     fn add(&mut self, batch: &RecordBatch, rfm_window: u32) -> Result<(), TrainError> {
+        let ids = batch
+            .column_by_name("customer_id")
+            .and_then(|a| a.as_any().downcast_ref::<StringArray>())
+            .ok_or_else(|| TrainError::Column {
+                column: "customer_id".into(),
+                hint: "not a feature table".into(),
+            })?;
         let orders = batch
             .column_by_name("lifetime_orders")
             .and_then(|a| a.as_any().downcast_ref::<UInt32Array>())
@@ -135,6 +163,7 @@ impl Population {
                 cluster_values: &[],
             };
             let Some(summary) = inputs.purchases() else { continue };
+            self.customer_ids.push(ids.value(row).to_owned());
             self.purchases.push(summary);
             self.average_order.push(inputs.avg_order_value);
             self.rfm.push([
@@ -171,20 +200,28 @@ pub fn train(
         return Err(TrainError::TooFew { buyers, customers: population.customers, min: config.min_buyers });
     }
     let purchase = BgNbd::fit(&population.purchases)?;
+    // Repeat buyers; their average is over all their net orders (the
+    // feature table's avg_order_value), so the count is orders, not repeats.
     let repeat: Vec<Spend> = population
         .purchases
         .iter()
         .zip(&population.average_order)
-        .filter_map(|(s, avg)| Some(Spend { frequency: s.frequency, average: (*avg)? }))
-        .filter(|s| s.frequency >= 1.0 && s.average > 0.0)
+        .filter(|(s, _)| s.frequency >= 1.0)
+        .filter_map(|(s, avg)| Some(Spend { frequency: s.frequency + 1.0, average: (*avg)? }))
+        .filter(|s| s.average > 0.0)
         .collect();
     let spend = GammaGamma::fit(&repeat)?;
     let column = |i: usize| population.rfm.iter().map(|r| r[i]).collect::<Vec<f64>>();
     let rfm = RfmQuintiles {
         window_days: i32::try_from(rfm_window).unwrap_or(i32::MAX),
-        recency_max_days: strict_quintiles(column(0), 1.0),
-        frequency_min: strict_quintiles(column(1), 1.0),
-        monetary_min: strict_quintiles(column(2), 0.01),
+        // Recency bounds are upper bounds of the better score (R5: at most
+        // the 20th percentile's days); frequency and monetary bounds are
+        // lower bounds of the better score, so a quintile's value itself
+        // stays in the lower score (F1 holds the buyers at the 20th
+        // percentile, e.g. the one-order buyers).
+        recency_max_days: strict_quintiles(column(0), 1.0, 0.0),
+        frequency_min: strict_quintiles(column(1), 1.0, 1.0),
+        monetary_min: strict_quintiles(column(2), 0.01, 0.01),
     };
     let features = population.cluster_features.len();
     let data = Array2::from_shape_vec((buyers, features), population.cluster_values.clone())
@@ -223,16 +260,16 @@ pub fn train(
     Ok(model)
 }
 
-/// The 20th, 40th, 60th and 80th percentiles (nearest rank), made strictly
-/// rising by at least `step` (ties are common: many buyers have one order),
-/// and not negative.
-fn strict_quintiles(mut values: Vec<f64>, step: f64) -> Vec<f64> {
+/// The 20th, 40th, 60th and 80th percentiles (nearest rank) plus `above`,
+/// made strictly rising by at least `step` (ties are common: many buyers
+/// have one order), not negative, rounded to cents.
+fn strict_quintiles(mut values: Vec<f64>, step: f64, above: f64) -> Vec<f64> {
     values.sort_by(f64::total_cmp);
     let n = values.len();
     let mut bounds: Vec<f64> = Vec::with_capacity(4);
     for q in [0.2, 0.4, 0.6, 0.8] {
         let rank = ((q * n as f64).ceil() as usize).clamp(1, n.max(1)) - 1;
-        let v = values.get(rank).copied().unwrap_or_default().max(0.0);
+        let v = values.get(rank).copied().unwrap_or_default().max(0.0) + above;
         let v = match bounds.last() {
             Some(last) if v < last + step => last + step,
             _ => v,

@@ -1,6 +1,6 @@
 use std::sync::Arc;
 
-use arrow_array::{ArrayRef, Float64Array, RecordBatch, UInt32Array};
+use arrow_array::{ArrayRef, Float64Array, RecordBatch, StringArray, UInt32Array};
 use arrow_schema::{Field, Schema};
 use segstream_config::Config;
 
@@ -19,7 +19,9 @@ fn cdnow_table() -> RecordBatch {
     let revenue: Vec<Option<f64>> = rows.iter().map(|(s, m)| Some(m * (s.frequency + 1.0))).collect();
     let discount: Vec<Option<f64>> =
         (0..rows.len()).map(|i| Some(if i % 3 == 0 { 0.8 } else { 0.0 })).collect();
+    let ids: Vec<String> = (0..rows.len()).map(|i| format!("cust-{i:05}")).collect();
     let schema = Schema::new(vec![
+        Field::new("customer_id", DataType::Utf8, false),
         Field::new("lifetime_orders", DataType::UInt32, false),
         Field::new("tenure_days", DataType::Float64, true),
         Field::new("days_since_last_order", DataType::Float64, true),
@@ -31,6 +33,7 @@ fn cdnow_table() -> RecordBatch {
     RecordBatch::try_new(
         Arc::new(schema),
         vec![
+            Arc::new(StringArray::from(ids)),
             Arc::new(UInt32Array::from(orders.clone())),
             f(tenure),
             f(recency),
@@ -107,9 +110,12 @@ fn a_population_too_small_or_a_missing_column_publishes_nothing_and_says_why() {
 #[test]
 fn quintile_bounds_rise_strictly_even_when_most_buyers_tie() {
     let ones: Vec<f64> = std::iter::repeat_n(1.0, 90).chain([2.0, 3.0, 5.0, 9.0, 12.0]).collect();
-    assert_eq!(strict_quintiles(ones, 1.0), vec![1.0, 2.0, 3.0, 4.0]);
+    // As lower bounds of the better score: the one-order buyers keep F1.
+    assert_eq!(strict_quintiles(ones.clone(), 1.0, 1.0), vec![2.0, 3.0, 4.0, 5.0]);
+    // As upper bounds of the better score (recency): R5 holds the 20th percentile.
+    assert_eq!(strict_quintiles(ones, 1.0, 0.0), vec![1.0, 2.0, 3.0, 4.0]);
     let spread: Vec<f64> = (1..=100).map(f64::from).collect();
-    assert_eq!(strict_quintiles(spread, 0.01), vec![20.0, 40.0, 60.0, 80.0]);
+    assert_eq!(strict_quintiles(spread, 0.01, 0.01), vec![20.01, 40.01, 60.01, 80.01]);
 }
 
 #[test]
@@ -120,4 +126,36 @@ fn a_model_with_a_value_that_is_not_a_number_is_refused() {
     assert!(check_finite(&model).is_ok());
     model.spend = Some(GammaGamma { p: f64::NAN, q: 2.0, gamma: 1.0 });
     assert!(check_finite(&model).expect_err("NaN").to_string().contains("p = NaN"));
+}
+
+#[test]
+fn the_same_population_read_in_another_order_gives_the_same_model() {
+    let config = trainer();
+    let table = cdnow_table();
+    let n = table.num_rows();
+    // The partitions of a checkpoint come in another order than a snapshot's rows.
+    let parts = [table.slice(n / 2, n - n / 2), table.slice(0, n / 3), table.slice(n / 3, n / 2 - n / 3)];
+    let a = train(
+        &Population::from_batches(&[table], &config, 365).expect("population"),
+        &config,
+        365,
+        None,
+        "g",
+        "t",
+        1,
+    )
+    .expect("model");
+    let b = train(
+        &Population::from_batches(&parts, &config, 365).expect("population"),
+        &config,
+        365,
+        None,
+        "g",
+        "t",
+        1,
+    )
+    .expect("model");
+    assert_eq!((a.purchase, a.spend, &a.rfm), (b.purchase, b.spend, &b.rfm));
+    let shape = |m: &SegmentModel| m.clusters.as_ref().map(|c| (c.clusters.clone(), c.tried.clone()));
+    assert_eq!(shape(&a), shape(&b));
 }
