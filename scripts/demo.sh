@@ -110,7 +110,7 @@ if [ -n "$first" ]; then
 fi
 echo
 echo "── fit the models on the workers' checkpoints and publish them (segstream train) ──"
-"$BIN" train 2>&1 | grep -v ' INFO ' | sed 's/^/  /'
+"$BIN" train 2>/dev/null | sed 's/^/  /'
 echo
 echo "  $(grep -c . "$DEMO/changes.log") lifecycle transitions printed, all in $DEMO/changes.log (RFM and behaviour changes: segstream watch --kind rfm / --kind behaviour); worker log in $DEMO/worker.log; checkpoints and Parquet feature tables under $DEMO/checkpoints"
 if [ "${DEMO_KEEP:-0}" = 1 ]; then

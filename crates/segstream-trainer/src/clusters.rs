@@ -76,7 +76,8 @@ impl ScaledFeature {
 pub struct Cluster {
     /// Stable id: the same group of customers keeps it across retrains.
     pub id: u32,
-    /// Words a marketer reads, from the centre ("frequent, high value").
+    /// Words a marketer reads, from the centre ("frequent, high value")
+    /// against the population it was first fitted on; kept with the id.
     pub name: String,
     /// Centre in the model's scaled coordinates.
     pub centre: Vec<f64>,
@@ -280,7 +281,20 @@ impl Clustering {
             .unwrap_or_default();
         let matched = match_centres(&fitted, &old, settings.match_distance);
         let mut next_id = previous.map_or(0, |p| p.next_id);
-        let names = names_of(&features, &fitted);
+        // A matched cluster is the same group: it keeps its name (names are
+        // relative to the population, which may have changed around it). A
+        // new one is named from its centre against today's population.
+        let kept: Vec<&str> = matched.iter().flatten().map(|(j, _)| old[*j].0.name.as_str()).collect();
+        let names: Vec<String> = names_of(&features, &fitted)
+            .into_iter()
+            .zip(&matched)
+            .enumerate()
+            .map(|(i, (fresh, m))| match m {
+                Some((j, _)) => old[*j].0.name.clone(),
+                None if kept.contains(&fresh.as_str()) => format!("{fresh} ({})", i + 1),
+                None => fresh,
+            })
+            .collect();
         let clusters: Vec<Cluster> = fitted
             .iter()
             .zip(names)

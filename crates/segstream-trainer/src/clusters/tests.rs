@@ -117,3 +117,28 @@ fn too_few_customers_identical_customers_and_bad_settings_are_refused() {
     let e = Clustering::fit(&names(), planted(50, 0.0).view(), &one, None).expect_err("refused");
     assert!(e.to_string().contains("k_min"), "{e}");
 }
+
+#[test]
+fn a_group_that_appears_gets_a_new_id_while_the_others_keep_theirs() {
+    let settings = ClusterSettings { k_min: 2, k_max: 6, ..Default::default() };
+    // Before: the lapsed one-off buyers are not there yet.
+    let rows: Vec<f64> =
+        planted(200, 0.0).rows().into_iter().filter(|r| r[2] < 200.0).flat_map(|r| r.to_vec()).collect();
+    let two = Array2::from_shape_vec((rows.len() / 3, 3), rows).expect("shape");
+    let first = Clustering::fit(&names(), two.view(), &settings, None).expect("fit");
+    assert_eq!(first.clusters.len(), 2, "{first:#?}");
+    // After: they are; more new centres than previous ones.
+    let second = Clustering::fit(&names(), planted(200, 0.0).view(), &settings, Some(&first)).expect("fit");
+    assert_eq!(second.clusters.len(), 3, "{second:#?}");
+    for c in &first.clusters {
+        let kept = second.clusters.iter().find(|n| n.id == c.id).expect("kept");
+        // The same group: the same name, though against the new population
+        // its centre alone would now read "typical".
+        assert_eq!(kept.name, c.name);
+        assert!(kept.drift.is_some_and(|d| d.centre_moved < 1e-6), "{kept:?}");
+    }
+    let new: Vec<&Cluster> = second.clusters.iter().filter(|c| c.drift.is_none()).collect();
+    assert_eq!(new.len(), 1);
+    assert!(new[0].name.starts_with("lapsed") && new[0].id == first.next_id, "{new:?}");
+    assert!(second.vanished.is_empty());
+}
