@@ -183,6 +183,14 @@ fn describe(m: &SegmentModel) -> String {
             s.gamma,
             s.p * s.gamma / (s.q - 1.0)
         ));
+        // The search ends on its bound when the likelihood keeps rising (see
+        // segstream-trainer's optimiser): worth saying, the figures are limits.
+        if [s.p, s.q, s.gamma].iter().any(|v| v.ln().abs() > 14.0) {
+            out.push(
+                "    (a parameter is at the search bound: these buyers' order values show no spread the model can use, so a customer's expected order value is close to their own average or to the mean)"
+                    .to_owned(),
+            );
+        }
     }
     if let Some(r) = &m.rfm {
         out.push(format!(

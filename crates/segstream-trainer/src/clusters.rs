@@ -211,6 +211,7 @@ impl Clustering {
                 .with_targets(labels)
                 .silhouette_score()
                 .map_err(|e| ClusterError::Fit { k, message: e.to_string() })?;
+            tracing::info!(k, silhouette = score, sample = sample.nrows(), "clusters: k tried");
             tried.push(KScore { k: i32::try_from(k).unwrap_or(i32::MAX), silhouette: score });
             if score.is_finite() && best.is_none_or(|(_, s)| score > s) {
                 best = Some((k, score));
@@ -219,6 +220,7 @@ impl Clustering {
         let Some((k, silhouette)) = best else {
             return Err(ClusterError::Degenerate("no k gave a finite silhouette".into()));
         };
+        tracing::info!(k, silhouette, customers = rows, "clusters: fitting the chosen k on every customer");
         let model = kmeans(&scaled, k)?;
         let labels = model.predict(&scaled);
         let mut counts = vec![0i64; k];

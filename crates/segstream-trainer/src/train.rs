@@ -199,7 +199,9 @@ pub fn train(
     if buyers < config.min_buyers.max(1) {
         return Err(TrainError::TooFew { buyers, customers: population.customers, min: config.min_buyers });
     }
+    tracing::info!(buyers, "fitting the purchase model (BG/NBD)");
     let purchase = BgNbd::fit(&population.purchases)?;
+    tracing::info!(elapsed_ms = started.elapsed().as_millis() as u64, ?purchase, "purchase model fitted");
     // Repeat buyers; their average is over all their net orders (the
     // feature table's avg_order_value), so the count is orders, not repeats.
     let repeat: Vec<Spend> = population
@@ -210,7 +212,9 @@ pub fn train(
         .filter_map(|(s, avg)| Some(Spend { frequency: s.frequency + 1.0, average: (*avg)? }))
         .filter(|s| s.average > 0.0)
         .collect();
+    tracing::info!(repeat_buyers = repeat.len(), "fitting the spend model (Gamma-Gamma)");
     let spend = GammaGamma::fit(&repeat)?;
+    tracing::info!(elapsed_ms = started.elapsed().as_millis() as u64, ?spend, "spend model fitted");
     let column = |i: usize| population.rfm.iter().map(|r| r[i]).collect::<Vec<f64>>();
     let rfm = RfmQuintiles {
         window_days: i32::try_from(rfm_window).unwrap_or(i32::MAX),
@@ -233,6 +237,7 @@ pub fn train(
         silhouette_sample: config.silhouette_sample,
         match_distance: config.match_distance,
     };
+    tracing::info!(buyers, features, k_min = config.k_min, k_max = config.k_max, "fitting the clusters");
     let clusters = Clustering::fit(
         &population.cluster_features,
         data.view(),
