@@ -135,26 +135,11 @@ fn the_same_population_read_in_another_order_gives_the_same_model() {
     let n = table.num_rows();
     // The partitions of a checkpoint come in another order than a snapshot's rows.
     let parts = [table.slice(n / 2, n - n / 2), table.slice(0, n / 3), table.slice(n / 3, n / 2 - n / 3)];
-    let a = train(
-        &Population::from_batches(&[table], &config, 365).expect("population"),
-        &config,
-        365,
-        None,
-        "g",
-        "t",
-        1,
-    )
-    .expect("model");
-    let b = train(
-        &Population::from_batches(&parts, &config, 365).expect("population"),
-        &config,
-        365,
-        None,
-        "g",
-        "t",
-        1,
-    )
-    .expect("model");
+    let fit = |batches: &[RecordBatch]| {
+        let population = Population::from_batches(batches, &config, 365).expect("population");
+        train(&population, &config, 365, None, "g", "t", 1).expect("model")
+    };
+    let (a, b) = (fit(&[table]), fit(&parts));
     assert_eq!((a.purchase, a.spend, &a.rfm), (b.purchase, b.spend, &b.rfm));
     let shape = |m: &SegmentModel| m.clusters.as_ref().map(|c| (c.clusters.clone(), c.tried.clone()));
     assert_eq!(shape(&a), shape(&b));
