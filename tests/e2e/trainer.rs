@@ -4,9 +4,41 @@
 
 use std::time::{Duration, Instant};
 
+use std::collections::{BTreeMap, BTreeSet};
+
+use segstream_events::{SegmentChange, Trigger};
 use segstream_trainer::SegmentModel;
 
-use crate::support::{Setup, batch_ids, http_get, metric};
+use crate::support::{Setup, batch_ids, http_get, metric, sql_post};
+
+fn changes(setup: &Setup) -> Vec<SegmentChange> {
+    setup
+        .read(&setup.topic("changes"), usize::MAX, Duration::from_secs(2))
+        .iter()
+        .map(|r| SegmentChange::from_avro(r.payload.as_deref().unwrap()).unwrap())
+        .collect()
+}
+
+/// The changes a model put out (trigger `model_update`, its version).
+fn model_changes(all: &[SegmentChange], version: i64) -> Vec<&SegmentChange> {
+    let version = version.to_string();
+    all.iter()
+        .filter(|c| c.trigger == Trigger::ModelUpdate && c.model_version.as_deref() == Some(version.as_str()))
+        .collect()
+}
+
+/// Polls the worker's metrics until `name_and_labels` reads `want`.
+fn wait_metric(addr: &str, name_and_labels: &str, want: f64, log: impl Fn() -> String) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (_, body) = http_get(addr, "/metrics");
+        if metric(&body, name_and_labels) == want {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{name_and_labels} never {want}\n{body}\n{}", log());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
 
 fn models(setup: &Setup, want: usize) -> Vec<(Option<String>, SegmentModel)> {
     setup
@@ -99,6 +131,66 @@ fn the_trainer_publishes_models_from_the_workers_checkpoints_keeps_cluster_ids_a
         assert!(stdout.contains(&format!("cluster {} \"{}\"", c.id, c.name)), "{stdout}");
     }
 
+    // The running worker takes model 1 without a restart: every buyer
+    // enters one cluster segment and one micro-segment (stage × cluster),
+    // trigger model_update, model version 1; the feature table scores them.
+    let addr = worker.http_addr(Duration::from_secs(10));
+    wait_metric(&addr, "segstream_model_version", 1.0, || worker.log_text());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let all = loop {
+        let all = changes(&setup);
+        if model_changes(&all, 1).iter().filter(|c| c.kind.as_str() == "cluster").count() >= 2 * buyers {
+            break all;
+        }
+        assert!(Instant::now() < deadline, "model 1 did not reach every buyer\n{}", worker.log_text());
+    };
+    let by_model = model_changes(&all, 1);
+    let entered = |micro: bool| -> BTreeMap<String, String> {
+        by_model
+            .iter()
+            .filter(|c| c.kind.as_str() == "cluster" && c.change.as_str() == "entered")
+            .filter(|c| c.segment.contains(':') == micro)
+            .map(|c| (c.customer_id.to_string(), c.segment.clone()))
+            .collect()
+    };
+    let (clusters, micros) = (entered(false), entered(true));
+    let buyer_ids =
+        batch_ids(&setup, &history, "SELECT customer_id FROM features WHERE lifetime_orders >= 1");
+    assert_eq!(clusters.keys().cloned().collect::<BTreeSet<_>>(), buyer_ids);
+    let ids: BTreeSet<String> = c1.clusters.iter().map(|c| format!("cluster_{}", c.id)).collect();
+    assert!(clusters.values().all(|c| ids.contains(c)), "{clusters:?}");
+    let stages: BTreeMap<String, String> = all
+        .iter()
+        .filter(|c| c.kind.as_str() == "lifecycle" && c.change.as_str() == "entered")
+        .map(|c| (c.customer_id.to_string(), c.segment.clone()))
+        .collect();
+    for (id, cluster) in &clusters {
+        assert_eq!(micros.get(id), Some(&format!("{}:{cluster}", stages[id])), "{id}");
+    }
+    let explained = by_model.iter().find(|c| c.segment.starts_with("cluster_")).unwrap();
+    assert!(
+        explained.reason.contains("model 1") && explained.features.contains_key("p_alive"),
+        "{explained:?}"
+    );
+    let sql = worker.sql_addr();
+    let (status, body) = sql_post(
+        &sql,
+        "/sql?format=json",
+        "SELECT customer_id, cluster_segment, p_alive, expected_orders, clv, lifetime_orders FROM features",
+    );
+    assert_eq!(status, 200, "{body}");
+    let rows: Vec<serde_json::Value> = serde_json::from_str(&body).unwrap();
+    assert_eq!(rows.len(), customers);
+    for row in &rows {
+        let id = row["customer_id"].as_str().unwrap();
+        let buyer = row["lifetime_orders"].as_u64().unwrap() >= 1;
+        assert_eq!(row["cluster_segment"].as_str(), clusters.get(id).map(String::as_str), "{row}");
+        let p_alive = row["p_alive"].as_f64();
+        assert_eq!(p_alive.is_some(), buyer, "{row}");
+        assert!(p_alive.is_none_or(|p| p > 0.0 && p <= 1.0), "{row}");
+        assert!(row["expected_orders"].as_f64().is_none_or(|e| e >= 0.0), "{row}");
+    }
+
     // Retrained on the same population: version 2, the same clusters under the same ids.
     let out = setup.cli(&["train"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -111,6 +203,26 @@ fn the_trainer_publishes_models_from_the_workers_checkpoints_keeps_cluster_ids_a
     };
     assert_eq!(shape(c1), shape(c2), "{c2:#?}");
     assert!(c2.clusters.iter().all(|c| c.drift.is_some_and(|d| d.centre_moved < 1e-6)), "{c2:?}");
+    // The worker swaps to it; with the ids kept, nobody changes cluster.
+    wait_metric(&addr, "segstream_model_version", 2.0, || worker.log_text());
+    wait_metric(&addr, "segstream_model_swaps_total{result=\"applied\"}", 2.0, || worker.log_text());
+    std::thread::sleep(Duration::from_secs(2));
+    let settled = changes(&setup);
+    assert_eq!(model_changes(&settled, 2).len(), 0, "{:?}", model_changes(&settled, 2));
+
+    // Killed and restarted: the state comes back under model 2 and no
+    // change goes out again.
+    worker.kill();
+    let mut worker = setup.spawn_worker();
+    worker.wait_ready(Duration::from_secs(90));
+    let addr = worker.http_addr(Duration::from_secs(10));
+    wait_metric(&addr, "segstream_model_version", 2.0, || worker.log_text());
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(changes(&setup).len(), settled.len(), "a restart emits nothing again\n{}", worker.log_text());
+    let (status, body) =
+        sql_post(&worker.sql_addr(), "/sql?format=json", "SELECT count(cluster_segment) AS n FROM features");
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains(&format!("\"n\":{buyers}")), "{body}");
 
     // A run that cannot fit publishes nothing and says why.
     let out = setup.with("trainer.min_buyers=1000000").cli(&["train"]);

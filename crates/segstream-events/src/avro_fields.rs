@@ -49,6 +49,14 @@ impl Fields {
         }
     }
 
+    pub(crate) fn opt_bytes(&mut self, name: &'static str) -> Result<Option<Vec<u8>>, DecodeError> {
+        match self.take(name)? {
+            Value::Null => Ok(None),
+            Value::Bytes(b) => Ok(Some(b)),
+            other => Err(unexpected(name, "bytes or null", &other)),
+        }
+    }
+
     pub(crate) fn double(&mut self, name: &'static str) -> Result<f64, DecodeError> {
         match self.take(name)? {
             Value::Double(d) => Ok(d),
@@ -117,6 +125,14 @@ pub(crate) fn opt_string_value(v: &Option<String>) -> Value {
     match v {
         None => Value::Union(0, Box::new(Value::Null)),
         Some(s) => Value::Union(1, Box::new(Value::String(s.clone()))),
+    }
+}
+
+/// Optional bytes as the `["null", "bytes"]` union.
+pub(crate) fn opt_bytes_value(v: Option<&[u8]>) -> Value {
+    match v {
+        None => Value::Union(0, Box::new(Value::Null)),
+        Some(b) => Value::Union(1, Box::new(Value::Bytes(b.to_vec()))),
     }
 }
 

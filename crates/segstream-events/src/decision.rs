@@ -5,10 +5,12 @@
 
 use apache_avro::types::Value;
 
-use crate::avro_fields::{Fields, invalid, opt_string_value, read_datum, write_datum};
+use crate::avro_fields::{Fields, invalid, opt_bytes_value, opt_string_value, read_datum, write_datum};
 use crate::error::{DecodeError, EncodeError};
 use crate::ids::EventTime;
-use crate::schema::{DECISIONS_SCHEMA_ID, DECISIONS_V1_SCHEMA_ID, DECISIONS_V2_SCHEMA_ID, Schemas};
+use crate::schema::{
+    DECISIONS_SCHEMA_ID, DECISIONS_V1_SCHEMA_ID, DECISIONS_V2_SCHEMA_ID, DECISIONS_V3_SCHEMA_ID, Schemas,
+};
 use crate::wire;
 
 /// One of the two co-partitioned inputs.
@@ -104,6 +106,14 @@ pub enum DecisionAction {
         /// The definitions file, whole: a rebuild needs nothing else.
         text: std::sync::Arc<str>,
     },
+    /// The trained model `record` (its `version`) came into force for the
+    /// partition here, and every customer of it was evaluated under it.
+    Model {
+        /// The model's version.
+        version: i64,
+        /// The segment-models record, whole: a rebuild needs nothing else.
+        record: std::sync::Arc<[u8]>,
+    },
 }
 
 /// One decision and the point of the merge it was taken at.
@@ -130,17 +140,26 @@ pub struct DecisionRecord {
 }
 
 /// The action symbols, in schema order.
-const ACTIONS: [&str; 5] =
-    ["release_clicks_alone", "release_orders_alone", "follow_watermark", "fire_timers", "apply_definitions"];
+const ACTIONS: [&str; 6] = [
+    "release_clicks_alone",
+    "release_orders_alone",
+    "follow_watermark",
+    "fire_timers",
+    "apply_definitions",
+    "apply_model",
+];
 
-/// The action's enum index, `value`, `count` and `definitions`.
-fn action_fields(action: &DecisionAction) -> (u32, i64, i64, Option<String>) {
+/// The action's enum index, `value`, `count`, `definitions` and `model`.
+fn action_fields(action: &DecisionAction) -> (u32, i64, i64, Option<String>, Option<&[u8]>) {
     match action {
-        DecisionAction::Alone { lane: Lane::Clicks, until } => (0, *until, 0, None),
-        DecisionAction::Alone { lane: Lane::Orders, until } => (1, *until, 0, None),
-        DecisionAction::Follow { stream_time } => (2, stream_time.millis(), 0, None),
-        DecisionAction::Fire { up_to, count } => (3, up_to.millis(), *count, None),
-        DecisionAction::Definitions { version, text } => (4, i64::from(*version), 0, Some(text.to_string())),
+        DecisionAction::Alone { lane: Lane::Clicks, until } => (0, *until, 0, None, None),
+        DecisionAction::Alone { lane: Lane::Orders, until } => (1, *until, 0, None, None),
+        DecisionAction::Follow { stream_time } => (2, stream_time.millis(), 0, None, None),
+        DecisionAction::Fire { up_to, count } => (3, up_to.millis(), *count, None, None),
+        DecisionAction::Definitions { version, text } => {
+            (4, i64::from(*version), 0, Some(text.to_string()), None)
+        }
+        DecisionAction::Model { version, record } => (5, *version, 0, None, Some(record)),
     }
 }
 
@@ -151,7 +170,7 @@ impl DecisionRecord {
             .decisions
             .iter()
             .map(|d| {
-                let (index, value, count, definitions) = action_fields(&d.action);
+                let (index, value, count, definitions, model) = action_fields(&d.action);
                 let symbol = ACTIONS.get(index as usize).copied().unwrap_or_default();
                 Value::Record(vec![
                     ("clicks_position".into(), Value::Long(d.at.clicks)),
@@ -160,6 +179,7 @@ impl DecisionRecord {
                     ("value".into(), Value::Long(value)),
                     ("count".into(), Value::Long(count)),
                     ("definitions".into(), opt_string_value(&definitions)),
+                    ("model".into(), opt_bytes_value(model)),
                 ])
             })
             .collect();
@@ -184,13 +204,19 @@ impl DecisionRecord {
         // Older records are read through the current schema (count = 0).
         let (writer, reader) = match id {
             DECISIONS_SCHEMA_ID => (&schemas.decisions, None),
+            DECISIONS_V3_SCHEMA_ID => (&schemas.decisions_v3, Some(&schemas.decisions)),
             DECISIONS_V2_SCHEMA_ID => (&schemas.decisions_v2, Some(&schemas.decisions)),
             DECISIONS_V1_SCHEMA_ID => (&schemas.decisions_v1, Some(&schemas.decisions)),
             _ => {
                 return Err(DecodeError::UnknownSchemaId {
                     id,
                     topic_kind: "decisions",
-                    known: vec![DECISIONS_V1_SCHEMA_ID, DECISIONS_V2_SCHEMA_ID, DECISIONS_SCHEMA_ID],
+                    known: vec![
+                        DECISIONS_V1_SCHEMA_ID,
+                        DECISIONS_V2_SCHEMA_ID,
+                        DECISIONS_V3_SCHEMA_ID,
+                        DECISIONS_SCHEMA_ID,
+                    ],
                 });
             }
         };
@@ -220,6 +246,13 @@ fn decision(item: Value) -> Result<Decision, DecodeError> {
         1 => DecisionAction::Alone { lane: Lane::Orders, until: value },
         2 => DecisionAction::Follow { stream_time: EventTime::from_millis(value) },
         3 => DecisionAction::Fire { up_to: EventTime::from_millis(value), count },
+        5 => DecisionAction::Model {
+            version: value,
+            record: d
+                .opt_bytes("model")?
+                .ok_or_else(|| invalid("model", "apply_model without a model".to_owned()))?
+                .into(),
+        },
         _ => DecisionAction::Definitions {
             version: i32::try_from(value)
                 .map_err(|_| invalid("value", format!("version {value} out of range")))?,

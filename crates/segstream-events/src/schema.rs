@@ -27,6 +27,8 @@ pub const DECISIONS_AVSC: &str = include_str!("../../../schemas/decisions.avsc")
 pub const DECISIONS_V1_AVSC: &str = include_str!("../../../schemas/decisions-v1.avsc");
 /// `schemas/decisions-v2.avsc`: the layout of records with schema id 6.
 pub const DECISIONS_V2_AVSC: &str = include_str!("../../../schemas/decisions-v2.avsc");
+/// `schemas/decisions-v3.avsc`: the layout of records with schema id 7.
+pub const DECISIONS_V3_AVSC: &str = include_str!("../../../schemas/decisions-v3.avsc");
 
 /// Schema id of `ClickEvent` v1 in the Confluent header.
 pub const CLICKSTREAM_SCHEMA_ID: u32 = 1;
@@ -40,8 +42,10 @@ pub const CUSTOMER_SEGMENTS_SCHEMA_ID: u32 = 4;
 pub const DECISIONS_V1_SCHEMA_ID: u32 = 5;
 /// Schema id of `Decisions` v2 (adds `fire_timers` and `count`), still read.
 pub const DECISIONS_V2_SCHEMA_ID: u32 = 6;
-/// Schema id of `Decisions` v3 (adds `apply_definitions` and `definitions`), written.
-pub const DECISIONS_SCHEMA_ID: u32 = 7;
+/// Schema id of `Decisions` v3 (adds `apply_definitions` and `definitions`), still read.
+pub const DECISIONS_V3_SCHEMA_ID: u32 = 7;
+/// Schema id of `Decisions` v4 (adds `apply_model` and `model`), written.
+pub const DECISIONS_SCHEMA_ID: u32 = 8;
 
 /// `schemas/segment-model.avsc`: what `segstream train` publishes.
 pub const SEGMENT_MODEL_AVSC: &str = include_str!("../../../schemas/segment-model.avsc");
@@ -66,6 +70,8 @@ pub struct Schemas {
     pub decisions_v1: Schema,
     /// Writer schema of its older records (id 6).
     pub decisions_v2: Schema,
+    /// Writer schema of its older records (id 7).
+    pub decisions_v3: Schema,
     /// Writer schemas we accept on the click topic, by id.
     click_writers: HashMap<u32, Schema>,
     /// Writer schemas we accept on the order topic, by id.
@@ -94,6 +100,7 @@ impl Schemas {
                 decisions: parse(DECISIONS_AVSC, "decisions.avsc"),
                 decisions_v1: parse(DECISIONS_V1_AVSC, "decisions-v1.avsc"),
                 decisions_v2: parse(DECISIONS_V2_AVSC, "decisions-v2.avsc"),
+                decisions_v3: parse(DECISIONS_V3_AVSC, "decisions-v3.avsc"),
             }
         })
     }

@@ -260,6 +260,10 @@ fn decision_records_round_trip_through_avro_with_every_action() {
                 at: Positions { clicks: 1_300, orders: 60 },
                 action: DecisionAction::Definitions { version: 3, text: "version = 3\n".into() },
             },
+            Decision {
+                at: Positions { clicks: 1_300, orders: 61 },
+                action: DecisionAction::Model { version: 12, record: vec![0, 0, 0, 0, 9, 1, 2].into() },
+            },
         ],
     };
     let bytes = record.to_avro().expect("encode");
@@ -319,6 +323,31 @@ fn a_decision_record_of_the_second_layout_reads() {
     let back =
         DecisionRecord::from_avro(&wire::frame(schema::DECISIONS_V2_SCHEMA_ID, &body)).expect("decode");
     let action = DecisionAction::Fire { up_to: EventTime::from_millis(1_700_000_000_000), count: 5 };
+    assert_eq!(back.decisions, [Decision { at: Positions { clicks: 4, orders: 2 }, action }]);
+}
+
+/// Records written before `apply_model` existed (schema id 7) still read.
+#[test]
+fn a_decision_record_of_the_third_layout_reads() {
+    use apache_avro::types::Value;
+    let decision = Value::Record(vec![
+        ("clicks_position".into(), Value::Long(4)),
+        ("orders_position".into(), Value::Long(2)),
+        ("action".into(), Value::Enum(4, "apply_definitions".into())),
+        ("value".into(), Value::Long(2)),
+        ("count".into(), Value::Long(0)),
+        ("definitions".into(), Value::Union(1, Box::new(Value::String("version = 2\n".into())))),
+    ]);
+    let value = Value::Record(vec![
+        ("group_id".into(), Value::String("g".into())),
+        ("partition".into(), Value::Int(1)),
+        ("seq".into(), Value::Long(0)),
+        ("decisions".into(), Value::Array(vec![decision])),
+    ]);
+    let body = crate::avro_fields::write_datum(&Schemas::builtin().decisions_v3, value).expect("encode v3");
+    let back =
+        DecisionRecord::from_avro(&wire::frame(schema::DECISIONS_V3_SCHEMA_ID, &body)).expect("decode");
+    let action = DecisionAction::Definitions { version: 2, text: "version = 2\n".into() };
     assert_eq!(back.decisions, [Decision { at: Positions { clicks: 4, orders: 2 }, action }]);
 }
 

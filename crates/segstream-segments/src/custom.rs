@@ -109,6 +109,11 @@ fn unusable(column: &str) -> Option<&'static str> {
         table::CUSTOM_COLUMN => {
             Some("lists the user-defined segments themselves; a segment cannot read them")
         }
+        c if table::SCORE_COLUMNS.contains(&c) => Some(
+            "is a model score that moves with every passing day, so the worker cannot know when \
+             such a segment changes with no event; use the cluster segments and micro-segments, or \
+             compare days_since_last_order",
+        ),
         _ => None,
     }
 }

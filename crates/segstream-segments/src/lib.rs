@@ -30,8 +30,11 @@ mod changes;
 mod custom;
 mod definitions;
 mod lifecycle;
+mod model;
 mod names;
 mod rfm;
+
+use std::sync::Arc;
 
 pub use behaviour::{
     BIG_SPENDER, BehaviourRules, BigSpender, CATEGORY_FAN, CategoryFan, DISCOUNT_HUNTER, DiscountHunter,
@@ -44,16 +47,20 @@ pub use definitions::{BUILTIN, DefinitionError, RfmDefinition, RfmRow, SegmentDe
 pub use lifecycle::{
     CART_ABANDONER, CustomerSegments, LifecycleRules, LifecycleStage, Observe, Subject, Transition,
 };
+pub use model::{ModelError, ModelRules, ModelScores, cluster_segment};
 pub use rfm::{BoundarySource, RfmBoundaries, RfmRules, RfmScores};
 
-/// Every rule in force: the lifecycle thresholds of the configuration and
-/// the segment definitions.
+/// Every rule in force: the lifecycle thresholds of the configuration, the
+/// segment definitions and the trained model, if one is in force.
 #[derive(Clone, Debug, PartialEq)]
 pub struct SegmentRules {
     /// Lifecycle stages.
     pub lifecycle: LifecycleRules,
-    /// The definitions file's segments.
+    /// The definitions file's segments (the RFM boundaries the model's when
+    /// it gives some).
     pub definitions: SegmentDefinitions,
+    /// The trained model in force: scores, clusters and RFM boundaries.
+    pub model: Option<Arc<ModelRules>>,
 }
 
 impl SegmentRules {
@@ -82,10 +89,45 @@ impl SegmentRules {
         origin: &str,
         features: &segstream_config::FeaturesConfig,
     ) -> Result<Self, DefinitionError> {
-        Ok(Self {
+        let rules = Self {
             lifecycle: self.lifecycle.clone(),
             definitions: SegmentDefinitions::parse(text, origin, features)?,
-        })
+            model: None,
+        };
+        match &self.model {
+            Some(model) => rules.with_model(Arc::clone(model)).map_err(|problem| DefinitionError::Segment {
+                origin: origin.to_owned(),
+                segment: "rfm".to_owned(),
+                problem,
+            }),
+            None => Ok(rules),
+        }
+    }
+
+    /// These rules with a trained model in force: its RFM quintiles become
+    /// the RFM boundaries when they are over the definitions' RFM window
+    /// (otherwise the definitions' boundaries stay). An error says why the
+    /// quintiles cannot be boundaries.
+    pub fn with_model(&self, model: Arc<ModelRules>) -> Result<Self, String> {
+        let mut rules = self.clone();
+        if let Some(rfm) = &mut rules.definitions.rfm {
+            *rfm = rfm.with_defined_boundaries();
+            let quintiles = model.model().rfm.as_ref();
+            if let Some(q) = quintiles.filter(|q| u32::try_from(q.window_days) == Ok(rfm.window_days())) {
+                let bounds =
+                    |v: &[f64]| <[f64; 4]>::try_from(v).map_err(|_| format!("{v:?} is not 4 bounds"));
+                let boundaries = RfmBoundaries::from_model(
+                    &model.version().to_string(),
+                    bounds(&q.recency_max_days)?,
+                    bounds(&q.frequency_min)?,
+                    bounds(&q.monetary_min)?,
+                )
+                .map_err(|e| format!("the RFM quintiles of model {}: {e}", model.version()))?;
+                *rfm = rfm.with_boundaries(boundaries);
+            }
+        }
+        rules.model = Some(model);
+        Ok(rules)
     }
 
     /// The rules a configuration names: its `[lifecycle]` section and the
@@ -99,6 +141,7 @@ impl SegmentRules {
         Ok(Self {
             lifecycle: LifecycleRules::new(lifecycle),
             definitions: SegmentDefinitions::load(&config.segments.definitions, &config.features)?,
+            model: None,
         })
     }
 }

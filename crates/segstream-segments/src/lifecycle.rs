@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use thin_vec::ThinVec;
 
 use crate::SegmentRules;
+use crate::model::cluster_segment;
 use crate::rfm::RfmScores;
 
 /// Lifecycle stage: exactly one per known customer.
@@ -392,6 +393,17 @@ struct RfmMembership {
     since: EventTime,
 }
 
+/// A buyer's cluster under the model in force and their micro-segment
+/// (lifecycle stage × cluster), each since when.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+struct ClusterMembership {
+    id: u32,
+    since: EventTime,
+    /// `<stage>:cluster_<id>`.
+    micro: compact_str::CompactString,
+    micro_since: EventTime,
+}
+
 /// A user-defined segment a customer is in, since when.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 struct CustomMembership {
@@ -416,6 +428,9 @@ pub struct CustomerSegments {
     behaviour: ThinVec<BehaviourMembership>,
     /// User-defined segments the customer is in.
     custom: ThinVec<CustomMembership>,
+    /// Cluster and micro-segment, while a model is in force (boxed: only
+    /// buyers have one).
+    cluster: Option<Box<ClusterMembership>>,
     /// Latest time this customer was evaluated at; evaluation never goes back.
     evaluated_at: Option<EventTime>,
 }
@@ -458,7 +473,18 @@ impl CustomerSegments {
             segment: m.name.to_string(),
             since: m.since,
         });
-        lifecycle.chain(rfm).chain(cart).chain(behaviour).chain(custom).collect()
+        let cluster = self.cluster.iter().flat_map(|m| {
+            [
+                Membership { kind: SegmentKind::Cluster, segment: cluster_segment(m.id), since: m.since },
+                Membership { kind: SegmentKind::Cluster, segment: m.micro.to_string(), since: m.micro_since },
+            ]
+        });
+        lifecycle.chain(rfm).chain(cart).chain(behaviour).chain(custom).chain(cluster).collect()
+    }
+
+    /// The buyer's cluster id under the model in force.
+    pub fn cluster(&self) -> Option<u32> {
+        self.cluster.as_ref().map(|m| m.id)
     }
 
     /// The segments the customer is in now, by kind.
@@ -469,7 +495,13 @@ impl CustomerSegments {
         let behaviour =
             self.behaviour.iter().map(|m| (SegmentKind::Behaviour, crate::names::intern(&m.name)));
         let custom = self.custom.iter().map(|m| (SegmentKind::Custom, crate::names::intern(&m.name)));
-        lifecycle.into_iter().chain(rfm).chain(cart).chain(behaviour).chain(custom)
+        let cluster = self.cluster.iter().flat_map(|m| {
+            [
+                (SegmentKind::Cluster, crate::names::intern(&cluster_segment(m.id))),
+                (SegmentKind::Cluster, crate::names::intern(&m.micro)),
+            ]
+        });
+        lifecycle.into_iter().chain(rfm).chain(cart).chain(behaviour).chain(custom).chain(cluster)
     }
 
     /// Whether the customer is in some user-defined segment.
@@ -818,21 +850,23 @@ impl CustomerSegments {
         self.evaluate_at(rules, t, s, Trigger::Event, observe)
     }
 
-    /// Evaluates every kind under new definitions (`rules`), as of `t` or
-    /// the latest evaluation if later: the changes they make (trigger
-    /// `definition_change`), members of segments they no longer define
-    /// leaving. Due timers up to `t` must have fired.
-    pub fn redefine(
+    /// Evaluates every kind under new rules (`rules`: new definitions,
+    /// trigger `definition_change`, or a new model, trigger `model_update`),
+    /// as of `t` or the latest evaluation if later: the changes they make,
+    /// members of segments they no longer define leaving. Due timers up to
+    /// `t` must have fired.
+    pub fn reevaluate(
         &mut self,
         rules: &SegmentRules,
         t: EventTime,
         s: Subject<'_>,
+        trigger: Trigger,
         observe: Observe<'_>,
     ) -> Vec<Transition> {
         if self.lifecycle.is_none() {
             return Vec::new();
         }
-        self.evaluate_at(rules, t, s, Trigger::DefinitionChange, observe)
+        self.evaluate_at(rules, t, s, trigger, observe)
     }
 
     fn evaluate_at(
@@ -855,7 +889,7 @@ impl CustomerSegments {
     }
 
     /// Every kind evaluated at `at`, in one order for events and timers:
-    /// lifecycle, RFM, cart, behaviour.
+    /// lifecycle, RFM, cart, behaviour, cluster.
     fn evaluate(
         &mut self,
         rules: &SegmentRules,
@@ -870,6 +904,79 @@ impl CustomerSegments {
         out.extend(self.evaluate_rfm(rules, at, trigger, features));
         out.extend(self.evaluate_cart(rules, at, trigger, features));
         out.extend(self.evaluate_behaviour(rules, at, trigger, features));
+        self.evaluate_cluster(rules, at, trigger, features, out);
+    }
+
+    /// Moves the buyer's cluster and micro-segment to what the model in
+    /// force says (none without a model or a net order).
+    fn evaluate_cluster(
+        &mut self,
+        rules: &SegmentRules,
+        at: EventTime,
+        trigger: Trigger,
+        features: &Features,
+        out: &mut Vec<Transition>,
+    ) {
+        let model = rules.model.as_deref();
+        let to = model.and_then(|m| m.cluster(features));
+        let stage = self.lifecycle().map(LifecycleStage::as_str).unwrap_or_default();
+        let micro = to.map(|c| format!("{stage}:{}", cluster_segment(c.id)));
+        let held = self.cluster.as_deref();
+        let cluster_moved = held.map(|m| m.id) != to.map(|c| c.id);
+        let micro_moved = held.map(|m| m.micro.as_str()) != micro.as_deref();
+        if !cluster_moved && !micro_moved {
+            return;
+        }
+        let (version, model_version) = match model {
+            Some(m) => (i32::try_from(m.version()).unwrap_or(i32::MAX), Some(m.version().to_string())),
+            None => (rules.definitions.version, None),
+        };
+        let (reason, values) = match (model, to) {
+            (Some(m), Some(c)) => {
+                let scores = m.score(features);
+                (
+                    format!("nearest centre of model {}: cluster {} ({})", m.version(), c.id, c.name),
+                    m.explain(features, &scores),
+                )
+            }
+            (Some(m), None) => {
+                (format!("no net order to cluster on under model {}", m.version()), BTreeMap::new())
+            }
+            (None, _) => ("no model in force".to_owned(), BTreeMap::new()),
+        };
+        let transition = |from: Option<&'static str>, to: Option<&'static str>, rule: &str| Transition {
+            kind: SegmentKind::Cluster,
+            from,
+            to,
+            at,
+            trigger,
+            rule_id: format!("{rule}.{}", to.or(from).unwrap_or_default()),
+            rule_version: version,
+            reason: reason.clone(),
+            features: values.clone(),
+            model_version: model_version.clone(),
+        };
+        let name = |id: u32| crate::names::intern(&cluster_segment(id));
+        if cluster_moved {
+            out.push(transition(held.map(|m| name(m.id)), to.map(|c| name(c.id)), "cluster"));
+        }
+        if micro_moved {
+            let from = held.map(|m| crate::names::intern(&m.micro));
+            out.push(transition(from, micro.as_deref().map(crate::names::intern), "micro"));
+        }
+        self.cluster = match (to, micro) {
+            (Some(c), Some(micro)) => {
+                let since =
+                    |kept: bool, before: Option<EventTime>| if kept { before.unwrap_or(at) } else { at };
+                Some(Box::new(ClusterMembership {
+                    id: c.id,
+                    since: since(!cluster_moved, held.map(|m| m.since)),
+                    micro: micro.into(),
+                    micro_since: since(!micro_moved, held.map(|m| m.micro_since)),
+                }))
+            }
+            _ => None,
+        };
     }
 
     fn move_to(

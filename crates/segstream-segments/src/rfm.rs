@@ -107,6 +107,8 @@ impl Row {
 pub struct RfmRules {
     window_days: u32,
     boundaries: RfmBoundaries,
+    /// The definitions file's boundaries, in force when no model gives any.
+    defined: RfmBoundaries,
     table: Vec<Row>,
     version: i32,
     min_dwell_days: f64,
@@ -151,8 +153,14 @@ impl RfmRules {
             }
             table.push(Row { name: intern(&row.name), ranges: [row.r, row.f, row.m] });
         }
-        let rules =
-            Self { window_days: d.window_days, boundaries, table, version, min_dwell_days: d.min_dwell_days };
+        let rules = Self {
+            window_days: d.window_days,
+            defined: boundaries.clone(),
+            boundaries,
+            table,
+            version,
+            min_dwell_days: d.min_dwell_days,
+        };
         let uncovered: Vec<RfmScores> =
             cells().filter(|c| !rules.table.iter().any(|r| r.holds(*c))).collect();
         if let Some(first) = uncovered.first() {
@@ -182,6 +190,16 @@ impl RfmRules {
     /// The same table and window with other boundaries (a model's).
     pub fn with_boundaries(&self, boundaries: RfmBoundaries) -> Self {
         Self { boundaries, ..self.clone() }
+    }
+
+    /// The same rules with the definitions file's boundaries.
+    pub fn with_defined_boundaries(&self) -> Self {
+        self.with_boundaries(self.defined.clone())
+    }
+
+    /// Window of the frequency and monetary scores, days.
+    pub fn window_days(&self) -> u32 {
+        self.window_days
     }
 
     /// The boundaries in force.

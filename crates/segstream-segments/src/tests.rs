@@ -16,6 +16,7 @@ fn all(lifecycle: LifecycleRules) -> SegmentRules {
     SegmentRules {
         lifecycle,
         definitions: SegmentDefinitions::parse(BUILTIN, "built-in", &FEATURES).expect("built-in"),
+        model: None,
     }
 }
 
@@ -535,7 +536,7 @@ fn a_definitions_file_that_cannot_be_used_is_refused_naming_the_segment_and_the_
     let none = SegmentDefinitions::parse("version = 2\n", "test.toml", &FEATURES).expect("valid");
     assert_eq!((none.version, none.rfm.is_none()), (2, true));
     let moves = rfm_moves(
-        &SegmentRules { lifecycle: rules(), definitions: none },
+        &SegmentRules { lifecycle: rules(), definitions: none, model: None },
         &[("a", 0, OrderStatus::Placed)],
         400,
     );
@@ -750,7 +751,7 @@ fn a_minimum_dwell_keeps_a_member_in_until_it_ends_then_a_timer_lets_them_out() 
     let text = BUILTIN.replacen("min_dwell_days = 7\n", "min_dwell_days = 14\n", 1);
     let definitions = SegmentDefinitions::parse(&text, "test.toml", &FEATURES).expect("valid");
     let mut c = Shopper::new();
-    c.rules = SegmentRules { lifecycle: rules(), definitions };
+    c.rules = SegmentRules { lifecycle: rules(), definitions, model: None };
     for k in 0..5 {
         c.visit(100 * DAY + k * 3_600_000);
     }
@@ -851,4 +852,157 @@ fn an_rfm_minimum_dwell_holds_a_buyer_in_their_segment_then_a_timer_moves_them()
     let bad = BUILTIN.replacen("window_days = 365\n", "window_days = 365\nmin_dwell_days = -1\n", 1);
     let message = SegmentDefinitions::parse(&bad, "test.toml", &FEATURES).expect_err("refused").to_string();
     assert!(message.contains("`rfm`") && message.contains("min_dwell_days = -1"), "{message}");
+}
+
+/// A model record: two clusters on `lifetime_orders` (centres 1 and 10
+/// orders, unscaled), the CDNOW purchase model and RFM quintiles over 365
+/// days.
+fn model_record(version: i64, ids: [u32; 2]) -> Vec<u8> {
+    use segstream_trainer::{BgNbd, Cluster, Clustering, RfmQuintiles, ScaledFeature, SegmentModel};
+    let cluster = |id: u32, centre: f64, name: &str| Cluster {
+        id,
+        name: name.to_owned(),
+        centre: vec![centre],
+        centre_raw: vec![centre],
+        population: 10,
+        share: 0.5,
+        drift: None,
+    };
+    let feature = ScaledFeature { name: "lifetime_orders".into(), log: false, mean: 0.0, std: 1.0 };
+    SegmentModel {
+        version,
+        group_id: "g".into(),
+        trained_at: 0,
+        data_as_of: 0,
+        source: "test".into(),
+        customers: 20,
+        buyers: 20,
+        repeat_buyers: 10,
+        training_ms: 1,
+        purchase: Some(BgNbd { r: 0.243, alpha: 4.414, a: 0.793, b: 2.426 }),
+        spend: None,
+        expected_horizon_days: 90.0,
+        clv_horizon_days: 365.0,
+        rfm: Some(RfmQuintiles {
+            window_days: 365,
+            recency_max_days: vec![2.0, 5.0, 10.0, 20.0],
+            frequency_min: vec![2.0, 3.0, 4.0, 6.0],
+            monetary_min: vec![10.0, 20.0, 40.0, 80.0],
+        }),
+        clusters: Some(Clustering {
+            features: vec![feature],
+            clusters: vec![cluster(ids[0], 1.0, "occasional"), cluster(ids[1], 10.0, "frequent")],
+            silhouette: 0.9,
+            tried: Vec::new(),
+            next_id: ids[0].max(ids[1]) + 1,
+            vanished: Vec::new(),
+        }),
+    }
+    .to_avro()
+    .expect("encode")
+}
+
+fn with_model(record: &[u8]) -> SegmentRules {
+    let model = ModelRules::from_record(record, &FEATURES).expect("usable model");
+    all(rules()).with_model(std::sync::Arc::new(model)).expect("rules take the model")
+}
+
+/// A cluster-kind change: from, to, trigger, model version.
+type ClusterMove = (Option<&'static str>, Option<&'static str>, Trigger, Option<String>);
+
+fn cluster_moves(moved: &[Transition]) -> Vec<ClusterMove> {
+    moved
+        .iter()
+        .filter(|t| t.kind == segstream_events::SegmentKind::Cluster)
+        .map(|t| (t.from, t.to, t.trigger, t.model_version.clone()))
+        .collect()
+}
+
+#[test]
+fn under_a_model_a_buyer_is_in_one_cluster_and_one_micro_segment_that_follow_orders_stage_and_new_models() {
+    let m3 = with_model(&model_record(3, [4, 7]));
+    let v = Some("3".to_owned());
+    let mut state = CustomerState::default();
+    let mut segments = CustomerSegments::default();
+    apply(&mut state, &order_row("o0", 0, OrderStatus::Placed));
+    let moved = segments.on_event(&m3, EventTime::from_millis(T0), subject(&state));
+    assert_eq!(
+        cluster_moves(&moved),
+        [
+            (None, Some("cluster_4"), Trigger::Event, v.clone()),
+            (None, Some("new:cluster_4"), Trigger::Event, v.clone()),
+        ]
+    );
+    let why = moved.iter().find(|t| t.to == Some("cluster_4")).expect("entered");
+    assert!(
+        why.reason.contains("cluster 4 (occasional)") && why.reason.contains("model 3"),
+        "{}",
+        why.reason
+    );
+    assert_eq!(why.features.get("lifetime_orders"), Some(&1.0));
+    assert!(why.features.get("p_alive").is_some_and(|p| *p > 0.0 && *p <= 1.0), "{:?}", why.features);
+    assert_eq!(why.rule_version, 3);
+
+    // The stage moves (a timer): the micro-segment follows, the cluster stays.
+    let moved = segments.advance(&m3, EventTime::from_millis(T0 + 40 * DAY), subject(&state));
+    assert!(cluster_moves(&moved).contains(&(
+        Some("new:cluster_4"),
+        Some("active:cluster_4"),
+        Trigger::Timer,
+        v.clone()
+    )));
+    assert_eq!(segments.cluster(), Some(4));
+
+    // Nine more orders: nearer the other centre.
+    for day in 41..50 {
+        let t = EventTime::from_millis(T0 + day * DAY);
+        segments.advance(&m3, t, subject(&state));
+        apply(&mut state, &order_row(&format!("o{day}"), day, OrderStatus::Placed));
+        let moved = segments.on_event(&m3, t, subject(&state));
+        if day == 45 {
+            // 6 orders: nearer 10 than 1.
+            assert!(cluster_moves(&moved).contains(&(
+                Some("cluster_4"),
+                Some("cluster_7"),
+                Trigger::Event,
+                v.clone()
+            )));
+        }
+    }
+    assert_eq!(segments.cluster(), Some(7));
+
+    // A new model that kept the ids moves nobody; one that renumbered them
+    // moves the buyer, trigger model_update, with its version.
+    let t = EventTime::from_millis(T0 + 50 * DAY);
+    let m4 = with_model(&model_record(4, [4, 7]));
+    assert!(
+        cluster_moves(&segments.reevaluate(&m4, t, subject(&state), Trigger::ModelUpdate, &mut |_, _, _| {}))
+            .is_empty()
+    );
+    let m5 = with_model(&model_record(5, [8, 9]));
+    let moved = segments.reevaluate(&m5, t, subject(&state), Trigger::ModelUpdate, &mut |_, _, _| {});
+    let v5 = Some("5".to_owned());
+    assert_eq!(
+        cluster_moves(&moved),
+        [
+            (Some("cluster_7"), Some("cluster_9"), Trigger::ModelUpdate, v5.clone()),
+            (Some("active:cluster_7"), Some("active:cluster_9"), Trigger::ModelUpdate, v5),
+        ]
+    );
+    // The model's RFM quintiles are the RFM boundaries, its version on the records.
+    let rfm = m5.definitions.rfm.as_ref().expect("rfm");
+    assert_eq!(rfm.boundaries().recency_max_days, [2.0, 5.0, 10.0, 20.0]);
+    assert_eq!(rfm.model_version(), Some("5"));
+}
+
+#[test]
+fn a_model_clustering_on_a_column_the_feature_table_lacks_is_refused_naming_it() {
+    let record = model_record(2, [0, 1]);
+    let mut model = segstream_trainer::SegmentModel::from_avro(&record).expect("decode");
+    if let Some(c) = model.clusters.as_mut() {
+        c.features[0].name = "orders_999d".into();
+    }
+    let err = ModelRules::from_record(&model.to_avro().expect("encode"), &FEATURES).expect_err("refused");
+    assert!(err.to_string().contains("`orders_999d`") && err.to_string().contains("model 2"), "{err}");
+    assert!(ModelRules::from_record(b"not a model", &FEATURES).is_err());
 }

@@ -16,7 +16,7 @@ use segstream_features::{DAYPARTS, Features};
 
 use crate::SqlError;
 
-type Get<T> = Box<dyn Fn(&Features) -> T>;
+type Get<T> = Box<dyn Fn(&Features) -> T + Send + Sync>;
 
 /// How a feature is read out of [`Features`].
 enum Value {
@@ -35,6 +35,39 @@ pub const RFM_COLUMN: &str = "rfm";
 pub const BEHAVIOUR_COLUMN: &str = "behaviour";
 /// Name of the optional column with the customer's user-defined segments (a list).
 pub const CUSTOM_COLUMN: &str = "custom";
+/// Name of the optional column with the customer's cluster segment
+/// (`cluster_<id>`, from the trained model in force).
+pub const CLUSTER_COLUMN: &str = "cluster_segment";
+/// The optional columns of the trained model's scores: probability the
+/// customer is alive, expected orders in the model's horizon, lifetime value.
+pub const SCORE_COLUMNS: [&str; 3] = ["p_alive", "expected_orders", "clv"];
+
+/// A numeric feature column read straight from [`Features`]: what the
+/// trained model's cluster features name.
+pub struct NumericColumn(Get<Option<f64>>);
+
+impl NumericColumn {
+    /// The numeric column `name` of the feature table for `config` (counts
+    /// and numbers), or `None` when there is no such numeric column.
+    pub fn named(config: &FeaturesConfig, name: &str) -> Option<Self> {
+        columns(config).into_iter().find(|(n, _)| n == name).and_then(|(_, value)| match value {
+            Value::Count(get) => Some(Self(Box::new(move |f| Some(f64::from(get(f)))))),
+            Value::Number(get) => Some(Self(get)),
+            Value::Text(_) | Value::Flag(_) | Value::Time(_) => None,
+        })
+    }
+
+    /// The column's value for these features.
+    pub fn read(&self, features: &Features) -> Option<f64> {
+        (self.0)(features)
+    }
+}
+
+impl std::fmt::Debug for NumericColumn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("NumericColumn")
+    }
+}
 
 /// Every feature column for `config`, in table order.
 fn columns(config: &FeaturesConfig) -> Vec<(String, Value)> {
@@ -92,8 +125,8 @@ fn time_type() -> DataType {
 
 /// Schema of the feature table for `config`; `with_segments` adds the
 /// columns of segments the live worker knows and the batch query does not:
-/// the lifecycle stage, the RFM segment and the lists of behaviour and
-/// user-defined segments.
+/// the lifecycle stage, the RFM segment, the lists of behaviour and
+/// user-defined segments, the cluster and the model's scores.
 pub fn schema(config: &FeaturesConfig, with_segments: bool) -> SchemaRef {
     let mut fields = vec![Field::new("customer_id", DataType::Utf8, false)];
     fields.extend(columns(config).iter().map(|(name, value)| match value {
@@ -110,6 +143,8 @@ pub fn schema(config: &FeaturesConfig, with_segments: bool) -> SchemaRef {
             let item = Field::new("item", DataType::Utf8, true);
             fields.push(Field::new(name, DataType::List(Arc::new(item)), false));
         }
+        fields.push(Field::new(CLUSTER_COLUMN, DataType::Utf8, true));
+        fields.extend(SCORE_COLUMNS.map(|name| Field::new(name, DataType::Float64, true)));
     }
     Arc::new(Schema::new(fields))
 }
@@ -136,6 +171,10 @@ pub struct RowSegments {
     pub behaviour: Vec<String>,
     /// User-defined segments.
     pub custom: Vec<String>,
+    /// Cluster segment.
+    pub cluster: Option<String>,
+    /// The model's scores, [`SCORE_COLUMNS`] order.
+    pub scores: [Option<f64>; 3],
 }
 
 /// Builds the feature table from rows. The segment columns are present when
@@ -195,6 +234,15 @@ pub fn build(
                 }
                 b.append(true);
             }
+            out.push(Arc::new(b.finish()));
+        }
+        let mut b = StringBuilder::new();
+        rows.iter().for_each(|r| b.append_option(r.segments.and_then(|s| s.cluster.as_deref())));
+        out.push(Arc::new(b.finish()));
+        for i in 0..SCORE_COLUMNS.len() {
+            let mut b = Float64Builder::with_capacity(rows.len());
+            rows.iter()
+                .for_each(|r| b.append_option(r.segments.and_then(|s| s.scores.get(i).copied().flatten())));
             out.push(Arc::new(b.finish()));
         }
     }

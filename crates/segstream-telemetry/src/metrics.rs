@@ -115,8 +115,11 @@ pub struct Metrics {
     /// dry_run, failed).
     pub trainer_runs: IntCounterVec,
     /// `segstream_model_version`: version of the latest model the trainer
-    /// published; 0 before one.
+    /// published, or (a worker) the model the group is under; 0 before one.
     pub model_version: IntGauge,
+    /// `segstream_model_swaps_total{result}`: published models a worker saw
+    /// (applied, refused, stale).
+    pub model_swaps: IntCounterVec,
     /// `segstream_model_trained_timestamp_seconds`: when that model was
     /// fitted (its age is `time()` minus this).
     pub model_trained_timestamp: IntGauge,
@@ -420,7 +423,13 @@ impl Metrics {
             model_version: gauge(
                 &r,
                 "segstream_model_version",
-                "Version of the latest model the trainer published; 0 before any.",
+                "Version of the latest model: the trainer published it, or the worker's group is under it; 0 before any.",
+            ),
+            model_swaps: counter_vec(
+                &r,
+                "segstream_model_swaps_total",
+                "Published models a worker saw, by result (applied: the group goes under it; refused: it cannot be scored with here, the model in force stays, the log says why; stale: older than the one in force).",
+                &["result"],
             ),
             model_trained_timestamp: gauge(
                 &r,

@@ -11,15 +11,15 @@ use std::sync::Arc;
 use datafusion::arrow::array::RecordBatch;
 use segstream_config::FeaturesConfig;
 use segstream_events::{EventTime, Positions, SegmentKind};
-use segstream_features::Dictionaries;
-use segstream_segments::CustomerSegments;
+use segstream_features::{Dictionaries, Features};
+use segstream_segments::{CustomerSegments, ModelRules, cluster_segment};
 use segstream_sql::table;
 use serde::{Deserialize, Serialize};
 
 use crate::snapshot::{SavedCustomer, decode, encode};
 
 /// Bumped whenever the encoded state changes shape.
-const FORMAT: u32 = 5;
+const FORMAT: u32 = 6;
 /// The first bytes of a checkpoint.
 const MAGIC: &[u8; 8] = b"SEGCKPT\0";
 
@@ -56,6 +56,9 @@ pub(crate) struct PartitionState {
     /// The segment definitions file the customers' segments are under
     /// (`None`: a snapshot's cut, under whatever the worker has).
     pub(crate) definitions: Option<String>,
+    /// The segment-models record of the trained model the customers'
+    /// segments are under, if one is in force.
+    pub(crate) model: Option<Vec<u8>>,
 }
 
 impl PartitionState {
@@ -70,24 +73,35 @@ impl PartitionState {
     }
 
     /// The partition's feature table as of its stream time (one row per
-    /// customer, sorted by id, with their segments), as `/sql` builds it.
+    /// customer, sorted by id, with their segments and, under a model, their
+    /// scores), as `/sql` builds it.
     pub(crate) fn feature_table(&self) -> Result<RecordBatch, String> {
         let dict = Dictionaries::with_names(self.categories.clone(), self.payments.clone());
         let as_of = self.stream_time.unwrap_or(EventTime::from_millis(0));
+        let model = match &self.model {
+            Some(record) => Some(ModelRules::from_record(record, &self.features).map_err(|e| e.to_string())?),
+            None => None,
+        };
         let mut customers: Vec<_> = self
             .customers
             .iter()
             .map(|c| {
-                let named = row_segments(&c.segments);
-                (c.id.as_str(), c.features.features(as_of, &self.features, &dict), named)
+                let features = c.features.features(as_of, &self.features, &dict);
+                let named = row_segments(&c.segments, model.as_ref(), &features);
+                (c.id.as_str(), features, named)
             })
             .collect();
         feature_rows(&mut customers, &self.features)
     }
 }
 
-/// A customer's segments by kind, for the feature table.
-pub(crate) fn row_segments(segments: &CustomerSegments) -> table::RowSegments {
+/// A customer's segments by kind, and their scores under `model`, for the
+/// feature table.
+pub(crate) fn row_segments(
+    segments: &CustomerSegments,
+    model: Option<&ModelRules>,
+    features: &Features,
+) -> table::RowSegments {
     let mut row = table::RowSegments::default();
     for m in segments.memberships() {
         match m.kind {
@@ -97,6 +111,10 @@ pub(crate) fn row_segments(segments: &CustomerSegments) -> table::RowSegments {
             SegmentKind::Custom => row.custom.push(m.segment),
             SegmentKind::Cluster => {}
         }
+    }
+    row.cluster = segments.cluster().map(cluster_segment);
+    if let Some(model) = model {
+        row.scores = model.score(features).columns();
     }
     row.behaviour.sort();
     row.custom.sort();
@@ -134,6 +152,7 @@ pub(crate) fn empty_state(group: &str, partition: i32, features: FeaturesConfig)
         payments: Vec::new(),
         customers: Vec::new(),
         definitions: None,
+        model: None,
     }
 }
 

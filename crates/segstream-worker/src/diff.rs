@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use segstream_checkpoint::CheckpointStore;
 use segstream_config::Config;
-use segstream_events::{CustomerId, EventTime, SegmentKind};
+use segstream_events::{CustomerId, EventTime, SegmentKind, Trigger};
 use segstream_segments::{SegmentRules, Transition};
 
 use crate::checkpoint::PartitionState;
@@ -121,10 +121,7 @@ fn restore(
                 "the checkpoint of partition {partition} was kept with other [features] than this configuration's: use the configuration the workers run with"
             )));
         }
-        if let Some(text) = &state.definitions {
-            let rules = store.rules_with(text, &format!("the checkpoint of partition {partition}"))?;
-            store.set_rules(partition, Arc::new(rules));
-        }
+        store.restore_rules(partition, state.definitions.as_deref(), state.model.as_deref())?;
         store.restore_partition(state.customers, &state.categories, &state.payments);
         at.push((
             partition,
@@ -162,7 +159,8 @@ fn tally(
         }
     };
     for (partition, time) in at {
-        for (id, transitions) in store.redefine(*partition, Arc::clone(new), *time) {
+        for (id, transitions) in store.redefine(*partition, Arc::clone(new), *time, Trigger::DefinitionChange)
+        {
             transitions.iter().for_each(|t| note(&id, t));
         }
         let (custom, _) = store.evaluate_custom()?;

@@ -338,11 +338,11 @@ pub(crate) mod tests {
         let with =
             |custom: &str| format!("{configured}\n[[custom]]\nname = \"repeat\"\nsql = \"{custom}\"\n");
         let mut redefine = |text: &str| -> Moves {
-            let rules = engine.store.rules_with(text, "test").expect("rules");
+            let rules = engine.store.rules_with(0, text, "test").expect("rules");
             let at = engine.watermark(0).expect("watermark");
             let mut moves: Moves = engine
                 .store
-                .redefine(0, std::sync::Arc::new(rules), at)
+                .redefine(0, std::sync::Arc::new(rules), at, segstream_events::Trigger::DefinitionChange)
                 .into_iter()
                 .flat_map(|(id, ts)| {
                     ts.into_iter().map(move |t| {

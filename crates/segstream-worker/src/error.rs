@@ -8,6 +8,14 @@ pub enum WorkerError {
     /// The segment definitions cannot be used.
     #[error(transparent)]
     Definitions(#[from] segstream_segments::DefinitionError),
+    /// A trained model a decision or a checkpoint recorded cannot be used.
+    #[error("{origin}: {problem}")]
+    Model {
+        /// The decision or checkpoint.
+        origin: String,
+        /// Why.
+        problem: String,
+    },
     /// Kafka setup or metadata.
     #[error(transparent)]
     Kafka(#[from] KafkaIoError),

@@ -70,6 +70,13 @@ pub(crate) enum Step<T> {
         /// The definitions file.
         text: std::sync::Arc<str>,
     },
+    /// A committed decision says this trained model came into force here.
+    Model {
+        /// Its version.
+        version: i64,
+        /// The segment-models record.
+        record: std::sync::Arc<[u8]>,
+    },
 }
 
 /// Asked before a record of this time is released live: `Some((up_to,
@@ -247,6 +254,9 @@ impl<T> Pair<T> {
                         }
                         DecisionAction::Definitions { version, text } => {
                             out.push((partition, Step::Definitions { version, text }));
+                        }
+                        DecisionAction::Model { version, record } => {
+                            out.push((partition, Step::Model { version, record }));
                         }
                     }
                     continue;
@@ -503,7 +513,7 @@ mod tests {
             .iter()
             .filter_map(|(_, s)| match s {
                 Step::Record(lane, p) => Some((*lane, p.offset)),
-                Step::Follow(_) | Step::Fire { .. } | Step::Definitions { .. } => None,
+                Step::Follow(_) | Step::Fire { .. } | Step::Definitions { .. } | Step::Model { .. } => None,
             })
             .collect()
     }
@@ -688,6 +698,7 @@ mod tests {
                 }
                 Step::Follow(t) => format!("follow{}", t.millis()),
                 Step::Definitions { version, .. } => format!("definitions{version}"),
+                Step::Model { version, .. } => format!("model{version}"),
             })
             .collect();
         assert_eq!(shape, ["clicks0", "fire10", "fire20", "clicks1", "orders0"]);
@@ -813,7 +824,9 @@ mod tests {
             v.iter()
                 .filter_map(|(p, s)| match s {
                     Step::Record(_, r) => Some((*p, r.offset)),
-                    Step::Follow(_) | Step::Fire { .. } | Step::Definitions { .. } => None,
+                    Step::Follow(_) | Step::Fire { .. } | Step::Definitions { .. } | Step::Model { .. } => {
+                        None
+                    }
                 })
                 .collect()
         };

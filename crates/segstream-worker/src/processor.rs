@@ -175,13 +175,10 @@ impl Processor {
             payments,
             customers,
             definitions,
+            model,
             ..
         } = state;
-        if let Some(text) = definitions {
-            let origin = format!("the checkpoint of partition {partition}");
-            let rules = self.engine.store.rules_with(&text, &origin)?;
-            self.engine.store.set_rules(partition, Arc::new(rules));
-        }
+        self.engine.store.restore_rules(partition, definitions.as_deref(), model.as_deref())?;
         self.engine.store.restore_partition(customers, &categories, &payments);
         // A checkpoint older than an erasure still holds the customer.
         let erased = self.engine.drop_erased().len();
@@ -230,6 +227,7 @@ impl Processor {
         state.released = Lane::BOTH.map(|lane| self.released_max.get(&(lane, partition)).copied());
         (state.customers, state.categories, state.payments) = self.engine.store.save_partition(partition);
         state.definitions = Some(self.engine.store.definitions(partition).text.to_string());
+        state.model = self.engine.store.model(partition).map(|m| m.record().to_vec());
         Some(state)
     }
 
@@ -361,8 +359,13 @@ impl Processor {
                 Step::Definitions { version, text } => {
                     let origin =
                         format!("version {version} of the definitions decided for partition {partition}");
-                    let rules = self.engine.store.rules_with(&text, &origin)?;
-                    self.redefine(partition, Arc::new(rules), true, out)?;
+                    let rules = self.engine.store.rules_with(partition, &text, &origin)?;
+                    self.redefine(partition, Arc::new(rules), true, Trigger::DefinitionChange, out)?;
+                }
+                Step::Model { version, record } => {
+                    let origin = format!("model {version} decided for partition {partition}");
+                    let rules = self.engine.store.rules_with_model(partition, &record, &origin)?;
+                    self.redefine(partition, Arc::new(rules), true, Trigger::ModelUpdate, out)?;
                 }
             }
         }
@@ -422,18 +425,43 @@ impl Processor {
     /// Puts segment definitions in force in a partition here and now (a
     /// rollout reached the worker): the decision is recorded, every
     /// customer of the partition is evaluated under them once, and the
-    /// changes (trigger `definition_change`) go into `out`.
+    /// changes (trigger `definition_change`) go into `out`. The model in
+    /// force stays, as a rebuild repeating the decision keeps it.
     pub(crate) fn apply_definitions(
         &mut self,
         partition: i32,
-        rules: Arc<SegmentRules>,
+        definitions: &SegmentDefinitions,
         out: &mut Emitted,
     ) -> Result<(), WorkerError> {
-        let definitions = &rules.definitions;
+        let origin = format!("version {} of the definitions for partition {partition}", definitions.version);
+        let rules = self.engine.store.rules_with(partition, &definitions.text, &origin)?;
         let action =
             DecisionAction::Definitions { version: definitions.version, text: Arc::clone(&definitions.text) };
         self.merger.note(partition, action);
-        self.redefine(partition, rules, false, out)
+        self.redefine(partition, Arc::new(rules), false, Trigger::DefinitionChange, out)
+    }
+
+    /// Puts a trained model in force in a partition here and now (it
+    /// reached the worker on the models topic): the decision is recorded,
+    /// every customer of the partition is evaluated under it once, and the
+    /// changes (trigger `model_update`) go into `out`. Refused, with the
+    /// model in force kept, when the partition's rules cannot take it.
+    pub(crate) fn apply_model(
+        &mut self,
+        partition: i32,
+        version: i64,
+        record: &Arc<[u8]>,
+        out: &mut Emitted,
+    ) -> Result<(), WorkerError> {
+        let origin = format!("model {version} for partition {partition}");
+        let rules = self.engine.store.rules_with_model(partition, record, &origin)?;
+        self.merger.note(partition, DecisionAction::Model { version, record: Arc::clone(record) });
+        self.redefine(partition, Arc::new(rules), false, Trigger::ModelUpdate, out)
+    }
+
+    /// The version of the model in force in a partition, if any.
+    pub(crate) fn model_version(&self, partition: i32) -> Option<i64> {
+        self.engine.store.model(partition).map(|m| m.version())
     }
 
     /// The segment definitions in force in a partition, and whether that
@@ -448,13 +476,14 @@ impl Processor {
         partition: i32,
         rules: Arc<SegmentRules>,
         scripted: bool,
+        trigger: Trigger,
         out: &mut Emitted,
     ) -> Result<(), WorkerError> {
         // The rows evaluated so far were made under the rules they replace.
         self.emit_custom(out)?;
         self.engine.store.set_tag(OutputTag { suppressed: scripted, ts: None });
         let at = self.engine.watermark(partition).unwrap_or(EventTime::from_millis(0));
-        for (id, transitions) in self.engine.store.redefine(partition, rules, at) {
+        for (id, transitions) in self.engine.store.redefine(partition, rules, at, trigger) {
             let fired = Fired { id, transitions, cause: None };
             if !scripted {
                 self.emit(out, fired, None);

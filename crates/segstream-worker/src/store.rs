@@ -22,7 +22,7 @@ use segstream_events::{
     ClickRow, CustomerId, CustomerSegments as MembershipRecord, EventTime, OrderRow, SegmentKind,
 };
 use segstream_features::{CustomerState, Dictionaries, Features};
-use segstream_segments::{CustomerSegments, SegmentRules, Transition};
+use segstream_segments::{CustomerSegments, ModelRules, SegmentRules, Transition};
 use segstream_sql::table::{self, RowSegments};
 
 use crate::error::WorkerError;
@@ -351,27 +351,67 @@ impl CustomerStore {
         self.partition_rules.contains_key(&partition)
     }
 
-    /// The configured rules with the definitions `text` (from a decision
-    /// or a checkpoint).
-    pub(crate) fn rules_with(&self, text: &str, origin: &str) -> Result<SegmentRules, WorkerError> {
-        Ok(self.rules.with_definitions(text, origin, &self.features)?)
+    /// The rules in force in `partition` with the definitions `text` (from
+    /// a decision or a checkpoint); the model in force stays.
+    pub(crate) fn rules_with(
+        &self,
+        partition: i32,
+        text: &str,
+        origin: &str,
+    ) -> Result<SegmentRules, WorkerError> {
+        let rules = rules_in(&self.rules, &self.partition_rules, partition);
+        Ok(rules.with_definitions(text, origin, &self.features)?)
     }
 
-    /// Puts `rules` in force in `partition` without evaluating anyone (a
-    /// restored checkpoint's).
-    pub(crate) fn set_rules(&mut self, partition: i32, rules: Arc<SegmentRules>) {
-        self.partition_rules.insert(partition, rules);
+    /// The rules in force in `partition` with the trained model `record`
+    /// (from a decision, a checkpoint or the models topic).
+    pub(crate) fn rules_with_model(
+        &self,
+        partition: i32,
+        record: &[u8],
+        origin: &str,
+    ) -> Result<SegmentRules, WorkerError> {
+        let problem = |problem: String| WorkerError::Model { origin: origin.to_owned(), problem };
+        let model = ModelRules::from_record(record, &self.features).map_err(|e| problem(e.to_string()))?;
+        rules_in(&self.rules, &self.partition_rules, partition).with_model(Arc::new(model)).map_err(problem)
+    }
+
+    /// The trained model in force in `partition`, if any.
+    pub(crate) fn model(&self, partition: i32) -> Option<&Arc<ModelRules>> {
+        rules_in(&self.rules, &self.partition_rules, partition).model.as_ref()
+    }
+
+    /// Puts a checkpoint's definitions and model in force in `partition`
+    /// without evaluating anyone: the customers it holds are under them.
+    pub(crate) fn restore_rules(
+        &mut self,
+        partition: i32,
+        definitions: Option<&str>,
+        model: Option<&[u8]>,
+    ) -> Result<(), WorkerError> {
+        let origin = format!("the checkpoint of partition {partition}");
+        if let Some(text) = definitions {
+            let rules = self.rules_with(partition, text, &origin)?;
+            self.partition_rules.insert(partition, Arc::new(rules));
+        }
+        if let Some(record) = model {
+            let rules = self.rules_with_model(partition, record, &origin)?;
+            self.partition_rules.insert(partition, Arc::new(rules));
+        }
+        Ok(())
     }
 
     /// Puts `rules` in force in `partition` and evaluates each of its
     /// customers once under them, as of `at` (the partition's watermark) or
-    /// their latest evaluation if later: the changes, per customer, in the
-    /// order the customers were first seen.
+    /// their latest evaluation if later: the changes (with `trigger`: new
+    /// definitions or a new model), per customer, in the order the
+    /// customers were first seen.
     pub(crate) fn redefine(
         &mut self,
         partition: i32,
         rules: Arc<SegmentRules>,
         at: EventTime,
+        trigger: Trigger,
     ) -> Vec<(CustomerId, Vec<Transition>)> {
         self.partition_rules.insert(partition, rules);
         let slots: Vec<usize> = (0..self.slots.len())
@@ -386,7 +426,8 @@ impl CustomerStore {
             let mut row =
                 Observer { rules, config, slot, id, partition, tag: self.tag, rows: &mut self.custom_rows };
             let subject = rules.subject(state, config, dict);
-            let transitions = segments.redefine(rules, at, subject, &mut row.of(state, dict, None));
+            let transitions =
+                segments.reevaluate(rules, at, subject, trigger, &mut row.of(state, dict, None));
             let id = CustomerId::new(id.as_str());
             self.reschedule(slot);
             self.count(&transitions);
@@ -515,8 +556,10 @@ impl CustomerStore {
     ) -> impl Iterator<Item = (&str, segstream_features::Features, segstream_sql::table::RowSegments)> + '_
     {
         self.slots.iter().map(move |c| {
-            let named = crate::checkpoint::row_segments(&c.segments);
-            (c.id.as_str(), c.features.features(as_of, &self.features, &self.dict), named)
+            let features = c.features.features(as_of, &self.features, &self.dict);
+            let model = self.model(c.partition).map(Arc::as_ref);
+            let named = crate::checkpoint::row_segments(&c.segments, model, &features);
+            (c.id.as_str(), features, named)
         })
     }
 
@@ -748,6 +791,9 @@ impl Observer<'_> {
             if self.rules.definitions.custom.is_empty() && !segments.in_custom() {
                 return;
             }
+            // No scores: user-defined segments may not read them.
+            let features = state.features(at, self.config, dict);
+            let segments = crate::checkpoint::row_segments(segments, None, &features);
             self.rows.push(CustomRow {
                 slot: self.slot,
                 partition: self.partition,
@@ -756,8 +802,8 @@ impl Observer<'_> {
                 trigger,
                 cause: cause.clone().filter(|_| trigger == Trigger::Event),
                 tag: self.tag,
-                features: state.features(at, self.config, dict),
-                segments: crate::checkpoint::row_segments(segments),
+                features,
+                segments,
             });
         }
     }

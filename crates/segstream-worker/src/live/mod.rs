@@ -16,6 +16,7 @@
 mod checkpoints;
 mod erasures;
 mod inputs;
+mod models;
 mod outbox;
 mod ownership;
 mod probe;
@@ -49,6 +50,7 @@ use crate::snapshot::WarmStart;
 use self::checkpoints::{Checkpoints, Committed};
 use self::erasures::Erasures;
 use self::inputs::Inputs;
+use self::models::Models;
 use self::outbox::{Outbox, Record};
 use self::ownership::{DecisionLog, Owned, Tokens};
 use self::probe::Probe;
@@ -130,6 +132,7 @@ pub(crate) struct Pipeline {
     erasures: Erasures,
     /// The segment definitions the group should be under.
     rollouts: Rollouts,
+    models: Models,
 }
 
 /// The schema ids of the output topics: with a schema registry, the ids it
@@ -211,11 +214,14 @@ impl Pipeline {
         for (id, at) in known {
             processor.erase(&id, at);
         }
-        let rollouts = Rollouts::load(&config, SegmentRules::from_config(&config)?, metrics.clone())?;
+        let configured = SegmentRules::from_config(&config)?;
+        let models = Models::load(&config, configured.clone(), metrics.clone())?;
+        let rollouts = Rollouts::load(&config, configured, metrics.clone())?;
         Ok(Self {
             output_ids,
             erasures,
             rollouts,
+            models,
             checkpoints: Checkpoints::new(&config, &metrics, runtime)?,
             partitions: count,
             processor,
@@ -383,10 +389,11 @@ impl Pipeline {
         Ok(())
     }
 
-    /// Puts the definitions the group should be under in force in every
-    /// owned partition not under them yet (a rollout, a partition started
-    /// afresh, or a checkpoint of other definitions), before the next
-    /// records: a recorded decision each. True if any moved.
+    /// Puts the definitions and the trained model the group should be
+    /// under in force in every owned partition not under them yet (a
+    /// rollout, a new model, a partition started afresh, or a checkpoint of
+    /// others), before the next records: a recorded decision each. True if
+    /// any moved.
     ///
     /// A partition the group never committed gets its decision before its
     /// first record, so it changes no customer and is where any run, live
@@ -404,7 +411,7 @@ impl Pipeline {
             }
             let from = definitions.version;
             let before = out.changes.len();
-            self.processor.apply_definitions(partition, Arc::clone(&desired), out)?;
+            self.processor.apply_definitions(partition, &desired.definitions, out)?;
             tracing::info!(
                 partition,
                 from,
@@ -412,6 +419,18 @@ impl Pipeline {
                 changes = out.changes.len() - before,
                 "segment definitions put in force"
             );
+            moved = true;
+        }
+        let Some(model) = self.models.desired().cloned() else { return Ok(moved) };
+        for &partition in self.owned.keys() {
+            let from = self.processor.model_version(partition);
+            if self.processor.repeating(partition) || from == Some(model.version) {
+                continue;
+            }
+            let before = out.changes.len();
+            self.processor.apply_model(partition, model.version, &model.record, out)?;
+            let changes = out.changes.len() - before;
+            tracing::info!(partition, ?from, to = model.version, changes, "trained model put in force");
             moved = true;
         }
         Ok(moved)
