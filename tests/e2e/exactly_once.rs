@@ -9,7 +9,7 @@
 //! `time.idle_partition_ms` 200 ms), so anything that depended on fetch
 //! timing would show.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -325,6 +325,146 @@ fn three_workers_under_sigkill_rebalances_and_a_pause_commit_exactly_the_uninter
     );
     assert_same("three workers under SIGKILL", &reference, &got);
     assert!(restores > 0, "no partition was restored from a checkpoint");
+    for m in &mut members {
+        if let Some(mut p) = m.proc.take() {
+            assert!(p.terminate(Duration::from_secs(30)).0.success());
+        }
+    }
+}
+
+/// A trained model published while three workers work off a backlog and are
+/// SIGKILLed: every other change is exactly the replay's, each once; every
+/// customer's cluster records form one unbroken chain (no entry twice, no
+/// exit of a segment not held), the model's swap reached each customer at
+/// most once, and the memberships left hold each buyer's last cluster.
+#[test]
+fn a_model_swapped_in_during_a_backlog_under_sigkill_is_emitted_once_and_changes_nothing_else() {
+    let setup = Setup::new("modelkill", 6)
+        .with("time.idle_partition_ms=200")
+        .with("worker.partition_idle_ms=0")
+        .with("checkpoint.interval_ms=1000")
+        .with("trainer.k_min=2");
+    let (customers, days, seed) = (400, 365, 9);
+    let reference = workload(&setup, customers, days, seed);
+    // The model, fitted on a backfill of the same history.
+    let dir = tempfile::tempdir().unwrap();
+    let history = dir.path().join("history");
+    let generate = ["generate", "--customers", "400", "--days", "365", "--seed", "9"];
+    let out = setup.cli(&[&generate[..], &["--to", "files", "--out", history.to_str().unwrap()]].concat());
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let snapshot = dir.path().join("state.snap");
+    let backfill =
+        ["backfill", "--input", history.to_str().unwrap(), "--snapshot", snapshot.to_str().unwrap()];
+    let out = setup.cli(&[&backfill[..], &["--partitions", "6"]].concat());
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    let ready = Arc::new(Mutex::new(Vec::new()));
+    let mut members: Vec<Member> = (0..3).map(|i| Member::new(&setup, &format!("model-w{i}"))).collect();
+    for m in &mut members {
+        m.start(&ready);
+    }
+    let mut dice = Dice(0x0dd_ba11);
+    for step in 0..10 {
+        std::thread::sleep(dice.millis(500, 2_000));
+        if step == 2 {
+            let out = setup.cli(&["train", "--snapshot", snapshot.to_str().unwrap()]);
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            eprintln!("model 1 published");
+            continue;
+        }
+        let i = usize::try_from(dice.next(3)).unwrap();
+        members[i].kill();
+        std::thread::sleep(dice.millis(0, 1_000));
+        members[i].start(&ready);
+        for m in &mut members {
+            if let Some(status) = m.proc.as_mut().and_then(WorkerProc::exited) {
+                panic!("a worker exited by itself ({status:?}):\n{}", m.proc.as_ref().unwrap().log_text());
+            }
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let (all, others) = loop {
+        let all = setup
+            .read(&setup.topic("changes"), usize::MAX, Duration::from_secs(3))
+            .iter()
+            .map(|r| SegmentChange::from_avro(r.payload.as_deref().unwrap()).unwrap())
+            .collect::<Vec<_>>();
+        let mut others: Vec<String> =
+            all.iter().filter(|c| c.kind.as_str() != "cluster").map(comparable).collect();
+        others.sort();
+        let swapped = all.iter().any(|c| c.trigger == segstream_events::Trigger::ModelUpdate);
+        if (others.len() >= reference.changes.len() && swapped) || Instant::now() > deadline {
+            break (all, others);
+        }
+    };
+    let mut memberships = BTreeMap::new();
+    let mut clusters_held = BTreeMap::new();
+    for r in setup.read(&setup.topic("members"), 1, Duration::from_secs(30)) {
+        let mut m = CustomerSegments::from_avro(r.payload.as_deref().unwrap()).unwrap();
+        let id = m.customer_id.to_string();
+        let (cluster, rest): (Vec<_>, Vec<_>) =
+            m.segments.into_iter().partition(|s| s.kind.as_str() == "cluster");
+        clusters_held.insert(id.clone(), cluster.into_iter().map(|s| s.segment).collect::<BTreeSet<_>>());
+        m.segments = rest;
+        memberships.insert(
+            id,
+            m.segments.iter().map(|s| format!("{}/{}", s.kind.as_str(), s.segment)).collect::<BTreeSet<_>>(),
+        );
+    }
+    // Every change but the clusters: exactly the replay's, each once.
+    let mut repeated = others.clone();
+    repeated.dedup();
+    assert!(
+        repeated.len() == others.len() && others == reference.changes,
+        "{} changes besides clusters ({} distinct), {} in the replay",
+        others.len(),
+        repeated.len(),
+        reference.changes.len()
+    );
+    for (id, m) in &reference.memberships {
+        let m: CustomerSegments = serde_json::from_str(m).unwrap();
+        let want: BTreeSet<String> =
+            m.segments.iter().map(|s| format!("{}/{}", s.kind.as_str(), s.segment)).collect();
+        assert_eq!(memberships.get(id), Some(&want), "{id}");
+    }
+    // The clusters: one unbroken chain per customer, each id once.
+    let ids: BTreeSet<&str> = all.iter().map(|c| c.event_id.as_str()).collect();
+    assert_eq!(ids.len(), all.len(), "a change committed twice");
+    let mut held: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    let mut swaps: BTreeMap<String, usize> = BTreeMap::new();
+    let mut chain: Vec<&SegmentChange> = all.iter().filter(|c| c.kind.as_str() == "cluster").collect();
+    // Per customer, in offset order (a customer's records are on one
+    // partition; the sort is stable).
+    chain.sort_by_key(|c| c.customer_id.to_string());
+    for c in &chain {
+        let set = held.entry(c.customer_id.to_string()).or_default();
+        match c.change.as_str() {
+            "entered" => assert!(set.insert(c.segment.clone()), "{c:?} entered twice"),
+            _ => assert!(set.remove(&c.segment), "{c:?} exits what it did not hold"),
+        }
+        if c.trigger == segstream_events::Trigger::ModelUpdate
+            && c.change.as_str() == "entered"
+            && c.segment.starts_with("cluster_")
+        {
+            *swaps.entry(c.customer_id.to_string()).or_default() += 1;
+            assert_eq!(c.model_version.as_deref(), Some("1"));
+        }
+    }
+    assert!(swaps.values().all(|n| *n == 1), "the swap reached a customer twice");
+    assert!(!swaps.is_empty(), "the swap reached no customer already there");
+    for (id, segments) in &held {
+        assert!(
+            segments.is_empty() || segments.len() == 2,
+            "{id}: a cluster and a micro-segment, {segments:?}"
+        );
+        assert_eq!(clusters_held.get(id).cloned().unwrap_or_default(), *segments, "{id}");
+    }
+    eprintln!(
+        "model under SIGKILL: {} changes besides clusters, {} cluster changes, {} customers reached by the swap",
+        others.len(),
+        chain.len(),
+        swaps.len()
+    );
     for m in &mut members {
         if let Some(mut p) = m.proc.take() {
             assert!(p.terminate(Duration::from_secs(30)).0.success());
