@@ -111,8 +111,17 @@ fi
 echo
 echo "── fit the models on the workers' checkpoints and publish them (segstream train) ──"
 "$BIN" train 2>/dev/null | sed 's/^/  /'
+sleep 3 # the worker puts the model in force before its next batch
 echo
-echo "  $(grep -c . "$DEMO/changes.log") lifecycle transitions printed, all in $DEMO/changes.log (RFM and behaviour changes: segstream watch --kind rfm / --kind behaviour); worker log in $DEMO/worker.log; checkpoints and Parquet feature tables under $DEMO/checkpoints"
+echo "── the running worker took the model (no restart): clusters, micro-segments, scores ──"
+curl -sf "http://127.0.0.1:$METRICS_PORT/metrics" | grep -E '^segstream_model_(version|swaps_total)' | sed 's/^/  /'
+"$BIN" sql "SELECT cluster_segment, count(*) AS buyers, round(avg(p_alive), 3) AS avg_p_alive,
+  round(avg(expected_orders), 2) AS avg_expected_orders_90d, round(avg(clv), 2) AS avg_clv
+  FROM features WHERE cluster_segment IS NOT NULL GROUP BY cluster_segment ORDER BY buyers DESC" | sed 's/^/  /'
+"$BIN" sql "SELECT lifecycle || ':' || cluster_segment AS micro_segment, count(*) AS buyers
+  FROM features WHERE cluster_segment IS NOT NULL GROUP BY 1 ORDER BY buyers DESC LIMIT 8" | sed 's/^/  /'
+echo
+echo "  $(grep -c . "$DEMO/changes.log") lifecycle transitions printed, all in $DEMO/changes.log (RFM, behaviour and cluster changes: segstream watch --kind rfm / behaviour / cluster); worker log in $DEMO/worker.log; checkpoints and Parquet feature tables under $DEMO/checkpoints"
 if [ "${DEMO_KEEP:-0}" = 1 ]; then
   echo "  DEMO_KEEP=1: still running; Ctrl-C to stop."
   wait "${pids[0]}"

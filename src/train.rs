@@ -132,6 +132,7 @@ async fn fit_and_publish(args: &TrainArgs, config: &Config, metrics: &Metrics) -
     metrics.model_version.set(model.version);
     metrics.model_trained_timestamp.set(model.trained_at / 1000);
     metrics.model_training_seconds.set(model.training_ms as f64 / 1000.0);
+    record_drift(metrics, &model);
     println!(
         "published model {} for group {} on {} (offset {})",
         model.version, model.group_id, config.topics.models, delivered.offset
@@ -221,4 +222,28 @@ fn describe(m: &SegmentModel) -> String {
         }
     }
     out.iter().map(|l| format!("{l}\n")).collect()
+}
+
+/// The published model's clusters and their drift as gauges (a vanished
+/// cluster's series go).
+fn record_drift(metrics: &Metrics, model: &SegmentModel) {
+    let gauges = [
+        &metrics.model_cluster_share,
+        &metrics.model_cluster_centre_moved,
+        &metrics.model_cluster_share_shift,
+    ];
+    for g in gauges {
+        g.reset();
+    }
+    for c in model.clusters.iter().flat_map(|c| &c.clusters) {
+        let id = c.id.to_string();
+        metrics.model_cluster_share.with_label_values(&[id.as_str()]).set(c.share);
+        if let Some(d) = c.drift {
+            metrics.model_cluster_centre_moved.with_label_values(&[id.as_str()]).set(d.centre_moved);
+            metrics
+                .model_cluster_share_shift
+                .with_label_values(&[id.as_str()])
+                .set(c.share - d.previous_share);
+        }
+    }
 }

@@ -247,5 +247,23 @@ fn the_trainer_publishes_models_from_the_workers_checkpoints_keeps_cluster_ids_a
     assert!(status.success(), "{}", trainer.log_text());
     assert!(trainer.log_text().contains("trainer.min_buyers"), "the log says why");
     assert_eq!(models(&setup, 2).len(), 2, "failed runs published nothing");
+
+    // A schedule that publishes: each cluster's share and drift on /metrics
+    // (the same population: nothing moved).
+    let mut trainer = setup.spawn(&["train", "--every", "1h"]);
+    let trainer_addr = trainer.http_addr(Duration::from_secs(30));
+    wait_metric(&trainer_addr, "segstream_trainer_runs_total{result=\"published\"}", 1.0, || {
+        trainer.log_text()
+    });
+    let (_, body) = http_get(&trainer_addr, "/metrics");
+    assert_eq!(metric(&body, "segstream_model_version"), 3.0, "{body}");
+    for c in &c1.clusters {
+        let series = |name: &str| format!("segstream_model_cluster_{name}{{cluster=\"{}\"}}", c.id);
+        assert!(body.contains(&format!("{} ", series("centre_moved"))), "{body}");
+        assert!(metric(&body, &series("centre_moved")) < 1e-6, "{body}");
+        assert!(metric(&body, &series("share_shift")).abs() < 1e-9, "{body}");
+        assert!((metric(&body, &series("share")) - c.share).abs() < 1e-9, "{body}");
+    }
+    assert!(trainer.terminate(Duration::from_secs(20)).0.success(), "{}", trainer.log_text());
     worker.terminate(Duration::from_secs(30));
 }

@@ -236,6 +236,8 @@ pub struct SegmentsConfig {
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct TrainerConfig {
+    /// "kmeans" or "gmm".
+    pub algorithm: String,
     /// Feature table columns the clusters are fitted on.
     pub cluster_features: Vec<String>,
     /// Fewest clusters tried.
@@ -527,6 +529,9 @@ impl Config {
             );
         }
         let t = &self.trainer;
+        if !matches!(t.algorithm.as_str(), "kmeans" | "gmm") {
+            return fail("trainer.algorithm", t.algorithm.clone(), "use \"kmeans\" or \"gmm\"");
+        }
         if t.k_min < 2 || t.k_max < t.k_min || t.k_max > 50 {
             return fail(
                 "trainer.k_min",

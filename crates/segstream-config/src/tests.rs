@@ -125,6 +125,7 @@ fn librdkafka_keys_may_use_underscores_for_dots_so_the_environment_can_set_them(
 #[test]
 fn trainer_settings_that_cannot_fit_are_refused_naming_the_key() {
     for (set, key) in [
+        ("trainer.algorithm=dbscan", "trainer.algorithm"),
         ("trainer.k_min=1", "trainer.k_min"),
         ("trainer.k_max=2", "trainer.k_min"),
         ("trainer.cluster_features=[]", "trainer.cluster_features"),

@@ -49,8 +49,13 @@ pub const DECISIONS_SCHEMA_ID: u32 = 8;
 
 /// `schemas/segment-model.avsc`: what `segstream train` publishes.
 pub const SEGMENT_MODEL_AVSC: &str = include_str!("../../../schemas/segment-model.avsc");
-/// Schema id of `SegmentModel` v1 (the segment-models topic).
-pub const SEGMENT_MODEL_SCHEMA_ID: u32 = 9;
+/// Schema id of `SegmentModel` v2 (adds the clustering algorithm and the
+/// Gaussian mixture components), written.
+pub const SEGMENT_MODEL_SCHEMA_ID: u32 = 10;
+/// `schemas/segment-model-v1.avsc`: the layout of models with schema id 9.
+pub const SEGMENT_MODEL_V1_AVSC: &str = include_str!("../../../schemas/segment-model-v1.avsc");
+/// Schema id of `SegmentModel` v1, still read.
+pub const SEGMENT_MODEL_V1_SCHEMA_ID: u32 = 9;
 
 /// Parsed schemas: the built-in ones parsed once per process, and a
 /// worker's copy that adds the writer schemas a registry gave it.

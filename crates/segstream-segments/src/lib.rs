@@ -47,7 +47,7 @@ pub use definitions::{BUILTIN, DefinitionError, RfmDefinition, RfmRow, SegmentDe
 pub use lifecycle::{
     CART_ABANDONER, CustomerSegments, LifecycleRules, LifecycleStage, Observe, Subject, Transition,
 };
-pub use model::{ModelError, ModelRules, ModelScores, cluster_segment};
+pub use model::{ModelError, ModelRules, cluster_segment};
 pub use rfm::{BoundarySource, RfmBoundaries, RfmRules, RfmScores};
 
 /// Every rule in force: the lifecycle thresholds of the configuration, the

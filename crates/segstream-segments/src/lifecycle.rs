@@ -399,9 +399,19 @@ struct RfmMembership {
 struct ClusterMembership {
     id: u32,
     since: EventTime,
-    /// `<stage>:cluster_<id>`.
-    micro: compact_str::CompactString,
+    /// The stage of the micro-segment `<stage>:cluster_<id>`.
+    stage: LifecycleStage,
     micro_since: EventTime,
+}
+
+impl ClusterMembership {
+    fn micro(&self) -> String {
+        micro_segment(self.stage, self.id)
+    }
+}
+
+fn micro_segment(stage: LifecycleStage, cluster: u32) -> String {
+    format!("{}:{}", stage.as_str(), cluster_segment(cluster))
 }
 
 /// A user-defined segment a customer is in, since when.
@@ -476,7 +486,7 @@ impl CustomerSegments {
         let cluster = self.cluster.iter().flat_map(|m| {
             [
                 Membership { kind: SegmentKind::Cluster, segment: cluster_segment(m.id), since: m.since },
-                Membership { kind: SegmentKind::Cluster, segment: m.micro.to_string(), since: m.micro_since },
+                Membership { kind: SegmentKind::Cluster, segment: m.micro(), since: m.micro_since },
             ]
         });
         lifecycle.chain(rfm).chain(cart).chain(behaviour).chain(custom).chain(cluster).collect()
@@ -498,7 +508,7 @@ impl CustomerSegments {
         let cluster = self.cluster.iter().flat_map(|m| {
             [
                 (SegmentKind::Cluster, crate::names::intern(&cluster_segment(m.id))),
-                (SegmentKind::Cluster, crate::names::intern(&m.micro)),
+                (SegmentKind::Cluster, crate::names::intern(&m.micro())),
             ]
         });
         lifecycle.into_iter().chain(rfm).chain(cart).chain(behaviour).chain(custom).chain(cluster)
@@ -919,12 +929,12 @@ impl CustomerSegments {
     ) {
         let model = rules.model.as_deref();
         let to = model.and_then(|m| m.cluster(features));
-        let stage = self.lifecycle().map(LifecycleStage::as_str).unwrap_or_default();
-        let micro = to.map(|c| format!("{stage}:{}", cluster_segment(c.id)));
+        // Evaluated after the stage, which every evaluation sets.
+        let Some(stage) = self.lifecycle() else { return };
         let held = self.cluster.as_deref();
         let cluster_moved = held.map(|m| m.id) != to.map(|c| c.id);
-        let micro_moved = held.map(|m| m.micro.as_str()) != micro.as_deref();
-        if !cluster_moved && !micro_moved {
+        let micro_moved = cluster_moved || held.is_some_and(|m| m.stage != stage);
+        if !micro_moved {
             return;
         }
         let (version, model_version) = match model {
@@ -960,23 +970,13 @@ impl CustomerSegments {
         if cluster_moved {
             out.push(transition(held.map(|m| name(m.id)), to.map(|c| name(c.id)), "cluster"));
         }
-        if micro_moved {
-            let from = held.map(|m| crate::names::intern(&m.micro));
-            out.push(transition(from, micro.as_deref().map(crate::names::intern), "micro"));
-        }
-        self.cluster = match (to, micro) {
-            (Some(c), Some(micro)) => {
-                let since =
-                    |kept: bool, before: Option<EventTime>| if kept { before.unwrap_or(at) } else { at };
-                Some(Box::new(ClusterMembership {
-                    id: c.id,
-                    since: since(!cluster_moved, held.map(|m| m.since)),
-                    micro: micro.into(),
-                    micro_since: since(!micro_moved, held.map(|m| m.micro_since)),
-                }))
-            }
-            _ => None,
-        };
+        let from = held.map(|m| crate::names::intern(&m.micro()));
+        let micro = to.map(|c| crate::names::intern(&micro_segment(stage, c.id)));
+        out.push(transition(from, micro, "micro"));
+        self.cluster = to.map(|c| {
+            let since = held.filter(|_| !cluster_moved).map_or(at, |m| m.since);
+            Box::new(ClusterMembership { id: c.id, since, stage, micro_since: at })
+        });
     }
 
     fn move_to(

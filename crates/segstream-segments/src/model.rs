@@ -14,7 +14,7 @@ use std::sync::Arc;
 use segstream_config::FeaturesConfig;
 use segstream_features::Features;
 use segstream_sql::table::NumericColumn;
-use segstream_trainer::{Cluster, ScoreInputs, SegmentModel};
+use segstream_trainer::{Cluster, ScoreInputs, Scores, SegmentModel};
 
 /// A model record a worker cannot use; the model in force stays.
 #[derive(Debug, thiserror::Error)]
@@ -40,26 +40,6 @@ pub struct ModelRules {
     model: SegmentModel,
     record: Arc<[u8]>,
     columns: Vec<NumericColumn>,
-}
-
-/// What a model says about a customer now.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct ModelScores<'m> {
-    /// Probability the customer is still a customer (buyers).
-    pub p_alive: Option<f64>,
-    /// Expected orders in the model's horizon.
-    pub expected_orders: Option<f64>,
-    /// Expected revenue in the model's lifetime-value horizon.
-    pub clv: Option<f64>,
-    /// Their cluster (buyers).
-    pub cluster: Option<&'m Cluster>,
-}
-
-impl ModelScores<'_> {
-    /// The scores in the feature table's score column order.
-    pub fn columns(&self) -> [Option<f64>; 3] {
-        [self.p_alive, self.expected_orders, self.clv]
-    }
 }
 
 impl ModelRules {
@@ -103,7 +83,7 @@ impl ModelRules {
     }
 
     /// A customer's scores and cluster from their features.
-    pub fn score(&self, f: &Features) -> ModelScores<'_> {
+    pub fn score(&self, f: &Features) -> Scores<'_> {
         let values: Vec<Option<f64>> = self.columns.iter().map(|c| c.read(f)).collect();
         let inputs = ScoreInputs {
             lifetime_orders: f.lifetime_orders,
@@ -112,13 +92,19 @@ impl ModelRules {
             avg_order_value: f.avg_order_value,
             cluster_values: &values,
         };
-        let s = self.model.score(&inputs);
-        ModelScores { p_alive: s.p_alive, expected_orders: s.expected_orders, clv: s.clv, cluster: s.cluster }
+        self.model.score(&inputs)
+    }
+
+    /// A customer's scores in the feature table's score column order
+    /// (P(alive), expected orders, lifetime value).
+    pub fn score_columns(&self, f: &Features) -> [Option<f64>; 3] {
+        let s = self.score(f);
+        [s.p_alive, s.expected_orders, s.clv]
     }
 
     /// The cluster's features and the customer's values of them, for a
     /// change record ("the values that decided").
-    pub fn explain(&self, f: &Features, scores: &ModelScores<'_>) -> BTreeMap<String, f64> {
+    pub fn explain(&self, f: &Features, scores: &Scores<'_>) -> BTreeMap<String, f64> {
         let mut values = BTreeMap::new();
         let features = self.model.clusters.iter().flat_map(|c| c.features.iter());
         for (feature, column) in features.zip(&self.columns) {

@@ -867,6 +867,7 @@ fn model_record(version: i64, ids: [u32; 2]) -> Vec<u8> {
         population: 10,
         share: 0.5,
         drift: None,
+        gaussian: None,
     };
     let feature = ScaledFeature { name: "lifetime_orders".into(), log: false, mean: 0.0, std: 1.0 };
     SegmentModel {
@@ -890,6 +891,7 @@ fn model_record(version: i64, ids: [u32; 2]) -> Vec<u8> {
             monetary_min: vec![10.0, 20.0, 40.0, 80.0],
         }),
         clusters: Some(Clustering {
+            algorithm: segstream_trainer::Algorithm::Kmeans,
             features: vec![feature],
             clusters: vec![cluster(ids[0], 1.0, "occasional"), cluster(ids[1], 10.0, "frequent")],
             silhouette: 0.9,

@@ -1,6 +1,6 @@
 use prometheus::{
-    Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
-    Opts, Registry, TextEncoder,
+    Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 /// Every metric segstream exports. Names follow Prometheus conventions
@@ -125,6 +125,15 @@ pub struct Metrics {
     pub model_trained_timestamp: IntGauge,
     /// `segstream_model_training_seconds`: how long its fit took.
     pub model_training_seconds: Gauge,
+    /// `segstream_model_cluster_share{cluster}`: share of the clustered
+    /// buyers in each cluster of the latest model published.
+    pub model_cluster_share: GaugeVec,
+    /// `segstream_model_cluster_centre_moved{cluster}`: how far each matched
+    /// cluster's centre moved since the previous model (standard deviations).
+    pub model_cluster_centre_moved: GaugeVec,
+    /// `segstream_model_cluster_share_shift{cluster}`: each matched
+    /// cluster's share minus its share in the previous model.
+    pub model_cluster_share_shift: GaugeVec,
 }
 
 impl Default for Metrics {
@@ -145,6 +154,10 @@ fn counter_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCoun
 
 fn gauge(r: &Registry, name: &str, help: &str) -> IntGauge {
     register(r, IntGauge::new(name, help).unwrap_or_else(|e| panic!("{name}: {e}")))
+}
+
+fn float_gauge_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> GaugeVec {
+    register(r, GaugeVec::new(Opts::new(name, help), labels).unwrap_or_else(|e| panic!("{name}: {e}")))
 }
 
 fn gauge_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
@@ -440,6 +453,24 @@ impl Metrics {
                 &r,
                 Gauge::new("segstream_model_training_seconds", "How long the fit of that model took.")
                     .unwrap_or_else(|e| panic!("model training seconds: {e}")),
+            ),
+            model_cluster_share: float_gauge_vec(
+                &r,
+                "segstream_model_cluster_share",
+                "Share of the clustered buyers in each cluster (by stable id) of the latest model published.",
+                &["cluster"],
+            ),
+            model_cluster_centre_moved: float_gauge_vec(
+                &r,
+                "segstream_model_cluster_centre_moved",
+                "Drift: how far each cluster's centre moved since the previous model, in standard deviations (absent for a new cluster).",
+                &["cluster"],
+            ),
+            model_cluster_share_shift: float_gauge_vec(
+                &r,
+                "segstream_model_cluster_share_shift",
+                "Drift: each cluster's share of the buyers minus its share in the previous model (absent for a new cluster).",
+                &["cluster"],
             ),
             registry: r,
         }

@@ -1,20 +1,37 @@
-//! Customer clusters: k-means (linfa) on scaled features, k chosen by the
-//! silhouette, each cluster named from its centre in a marketer's words, and
-//! ids kept from one model to the next by an optimal assignment of the new
-//! centres to the previous ones (Hungarian algorithm, `pathfinding`).
+//! Customer clusters: k-means or a Gaussian mixture (linfa) on scaled
+//! features, k chosen by the silhouette, each cluster named from its centre
+//! in a marketer's words, and ids kept from one model to the next by an
+//! optimal assignment of the new centres to the previous ones (Hungarian
+//! algorithm, `pathfinding`).
 
 use linfa::prelude::*;
-use linfa_clustering::KMeans;
+use linfa_clustering::{GaussianMixtureModel, KMeans};
+use linfa_linalg::cholesky::Cholesky;
 use linfa_nn::distance::L2Dist;
-use ndarray::{Array2, ArrayView1, ArrayView2, Axis};
+use ndarray::{Array1, Array2, ArrayView1, ArrayView2, Axis};
 use pathfinding::prelude::{Matrix, kuhn_munkres};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
+/// The clustering algorithm.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Algorithm {
+    /// k-means: a customer belongs to the nearest centre.
+    #[default]
+    Kmeans,
+    /// A Gaussian mixture with full covariances (EM, initialised by
+    /// k-means): a customer belongs to the component with the highest
+    /// weighted likelihood, so clusters may differ in spread and shape.
+    Gmm,
+}
+
 /// How clusters are fitted.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ClusterSettings {
+    /// k-means or a Gaussian mixture.
+    pub algorithm: Algorithm,
     /// Fewest clusters tried (at least 2).
     pub k_min: usize,
     /// Most clusters tried.
@@ -31,7 +48,14 @@ pub struct ClusterSettings {
 
 impl Default for ClusterSettings {
     fn default() -> Self {
-        Self { k_min: 3, k_max: 8, sample: 20_000, silhouette_sample: 2_000, match_distance: 1.0 }
+        Self {
+            algorithm: Algorithm::Kmeans,
+            k_min: 3,
+            k_max: 8,
+            sample: 20_000,
+            silhouette_sample: 2_000,
+            match_distance: 1.0,
+        }
     }
 }
 
@@ -91,6 +115,36 @@ pub struct Cluster {
     /// centre moved (standard deviations of this model) and the share it had;
     /// `None` for a new cluster.
     pub drift: Option<Drift>,
+    /// The mixture component's shape (a Gaussian mixture only).
+    #[serde(default)]
+    pub gaussian: Option<Gaussian>,
+}
+
+/// A Gaussian mixture component beyond its centre (the mean).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Gaussian {
+    /// Mixing weight.
+    pub weight: f64,
+    /// Inverse of the covariance, row-major, in scaled coordinates.
+    pub precision: Vec<f64>,
+    /// Natural log of the covariance's determinant.
+    pub log_det_covariance: f64,
+}
+
+impl Gaussian {
+    /// Log of the weighted density at `point` up to a constant shared by
+    /// every component: ln w − ½ ln|Σ| − ½ (x − μ)ᵀ Σ⁻¹ (x − μ).
+    fn log_score(&self, centre: &[f64], point: &[f64]) -> f64 {
+        let d = point.len();
+        let diff: Vec<f64> = point.iter().zip(centre).map(|(x, m)| x - m).collect();
+        let quadratic: f64 = self
+            .precision
+            .chunks(d.max(1))
+            .zip(&diff)
+            .map(|(row, di)| di * row.iter().zip(&diff).map(|(p, dj)| p * dj).sum::<f64>())
+            .sum();
+        self.weight.ln() - 0.5 * self.log_det_covariance - 0.5 * quadratic
+    }
 }
 
 /// The silhouette one k got.
@@ -114,6 +168,9 @@ pub struct Drift {
 /// Fitted clusters.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Clustering {
+    /// How they were fitted, and so how a customer is assigned.
+    #[serde(default)]
+    pub algorithm: Algorithm,
     /// The features, in coordinate order, with their scaling.
     pub features: Vec<ScaledFeature>,
     /// The clusters, by id.
@@ -148,13 +205,20 @@ pub enum ClusterError {
 }
 
 impl Clustering {
-    /// The cluster nearest to a customer's raw feature values (in
-    /// [`Clustering::features`] order).
+    /// A customer's cluster from their raw feature values (in
+    /// [`Clustering::features`] order): the nearest centre (k-means) or the
+    /// component of the highest weighted likelihood (Gaussian mixture).
     pub fn assign(&self, raw: &[Option<f64>]) -> Option<&Cluster> {
         if raw.len() != self.features.len() {
             return None;
         }
         let point: Vec<f64> = self.features.iter().zip(raw).map(|(f, v)| f.scale(*v)).collect();
+        if self.algorithm == Algorithm::Gmm {
+            let score = |c: &Cluster| {
+                c.gaussian.as_ref().map_or(f64::NEG_INFINITY, |g| g.log_score(&c.centre, &point))
+            };
+            return self.clusters.iter().max_by(|a, b| score(a).total_cmp(&score(b)).then(b.id.cmp(&a.id)));
+        }
         self.clusters.iter().min_by(|a, b| {
             squared_distance(&a.centre, &point)
                 .total_cmp(&squared_distance(&b.centre, &point))
@@ -205,8 +269,8 @@ impl Clustering {
         let mut best: Option<(usize, f64)> = None;
         let mut tried = Vec::new();
         for k in settings.k_min..=settings.k_max {
-            let model = kmeans(&sample, k)?;
-            let labels = model.predict(&scoring);
+            let model = ClusterFit::new(settings.algorithm, &sample, k)?;
+            let labels = model.labels(&scoring);
             let score = DatasetBase::from(scoring.clone())
                 .with_targets(labels)
                 .silhouette_score()
@@ -221,31 +285,35 @@ impl Clustering {
             return Err(ClusterError::Degenerate("no k gave a finite silhouette".into()));
         };
         tracing::info!(k, silhouette, customers = rows, "clusters: fitting the chosen k on every customer");
-        let model = kmeans(&scaled, k)?;
-        let labels = model.predict(&scaled);
+        let model = ClusterFit::new(settings.algorithm, &scaled, k)?;
+        let labels = model.labels(&scaled);
         let mut counts = vec![0i64; k];
         for l in labels.iter() {
             counts[*l] += 1;
         }
-        let centres = model.centroids();
+        let centres = model.centres();
         if counts.iter().filter(|c| **c > 0).count() < 2 {
             return Err(ClusterError::Degenerate("every customer fell in one cluster".into()));
         }
         if centres.iter().any(|v| !v.is_finite()) {
             return Err(ClusterError::Degenerate("a cluster centre is not a number".into()));
         }
-        let mut fitted: Vec<(Vec<f64>, i64)> = centres
+        let gaussians = model.gaussians(k)?;
+        let mut fitted: Vec<Component> = centres
             .axis_iter(Axis(0))
             .zip(counts)
-            .filter(|(_, n)| *n > 0)
-            .map(|(c, n)| (c.to_vec(), n))
+            .zip(gaussians)
+            .filter(|((_, n), _)| *n > 0)
+            .map(|((c, population), gaussian)| Component { centre: c.to_vec(), population, gaussian })
             .collect();
         // Biggest first: ids for new clusters are given in this order.
         fitted.sort_by(|a, b| {
-            b.1.cmp(&a.1).then(a.0.iter().map(|v| v.to_bits()).cmp(b.0.iter().map(|v| v.to_bits())))
+            let bits = |c: &Component| c.centre.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+            b.population.cmp(&a.population).then(bits(a).cmp(&bits(b)))
         });
         let mut fitted_model = Self::identify(features, fitted, rows, silhouette, settings, previous);
         fitted_model.tried = tried;
+        fitted_model.algorithm = settings.algorithm;
         Ok(fitted_model)
     }
 
@@ -253,7 +321,7 @@ impl Clustering {
     /// least total distance, or new ones.
     fn identify(
         features: Vec<ScaledFeature>,
-        fitted: Vec<(Vec<f64>, i64)>,
+        fitted: Vec<Component>,
         rows: usize,
         silhouette: f64,
         settings: &ClusterSettings,
@@ -298,10 +366,10 @@ impl Clustering {
             })
             .collect();
         let clusters: Vec<Cluster> = fitted
-            .iter()
+            .into_iter()
             .zip(names)
             .enumerate()
-            .map(|(i, ((centre, population), name))| {
+            .map(|(i, (Component { centre, population, gaussian }, name))| {
                 let (id, drift) = match matched[i] {
                     Some((j, distance)) => {
                         (old[j].0.id, Some(Drift { centre_moved: distance, previous_share: old[j].0.share }))
@@ -314,11 +382,12 @@ impl Clustering {
                 Cluster {
                     id,
                     name,
-                    centre_raw: features.iter().zip(centre).map(|(f, z)| f.unscale(*z)).collect(),
-                    centre: centre.clone(),
-                    population: *population,
-                    share: *population as f64 / rows as f64,
+                    centre_raw: features.iter().zip(&centre).map(|(f, z)| f.unscale(*z)).collect(),
+                    centre,
+                    population,
+                    share: population as f64 / rows as f64,
                     drift,
+                    gaussian,
                 }
             })
             .collect();
@@ -326,14 +395,22 @@ impl Clustering {
         clusters.sort_by_key(|c| c.id);
         let vanished =
             old.iter().map(|(c, _)| c.id).filter(|id| clusters.iter().all(|c| c.id != *id)).collect();
-        Self { features, clusters, silhouette, tried: Vec::new(), next_id, vanished }
+        Self {
+            algorithm: Algorithm::Kmeans,
+            features,
+            clusters,
+            silhouette,
+            tried: Vec::new(),
+            next_id,
+            vanished,
+        }
     }
 }
 
 /// For each fitted centre, the previous cluster (index into `old`) it is
 /// matched to and the distance, when within `limit`.
 fn match_centres(
-    fitted: &[(Vec<f64>, i64)],
+    fitted: &[Component],
     old: &[(&Cluster, Vec<f64>)],
     limit: f64,
 ) -> Vec<Option<(usize, f64)>> {
@@ -341,7 +418,7 @@ fn match_centres(
     if old.is_empty() {
         return matched;
     }
-    let distance = |i: usize, j: usize| squared_distance(&fitted[i].0, &old[j].1).sqrt();
+    let distance = |i: usize, j: usize| squared_distance(&fitted[i].centre, &old[j].1).sqrt();
     // kuhn_munkres maximises integer weights over rows ≤ columns: the smaller
     // side is the rows, weights are minus micro-distances.
     let transposed = fitted.len() > old.len();
@@ -388,14 +465,86 @@ fn sample_rows(data: &Array2<f64>, n: usize) -> Array2<f64> {
     data.select(Axis(0), &picked)
 }
 
-fn kmeans(data: &Array2<f64>, k: usize) -> Result<KMeans<f64, L2Dist>, ClusterError> {
-    // linfa's default generator is seeded: the same data gives the same clusters.
-    KMeans::params(k)
-        .n_runs(3)
-        .max_n_iterations(200)
-        .tolerance(1e-6)
-        .fit(&DatasetBase::from(data.clone()))
-        .map_err(|e| ClusterError::Fit { k, message: e.to_string() })
+/// One fitted centre, its customers and (a mixture) its shape.
+struct Component {
+    centre: Vec<f64>,
+    population: i64,
+    gaussian: Option<Gaussian>,
+}
+
+/// A fitted k-means or Gaussian mixture.
+enum ClusterFit {
+    Kmeans(KMeans<f64, L2Dist>),
+    Gmm(Box<GaussianMixtureModel<f64>>),
+}
+
+impl ClusterFit {
+    fn new(algorithm: Algorithm, data: &Array2<f64>, k: usize) -> Result<Self, ClusterError> {
+        let fit_error = |message: String| ClusterError::Fit { k, message };
+        let dataset = DatasetBase::from(data.clone());
+        // linfa's default generators are seeded: the same data gives the same clusters.
+        match algorithm {
+            Algorithm::Kmeans => KMeans::params(k)
+                .n_runs(3)
+                .max_n_iterations(200)
+                .tolerance(1e-6)
+                .fit(&dataset)
+                .map(Self::Kmeans)
+                .map_err(|e| fit_error(e.to_string())),
+            Algorithm::Gmm => GaussianMixtureModel::params(k)
+                .n_runs(3)
+                .max_n_iterations(300)
+                .tolerance(1e-4)
+                // Keeps a component on a nearly flat direction invertible.
+                .reg_covariance(1e-4)
+                .fit(&dataset)
+                .map(|m| Self::Gmm(Box::new(m)))
+                .map_err(|e| fit_error(e.to_string())),
+        }
+    }
+
+    fn labels(&self, data: &Array2<f64>) -> Array1<usize> {
+        match self {
+            Self::Kmeans(m) => m.predict(data),
+            Self::Gmm(m) => m.predict(data),
+        }
+    }
+
+    fn centres(&self) -> &Array2<f64> {
+        match self {
+            Self::Kmeans(m) => m.centroids(),
+            Self::Gmm(m) => m.means(),
+        }
+    }
+
+    /// Each component's shape (`None` for each k-means centre).
+    fn gaussians(&self, k: usize) -> Result<Vec<Option<Gaussian>>, ClusterError> {
+        let Self::Gmm(m) = self else { return Ok(vec![None; k]) };
+        let degenerate = |what: &str| ClusterError::Degenerate(format!("a mixture component's {what}"));
+        m.weights()
+            .iter()
+            .zip(m.covariances().axis_iter(Axis(0)))
+            .zip(m.precisions().axis_iter(Axis(0)))
+            .map(|((weight, covariance), precision)| {
+                let lower =
+                    covariance.cholesky().map_err(|_| degenerate("covariance is not positive definite"))?;
+                let log_det_covariance = 2.0 * lower.diag().iter().map(|v| v.ln()).sum::<f64>();
+                let gaussian = Gaussian {
+                    weight: *weight,
+                    precision: precision.iter().copied().collect(),
+                    log_det_covariance,
+                };
+                let finite = gaussian.weight > 0.0
+                    && gaussian.log_det_covariance.is_finite()
+                    && gaussian.precision.iter().all(|v| v.is_finite());
+                if finite {
+                    Ok(Some(gaussian))
+                } else {
+                    Err(degenerate("weight or covariance is not a number"))
+                }
+            })
+            .collect()
+    }
 }
 
 fn squared_distance(a: &[f64], b: &[f64]) -> f64 {
@@ -432,10 +581,10 @@ fn words(feature: &str) -> (String, String) {
 /// Each centre's name: the words of its features at least half a standard
 /// deviation from the population, strongest first, up to three; "typical"
 /// when none is. Names are made unique by adding the next feature's words.
-fn names_of(features: &[ScaledFeature], fitted: &[(Vec<f64>, i64)]) -> Vec<String> {
+fn names_of(features: &[ScaledFeature], fitted: &[Component]) -> Vec<String> {
     let ranked: Vec<Vec<String>> = fitted
         .iter()
-        .map(|(centre, _)| {
+        .map(|Component { centre, .. }| {
             let mut order: Vec<usize> = (0..centre.len()).collect();
             order.sort_by(|a, b| centre[*b].abs().total_cmp(&centre[*a].abs()).then(a.cmp(b)));
             order

@@ -23,7 +23,9 @@ mod testdata;
 pub mod train;
 
 pub use bgnbd::{BgNbd, FitError, Summary};
-pub use clusters::{Cluster, ClusterError, ClusterSettings, Clustering, Drift, KScore, ScaledFeature};
+pub use clusters::{
+    Algorithm, Cluster, ClusterError, ClusterSettings, Clustering, Drift, Gaussian, KScore, ScaledFeature,
+};
 pub use gamma_gamma::{GammaGamma, Spend, SpendFitError};
 pub use model::{ModelCodecError, RfmQuintiles, ScoreInputs, Scores, SegmentModel};
 pub use train::{Population, TrainError, train};

@@ -3,7 +3,9 @@
 //! not customers: a worker computes each customer's figures itself, per event.
 
 use apache_avro::Schema;
-use segstream_events::schema::{SEGMENT_MODEL_AVSC, SEGMENT_MODEL_SCHEMA_ID};
+use segstream_events::schema::{
+    SEGMENT_MODEL_AVSC, SEGMENT_MODEL_SCHEMA_ID, SEGMENT_MODEL_V1_AVSC, SEGMENT_MODEL_V1_SCHEMA_ID,
+};
 use segstream_events::wire;
 use serde::{Deserialize, Serialize};
 
@@ -124,11 +126,13 @@ impl SegmentModel {
     /// The schema, parsed once.
     pub fn schema() -> &'static Schema {
         static SCHEMA: std::sync::OnceLock<Schema> = std::sync::OnceLock::new();
-        SCHEMA.get_or_init(|| {
-            // Our own file, checked by the unit tests: failing here is a build defect.
-            Schema::parse_str(SEGMENT_MODEL_AVSC)
-                .unwrap_or_else(|e| panic!("embedded schema segment-model.avsc does not parse: {e}"))
-        })
+        SCHEMA.get_or_init(|| parse(SEGMENT_MODEL_AVSC, "segment-model.avsc"))
+    }
+
+    /// The layout of schema id 9 (before the Gaussian mixture), parsed once.
+    fn schema_v1() -> &'static Schema {
+        static SCHEMA: std::sync::OnceLock<Schema> = std::sync::OnceLock::new();
+        SCHEMA.get_or_init(|| parse(SEGMENT_MODEL_V1_AVSC, "segment-model-v1.avsc"))
     }
 
     /// Confluent-framed Avro, as published.
@@ -145,12 +149,18 @@ impl SegmentModel {
     /// Reads a record written by [`SegmentModel::to_avro`].
     pub fn from_avro(payload: &[u8]) -> Result<Self, ModelCodecError> {
         let (id, mut body) = wire::split(payload).map_err(|e| ModelCodecError::Framing(e.to_string()))?;
-        if id != SEGMENT_MODEL_SCHEMA_ID {
-            return Err(ModelCodecError::Framing(format!(
-                "schema id {id}, expected {SEGMENT_MODEL_SCHEMA_ID}"
-            )));
-        }
-        let value = apache_avro::reader::datum::GenericDatumReader::builder(Self::schema())
+        // An older model reads through the current schema (k-means, no mixture).
+        let (writer, reader) = match id {
+            SEGMENT_MODEL_SCHEMA_ID => (Self::schema(), None),
+            SEGMENT_MODEL_V1_SCHEMA_ID => (Self::schema_v1(), Some(Self::schema())),
+            _ => {
+                return Err(ModelCodecError::Framing(format!(
+                    "schema id {id}, expected {SEGMENT_MODEL_SCHEMA_ID} (or {SEGMENT_MODEL_V1_SCHEMA_ID})"
+                )));
+            }
+        };
+        let value = apache_avro::reader::datum::GenericDatumReader::builder(writer)
+            .maybe_reader_schema(reader)
             .build()
             .and_then(|r| r.read_value(&mut body))
             .map_err(|e| ModelCodecError::Avro(e.to_string()))?;
@@ -174,4 +184,9 @@ impl SegmentModel {
             cluster: self.clusters.as_ref().and_then(|c| c.assign(inputs.cluster_values)),
         }
     }
+}
+
+fn parse(text: &str, file: &str) -> Schema {
+    // Our own files, checked by the unit tests: failing here is a build defect.
+    Schema::parse_str(text).unwrap_or_else(|e| panic!("embedded schema {file} does not parse: {e}"))
 }

@@ -9,7 +9,7 @@ use ndarray::Array2;
 use segstream_config::TrainerConfig;
 
 use crate::bgnbd::{BgNbd, FitError, Summary};
-use crate::clusters::{ClusterError, ClusterSettings, Clustering};
+use crate::clusters::{Algorithm, ClusterError, ClusterSettings, Clustering};
 use crate::gamma_gamma::{GammaGamma, Spend, SpendFitError};
 use crate::model::{RfmQuintiles, ScoreInputs, SegmentModel};
 
@@ -231,6 +231,7 @@ pub fn train(
     let data = Array2::from_shape_vec((buyers, features), population.cluster_values.clone())
         .map_err(|e| TrainError::NotANumber(e.to_string()))?;
     let settings = ClusterSettings {
+        algorithm: if config.algorithm == "gmm" { Algorithm::Gmm } else { Algorithm::Kmeans },
         k_min: config.k_min,
         k_max: config.k_max,
         sample: config.k_sample,

@@ -50,8 +50,33 @@ fn main() {
     let config = Config::default();
     // The store's fixed part (the planned DataFusion query and its runtime)
     // is one per worker: measured from here on is what the customers cost.
-    let mut store =
-        CustomerStore::new(SegmentRules::from_config(&config).unwrap(), config.features.clone()).unwrap();
+    let (store, events, elapsed, live) =
+        population(SegmentRules::from_config(&config).unwrap(), &config, customers);
+    let per_customer = live as f64 / customers as f64;
+    println!("customers                 {customers}");
+    println!(
+        "events applied            {events} in {elapsed:.2} s = {:.0} events/s (one core: features, segments, timers)",
+        events as f64 / elapsed
+    );
+    println!("state heap bytes          {live} ({:.1} MiB)", live as f64 / 1_048_576.0);
+    println!("bytes per customer        {per_customer:.0} (target <= 1024)");
+    println!("timers pending            {}", store.pending_timers());
+    assert!(store.len() as u64 == customers);
+    checkpoint(&store, &config, customers);
+    drop(store);
+    let orders: i64 = if cfg!(debug_assertions) { 20_000 } else { 1_000_000 };
+    heavy_customer(&config, config.features.max_orders_kept, orders);
+    // For comparison, the cost when 100 times more orders are kept one by
+    // one (as before the bound, the cost grows with the orders kept), over
+    // a twentieth of the history.
+    heavy_customer(&config, 100_000, orders / 20);
+    with_and_without_a_model(&config, customers / 5);
+}
+
+/// A population applied to a fresh store under `rules`: the store, events
+/// applied, seconds, and the heap bytes the customers hold.
+fn population(rules: SegmentRules, config: &Config, customers: u64) -> (CustomerStore, u64, f64, i64) {
+    let mut store = CustomerStore::new(rules, config.features.clone()).unwrap();
     let region = Region::new(GLOBAL);
     let started = Instant::now();
     let mut events: u64 = 0;
@@ -132,24 +157,95 @@ fn main() {
     let stats = region.change();
     // stats_alloc already folds reallocation growth and shrinkage into these two.
     let live = stats.bytes_allocated as i64 - stats.bytes_deallocated as i64;
-    let per_customer = live as f64 / customers as f64;
-    println!("customers                 {customers}");
+    (store, events, elapsed, live)
+}
+
+/// The per-event cost of scoring in the worker: the same population applied
+/// with no model and with a model in force (every evaluation then finds the
+/// buyer's nearest cluster and their micro-segment), in turn, twice each.
+fn with_and_without_a_model(config: &Config, customers: u64) {
+    let plain = SegmentRules::from_config(config).unwrap();
+    let model = segstream_segments::ModelRules::from_record(&model_record(config), &config.features).unwrap();
+    let modelled = plain.with_model(std::sync::Arc::new(model)).unwrap();
+    let mut runs: Vec<(bool, f64, f64, i64)> = Vec::new();
+    for with_model in [false, true, false, true] {
+        let rules = if with_model { modelled.clone() } else { plain.clone() };
+        let (store, events, elapsed, live) = population(rules, config, customers);
+        let clustered = store.population_of(segstream_events::SegmentKind::Cluster);
+        drop(store);
+        if with_model {
+            assert!(clustered > 0, "the model clustered nobody");
+        }
+        runs.push((with_model, elapsed * 1e6 / events as f64, events as f64 / elapsed, live));
+    }
+    for (with_model, us, rate, live) in &runs {
+        println!(
+            "{} {customers} customers: {us:.3} µs per event ({:.0} events/s), {:.0} heap bytes per customer",
+            if *with_model { "with a model   " } else { "without a model" },
+            rate,
+            *live as f64 / customers as f64
+        );
+    }
+    let mean = |m: bool| {
+        let v: Vec<f64> = runs.iter().filter(|r| r.0 == m).map(|r| r.1).collect();
+        v.iter().sum::<f64>() / v.len() as f64
+    };
     println!(
-        "events applied            {events} in {elapsed:.2} s = {:.0} events/s (one core: features, segments, timers)",
-        events as f64 / elapsed
+        "scoring per event in the worker: {:+.3} µs ({:.2}× the time without a model)",
+        mean(true) - mean(false),
+        mean(true) / mean(false)
     );
-    println!("state heap bytes          {live} ({:.1} MiB)", live as f64 / 1_048_576.0);
-    println!("bytes per customer        {per_customer:.0} (target <= 1024)");
-    println!("timers pending            {}", store.pending_timers());
-    assert!(store.len() as u64 == customers);
-    checkpoint(&store, &config, customers);
-    drop(store);
-    let orders: i64 = if cfg!(debug_assertions) { 20_000 } else { 1_000_000 };
-    heavy_customer(&config, config.features.max_orders_kept, orders);
-    // For comparison, the cost when 100 times more orders are kept one by
-    // one (as before the bound, the cost grows with the orders kept), over
-    // a twentieth of the history.
-    heavy_customer(&config, 100_000, orders / 20);
+}
+
+/// A model over the default cluster features: five clusters at plausible
+/// centres, the CDNOW purchase model and a spend model.
+fn model_record(config: &Config) -> Vec<u8> {
+    use segstream_trainer::{BgNbd, Cluster, Clustering, GammaGamma, ScaledFeature, SegmentModel};
+    let features: Vec<ScaledFeature> = config
+        .trainer
+        .cluster_features
+        .iter()
+        .map(|name| ScaledFeature { name: name.clone(), log: true, mean: 1.0, std: 1.0 })
+        .collect();
+    let clusters = (0..5)
+        .map(|k| Cluster {
+            id: k,
+            name: format!("group {k}"),
+            centre: features.iter().enumerate().map(|(j, _)| f64::from(k) - 2.0 + 0.1 * j as f64).collect(),
+            centre_raw: vec![0.0; features.len()],
+            population: 1,
+            share: 0.2,
+            drift: None,
+            gaussian: None,
+        })
+        .collect();
+    SegmentModel {
+        version: 1,
+        group_id: "bench".into(),
+        trained_at: 0,
+        data_as_of: NOW,
+        source: "bench".into(),
+        customers: 1,
+        buyers: 1,
+        repeat_buyers: 1,
+        training_ms: 0,
+        purchase: Some(BgNbd { r: 0.243, alpha: 4.414, a: 0.793, b: 2.426 }),
+        spend: Some(GammaGamma { p: 6.25, q: 3.74, gamma: 15.44 }),
+        expected_horizon_days: 90.0,
+        clv_horizon_days: 365.0,
+        rfm: None,
+        clusters: Some(Clustering {
+            algorithm: segstream_trainer::Algorithm::Kmeans,
+            features,
+            clusters,
+            silhouette: 0.5,
+            tried: Vec::new(),
+            next_id: 5,
+            vanished: Vec::new(),
+        }),
+    }
+    .to_avro()
+    .unwrap()
 }
 
 /// One customer ordering every ~30 s for a year (a reseller, a bot):

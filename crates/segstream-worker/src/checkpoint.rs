@@ -114,7 +114,7 @@ pub(crate) fn row_segments(
     }
     row.cluster = segments.cluster().map(cluster_segment);
     if let Some(model) = model {
-        row.scores = model.score(features).columns();
+        row.scores = model.score_columns(features);
     }
     row.behaviour.sort();
     row.custom.sort();

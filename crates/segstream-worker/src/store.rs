@@ -544,6 +544,11 @@ impl CustomerStore {
         dropped
     }
 
+    /// Memberships of segments of `kind`, all segments together.
+    pub fn population_of(&self, kind: SegmentKind) -> i64 {
+        self.population.range((kind, "")..).take_while(|((k, _), _)| *k == kind).map(|(_, n)| n).sum()
+    }
+
     /// Customers per (kind, segment).
     pub(crate) fn population(&self) -> impl Iterator<Item = ((SegmentKind, &'static str), i64)> + '_ {
         self.population.iter().map(|(s, n)| (*s, *n))

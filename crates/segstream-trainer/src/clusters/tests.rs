@@ -53,6 +53,57 @@ fn planted_groups_are_found_with_k_chosen_by_the_silhouette_and_named_from_their
 }
 
 #[test]
+fn a_gaussian_mixture_finds_the_planted_groups_assigns_each_customer_to_their_group_and_keeps_ids() {
+    let data = planted(300, 0.0);
+    let settings = ClusterSettings { algorithm: Algorithm::Gmm, k_min: 2, k_max: 5, ..Default::default() };
+    let fit = Clustering::fit(&names(), data.view(), &settings, None).expect("fit");
+    assert_eq!(fit.algorithm, Algorithm::Gmm);
+    assert_eq!(fit.clusters.len(), 3, "{fit:#?}");
+    for c in &fit.clusters {
+        assert_eq!(c.population, 300, "{c:?}");
+        let g = c.gaussian.as_ref().expect("a mixture component");
+        assert!((g.weight - 1.0 / 3.0).abs() < 1e-3 && g.precision.len() == 9, "{g:?}");
+    }
+    // Every customer of a planted group is assigned to one cluster, its own.
+    let mut seen = std::collections::BTreeMap::new();
+    for (i, row) in data.rows().into_iter().enumerate() {
+        let raw: Vec<Option<f64>> = row.iter().map(|v| Some(*v)).collect();
+        let id = fit.assign(&raw).expect("a cluster").id;
+        assert_eq!(*seen.entry(i % 3).or_insert(id), id, "row {i}");
+    }
+    let ids: std::collections::BTreeSet<u32> = seen.values().copied().collect();
+    assert_eq!(ids.len(), 3);
+    // Retrained on the same data: the same clusters under the same ids.
+    let again = Clustering::fit(&names(), data.view(), &settings, Some(&fit)).expect("refit");
+    let shape = |c: &Clustering| c.clusters.iter().map(|k| (k.id, k.population)).collect::<Vec<_>>();
+    assert_eq!(shape(&fit), shape(&again));
+}
+
+#[test]
+fn a_mixture_assigns_by_likelihood_where_the_nearest_centre_would_not() {
+    // One wide group and one tight group: a point nearer the tight centre but
+    // far outside its spread belongs to the wide one.
+    let mut rows = Vec::new();
+    for i in 0..400 {
+        let u = (i * 7919 % 401) as f64 / 401.0 - 0.5;
+        let v = (i * 104_729 % 397) as f64 / 397.0 - 0.5;
+        rows.extend([100.0 + 80.0 * u, 100.0 + 80.0 * v]);
+        rows.extend([10.0 + 1.0 * v, 10.0 + 1.0 * u]);
+    }
+    let data = Array2::from_shape_vec((800, 2), rows).expect("shape");
+    let names = vec!["revenue_365d".to_owned(), "avg_order_value".to_owned()];
+    let gmm = ClusterSettings { algorithm: Algorithm::Gmm, k_min: 2, k_max: 2, ..Default::default() };
+    let fit = Clustering::fit(&names, data.view(), &gmm, None).expect("fit");
+    let kmeans =
+        Clustering::fit(&names, data.view(), &ClusterSettings { algorithm: Algorithm::Kmeans, ..gmm }, None)
+            .expect("fit");
+    let wide = |c: &Clustering| c.assign(&[Some(100.0), Some(100.0)]).expect("a cluster").id;
+    let probe = [Some(25.0), Some(25.0)];
+    assert_eq!(fit.assign(&probe).map(|c| c.id), Some(wide(&fit)), "{fit:#?}");
+    assert_ne!(kmeans.assign(&probe).map(|c| c.id), Some(wide(&kmeans)), "{kmeans:#?}");
+}
+
+#[test]
 fn retraining_on_the_same_data_gives_the_same_clusters_and_ids() {
     let data = planted(200, 0.0);
     let settings = ClusterSettings::default();

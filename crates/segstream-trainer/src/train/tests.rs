@@ -90,6 +90,46 @@ fn a_run_on_cdnow_fits_every_model_and_a_second_run_keeps_the_cluster_ids_and_ra
     // The published bytes read back to the same model.
     let bytes = second.to_avro().expect("encode");
     assert_eq!(SegmentModel::from_avro(&bytes).expect("decode"), second);
+    // So does a model published before the Gaussian mixture (schema id 9).
+    let v1 = apache_avro::Schema::parse_str(segstream_events::schema::SEGMENT_MODEL_V1_AVSC).expect("v1");
+    let value = apache_avro::to_value(&second).expect("value");
+    let value = match value {
+        apache_avro::types::Value::Record(mut fields) => {
+            // The v1 layout has neither the algorithm nor the components.
+            strip_v2_fields(&mut fields);
+            apache_avro::types::Value::Record(fields)
+        }
+        other => other,
+    };
+    let resolved = value.resolve(&v1).expect("resolves to v1");
+    let body = apache_avro::writer::datum::GenericDatumWriter::builder(&v1)
+        .build()
+        .and_then(|w| w.write_value_to_vec(resolved))
+        .expect("v1 body");
+    let old = segstream_events::wire::frame(segstream_events::schema::SEGMENT_MODEL_V1_SCHEMA_ID, &body);
+    assert_eq!(SegmentModel::from_avro(&old).expect("v1 decodes"), second);
+}
+
+/// Drops the fields schema id 10 added from a model value, wherever they are.
+fn strip_v2_fields(fields: &mut Vec<(String, apache_avro::types::Value)>) {
+    use apache_avro::types::Value;
+    fields.retain(|(name, _)| name != "algorithm" && name != "gaussian");
+    for (_, value) in fields.iter_mut() {
+        let mut inner = match value {
+            Value::Union(_, boxed) => boxed.as_mut(),
+            other => other,
+        };
+        if let Value::Record(f) = &mut inner {
+            strip_v2_fields(f);
+        }
+        if let Value::Array(items) = inner {
+            for item in items {
+                if let Value::Record(f) = item {
+                    strip_v2_fields(f);
+                }
+            }
+        }
+    }
 }
 
 #[test]
