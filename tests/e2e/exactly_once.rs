@@ -332,6 +332,23 @@ fn three_workers_under_sigkill_rebalances_and_a_pause_commit_exactly_the_uninter
     }
 }
 
+/// The latest WARN and ERROR lines of every start of every member.
+fn troubles(members: &[Member]) -> String {
+    let lines: Vec<String> = members
+        .iter()
+        .flat_map(|m| &m.logs)
+        .flat_map(|log| {
+            let text = std::fs::read_to_string(log).unwrap_or_default();
+            let name = log.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            text.lines()
+                .filter(|l| l.contains("WARN") || l.contains("ERROR"))
+                .map(|l| format!("{name}: {}", l.chars().take(400).collect::<String>()))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    lines[lines.len().saturating_sub(40)..].join("\n")
+}
+
 /// A trained model published while three workers work off a backlog and are
 /// SIGKILLed: every other change is exactly the replay's, each once; every
 /// customer's cluster records form one unbroken chain (no entry twice, no
@@ -396,7 +413,22 @@ fn a_model_swapped_in_during_a_backlog_under_sigkill_is_emitted_once_and_changes
         if (others.len() >= reference.changes.len() && swapped) || Instant::now() > deadline {
             break (all, others);
         }
+        // A worker that stops by itself now would leave the rest undone: say why.
+        for m in &mut members {
+            if let Some(status) = m.proc.as_mut().and_then(WorkerProc::exited) {
+                crate::support::keep_logs();
+                panic!(
+                    "a worker exited by itself ({status:?}) with {} of {} changes out:\n{}",
+                    others.len(),
+                    reference.changes.len(),
+                    m.proc.as_ref().unwrap().log_text()
+                );
+            }
+        }
     };
+    if others.len() != reference.changes.len() {
+        crate::support::keep_logs();
+    }
     let mut memberships = BTreeMap::new();
     let mut clusters_held = BTreeMap::new();
     for r in setup.read(&setup.topic("members"), 1, Duration::from_secs(30)) {
@@ -416,10 +448,11 @@ fn a_model_swapped_in_during_a_backlog_under_sigkill_is_emitted_once_and_changes
     repeated.dedup();
     assert!(
         repeated.len() == others.len() && others == reference.changes,
-        "{} changes besides clusters ({} distinct), {} in the replay",
+        "{} changes besides clusters ({} distinct), {} in the replay; warnings and errors of the workers:\n{}",
         others.len(),
         repeated.len(),
-        reference.changes.len()
+        reference.changes.len(),
+        troubles(&members)
     );
     for (id, m) in &reference.memberships {
         let m: CustomerSegments = serde_json::from_str(m).unwrap();

@@ -1,4 +1,4 @@
-//! Model fitting for the trainer (issue 19), with no Kafka in it: the
+//! Model fitting for the trainer, with no Kafka in it: the
 //! models are fitted here from the population's purchase summaries and
 //! published by the trainer's binary.
 //!
@@ -7,8 +7,8 @@
 //!   per customer.
 //! - [`gamma_gamma`]: the Gamma–Gamma model of spend per order, fitted on
 //!   repeat buyers; expected spend and lifetime value per customer.
-//! - [`clusters`]: k-means clusters of the population, named from their
-//!   centres, with ids kept across retrains.
+//! - [`clusters`]: k-means or Gaussian-mixture clusters of the population,
+//!   named from their centres, with ids kept across retrains.
 //! - [`model`]: the published model (`schemas/segment-model.avsc`) and the
 //!   per-customer scores workers compute with it.
 //! - [`train`]: one run, from the population's feature table to a model.
