@@ -399,7 +399,7 @@ fn a_model_swapped_in_during_a_backlog_under_sigkill_is_emitted_once_and_changes
             }
         }
     }
-    let deadline = Instant::now() + Duration::from_secs(300);
+    let deadline = Instant::now() + Duration::from_secs(600);
     let (all, others) = loop {
         let all = setup
             .read(&setup.topic("changes"), usize::MAX, Duration::from_secs(3))
