@@ -402,7 +402,7 @@ fn a_model_swapped_in_during_a_backlog_under_sigkill_is_emitted_once_and_changes
     let deadline = Instant::now() + Duration::from_secs(600);
     let (all, others) = loop {
         let all = setup
-            .read(&setup.topic("changes"), usize::MAX, Duration::from_secs(3))
+            .read_to_end(&setup.topic("changes"), Duration::from_secs(120))
             .iter()
             .map(|r| SegmentChange::from_avro(r.payload.as_deref().unwrap()).unwrap())
             .collect::<Vec<_>>();
@@ -425,6 +425,7 @@ fn a_model_swapped_in_during_a_backlog_under_sigkill_is_emitted_once_and_changes
                 );
             }
         }
+        std::thread::sleep(Duration::from_secs(1));
     };
     if others.len() != reference.changes.len() {
         crate::support::keep_logs();

@@ -244,10 +244,11 @@ fn rfm_segments_of_a_live_run_equal_a_batch_computation_and_every_segment_and_st
     }
 }
 
-/// Every change record on the topic so far (waits `settle` for more).
+/// Every change record on the topic after `settle` more.
 fn all_changes(setup: &Setup, settle: Duration) -> Vec<SegmentChange> {
+    std::thread::sleep(settle);
     setup
-        .read(&setup.topic("changes"), usize::MAX, settle)
+        .read_to_end(&setup.topic("changes"), Duration::from_secs(120))
         .iter()
         .map(|r| SegmentChange::from_avro(r.payload.as_deref().unwrap()).unwrap())
         .collect()

@@ -13,7 +13,7 @@ use crate::support::{Setup, batch_ids, http_get, metric, sql_post};
 
 fn changes(setup: &Setup) -> Vec<SegmentChange> {
     setup
-        .read(&setup.topic("changes"), usize::MAX, Duration::from_secs(2))
+        .read_to_end(&setup.topic("changes"), Duration::from_secs(120))
         .iter()
         .map(|r| SegmentChange::from_avro(r.payload.as_deref().unwrap()).unwrap())
         .collect()

@@ -355,15 +355,7 @@ impl Setup {
     /// arrived or `timeout` passed, then one more second, so that records
     /// beyond `want` (duplicates, extras) are seen too.
     pub fn read(&self, topic: &str, want: usize, timeout: Duration) -> Vec<Record> {
-        let group = format!("reader-{}-{}", self.name, COUNTER.fetch_add(1, Ordering::SeqCst));
-        let consumer: BaseConsumer =
-            segstream_kafka::reader_config(&self.config(), &group).unwrap().create().unwrap();
-        let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(10)).unwrap();
-        let mut tpl = TopicPartitionList::new();
-        for p in md.topics()[0].partitions() {
-            tpl.add_partition_offset(topic, p.id(), Offset::Beginning).unwrap();
-        }
-        consumer.assign(&tpl).unwrap();
+        let consumer = self.reader(topic, false);
         let mut deadline = Instant::now() + timeout;
         let mut out = Vec::new();
         let mut settling = false;
@@ -375,40 +367,58 @@ impl Setup {
             if let Some(m) = consumer.poll(Duration::from_millis(200)) {
                 // librdkafka reports transient trouble (a connection dropped
                 // under load) as errors and recovers by itself.
-                let m = match m {
-                    Ok(m) => m,
-                    Err(e) => {
-                        eprintln!("reading {topic}: {e} (retrying)");
-                        continue;
-                    }
-                };
-                let headers = m
-                    .headers()
-                    .map(|h| {
-                        h.iter()
-                            .map(|h| {
-                                (
-                                    h.key.to_owned(),
-                                    String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned(),
-                                )
-                            })
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                out.push(Record {
-                    partition: m.partition(),
-                    offset: m.offset(),
-                    key: m.key().map(|k| String::from_utf8_lossy(k).into_owned()),
-                    payload: m.payload().map(<[u8]>::to_vec),
-                    headers,
-                });
+                match m {
+                    Ok(m) => out.push(Record::of(&m)),
+                    Err(e) => eprintln!("reading {topic}: {e} (retrying)"),
+                }
             }
         }
         out
     }
+
+    /// Every record of `topic` committed now: read from the start until
+    /// each partition reports its end, however long that takes under load
+    /// (up to `timeout`, then it panics).
+    pub fn read_to_end(&self, topic: &str, timeout: Duration) -> Vec<Record> {
+        let consumer = self.reader(topic, true);
+        let partitions = consumer.assignment().unwrap().count();
+        let deadline = Instant::now() + timeout;
+        let mut ended = std::collections::BTreeSet::new();
+        let mut out = Vec::new();
+        while ended.len() < partitions {
+            assert!(
+                Instant::now() < deadline,
+                "{topic}: {} of {partitions} partitions read to their end",
+                ended.len()
+            );
+            match consumer.poll(Duration::from_millis(200)) {
+                Some(Ok(m)) => out.push(Record::of(&m)),
+                Some(Err(rdkafka::error::KafkaError::PartitionEOF(p))) => {
+                    ended.insert(p);
+                }
+                Some(Err(e)) => eprintln!("reading {topic}: {e} (retrying)"),
+                None => {}
+            }
+        }
+        out
+    }
+
+    /// A read_committed reader of every partition of `topic` from its start.
+    fn reader(&self, topic: &str, eof: bool) -> BaseConsumer {
+        let group = format!("reader-{}-{}", self.name, COUNTER.fetch_add(1, Ordering::SeqCst));
+        let mut config = segstream_kafka::reader_config(&self.config(), &group).unwrap();
+        config.set("enable.partition.eof", eof.to_string());
+        let consumer: BaseConsumer = config.create().unwrap();
+        let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(10)).unwrap();
+        let mut tpl = TopicPartitionList::new();
+        for p in md.topics()[0].partitions() {
+            tpl.add_partition_offset(topic, p.id(), Offset::Beginning).unwrap();
+        }
+        consumer.assign(&tpl).unwrap();
+        consumer
+    }
 }
 
-#[derive(Debug, Clone)]
 pub struct Record {
     pub partition: i32,
     pub offset: i64,
@@ -418,6 +428,26 @@ pub struct Record {
 }
 
 impl Record {
+    fn of(m: &rdkafka::message::BorrowedMessage<'_>) -> Self {
+        let headers = m
+            .headers()
+            .map(|h| {
+                h.iter()
+                    .map(|h| {
+                        (h.key.to_owned(), String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned())
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        Record {
+            partition: m.partition(),
+            offset: m.offset(),
+            key: m.key().map(|k| String::from_utf8_lossy(k).into_owned()),
+            payload: m.payload().map(<[u8]>::to_vec),
+            headers,
+        }
+    }
+
     pub fn header(&self, key: &str) -> Option<&str> {
         self.headers.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
     }
