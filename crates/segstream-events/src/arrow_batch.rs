@@ -16,7 +16,7 @@ use datafusion::arrow::array::{
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit, UInt8Type};
 use datafusion::arrow::error::ArrowError;
 
-use crate::codec::{InputRules, decode_click, decode_order};
+use crate::codec::{InputRules, decode_click_view, decode_order_view};
 use crate::error::DecodeError;
 use crate::ids::EventTime;
 use crate::model::{ClickEventType, OrderStatus};
@@ -57,7 +57,7 @@ pub struct DecodedBatch<B> {
 /// with their coordinates.
 fn decode_each<'a, E>(
     records: impl IntoIterator<Item = RawRecord<'a>>,
-    decode: impl Fn(&[u8]) -> Result<E, DecodeError>,
+    decode: impl Fn(&'a [u8]) -> Result<E, DecodeError>,
     mut append: impl FnMut(E, &RawRecord<'a>),
 ) -> Vec<Rejected> {
     let mut rejected = Vec::new();
@@ -200,9 +200,9 @@ pub fn decode_clicks<'a>(
     let mut offset = Int64Builder::new();
     let rejected = decode_each(
         records,
-        |p| decode_click(p, schemas, rules),
+        |p| decode_click_view(p, schemas, rules),
         |e, r| {
-            customer_id.append_value(e.customer_id.as_str());
+            customer_id.append_value(&e.customer_id);
             event_id.append_value(&e.event_id);
             session_id.append_option(e.session_id.as_deref());
             event_type.append_value(e.event_type as u8);
@@ -371,10 +371,10 @@ pub fn decode_orders<'a>(
     let mut offset = Int64Builder::new();
     let rejected = decode_each(
         records,
-        |p| decode_order(p, schemas, rules),
+        |p| decode_order_view(p, schemas, rules),
         |e, r| {
             order_id.append_value(&e.order_id);
-            customer_id.append_value(e.customer_id.as_str());
+            customer_id.append_value(&e.customer_id);
             event_time.append_value(e.event_time.millis());
             status.append_value(e.status as u8);
             total.append_value(e.total);

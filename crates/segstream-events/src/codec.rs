@@ -6,10 +6,12 @@ use apache_avro::Schema;
 use apache_avro::types::Value;
 
 use crate::avro_fields::{Fields, invalid, opt_string_value, read_datum, write_datum};
+use crate::binary::{ClickView, OrderView, read_click, read_order};
+use crate::decision::Lane;
 use crate::error::{DecodeError, EncodeError};
 use crate::ids::{CustomerId, EventTime};
 use crate::model::{ClickEvent, ClickEventType, OrderEvent, OrderStatus};
-use crate::schema::{CLICKSTREAM_SCHEMA_ID, ORDERS_SCHEMA_ID, Schemas};
+use crate::schema::{CLICKSTREAM_SCHEMA_ID, Decoding, ORDERS_SCHEMA_ID, Schemas};
 use crate::wire;
 
 /// How a producer encodes event payloads.
@@ -94,10 +96,24 @@ fn classify(payload: &[u8]) -> Result<Body<'_>, DecodeError> {
     }
 }
 
+/// A click body read by apache_avro with our schema (the reference the
+/// field-by-field reader is held to).
+#[cfg(test)]
+pub(crate) fn generic_click(body: &[u8]) -> Result<ClickEvent, DecodeError> {
+    let s = Schemas::builtin();
+    click_from_value(avro_record(&s.click, &s.click, body)?)
+}
+
+/// An order body read by apache_avro with our schema.
+#[cfg(test)]
+pub(crate) fn generic_order(body: &[u8]) -> Result<OrderEvent, DecodeError> {
+    let s = Schemas::builtin();
+    order_from_value(avro_record(&s.order, &s.order, body)?)
+}
+
+/// A record written with another schema than ours, resolved against ours.
 fn avro_record(writer: &Schema, reader: &Schema, mut body: &[u8]) -> Result<Value, DecodeError> {
-    // Resolution is only needed when the writer schema differs from ours.
-    let reader = (writer != reader).then_some(reader);
-    let value = read_datum(writer, reader, &mut body).map_err(|e| DecodeError::Avro(e.to_string()))?;
+    let value = read_datum(writer, Some(reader), &mut body).map_err(|e| DecodeError::Avro(e.to_string()))?;
     if !body.is_empty() {
         return Err(DecodeError::Avro(format!("{} trailing bytes after the record", body.len())));
     }
@@ -131,16 +147,31 @@ fn from_json<T: serde::de::DeserializeOwned>(
 
 /// Decodes and validates one click payload.
 pub fn decode_click(payload: &[u8], schemas: &Schemas, rules: InputRules) -> Result<ClickEvent, DecodeError> {
+    decode_click_view(payload, schemas, rules).map(ClickView::into_owned)
+}
+
+/// Decodes and validates one click payload, its text borrowed from the
+/// payload when it was written with our schema.
+pub(crate) fn decode_click_view<'a>(
+    payload: &'a [u8],
+    schemas: &Schemas,
+    rules: InputRules,
+) -> Result<ClickView<'a>, DecodeError> {
     let event = match classify(payload)? {
-        Body::Avro(id, body) => {
-            let writer = schemas.click_writer(id).ok_or_else(|| DecodeError::UnknownSchemaId {
-                id,
-                topic_kind: "clickstream",
-                known: schemas.click_ids(),
-            })?;
-            click_from_value(avro_record(writer, &schemas.click, body)?)?
-        }
-        Body::Json(text) => from_json(text, rules.unknown_json_fields)?,
+        Body::Avro(id, body) => match schemas.decoding(Lane::Clicks, id) {
+            Some(Decoding::Ours) => read_click(body)?,
+            Some(Decoding::Resolved(writer)) => {
+                click_from_value(avro_record(writer, &schemas.click, body)?)?.into()
+            }
+            None => {
+                return Err(DecodeError::UnknownSchemaId {
+                    id,
+                    topic_kind: "clickstream",
+                    known: schemas.click_ids(),
+                });
+            }
+        },
+        Body::Json(text) => from_json::<ClickEvent>(text, rules.unknown_json_fields)?.into(),
     };
     validate_common(&event.customer_id)?;
     rules.range.check(event.event_time)?;
@@ -152,16 +183,31 @@ pub fn decode_click(payload: &[u8], schemas: &Schemas, rules: InputRules) -> Res
 
 /// Decodes and validates one order payload.
 pub fn decode_order(payload: &[u8], schemas: &Schemas, rules: InputRules) -> Result<OrderEvent, DecodeError> {
+    decode_order_view(payload, schemas, rules).map(OrderView::into_owned)
+}
+
+/// Decodes and validates one order payload, its text borrowed from the
+/// payload when it was written with our schema.
+pub(crate) fn decode_order_view<'a>(
+    payload: &'a [u8],
+    schemas: &Schemas,
+    rules: InputRules,
+) -> Result<OrderView<'a>, DecodeError> {
     let event = match classify(payload)? {
-        Body::Avro(id, body) => {
-            let writer = schemas.order_writer(id).ok_or_else(|| DecodeError::UnknownSchemaId {
-                id,
-                topic_kind: "orders",
-                known: schemas.order_ids(),
-            })?;
-            order_from_value(avro_record(writer, &schemas.order, body)?)?
-        }
-        Body::Json(text) => from_json(text, rules.unknown_json_fields)?,
+        Body::Avro(id, body) => match schemas.decoding(Lane::Orders, id) {
+            Some(Decoding::Ours) => read_order(body)?,
+            Some(Decoding::Resolved(writer)) => {
+                order_from_value(avro_record(writer, &schemas.order, body)?)?.into()
+            }
+            None => {
+                return Err(DecodeError::UnknownSchemaId {
+                    id,
+                    topic_kind: "orders",
+                    known: schemas.order_ids(),
+                });
+            }
+        },
+        Body::Json(text) => from_json::<OrderEvent>(text, rules.unknown_json_fields)?.into(),
     };
     validate_common(&event.customer_id)?;
     rules.range.check(event.event_time)?;
@@ -176,8 +222,8 @@ pub fn decode_order(payload: &[u8], schemas: &Schemas, rules: InputRules) -> Res
     Ok(event)
 }
 
-fn validate_common(customer: &CustomerId) -> Result<(), DecodeError> {
-    if customer.as_str().trim().is_empty() {
+fn validate_common(customer: &str) -> Result<(), DecodeError> {
+    if customer.trim().is_empty() {
         return Err(invalid("customer_id", "must not be empty"));
     }
     Ok(())

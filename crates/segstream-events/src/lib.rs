@@ -8,6 +8,7 @@
 
 mod arrow_batch;
 mod avro_fields;
+mod binary;
 mod change;
 mod codec;
 mod decision;

@@ -78,9 +78,26 @@ pub struct Schemas {
     /// Writer schema of its older records (id 7).
     pub decisions_v3: Schema,
     /// Writer schemas we accept on the click topic, by id.
-    click_writers: HashMap<u32, Schema>,
+    click_writers: HashMap<u32, Writer>,
     /// Writer schemas we accept on the order topic, by id.
-    order_writers: HashMap<u32, Schema>,
+    order_writers: HashMap<u32, Writer>,
+}
+
+/// A writer schema, and whether it is the reader schema (decided once per
+/// id, not per record).
+#[derive(Debug, Clone)]
+struct Writer {
+    schema: Schema,
+    ours: bool,
+}
+
+/// How the payloads of one schema id are read.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Decoding<'s> {
+    /// Written with our schema: read field by field, without generic values.
+    Ours,
+    /// Written with another schema: resolved against ours by apache_avro.
+    Resolved(&'s Schema),
 }
 
 impl Schemas {
@@ -96,8 +113,14 @@ impl Schemas {
             let click = parse(CLICKSTREAM_AVSC, "clickstream.avsc");
             let order = parse(ORDERS_AVSC, "orders.avsc");
             Schemas {
-                click_writers: HashMap::from([(CLICKSTREAM_SCHEMA_ID, click.clone())]),
-                order_writers: HashMap::from([(ORDERS_SCHEMA_ID, order.clone())]),
+                click_writers: HashMap::from([(
+                    CLICKSTREAM_SCHEMA_ID,
+                    Writer { schema: click.clone(), ours: true },
+                )]),
+                order_writers: HashMap::from([(
+                    ORDERS_SCHEMA_ID,
+                    Writer { schema: order.clone(), ours: true },
+                )]),
                 click,
                 order,
                 change: parse(SEGMENT_CHANGES_AVSC, "segment-changes.avsc"),
@@ -110,14 +133,12 @@ impl Schemas {
         })
     }
 
-    /// Writer schema for a click payload's schema id.
-    pub fn click_writer(&self, id: u32) -> Option<&Schema> {
-        self.click_writers.get(&id)
-    }
-
-    /// Writer schema for an order payload's schema id.
-    pub fn order_writer(&self, id: u32) -> Option<&Schema> {
-        self.order_writers.get(&id)
+    /// How payloads of `lane`'s topic with this schema id are read, if
+    /// they are.
+    pub(crate) fn decoding(&self, lane: Lane, id: u32) -> Option<Decoding<'_>> {
+        self.writers(lane)
+            .get(&id)
+            .map(|w| if w.ours { Decoding::Ours } else { Decoding::Resolved(&w.schema) })
     }
 
     /// The same reader schemas with no writer schema: with a registry, ids
@@ -136,15 +157,17 @@ impl Schemas {
     /// gives it), resolved against our reader schema. An error says why the
     /// text is not a schema.
     pub fn add_writer(&mut self, lane: Lane, id: u32, writer: &str) -> Result<(), String> {
-        let writer = Schema::parse_str(writer).map_err(|e| e.to_string())?;
-        match lane {
-            Lane::Clicks => self.click_writers.insert(id, writer),
-            Lane::Orders => self.order_writers.insert(id, writer),
+        let schema = Schema::parse_str(writer).map_err(|e| e.to_string())?;
+        let (writers, reader) = match lane {
+            Lane::Clicks => (&mut self.click_writers, &self.click),
+            Lane::Orders => (&mut self.order_writers, &self.order),
         };
+        let ours = schema.canonical_form() == reader.canonical_form();
+        writers.insert(id, Writer { schema, ours });
         Ok(())
     }
 
-    fn writers(&self, lane: Lane) -> &HashMap<u32, Schema> {
+    fn writers(&self, lane: Lane) -> &HashMap<u32, Writer> {
         match lane {
             Lane::Clicks => &self.click_writers,
             Lane::Orders => &self.order_writers,
@@ -162,7 +185,7 @@ impl Schemas {
     }
 }
 
-fn sorted_keys(map: &HashMap<u32, Schema>) -> Vec<u32> {
+fn sorted_keys(map: &HashMap<u32, Writer>) -> Vec<u32> {
     let mut ids: Vec<u32> = map.keys().copied().collect();
     ids.sort_unstable();
     ids
