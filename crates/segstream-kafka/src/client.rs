@@ -27,6 +27,19 @@ const PRODUCER_ENFORCED: &[(&str, &str, &str)] = &[
     ("acks", "all", "a change is acknowledged only once replicated"),
 ];
 
+/// Fetch settings of the input consumers, chosen for latency and
+/// throughput: librdkafka's defaults back off 1 s when its local queue is
+/// full, which left a worker reading a backlog at a fifth of what the
+/// broker serves. None of the guarantees depends on them:
+/// `[kafka.librdkafka_options]` overrides each.
+const INPUT_FETCH_DEFAULTS: &[(&str, &str)] = &[
+    // Fetch again 10 ms after the local queue was full, not 1 s.
+    ("fetch.queue.backoff.ms", "10"),
+    // A fetch answers as soon as a record is there, waits at most 100 ms
+    // for one on a quiet partition (default 500 ms).
+    ("fetch.wait.max.ms", "100"),
+];
+
 /// Keys that identify the client and must come from segstream's own config.
 const OWNED_KEYS: &[(&str, &str)] = &[
     ("bootstrap.servers", "set kafka.bootstrap_servers instead"),
@@ -77,6 +90,7 @@ pub fn consumer_config(config: &Config) -> Result<ClientConfig, KafkaIoError> {
     c.set("session.timeout.ms", session.to_string());
     c.set_if_absent("heartbeat.interval.ms", &(session / 3).max(100).to_string());
     c.set_if_absent("statistics.interval.ms", "5000");
+    input_fetch_defaults(&mut c);
     Ok(c)
 }
 
@@ -89,6 +103,7 @@ pub fn assigned_consumer_config(config: &Config) -> Result<ClientConfig, KafkaIo
     // librdkafka wants a group id for a consumer; this one never joins it.
     c.set("group.id", format!("{}-assigned", config.kafka.group_id));
     c.set_if_absent("statistics.interval.ms", "5000");
+    input_fetch_defaults(&mut c);
     Ok(c)
 }
 
@@ -124,6 +139,12 @@ pub fn reader_config(config: &Config, group_id: &str) -> Result<ClientConfig, Ka
 /// restarted worker fences its previous incarnation.
 pub fn transactional_id(config: &Config) -> String {
     format!("segstream-{}-{}", config.kafka.group_id, config.instance_id())
+}
+
+fn input_fetch_defaults(c: &mut ClientConfig) {
+    for (key, value) in INPUT_FETCH_DEFAULTS {
+        c.set_if_absent(key, value);
+    }
 }
 
 trait SetIfAbsent {
@@ -193,6 +214,16 @@ mod tests {
         assert_eq!(c.get("enable.partition.eof"), Some("true"));
         let a = assigned_consumer_config(&config).expect("config");
         assert_eq!((a.get("group.instance.id"), a.get("isolation.level")), (None, Some("read_committed")));
+    }
+
+    #[test]
+    fn inputs_fetch_again_soon_unless_told_otherwise() {
+        let mut config = Config::default();
+        let c = assigned_consumer_config(&config).expect("config");
+        assert_eq!(c.get("fetch.queue.backoff.ms"), Some("10"));
+        config.kafka.librdkafka_options.insert("fetch.queue.backoff.ms".into(), "500".into());
+        let c = consumer_config(&config).expect("config");
+        assert_eq!((c.get("fetch.queue.backoff.ms"), c.get("fetch.wait.max.ms")), (Some("500"), Some("100")));
     }
 
     #[test]

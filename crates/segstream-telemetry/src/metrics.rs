@@ -177,8 +177,14 @@ impl Metrics {
     /// A fresh registry with every metric registered.
     pub fn new() -> Self {
         let r = Registry::new();
-        let latency_buckets =
-            vec![0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0];
+        // Every 10 ms up to 200 ms, so a p99 target of tens of milliseconds
+        // can be read off it; coarser above.
+        let fine = (1..=20).map(|i| f64::from(i) / 100.0);
+        let latency_buckets: Vec<f64> = [0.001, 0.0025, 0.005]
+            .into_iter()
+            .chain(fine)
+            .chain([0.25, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0])
+            .collect();
         Self {
             events_in: counter_vec(
                 &r,
