@@ -3,7 +3,12 @@
 //! release `segstream worker` with a fresh group per run, timed from start
 //! until every input lane's committed offset is at the end of its log.
 //! Prints events per second, how busy the pipeline thread was (time in
-//! micro-batches over wall time) and the transactions' commit times.
+//! micro-batches over wall time), the transactions' commit times, the
+//! worker's peak RSS and cores used; before each worker run a bare
+//! librdkafka consumer (tuned fetch settings) reads the same topics, and
+//! the ratio of the two is printed.
+//!
+//! Then event-to-change latency under live traffic (see `latency_bench`).
 //!
 //! `BENCH_CUSTOMERS` (default 2000), `BENCH_DAYS` (365), `BENCH_RUNS` (3; a
 //! debug build, as `cargo test --all-targets` runs it: 100, 60, 1);
@@ -16,7 +21,8 @@
 //! 1,000,000; debug: 300) over `BENCH_RESTART_DAYS` (7) is read to its end
 //! by a worker that checkpoints every 500 ms and by one that never does;
 //! each is killed and started again (the same static member), timed from
-//! the start to `/readyz` 200, `BENCH_RESTART_RUNS` times (3; debug: 1).
+//! the start to `/readyz` 200, `BENCH_RESTART_RUNS` times (3; debug: 1; 0
+//! leaves this part out).
 
 #![allow(missing_docs, clippy::unwrap_used, unreachable_pub, dead_code)]
 
@@ -28,6 +34,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 
 use support::{Broker, SQL_TOKEN, Setup, http_get, metric, segstream_bin};
@@ -43,6 +50,49 @@ struct Run {
     busy: f64,
     commits: f64,
     commit_ms: f64,
+    /// Peak resident set (VmHWM), bytes.
+    peak_rss: f64,
+    /// CPU seconds (user + system) over wall seconds: cores kept busy.
+    cores: f64,
+}
+
+/// Peak resident bytes and CPU seconds of a running process, from /proc.
+fn usage(pid: u32) -> (f64, f64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let kib = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .unwrap_or(0.0);
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command's closing parenthesis; utime and stime are the 12th and 13th.
+    let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // USER_HZ is 100 on Linux.
+    (kib * 1024.0, (ticks(11) + ticks(12)) / 100.0)
+}
+
+/// Seconds a bare librdkafka consumer (tuned: `fetch.queue.backoff.ms` 10)
+/// takes to read both input topics from their start to `end`, touching
+/// every payload: what the broker serves one reader on this machine.
+fn bare(setup: &Setup, end: &TopicPartitionList, events: i64) -> f64 {
+    let mut config = segstream_kafka::reader_config(&setup.config(), "bench-bare").unwrap();
+    config.set("fetch.queue.backoff.ms", "10");
+    let consumer: BaseConsumer = config.create().unwrap();
+    let mut from = end.clone();
+    from.set_all_offsets(Offset::Beginning).unwrap();
+    let started = Instant::now();
+    consumer.assign(&from).unwrap();
+    let (mut read, mut bytes) = (0_i64, 0_usize);
+    while read < events {
+        assert!(started.elapsed() < Duration::from_secs(600), "bare consumer: {read} of {events}");
+        if let Some(m) = consumer.poll(Duration::from_millis(100)) {
+            bytes += m.unwrap().payload().map_or(0, <[u8]>::len);
+            read += 1;
+        }
+    }
+    assert!(bytes > 0);
+    started.elapsed().as_secs_f64()
 }
 
 fn ends(setup: &Setup, topics: &[String]) -> TopicPartitionList {
@@ -92,6 +142,7 @@ fn run(setup: &Setup, bin: &Path, keep: impl Fn(&str) -> bool, end: &TopicPartit
         std::thread::sleep(Duration::from_millis(100));
     }
     let seconds = started.elapsed().as_secs_f64();
+    let (peak_rss, cpu) = usage(child.id());
     let text = std::fs::read_to_string(&log).unwrap();
     let addr = text.split("serving http://").nth(1).unwrap().split('/').next().unwrap().to_owned();
     let m = http_get(&addr, "/metrics").1;
@@ -103,6 +154,8 @@ fn run(setup: &Setup, bin: &Path, keep: impl Fn(&str) -> bool, end: &TopicPartit
         busy: metric(&m, "segstream_batch_duration_seconds_sum") / seconds,
         commits: commits.max(metric(&m, "segstream_transactions_total{result=\"committed\"}")),
         commit_ms: 1000.0 * metric(&m, "segstream_commit_duration_seconds_sum") / commits.max(1.0),
+        peak_rss,
+        cores: cpu / seconds,
     }
 }
 
@@ -189,7 +242,9 @@ fn main() {
     let baseline = std::env::var_os("BENCH_BASELINE_BIN").map(std::path::PathBuf::from);
     let mut this = Vec::new();
     let mut other = Vec::new();
+    let mut reader = Vec::new();
     for i in 0..runs {
+        reader.push(bare(&setup, &end, events));
         this.push(run(&setup.second_run(&format!("r{i}")), &segstream_bin(), |_| true, &end));
         if let Some(bin) = &baseline {
             // An older build knows neither the decisions topic nor these worker keys.
@@ -210,22 +265,142 @@ fn main() {
     let report = |name: &str, runs: &[Run]| {
         let rate = median(runs.iter().map(|r| events as f64 / r.seconds).collect());
         println!(
-            "{name:<10} {events} events: median {:.0} events/s over {} runs (each: {}); pipeline busy {:.0} %; {:.0} transactions, {:.1} ms per commit",
+            "{name:<10} {events} events: median {:.0} events/s over {} runs (each: {}); pipeline busy {:.0} %; {:.0} transactions, {:.1} ms per commit; peak RSS {:.0} MB, {:.2} cores",
             rate,
             runs.len(),
             runs.iter().map(|r| format!("{:.1} s", r.seconds)).collect::<Vec<_>>().join(", "),
             100.0 * median(runs.iter().map(|r| r.busy).collect()),
             median(runs.iter().map(|r| r.commits).collect()),
             median(runs.iter().map(|r| r.commit_ms).collect()),
+            median(runs.iter().map(|r| r.peak_rss).collect()) / 1e6,
+            median(runs.iter().map(|r| r.cores).collect()),
         );
         rate
     };
+    let bare_rate = median(reader.iter().map(|s| events as f64 / s).collect());
+    println!(
+        "bare read  {events} events: median {bare_rate:.0} events/s over {} runs (each: {}), librdkafka with fetch.queue.backoff.ms 10, in turn with each worker run",
+        reader.len(),
+        reader.iter().map(|s| format!("{s:.1} s")).collect::<Vec<_>>().join(", ")
+    );
     let rate = report("this build", &this);
+    println!("ratio this build / bare read: {:.2} (target ≥ 0.5)", rate / bare_rate);
     if !other.is_empty() {
         let base = report("baseline", &other);
         println!("ratio this / baseline: {:.2}", rate / base);
     }
+    latency_bench();
     restart_bench();
+}
+
+/// Event-to-change latency as a subscriber sees it: a worker on fresh
+/// topics, live traffic at `BENCH_LATENCY_RATE` events per second (5,000)
+/// for `BENCH_LATENCY_SECONDS` (30; debug: 500/s for 5 s) whose event
+/// times are the wall clock at sending, and a `read_committed` reader of
+/// segment-changes: for each change an event caused, the time it was read
+/// minus its cause's event time. Percentiles of those, and the worker's
+/// own histogram's count.
+fn latency_bench() {
+    use rdkafka::producer::{BaseRecord, Producer};
+    use segstream_events::{ClickEventType, EventTime, SegmentChange, Trigger};
+
+    let (rate, seconds) = if cfg!(debug_assertions) { (500, 5) } else { (5_000, 30) };
+    let (rate, seconds) = (env("BENCH_LATENCY_RATE", rate), env("BENCH_LATENCY_SECONDS", seconds));
+    let setup = Setup::new("latency", 6);
+    let log = Broker::shared().dir.join("latency-worker.log");
+    let mut worker = spawn(&setup, &[], &log);
+    let addr = addr_of(&log);
+    let started = Instant::now();
+    while http_get(&addr, "/readyz").0 != 200 {
+        assert!(started.elapsed() < Duration::from_secs(120), "not ready: {}", log.display());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let config = setup.config();
+    let reader: BaseConsumer =
+        segstream_kafka::reader_config(&config, "bench-latency").unwrap().create().unwrap();
+    let mut all = TopicPartitionList::new();
+    for p in 0..config.topics.partitions {
+        all.add_partition_offset(&config.topics.segment_changes, p, Offset::Beginning).unwrap();
+    }
+    reader.assign(&all).unwrap();
+    let sender = {
+        let setup = setup.clone();
+        std::thread::spawn(move || {
+            let producer = setup.producer();
+            let (clicks, orders) = (setup.topic("clickstream"), setup.topic("orders"));
+            let total = rate * seconds;
+            let begun = Instant::now();
+            for i in 0..total {
+                let due = Duration::from_secs_f64(i as f64 / rate as f64);
+                if let Some(wait) = due.checked_sub(begun.elapsed()) {
+                    std::thread::sleep(wait);
+                }
+                let now = EventTime::now().millis();
+                // One event in twenty is an order; customers come back every 20,000 events.
+                let customer = format!("lat-{}", i % 20_000);
+                let (topic, (_, payload)) = if i % 20 == 0 {
+                    (&orders, support::order_record(&customer, &format!("o-{i}"), now))
+                } else {
+                    (&clicks, support::click_record(&customer, now, ClickEventType::ALL[(i % 6) as usize]))
+                };
+                while producer
+                    .send(BaseRecord::to(topic).key(customer.as_str()).payload(payload.as_slice()))
+                    .is_err()
+                {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            }
+            producer.flush(Duration::from_secs(30)).unwrap();
+        })
+    };
+    let mut latencies = Vec::new();
+    let mut quiet_since = Instant::now();
+    while !sender.is_finished() || quiet_since.elapsed() < Duration::from_secs(5) {
+        let Some(m) = reader.poll(Duration::from_millis(5)) else { continue };
+        let read = EventTime::now().millis();
+        let m = m.unwrap();
+        quiet_since = Instant::now();
+        let change = SegmentChange::from_avro(m.payload().unwrap()).unwrap();
+        if change.trigger == Trigger::Event {
+            latencies.push((read - change.cause_event_time.millis()) as f64);
+        }
+    }
+    sender.join().unwrap();
+    let (peak_rss, _) = usage(worker.id());
+    let (counted, histogram_p99) = histogram_p99(&http_get(&addr, "/metrics").1);
+    Command::new("kill").args(["-TERM", &worker.id().to_string()]).status().unwrap();
+    worker.wait().unwrap();
+    assert!(!latencies.is_empty(), "no change caused by an event was read: {}", log.display());
+    latencies.sort_by(f64::total_cmp);
+    let at = |q: f64| latencies[((latencies.len() - 1) as f64 * q).round() as usize];
+    println!(
+        "latency   {rate} events/s for {seconds} s: {} changes caused by events, event to change readable p50 {:.0} ms, p99 {:.0} ms, p999 {:.0} ms, max {:.0} ms (exactly-once; target p99 ≤ 150 ms); the worker's own histogram: {counted} changes, p99 ≤ {:.0} ms (input timestamp to commit); peak RSS {:.0} MB",
+        latencies.len(),
+        at(0.5),
+        at(0.99),
+        at(0.999),
+        at(1.0),
+        histogram_p99 * 1000.0,
+        peak_rss / 1e6,
+    );
+}
+
+/// The count of `segstream_event_to_change_latency_seconds` over every
+/// kind, and the upper bound of the bucket its 99th percentile falls in.
+fn histogram_p99(metrics: &str) -> (f64, f64) {
+    let mut buckets: std::collections::BTreeMap<u64, f64> = std::collections::BTreeMap::new();
+    for line in metrics.lines().filter(|l| l.starts_with("segstream_event_to_change_latency_seconds_bucket{"))
+    {
+        let le = line.split("le=\"").nth(1).and_then(|r| r.split('"').next()).unwrap_or("+Inf");
+        let le = le.parse::<f64>().unwrap_or(f64::INFINITY);
+        let n: f64 = line.rsplit(' ').next().and_then(|v| v.parse().ok()).unwrap_or(0.0);
+        *buckets.entry(le.to_bits()).or_default() += n;
+    }
+    let mut bounds: Vec<(f64, f64)> = buckets.into_iter().map(|(b, n)| (f64::from_bits(b), n)).collect();
+    bounds.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let total = bounds.last().map_or(0.0, |b| b.1);
+    let p99 = bounds.iter().find(|(_, n)| *n >= 0.99 * total).map_or(f64::NAN, |b| b.0);
+    (total, p99)
 }
 
 fn restart_bench() {
@@ -235,6 +410,9 @@ fn restart_bench() {
         env("BENCH_RESTART_DAYS", days),
         env("BENCH_RESTART_RUNS", runs),
     );
+    if runs == 0 {
+        return;
+    }
     let setup = Setup::new("restart", 6);
     eprintln!("generating {customers} customers × {days} days on 6 partitions for the restart bench…");
     let out = setup.cli(&["generate", "--customers", &customers.to_string(), "--days", &days.to_string()]);
