@@ -25,9 +25,10 @@ lint:
 ## bench: benchmarks (release build); figures and method in benches/README.md
 bench: tools
 	scripts/kafka-broker.sh install >/dev/null
-	$(CARGO) bench -p segstream-worker --bench state_memory
+	$(CARGO) bench --workspace --bench decode
+	$(CARGO) bench --workspace --bench state_memory
 	$(CARGO) bench --bench pipeline
-	$(CARGO) bench -p segstream-trainer --bench training
+	$(CARGO) bench --workspace --bench training
 
 ## broker: start a local Kafka on 127.0.0.1:$(KAFKA_PORT) (data in $(BROKER_DIR)) with segstream's topics
 broker: tools build
