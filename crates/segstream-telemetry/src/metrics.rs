@@ -39,6 +39,10 @@ pub struct Metrics {
     /// `segstream_commit_duration_seconds`: time to commit one transaction
     /// (memberships, decisions, offsets, commit).
     pub commit_seconds: Histogram,
+    /// `segstream_commit_phase_seconds{phase}`: the parts of a commit after
+    /// the records are sent: waiting for their delivery (`deliveries`),
+    /// adding the input offsets (`offsets`), ending the transaction (`end`).
+    pub commit_phase_seconds: HistogramVec,
     /// `segstream_decisions_total`: timing-dependent merge decisions recorded.
     pub decisions: IntCounter,
     /// `segstream_partitions_rebuilding`: partition pairs still rebuilding
@@ -253,6 +257,18 @@ impl Metrics {
                     .buckets(vec![0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0]),
                 )
                 .unwrap_or_else(|e| panic!("commit histogram: {e}")),
+            ),
+            commit_phase_seconds: register(
+                &r,
+                HistogramVec::new(
+                    HistogramOpts::new(
+                        "segstream_commit_phase_seconds",
+                        "Parts of a commit: waiting for deliveries, adding the input offsets, ending the transaction.",
+                    )
+                    .buckets(vec![0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0]),
+                    &["phase"],
+                )
+                .unwrap_or_else(|e| panic!("commit phase histogram: {e}")),
             ),
             decisions: register(
                 &r,

@@ -165,21 +165,30 @@ impl Outbox {
 
     /// Commits the open transaction (opening one if only offsets move) with
     /// the input offsets, under the consumer group's current generation.
+    /// How long each part took: waiting for deliveries, adding the offsets,
+    /// ending the transaction.
     pub(crate) fn commit(
         &mut self,
         offsets: &TopicPartitionList,
         group: &ConsumerGroupMetadata,
-    ) -> Result<(), TxFailure> {
+    ) -> Result<[(&'static str, Duration); 3], TxFailure> {
         self.begin()?;
+        let started = Instant::now();
         // librdkafka's commit flushes first, and rust-rdkafka's flush sleeps in
         // 100 ms polls: wait for the last delivery reports here, in short polls.
         self.serve_reports();
+        let delivered = Instant::now();
         if offsets.count() > 0 {
             self.retrying(|p, t| p.send_offsets_to_transaction(offsets, group, t))?;
         }
+        let offsets_added = Instant::now();
         self.retrying(|p, t| p.commit_transaction(t))?;
         self.opened = None;
-        Ok(())
+        Ok([
+            ("deliveries", delivered - started),
+            ("offsets", offsets_added - delivered),
+            ("end", offsets_added.elapsed()),
+        ])
     }
 
     /// Aborts the open transaction, if any (renewing the producer if the

@@ -180,8 +180,12 @@ impl Pipeline {
             ));
         }
         let result = self.outbox.commit(&offsets, &group);
-        if !self.settle(result)? {
+        let phases = result.as_ref().ok().copied();
+        if !self.settle(result.map(|_| ()))? {
             return Ok(false);
+        }
+        for (phase, took) in phases.into_iter().flatten() {
+            self.metrics.commit_phase_seconds.with_label_values(&[phase]).observe(took.as_secs_f64());
         }
         let advanced =
             self.owned.iter().any(|(p, o)| positions.get(p).is_some_and(|n| Some(*n) != o.committed));
