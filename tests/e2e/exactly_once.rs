@@ -355,7 +355,6 @@ fn troubles(members: &[Member]) -> String {
 /// exit of a segment not held), the model's swap reached each customer at
 /// most once, and the memberships left hold each buyer's last cluster.
 #[test]
-#[ignore = "open bug (issue 19 note, 2026-12-03): in the full suite a worker that rebuilds all six partitions after an aborted commit (group generation changed) sometimes stops progressing without a warning; run with --ignored to reproduce"]
 fn a_model_swapped_in_during_a_backlog_under_sigkill_is_emitted_once_and_changes_nothing_else() {
     let setup = Setup::new("modelkill", 6)
         .with("time.idle_partition_ms=200")
@@ -505,4 +504,68 @@ fn a_model_swapped_in_during_a_backlog_under_sigkill_is_emitted_once_and_changes
             assert!(p.terminate(Duration::from_secs(30)).0.success());
         }
     }
+}
+
+/// Static members and cooperative rebalancing: a member that dies between
+/// the two rounds of a rebalance and comes back within its session gets
+/// back what the first round left it, without a rebalance, and the
+/// partitions the first round took from it (for the second round, which
+/// it would have started) are held by nobody. The workers see that in the
+/// group's description and make the group hand them out: every change is
+/// committed, once.
+#[test]
+fn partitions_left_to_nobody_by_a_member_dying_between_rebalance_rounds_are_taken_up() {
+    use std::io::BufRead;
+    let setup = backlog_setup("unowned");
+    let reference = workload(&setup, 100, 120, 5);
+    let config = setup.config();
+    let mut doomed = std::process::Command::new(crate::support::python())
+        .arg(crate::support::repo_root().join("tests/support/dies_on_revoke.py"))
+        .args([
+            config.kafka.bootstrap_servers.as_str(),
+            &config.kafka.group_id,
+            &config.topics.clickstream,
+            "unowned-w1",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (said, lines) = std::sync::mpsc::channel();
+    let stdout = std::io::BufReader::new(doomed.stdout.take().unwrap());
+    std::thread::spawn(move || {
+        for line in stdout.lines().map_while(Result::ok) {
+            if said.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let next = || lines.recv_timeout(Duration::from_secs(60)).expect("the plain consumer says nothing");
+    assert_eq!(next(), "assigned 6", "alone in the group, it holds every partition");
+
+    let ready = Arc::new(Mutex::new(Vec::new()));
+    let mut members: Vec<Member> =
+        ["unowned-w0", "unowned-w1"].iter().map(|id| Member::new(&setup, id)).collect();
+    // The first worker's join starts a rebalance: its first round takes
+    // three partitions from the plain consumer, which dies instead of
+    // giving them up and joining the second round.
+    members[0].start(&ready);
+    assert_eq!(next(), "revoked 3");
+    assert!(doomed.wait().unwrap().success());
+    // Back under the dead member's instance id, within its session.
+    members[1].start(&ready);
+
+    let got = committed(&setup, reference.changes.len(), Duration::from_secs(240));
+    let repairs: f64 = members
+        .iter()
+        .map(|m| {
+            let addr = m.proc.as_ref().unwrap().http_addr(Duration::from_secs(5));
+            metric(&http_get(&addr, "/metrics").1, "segstream_rebalances_total{kind=\"repair\"}")
+        })
+        .sum();
+    assert_same("two workers after a member died between rebalance rounds", &reference, &got);
+    assert!(
+        repairs >= 1.0,
+        "the gap was repaired by a worker leaving and joining again: {}",
+        troubles(&members)
+    );
 }

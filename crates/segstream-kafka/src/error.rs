@@ -60,6 +60,18 @@ pub enum KafkaIoError {
         /// Time waited.
         seconds: u64,
     },
+    /// A group description holds a member assignment that does not decode.
+    #[error(
+        "the description of consumer group {group} holds an assignment of member {member} that does not decode ({problem}): is another client using this group id?"
+    )]
+    GroupDescription {
+        /// The group.
+        group: String,
+        /// The member whose assignment does not decode.
+        member: String,
+        /// What is wrong with it.
+        problem: String,
+    },
     /// A Kafka call failed.
     #[error("{context}: {source}")]
     Kafka {

@@ -1,8 +1,8 @@
 //! Kafka I/O for segstream: client configuration with the settings our
 //! delivery guarantee depends on enforced, topic administration (creation,
 //! the co-partitioning check), the consumer context that hands
-//! rebalances to the pipeline, dead-letter records, and the reader of
-//! small internal topics read whole.
+//! rebalances to the pipeline, who in the group holds which partition,
+//! dead-letter records, and the reader of small internal topics read whole.
 //!
 //! Everything here is plain Apache Kafka protocol: no broker-specific calls.
 
@@ -12,6 +12,7 @@ mod context;
 mod dead_letter;
 mod error;
 mod follower;
+mod group;
 mod recent;
 
 pub use admin::{
@@ -26,4 +27,5 @@ pub use context::{Assignment, InputContext};
 pub use dead_letter::{DeadLetter, DeadLetterRecord, MAX_KEY_BYTES, MAX_MESSAGE_BYTES, dead_letter_record};
 pub use error::KafkaIoError;
 pub use follower::{Follower, Read};
+pub use group::{GroupShares, describe_shares};
 pub use recent::recent_for_key;

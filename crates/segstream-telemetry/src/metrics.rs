@@ -75,6 +75,9 @@ pub struct Metrics {
     /// `segstream_partitions_stopped`: assigned partitions not processed
     /// because the records their state needs are gone.
     pub partitions_stopped: IntGauge,
+    /// `segstream_group_unowned_partitions`: input partitions no member of
+    /// the group held when this worker last looked (a stable group only).
+    pub group_unowned_partitions: IntGauge,
     /// `segstream_event_time_max_seconds`: largest event time processed.
     pub event_time_max: IntGauge,
     /// `segstream_watermark_lag_seconds`: wall clock minus the largest event time.
@@ -332,6 +335,11 @@ impl Metrics {
                 "segstream_partitions_stopped",
                 "Assigned partitions not processed: the records their state needs are gone (see the log and /readyz).",
             ),
+            group_unowned_partitions: gauge(
+                &r,
+                "segstream_group_unowned_partitions",
+                "Input partitions no member of the stable group held when this worker last looked: nobody processes them (a worker that holds the fewest repairs it by leaving and joining again, counted as segstream_rebalances_total{kind=\"repair\"}).",
+            ),
             event_time_max: gauge(
                 &r,
                 "segstream_event_time_max_seconds",
@@ -416,7 +424,7 @@ impl Metrics {
             rebalances: counter_vec(
                 &r,
                 "segstream_rebalances_total",
-                "Consumer-group rebalances seen, by kind (assign, revoke, error, rejoin: the group consumer was fenced by its own earlier session and joined again).",
+                "Consumer-group rebalances seen, by kind (assign, revoke, error, rejoin: the group consumer was fenced by its own earlier session and joined again; repair: this worker left and joined again so that the group hands out partitions nobody held).",
                 &["kind"],
             ),
             erasures: counter_vec(

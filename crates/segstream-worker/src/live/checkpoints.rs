@@ -57,6 +57,9 @@ pub(crate) struct Checkpoints {
     taken: HashMap<i32, Instant>,
     /// Per owned partition: when its last checkpoint was written.
     last_written: HashMap<i32, Instant>,
+    /// Per owned partition: the committed point of the last state handed
+    /// over (a partition that has not moved since is not written again).
+    handed: HashMap<i32, (Positions, i64)>,
     metrics: Metrics,
 }
 
@@ -101,6 +104,7 @@ impl Checkpoints {
             pending: 0,
             taken: HashMap::new(),
             last_written: HashMap::new(),
+            handed: HashMap::new(),
             metrics: metrics.clone(),
         }))
     }
@@ -153,6 +157,7 @@ impl Checkpoints {
     pub(crate) fn released(&mut self, partition: i32) {
         self.taken.remove(&partition);
         self.last_written.remove(&partition);
+        self.handed.remove(&partition);
     }
 
     /// Call while the state equals the committed state: hands the partition
@@ -175,8 +180,9 @@ impl Checkpoints {
     }
 
     /// Hands the state of `partition` to the writer (call while the state
-    /// equals the committed state). Skipped while it rebuilds or if its
-    /// offsets are not the committed ones.
+    /// equals the committed state). Skipped while it rebuilds, if its
+    /// offsets are not the committed ones, or if it has not moved since the
+    /// last state handed over.
     pub(crate) fn take(
         &mut self,
         processor: &Processor,
@@ -188,6 +194,10 @@ impl Checkpoints {
         else {
             return;
         };
+        if self.handed.get(&partition) == Some(&(committed, count)) {
+            self.taken.insert(partition, Instant::now());
+            return;
+        }
         let started = Instant::now();
         let state = empty_state(&self.group, partition, self.config.features.clone());
         let Some(mut state) = processor.export(state) else { return };
@@ -197,6 +207,7 @@ impl Checkpoints {
         }
         state.decisions = count;
         state.decisions_offset = decisions_offset;
+        self.handed.insert(partition, (committed, count));
         self.metrics.checkpoint_copy_seconds.observe(started.elapsed().as_secs_f64());
         self.put(state);
     }
@@ -222,6 +233,8 @@ impl Checkpoints {
                     }
                 }
                 Err(e) => {
+                    // Written again at its next turn, moved or not.
+                    self.handed.remove(&w.partition);
                     self.metrics.checkpoints.with_label_values(&["failed"]).inc();
                     tracing::warn!(partition = w.partition, error = %e, "checkpoint not written (the previous one stays)");
                 }

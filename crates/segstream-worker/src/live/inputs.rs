@@ -125,6 +125,16 @@ impl Inputs {
         self.join()
     }
 
+    /// Leaves the group and joins it again as a new member under the same
+    /// instance id. Unlike a static member's return after a restart (which
+    /// the group answers with its old share, without a rebalance), a leave
+    /// makes the group rebalance. What the member holds is revoked first,
+    /// as in any rebalance; librdkafka joins once that is done.
+    pub(crate) fn leave_and_rejoin(&self) -> Result<(), WorkerError> {
+        self.lead.unsubscribe();
+        self.join()
+    }
+
     /// The group member's client (metadata requests).
     pub(crate) fn client(&self) -> &rdkafka::client::Client<InputContext> {
         self.lead.client()

@@ -24,6 +24,7 @@ mod progress;
 mod rebalance;
 mod rollouts;
 mod transaction;
+mod unowned;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -35,7 +36,7 @@ use rdkafka::message::Message;
 use segstream_config::Config;
 use segstream_events::schema::{CUSTOMER_SEGMENTS_AVSC, SEGMENT_CHANGES_AVSC};
 use segstream_events::{CustomerId, EventTime, Lane, SegmentKind};
-use segstream_kafka::{check_copartitioned, wait_for_broker};
+use segstream_kafka::{check_copartitioned, describe_shares, wait_for_broker};
 use segstream_registry::RegistryError;
 use segstream_segments::SegmentRules;
 use segstream_telemetry::{Health, Metrics};
@@ -56,6 +57,7 @@ use self::ownership::{DecisionLog, Owned, Tokens};
 use self::probe::Probe;
 use self::progress::Progress;
 use self::rollouts::Rollouts;
+use self::unowned::{Unowned, Verdict};
 
 /// Totals of one pipeline run, logged at exit.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -76,6 +78,9 @@ const PAUSE_AT_BATCHES: usize = 4;
 
 /// How long start-up waits for the broker before giving up.
 const BROKER_WAIT: Duration = Duration::from_secs(30);
+
+/// How long a look at the group's shares may take (it holds up the pipeline).
+const DESCRIBE_WAIT: Duration = Duration::from_secs(2);
 
 /// See the module documentation.
 #[derive(Debug)]
@@ -133,6 +138,8 @@ pub(crate) struct Pipeline {
     /// The segment definitions the group should be under.
     rollouts: Rollouts,
     models: Models,
+    /// Input partitions nobody in the group holds.
+    unowned: Unowned,
 }
 
 /// The schema ids of the output topics: with a schema registry, the ids it
@@ -205,6 +212,7 @@ impl Pipeline {
             "worker started"
         );
         let config_health = config.health.clone();
+        let unowned = Unowned::new(Duration::from_millis(config.worker.session_timeout_ms), Instant::now());
         let output_ids = OutputIds::register(&config, shutdown)?;
         // Before any partition is taken: a restored or rebuilt state never
         // brings an erased customer back.
@@ -219,6 +227,7 @@ impl Pipeline {
         let rollouts = Rollouts::load(&config, configured, metrics.clone())?;
         Ok(Self {
             output_ids,
+            unowned,
             erasures,
             rollouts,
             models,
@@ -267,6 +276,7 @@ impl Pipeline {
                 other => other?,
             }
             // Also after a cycle cut short by an aborted transaction.
+            self.watch_group()?;
             self.check_progress();
             self.answer_snapshots();
         }
@@ -565,6 +575,47 @@ impl Pipeline {
             self.dirty_since.get_or_insert_with(Instant::now);
         }
         Ok(true)
+    }
+
+    /// Looks at the group's shares when it is time; leaves the group and
+    /// joins it again when partitions nobody holds call for it (see
+    /// [`unowned`]).
+    fn watch_group(&mut self) -> Result<(), WorkerError> {
+        let now = Instant::now();
+        if !self.assigned || !self.unowned.due(now) {
+            return Ok(());
+        }
+        let (group, topic) = (&self.config.kafka.group_id, &self.config.topics.clickstream);
+        let shares = describe_shares(self.inputs.client(), group, topic, DESCRIBE_WAIT)
+            .inspect_err(
+                |e| tracing::debug!(error = %e, "the group's shares are unknown; looking again later"),
+            )
+            .ok();
+        let partitions = i32::try_from(self.partitions).unwrap_or(i32::MAX);
+        let held = self.owned.len() + self.stopped.len();
+        let verdict = self.unowned.seen(now, shares.as_ref(), partitions, held);
+        let gap = match &verdict {
+            Verdict::Held => None,
+            Verdict::Gap { partitions, since } | Verdict::Repair { partitions, since } => {
+                Some((partitions.clone(), *since))
+            }
+        };
+        let count = gap.as_ref().map_or(0, |(p, _)| p.len());
+        self.metrics.group_unowned_partitions.set(i64::try_from(count).unwrap_or(i64::MAX));
+        self.progress.unowned(gap);
+        if let Verdict::Repair { partitions, since } = verdict {
+            tracing::warn!(
+                ?partitions,
+                seconds = now.saturating_duration_since(since).as_secs(),
+                held,
+                "input partitions held by no member of the group (a member died between the rounds of a rebalance and came back): leaving the group and joining again so that it rebalances"
+            );
+            self.metrics.rebalances.with_label_values(&["repair"]).inc();
+            self.assigned = false;
+            self.inputs.leave_and_rejoin()?;
+            self.update_readiness();
+        }
+        Ok(())
     }
 
     /// Tells `/healthz` what has stood still too long.

@@ -29,6 +29,8 @@ pub(crate) struct Progress {
     failing_since: Option<Instant>,
     /// Every partition owned in this run so far.
     seen: BTreeSet<i32>,
+    /// Input partitions no member of the group holds, and since when.
+    unowned: Option<(BTreeSet<i32>, Instant)>,
 }
 
 impl Progress {
@@ -43,6 +45,7 @@ impl Progress {
             work_waiting: false,
             failing_since: None,
             seen: BTreeSet::new(),
+            unowned: None,
         }
     }
 
@@ -106,6 +109,12 @@ impl Progress {
         self.failing_since.get_or_insert(now);
     }
 
+    /// The input partitions no member of the group held at the last look,
+    /// and since when (`None`: every partition is held).
+    pub(crate) fn unowned(&mut self, gap: Option<(BTreeSet<i32>, Instant)>) {
+        self.unowned = gap;
+    }
+
     /// Whether records wait to be processed or committed now (a worker
     /// with nothing to do is not stuck, however long since its last commit).
     pub(crate) fn work_waiting(&mut self, waiting: bool) {
@@ -140,6 +149,12 @@ impl Progress {
             out.push(format!(
                 "transactions have failed for {} s with no offset committed (is the output topic or the transaction coordinator unavailable?)",
                 now.saturating_duration_since(since).as_secs()
+            ));
+        }
+        if let Some((partitions, since)) = self.unowned.as_ref().filter(|(_, s)| stalled(*s)) {
+            out.push(format!(
+                "input partitions {partitions:?} have been held by no member of the group for {} s: nobody processes them (the workers holding the fewest leave the group and join again to make it rebalance; if the gap stays, stop one worker for longer than worker.session_timeout_ms)",
+                now.saturating_duration_since(*since).as_secs()
             ));
         }
         if self.work_waiting && stalled(self.last_commit) {
@@ -224,5 +239,17 @@ mod tests {
         );
         p.committed(t0 + Duration::from_secs(12), true);
         assert!(p.problems(t0 + Duration::from_secs(30)).is_empty());
+    }
+
+    #[test]
+    fn partitions_nobody_in_the_group_holds_are_reported_after_the_stall_time() {
+        let mut p = Progress::new(Duration::from_secs(10), 1000);
+        let t0 = Instant::now();
+        p.unowned(Some((BTreeSet::from([0, 2]), t0)));
+        assert!(p.problems(t0 + Duration::from_secs(9)).is_empty(), "not yet");
+        let problems = p.problems(t0 + Duration::from_secs(10));
+        assert!(problems.len() == 1 && problems[0].contains("{0, 2}"), "{problems:?}");
+        p.unowned(None);
+        assert!(p.problems(t0 + Duration::from_secs(60)).is_empty(), "held again");
     }
 }
