@@ -227,6 +227,11 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 fn main() {
+    // Measured against a broker as production runs it; the debug smoke run
+    // keeps the quicker-starting test JVM.
+    if !cfg!(debug_assertions) {
+        Broker::production_jvm();
+    }
     // `cargo test --all-targets` also runs this (unoptimised): there it is a
     // quick smoke test of a small history.
     let (customers, days, runs) = if cfg!(debug_assertions) { (100, 60, 1) } else { (2000, 365, 3) };

@@ -12,7 +12,9 @@
 #   kafka-broker.sh free-port               print a free TCP port on 127.0.0.1
 #
 # Env: SEGSTREAM_KAFKA_CACHE (default ~/.cache/segstream/kafka-4.1.1),
-#      KAFKA_START_TIMEOUT (seconds, default 60).
+#      KAFKA_START_TIMEOUT (seconds, default 60),
+#      KAFKA_JVM_PROFILE (test, the default; or throughput: the JVM settings
+#      of Kafka's own kafka-server-start.sh, for benchmarks).
 set -euo pipefail
 
 SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -28,6 +30,17 @@ MARKER="$CACHE/libs.complete"
 # peak throughput. 512 MB heap is plenty for tests.
 JVM_OPTS=(-Xmx512m -XX:+UseSerialGC -XX:TieredStopAtLevel=1 -XX:+ExitOnOutOfMemoryError
   -Djava.awt.headless=true "-Dlog4j2.configurationFile=$LOG4J")
+# What a production broker runs (kafka-server-start.sh's heap and
+# KAFKA_JVM_PERFORMANCE_OPTS): full JIT, G1 with short pauses. Latency
+# benchmarks measure against this, not against the quick-start test JVM.
+case "${KAFKA_JVM_PROFILE:-test}" in
+  test) ;;
+  throughput)
+    JVM_OPTS=(-Xmx1g -Xms1g -server -XX:+UseG1GC -XX:MaxGCPauseMillis=20
+      -XX:InitiatingHeapOccupancyPercent=35 -XX:+ExplicitGCInvokesConcurrent -XX:MaxInlineLevel=15
+      -XX:+ExitOnOutOfMemoryError -Djava.awt.headless=true "-Dlog4j2.configurationFile=$LOG4J") ;;
+  *) echo "kafka-broker.sh: error: KAFKA_JVM_PROFILE=$KAFKA_JVM_PROFILE: use test or throughput" >&2; exit 2 ;;
+esac
 
 die() { echo "kafka-broker.sh: error: $*" >&2; exit 1; }
 say() { echo "kafka-broker.sh: $*" >&2; }

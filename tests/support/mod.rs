@@ -52,7 +52,17 @@ fn run_script(args: &[&str]) -> Output {
         .expect("running scripts/kafka-broker.sh")
 }
 
+/// The JVM settings of the brokers this process starts (`KAFKA_JVM_PROFILE`
+/// of scripts/kafka-broker.sh), if not the test default.
+static JVM_PROFILE: OnceLock<&'static str> = OnceLock::new();
+
 impl Broker {
+    /// Brokers started from now on run with the JVM settings of a
+    /// production broker (benchmarks), not the quick-start test ones.
+    pub fn production_jvm() {
+        JVM_PROFILE.set("throughput").ok();
+    }
+
     /// Starts the broker on first use; later calls share it.
     pub fn shared() -> &'static Broker {
         static BROKER: OnceLock<Broker> = OnceLock::new();
@@ -86,15 +96,15 @@ impl Broker {
             .status()
             .expect("broker watchdog");
         assert!(status.success());
-        let out = run_script(&[
-            "start",
-            "--dir",
-            dir.to_str().unwrap(),
-            "--port",
-            &port,
-            "--sasl-port",
-            &sasl_port,
-        ]);
+        let mut start = Command::new(repo_root().join("scripts/kafka-broker.sh"));
+        if let Some(profile) = JVM_PROFILE.get() {
+            start.env("KAFKA_JVM_PROFILE", profile);
+        }
+        let out = start
+            .args(["start", "--dir", dir.to_str().unwrap(), "--port", &port, "--sasl-port", &sasl_port])
+            .stdin(Stdio::null())
+            .output()
+            .expect("running scripts/kafka-broker.sh");
         assert!(
             out.status.success(),
             "broker did not start:\n{}\n{}",
