@@ -398,7 +398,8 @@ fn latency_bench() {
     let phases: Vec<String> = ["deliveries", "offsets", "end"]
         .iter()
         .map(|phase| {
-            let series = |s: &str| metric(&m, &format!("segstream_commit_phase_seconds_{s}{{phase=\"{phase}\"}}"));
+            let series =
+                |s: &str| metric(&m, &format!("segstream_commit_phase_seconds_{s}{{phase=\"{phase}\"}}"));
             format!("{phase} {:.1} ms", 1000.0 * series("sum") / series("count").max(1.0))
         })
         .collect();
