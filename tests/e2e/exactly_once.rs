@@ -569,3 +569,73 @@ fn partitions_left_to_nobody_by_a_member_dying_between_rebalance_rounds_are_take
         troubles(&members)
     );
 }
+
+/// At-least-once: the changes are readable as soon as they are made, long
+/// before the transaction that commits their offsets; a SIGKILL in a
+/// backlog loses none of them (the commit waits for the outputs'
+/// deliveries first), and what it sends again is the same changes, with the
+/// same ids.
+#[test]
+fn at_least_once_changes_are_readable_before_their_commit_and_a_sigkill_loses_none() {
+    // Readable before the commit: one transaction every 30 s.
+    let soon = Setup::new("alosoon", 2)
+        .with("worker.processing_guarantee=at_least_once")
+        .with("worker.commit_interval_ms=30000")
+        .with("worker.transaction_timeout_ms=60000");
+    let order = crate::support::order_record("alo-1", "o-1", 1_704_103_200_000);
+    crate::support::produce(&soon.producer(), &soon.topic("orders"), &[order]);
+    let mut worker = soon.spawn_worker();
+    let addr = worker.wait_ready(Duration::from_secs(60));
+    let started = Instant::now();
+    let changes = soon.read(&soon.topic("changes"), 1, Duration::from_secs(20));
+    let commits =
+        metric(&http_get(&addr, "/metrics").1, "segstream_transactions_total{result=\"committed\"}");
+    assert!(
+        !changes.is_empty() && commits == 0.0,
+        "{} changes readable {:?} after ready, {commits} transactions committed",
+        changes.len(),
+        started.elapsed()
+    );
+    assert!(worker.terminate(Duration::from_secs(60)).0.success());
+
+    // A SIGKILL in a backlog.
+    let setup = backlog_setup("alokill").with("worker.processing_guarantee=at_least_once");
+    let reference = workload(&setup, 200, 365, 13);
+    let mut worker = setup.spawn_worker();
+    let some = setup.read(&setup.topic("changes"), reference.changes.len() / 3, Duration::from_secs(120));
+    assert!(!some.is_empty(), "nothing came out before the kill:\n{}", worker.log_text());
+    worker.kill();
+    let mut worker = setup.spawn_worker();
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let (all, distinct, memberships) = loop {
+        let (all, memberships) = committed(&setup, reference.changes.len(), Duration::from_secs(30));
+        let mut distinct = all.clone();
+        distinct.dedup();
+        if distinct.len() >= reference.changes.len() || Instant::now() > deadline {
+            break (all, distinct, memberships);
+        }
+    };
+    assert!(
+        distinct == reference.changes,
+        "{} changes ({} distinct) after a SIGKILL, {} in the reference:\n{}",
+        all.len(),
+        distinct.len(),
+        reference.changes.len(),
+        worker.log_text()
+    );
+    eprintln!("at-least-once after a SIGKILL: {} changes, {} distinct", all.len(), distinct.len());
+    // The last membership record of each customer is the reference's.
+    let differing: Vec<&String> = reference
+        .memberships
+        .keys()
+        .filter(|k| memberships.get(*k) != reference.memberships.get(*k))
+        .take(3)
+        .collect();
+    assert!(
+        differing.is_empty() && memberships.len() == reference.memberships.len(),
+        "memberships differ for {differing:?} ({} customers vs {})",
+        memberships.len(),
+        reference.memberships.len()
+    );
+    assert!(worker.terminate(Duration::from_secs(60)).0.success());
+}

@@ -144,6 +144,9 @@ pub struct WorkerConfig {
     pub partition_idle_ms: u64,
     /// A Kafka transaction commits the outputs and input offsets this often, ms.
     pub commit_interval_ms: u64,
+    /// Whether the outputs go into the transactions (each change once) or
+    /// are sent as they are made (sooner, again after a crash).
+    pub processing_guarantee: ProcessingGuarantee,
     /// Kafka transaction timeout, ms.
     pub transaction_timeout_ms: u64,
     /// Consumer-group session timeout, ms (static membership).
@@ -322,6 +325,22 @@ pub struct CheckpointConfig {
 pub struct RecoveryConfig {
     /// What happens when records the state needs are gone.
     pub on_missing_history: MissingHistory,
+}
+
+/// What a crash may do to the outputs (Kafka Streams' `processing.guarantee`).
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum ProcessingGuarantee {
+    /// Changes, memberships and dead letters are part of the transaction
+    /// that commits the input offsets: a `read_committed` reader sees each
+    /// change once, after the commit.
+    ExactlyOnce,
+    /// Changes, memberships and dead letters are sent as soon as they are
+    /// made and are readable once the broker has them; the decisions and
+    /// the input offsets still commit in a transaction, after every output
+    /// before them is delivered. A crash re-sends the outputs made after
+    /// the last commit (same change ids, so readers can drop repeats).
+    AtLeastOnce,
 }
 
 /// Policy for a partition whose needed records are gone.

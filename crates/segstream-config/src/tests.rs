@@ -71,6 +71,16 @@ fn checkpoint_and_recovery_settings_are_validated_by_name() {
     let err =
         Config::load(None, &["recovery.on_missing_history=ignore".into()]).expect_err("policy").to_string();
     assert!(err.contains("on_missing_history"), "{err}");
+    let c = Config::load(None, &["worker.processing_guarantee=at_least_once".into()]).expect("guarantee");
+    assert_eq!(c.worker.processing_guarantee, ProcessingGuarantee::AtLeastOnce);
+    assert_eq!(
+        Config::load(None, &[]).expect("defaults").worker.processing_guarantee,
+        ProcessingGuarantee::ExactlyOnce
+    );
+    let err = Config::load(None, &["worker.processing_guarantee=exactly_once_v2".into()])
+        .expect_err("guarantee")
+        .to_string();
+    assert!(err.contains("processing_guarantee") && err.contains("at_least_once"), "{err}");
     Config::load(None, &["checkpoint.url=\"\"".into(), "checkpoint.interval_ms=0".into()]).expect("off");
 }
 

@@ -321,10 +321,14 @@ impl Processor {
         out: &mut Emitted,
     ) -> Result<usize, WorkerError> {
         let (engine, rebuilding, per_step) = (&self.engine, &self.rebuilding, self.max_timers_per_step);
-        // Asked live only: a rebuild repeats the parts that were committed
-        // (its outputs are suppressed anyway).
-        let gate = |partition: i32, time: EventTime| {
-            if rebuilding.contains_key(&partition) {
+        // Asked live only: a record below its lane's committed offset is
+        // replayed, and its firing's parts were committed (repeated by the
+        // script; its outputs are suppressed anyway); one at or past it is
+        // live and split as a live worker splits it, also in the release
+        // that ends the rebuild.
+        let gate = |partition: i32, time: EventTime, lane: Lane, offset: i64| {
+            let committed = rebuilding.get(&partition).and_then(|r| r.committed);
+            if committed.is_some_and(|c| offset < c.of(lane)) {
                 return None;
             }
             let up_to = engine.split_point(partition, time, per_step)?;

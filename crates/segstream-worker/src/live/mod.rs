@@ -567,7 +567,7 @@ impl Pipeline {
                 payload: None,
                 headers: None,
             };
-            let sent = self.outbox.send(record);
+            let sent = self.outbox.send_output(record);
             if !self.settle(sent)? {
                 return Ok(false);
             }

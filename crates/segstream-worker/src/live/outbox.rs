@@ -4,15 +4,26 @@
 //! and commits. The producer is polled by the pipeline thread itself, and
 //! the commit waits for the last delivery reports with short polls, so it
 //! never sits out a fixed flush interval.
+//!
+//! Under `worker.processing_guarantee = "at_least_once"` the outputs
+//! (changes, memberships, dead letters, tombstones) go through a second,
+//! idempotent producer outside the transactions, readable as soon as the
+//! broker has them; a commit first waits until every one sent before it is
+//! delivered (a failed delivery aborts the commit, as in a transaction), so
+//! committed offsets never cover an output that is not there.
 
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use rdkafka::ClientContext;
 use rdkafka::consumer::ConsumerGroupMetadata;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::OwnedHeaders;
-use rdkafka::producer::{BaseProducer, BaseRecord, DefaultProducerContext, Producer, PurgeConfig};
+use rdkafka::producer::{
+    BaseProducer, BaseRecord, DefaultProducerContext, DeliveryResult, Producer, ProducerContext, PurgeConfig,
+};
 use rdkafka::topic_partition_list::TopicPartitionList;
-use segstream_config::Config;
+use segstream_config::{Config, ProcessingGuarantee};
 use segstream_kafka::{KafkaIoError, producer_config, transactional_id};
 
 use crate::error::WorkerError;
@@ -53,9 +64,32 @@ pub(crate) enum TxFailure {
     Fatal(WorkerError),
 }
 
+/// Keeps the first failed delivery of the outputs sent outside
+/// transactions, until the next commit takes it.
+#[derive(Debug, Default)]
+struct Deliveries {
+    failed: Mutex<Option<KafkaError>>,
+}
+
+impl ClientContext for Deliveries {}
+
+impl ProducerContext for Deliveries {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        if let Err((e, _)) = result
+            && let Ok(mut failed) = self.failed.lock()
+        {
+            failed.get_or_insert_with(|| e.clone());
+        }
+    }
+}
+
 /// See the module documentation.
 pub(crate) struct Outbox {
     producer: BaseProducer<DefaultProducerContext>,
+    /// The outputs' producer outside transactions (at-least-once), if any.
+    direct: Option<BaseProducer<Deliveries>>,
     /// When the open transaction began (`None`: none is open).
     opened: Option<Instant>,
     /// When the producer was renewed lately.
@@ -85,8 +119,17 @@ impl Outbox {
     /// a few times with a new producer before it counts as a duplicate.
     pub(crate) fn new(config: &Config) -> Result<Self, WorkerError> {
         let transactional_id = transactional_id(config);
+        let direct = match config.worker.processing_guarantee {
+            ProcessingGuarantee::ExactlyOnce => None,
+            ProcessingGuarantee::AtLeastOnce => Some(
+                producer_config(config, None)?
+                    .create_with_context(Deliveries::default())
+                    .map_err(KafkaIoError::kafka("creating the outputs' producer"))?,
+            ),
+        };
         Ok(Self {
             producer: start(config, &transactional_id)?,
+            direct,
             opened: None,
             renewals: Vec::new(),
             timeout: Duration::from_millis(config.worker.transaction_timeout_ms),
@@ -112,7 +155,8 @@ impl Outbox {
 
     /// Messages sent and not yet acknowledged by the broker.
     pub(crate) fn in_flight(&self) -> usize {
-        usize::try_from(self.producer.in_flight_count()).unwrap_or(0)
+        let direct = self.direct.as_ref().map_or(0, Producer::in_flight_count);
+        usize::try_from(self.producer.in_flight_count().saturating_add(direct)).unwrap_or(0)
     }
 
     /// True while a transaction is open.
@@ -131,36 +175,43 @@ impl Outbox {
     /// Sends a record in the open transaction (opening one if needed).
     pub(crate) fn send(&mut self, out: Record<'_>) -> Result<(), TxFailure> {
         self.begin()?;
-        let mut headers = out.headers;
-        loop {
-            let mut record: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(out.topic);
-            if let Some(p) = out.partition {
-                record = record.partition(p);
-            }
-            if let Some(k) = out.key {
-                record = record.key(k);
-            }
-            if let Some(p) = out.payload {
-                record = record.payload(p);
-            }
-            if let Some(h) = headers.take() {
-                record = record.headers(h);
-            }
-            match self.producer.send(record) {
-                Ok(()) => return Ok(()),
-                // The local queue is full: serve delivery reports, try again.
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
-                    headers = back.headers;
-                    self.producer.poll(Duration::from_millis(5));
-                }
-                Err((e, _)) => return Err(self.classify(e)),
-            }
+        produce(&self.producer, out).map_err(|e| self.classify(e))
+    }
+
+    /// Sends an output record: in the open transaction, or at once outside
+    /// it under at-least-once.
+    pub(crate) fn send_output(&mut self, out: Record<'_>) -> Result<(), TxFailure> {
+        match &self.direct {
+            Some(direct) => produce(direct, out).map_err(TxFailure::Abortable),
+            None => self.send(out),
         }
     }
 
     /// Serves delivery reports without waiting.
     pub(crate) fn poll(&self) {
         self.producer.poll(Duration::ZERO);
+        if let Some(direct) = &self.direct {
+            direct.poll(Duration::ZERO);
+        }
+    }
+
+    /// Waits (at most the transaction timeout) until every output sent
+    /// outside the transactions is delivered; the first failed delivery
+    /// since the last call, if any, aborts the commit.
+    fn deliver_outputs(&self) -> Result<(), TxFailure> {
+        let Some(direct) = &self.direct else { return Ok(()) };
+        let deadline = Instant::now() + self.timeout;
+        while direct.in_flight_count() > 0 && Instant::now() < deadline {
+            direct.poll(Duration::from_millis(1));
+        }
+        let failed = direct.context().failed.lock().ok().and_then(|mut f| f.take());
+        if let Some(e) = failed {
+            return Err(TxFailure::Abortable(e));
+        }
+        if direct.in_flight_count() > 0 {
+            return Err(TxFailure::Abortable(KafkaError::Flush(RDKafkaErrorCode::OperationTimedOut)));
+        }
+        Ok(())
     }
 
     /// Commits the open transaction (opening one if only offsets move) with
@@ -172,8 +223,9 @@ impl Outbox {
         offsets: &TopicPartitionList,
         group: &ConsumerGroupMetadata,
     ) -> Result<[(&'static str, Duration); 3], TxFailure> {
-        self.begin()?;
         let started = Instant::now();
+        self.deliver_outputs()?;
+        self.begin()?;
         // librdkafka's commit flushes first, and rust-rdkafka's flush sleeps in
         // 100 ms polls: wait for the last delivery reports here, in short polls.
         self.serve_reports();
@@ -313,6 +365,38 @@ impl Outbox {
                 | RDKafkaErrorCode::RebalanceInProgress,
             ) => TxFailure::GroupFenced(e),
             _ => TxFailure::Abortable(e),
+        }
+    }
+}
+
+/// Sends one record through `producer`, serving delivery reports while its
+/// local queue is full.
+fn produce<C: ProducerContext<DeliveryOpaque = ()>>(
+    producer: &BaseProducer<C>,
+    out: Record<'_>,
+) -> Result<(), KafkaError> {
+    let mut headers = out.headers;
+    loop {
+        let mut record: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(out.topic);
+        if let Some(p) = out.partition {
+            record = record.partition(p);
+        }
+        if let Some(k) = out.key {
+            record = record.key(k);
+        }
+        if let Some(p) = out.payload {
+            record = record.payload(p);
+        }
+        if let Some(h) = headers.take() {
+            record = record.headers(h);
+        }
+        match producer.send(record) {
+            Ok(()) => return Ok(()),
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                headers = back.headers;
+                producer.poll(Duration::from_millis(5));
+            }
+            Err((e, _)) => return Err(e),
         }
     }
 }

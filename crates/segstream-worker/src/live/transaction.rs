@@ -1,7 +1,8 @@
 //! What goes into a transaction and when it commits: changes and dead
 //! letters as they are produced, then at the commit the memberships of the
 //! customers touched, the decisions taken and every owned lane's offset with
-//! its metadata.
+//! its metadata. (Under at-least-once the changes, dead letters and
+//! memberships are sent outside the transaction, see `outbox`.)
 
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -31,7 +32,7 @@ impl Pipeline {
                 payload: Some(&payload),
                 headers: None,
             };
-            let sent = self.outbox.send(record);
+            let sent = self.outbox.send_output(record);
             if !self.settle(sent)? {
                 return Ok(false);
             }
@@ -58,7 +59,7 @@ impl Pipeline {
                 payload,
                 headers: Some(headers),
             };
-            let sent = self.outbox.send(record);
+            let sent = self.outbox.send_output(record);
             if !self.settle(sent)? {
                 return Ok(false);
             }
@@ -119,7 +120,7 @@ impl Pipeline {
                 payload: Some(&payload),
                 headers: None,
             };
-            let sent = self.outbox.send(record);
+            let sent = self.outbox.send_output(record);
             if !self.settle(sent)? {
                 return Ok(false);
             }
