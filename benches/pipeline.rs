@@ -296,9 +296,46 @@ fn main() {
         let base = report("baseline", &other);
         println!("ratio this / baseline: {:.2}", rate / base);
     }
-    latency_bench("exactly_once");
-    latency_bench("at_least_once");
-    restart_bench();
+    let exactly_once = latency_bench("exactly_once");
+    let at_least_once = latency_bench("at_least_once");
+    let restart = restart_bench();
+    // Issue 20's table (main when it was filed, same machine) beside this run.
+    let latency = |l: &Latency| format!("p50 {:.0} ms, p99 {:.0} ms at {} events/s", l.p50, l.p99, l.rate);
+    let rows = [
+        (
+            "bare librdkafka reader (tuned fetch)",
+            "684k events/s".to_owned(),
+            format!("{:.0}k events/s", bare_rate / 1e3),
+        ),
+        ("worker over a backlog", "36k events/s".to_owned(), format!("{:.0}k events/s", rate / 1e3)),
+        ("worker / tuned bare reader (target ≥ 0.5)", "0.05".to_owned(), format!("{:.2}", rate / bare_rate)),
+        (
+            "latency, exactly-once (target p99 ≤ 150 ms)",
+            "p50 268 ms, p99 609 ms at 2000 events/s".to_owned(),
+            latency(&exactly_once),
+        ),
+        ("latency, at-least-once (target p99 ≤ 50 ms)", "(no such mode)".to_owned(), latency(&at_least_once)),
+        (
+            "ready after SIGKILL (target ≤ 10 s at 1M customers)",
+            "86 s (full replay, 4.6M events)".to_owned(),
+            restart.map_or_else(
+                || "not run (BENCH_RESTART_RUNS=0)".to_owned(),
+                |(events, s)| format!("{s:.1} s from checkpoints ({events} events)"),
+            ),
+        ),
+    ];
+    println!("\nissue 20's figures (main when it was filed) beside this run:");
+    println!("| figure | then | now |\n|---|---|---|");
+    for (figure, then, now) in rows {
+        println!("| {figure} | {then} | {now} |");
+    }
+}
+
+/// What a latency phase measured (ms).
+struct Latency {
+    rate: u64,
+    p50: f64,
+    p99: f64,
 }
 
 /// Event-to-change latency as a subscriber sees it: a worker on fresh
@@ -310,7 +347,7 @@ fn main() {
 /// `read_committed` reader of segment-changes: for each new customer's
 /// change, the time it was read minus its order's event time. Percentiles
 /// of those, and the worker's own histogram (every change).
-fn latency_bench(guarantee: &str) {
+fn latency_bench(guarantee: &str) -> Latency {
     use rdkafka::producer::{BaseRecord, Producer};
     use segstream_events::{ClickEventType, EventTime, SegmentChange, Trigger};
 
@@ -434,6 +471,7 @@ fn latency_bench(guarantee: &str) {
         phases.join(", "),
         by_second.iter().map(|(s, (n, max))| format!("{s}s {n}×≤{max:.0}")).collect::<Vec<_>>().join(", ")
     );
+    Latency { rate, p50: at(0.5), p99: at(0.99) }
 }
 
 /// A change slower than this is listed with the second it was read in.
@@ -457,7 +495,8 @@ fn histogram_p99(metrics: &str) -> (f64, f64) {
     (total, p99)
 }
 
-fn restart_bench() {
+/// Events read and the median time to ready from checkpoints, if run.
+fn restart_bench() -> Option<(i64, f64)> {
     let (customers, days, runs) = if cfg!(debug_assertions) { (300, 7, 1) } else { (1_000_000, 7, 3) };
     let (customers, days, runs) = (
         env("BENCH_RESTART_CUSTOMERS", customers),
@@ -465,7 +504,7 @@ fn restart_bench() {
         env("BENCH_RESTART_RUNS", runs),
     );
     if runs == 0 {
-        return;
+        return None;
     }
     let setup = Setup::new("restart", 6);
     eprintln!("generating {customers} customers × {days} days on 6 partitions for the restart bench…");
@@ -485,4 +524,5 @@ fn restart_bench() {
         show(&without),
         median(without.clone()) / median(with.clone()),
     );
+    Some((events, median(with)))
 }
