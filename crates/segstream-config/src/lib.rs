@@ -142,8 +142,10 @@ pub struct WorkerConfig {
     pub batch_max_wait_ms: u64,
     /// How long a lane at the end of its log holds its co-partition back, ms.
     pub partition_idle_ms: u64,
-    /// A Kafka transaction commits the outputs and input offsets this often, ms.
-    pub commit_interval_ms: u64,
+    /// A Kafka transaction commits the outputs and input offsets this often,
+    /// ms; unset: the guarantee's default (see [`WorkerConfig::commit_interval_ms`]).
+    #[serde(default)]
+    pub commit_interval_ms: Option<u64>,
     /// Whether the outputs go into the transactions (each change once) or
     /// are sent as they are made (sooner, again after a crash).
     pub processing_guarantee: ProcessingGuarantee,
@@ -325,6 +327,21 @@ pub struct CheckpointConfig {
 pub struct RecoveryConfig {
     /// What happens when records the state needs are gone.
     pub on_missing_history: MissingHistory,
+}
+
+impl WorkerConfig {
+    /// How often a transaction commits, ms: `commit_interval_ms` if set,
+    /// else 100 under exactly-once (a change is readable at the commit) and
+    /// 1000 under at-least-once (the changes are out before it; a commit
+    /// stops the pipeline for its deliveries, and a crash re-sends what
+    /// came after the last one), as Kafka Streams' defaults differ by
+    /// guarantee (100 ms and 30 s).
+    pub fn commit_interval_ms(&self) -> u64 {
+        self.commit_interval_ms.unwrap_or(match self.processing_guarantee {
+            ProcessingGuarantee::ExactlyOnce => 100,
+            ProcessingGuarantee::AtLeastOnce => 1000,
+        })
+    }
 }
 
 /// What a crash may do to the outputs (Kafka Streams' `processing.guarantee`).
@@ -511,22 +528,22 @@ impl Config {
         if self.worker.max_timers_per_step == 0 {
             return fail("worker.max_timers_per_step", "0".into(), "use a positive number, e.g. 10000");
         }
-        if self.worker.commit_interval_ms == 0 || self.worker.commit_interval_ms > 60_000 {
+        let commit_interval_ms = self.worker.commit_interval_ms();
+        if commit_interval_ms == 0 || commit_interval_ms > 60_000 {
             return fail(
                 "worker.commit_interval_ms",
-                self.worker.commit_interval_ms.to_string(),
+                commit_interval_ms.to_string(),
                 "use 1 to 60000 ms, e.g. 100",
             );
         }
         if self.worker.transaction_timeout_ms < 1_000
-            || self.worker.transaction_timeout_ms <= self.worker.commit_interval_ms
+            || self.worker.transaction_timeout_ms <= commit_interval_ms
         {
             return fail(
                 "worker.transaction_timeout_ms",
                 self.worker.transaction_timeout_ms.to_string(),
                 &format!(
-                    "use at least 1000 ms and more than worker.commit_interval_ms ({}), e.g. 10000",
-                    self.worker.commit_interval_ms
+                    "use at least 1000 ms and more than worker.commit_interval_ms ({commit_interval_ms}), e.g. 10000"
                 ),
             );
         }

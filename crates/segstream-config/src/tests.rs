@@ -73,6 +73,13 @@ fn checkpoint_and_recovery_settings_are_validated_by_name() {
     assert!(err.contains("on_missing_history"), "{err}");
     let c = Config::load(None, &["worker.processing_guarantee=at_least_once".into()]).expect("guarantee");
     assert_eq!(c.worker.processing_guarantee, ProcessingGuarantee::AtLeastOnce);
+    assert_eq!(c.worker.commit_interval_ms(), 1000, "at-least-once commits less often by default");
+    assert_eq!(Config::load(None, &[]).expect("defaults").worker.commit_interval_ms(), 100);
+    let set = Config::load(
+        None,
+        &["worker.processing_guarantee=at_least_once".into(), "worker.commit_interval_ms=50".into()],
+    );
+    assert_eq!(set.expect("set").worker.commit_interval_ms(), 50, "a set interval wins");
     assert_eq!(
         Config::load(None, &[]).expect("defaults").worker.processing_guarantee,
         ProcessingGuarantee::ExactlyOnce

@@ -361,7 +361,7 @@ impl Pipeline {
     }
 
     fn commit_interval(&self) -> Duration {
-        Duration::from_millis(self.config.worker.commit_interval_ms)
+        Duration::from_millis(self.config.worker.commit_interval_ms())
     }
 
     /// How long the next poll may wait: never past the commit that is due,
