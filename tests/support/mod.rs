@@ -45,11 +45,11 @@ pub struct Broker {
 }
 
 fn run_script(args: &[&str]) -> Output {
-    Command::new(repo_root().join("scripts/kafka-broker.sh"))
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("running scripts/kafka-broker.sh")
+    let mut script = Command::new(repo_root().join("scripts/kafka-broker.sh"));
+    if let Some(profile) = JVM_PROFILE.get() {
+        script.env("KAFKA_JVM_PROFILE", profile);
+    }
+    script.args(args).stdin(Stdio::null()).output().expect("running scripts/kafka-broker.sh")
 }
 
 /// The JVM settings of the brokers this process starts (`KAFKA_JVM_PROFILE`
@@ -96,15 +96,15 @@ impl Broker {
             .status()
             .expect("broker watchdog");
         assert!(status.success());
-        let mut start = Command::new(repo_root().join("scripts/kafka-broker.sh"));
-        if let Some(profile) = JVM_PROFILE.get() {
-            start.env("KAFKA_JVM_PROFILE", profile);
-        }
-        let out = start
-            .args(["start", "--dir", dir.to_str().unwrap(), "--port", &port, "--sasl-port", &sasl_port])
-            .stdin(Stdio::null())
-            .output()
-            .expect("running scripts/kafka-broker.sh");
+        let out = run_script(&[
+            "start",
+            "--dir",
+            dir.to_str().unwrap(),
+            "--port",
+            &port,
+            "--sasl-port",
+            &sasl_port,
+        ]);
         assert!(
             out.status.success(),
             "broker did not start:\n{}\n{}",

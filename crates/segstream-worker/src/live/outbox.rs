@@ -200,10 +200,7 @@ impl Outbox {
     /// since the last call, if any, aborts the commit.
     fn deliver_outputs(&self) -> Result<(), TxFailure> {
         let Some(direct) = &self.direct else { return Ok(()) };
-        let deadline = Instant::now() + self.timeout;
-        while direct.in_flight_count() > 0 && Instant::now() < deadline {
-            direct.poll(Duration::from_millis(1));
-        }
+        serve_reports(direct, self.timeout);
         let failed = direct.context().failed.lock().ok().and_then(|mut f| f.take());
         if let Some(e) = failed {
             return Err(TxFailure::Abortable(e));
@@ -302,10 +299,7 @@ impl Outbox {
     /// Serves delivery reports until none is outstanding, for at most the
     /// transaction timeout.
     fn serve_reports(&self) {
-        let deadline = Instant::now() + self.timeout;
-        while self.producer.in_flight_count() > 0 && Instant::now() < deadline {
-            self.producer.poll(Duration::from_millis(1));
-        }
+        serve_reports(&self.producer, self.timeout);
     }
 
     /// Runs a transactional call, again while librdkafka says it may be
@@ -366,6 +360,15 @@ impl Outbox {
             ) => TxFailure::GroupFenced(e),
             _ => TxFailure::Abortable(e),
         }
+    }
+}
+
+/// Serves `producer`'s delivery reports until none is outstanding, for at
+/// most `timeout`, in short polls.
+fn serve_reports<C: ProducerContext>(producer: &BaseProducer<C>, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    while producer.in_flight_count() > 0 && Instant::now() < deadline {
+        producer.poll(Duration::from_millis(1));
     }
 }
 
