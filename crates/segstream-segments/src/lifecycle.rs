@@ -784,18 +784,50 @@ impl CustomerSegments {
 
     /// The next time a segment may change with no new event (for a timer).
     pub fn next_due(&self, rules: &SegmentRules, s: Subject<'_>) -> Option<EventTime> {
+        self.next_due_reading(rules, s, None)
+    }
+
+    /// [`CustomerSegments::next_due`], with the features as of the latest
+    /// evaluation if the caller has them (used when that is where the
+    /// customer is read: nothing was seen after it).
+    fn next_due_reading(
+        &self,
+        rules: &SegmentRules,
+        s: Subject<'_>,
+        evaluated: Option<&Features>,
+    ) -> Option<EventTime> {
         let at = self.evaluated_at?;
         self.lifecycle?;
         let seen = s.state.last_seen()?.max(at);
-        let features = s.features(seen);
+        let read;
+        let features = match evaluated {
+            Some(f) if seen == at => f,
+            _ => {
+                read = s.features(seen);
+                &read
+            }
+        };
         let lifecycle = &rules.lifecycle;
         lifecycle
-            .due_times(lifecycle.inputs_of(s, &features, at, seen))
+            .due_times(lifecycle.inputs_of(s, features, at, seen))
             .into_iter()
-            .chain(self.walk_due_times(rules, s, &features, seen))
+            .chain(self.walk_due_times(rules, s, features, seen))
             .flatten()
             .filter(|d| *d > at)
             .min()
+    }
+
+    /// Moves the latest evaluation on to `to` with no transition: what
+    /// [`CustomerSegments::advance`] does when nothing is due by `to`, for
+    /// a caller that knows it (the customer's [`CustomerSegments::next_due`],
+    /// read after their latest evaluation, is after `to` or none), without
+    /// reading the features twice to find it out.
+    pub fn pass_to(&mut self, to: EventTime) {
+        if self.lifecycle.is_some()
+            && let Some(at) = self.evaluated_at
+        {
+            self.evaluated_at = Some(at.max(to));
+        }
     }
 
     /// Time-driven transitions due in `(evaluated_at, to]`, with no new event.
@@ -857,7 +889,21 @@ impl CustomerSegments {
         s: Subject<'_>,
         observe: Observe<'_>,
     ) -> Vec<Transition> {
-        self.evaluate_at(rules, t, s, Trigger::Event, observe)
+        self.evaluate_at(rules, t, s, Trigger::Event, observe).0
+    }
+
+    /// [`CustomerSegments::on_event_observed`], then
+    /// [`CustomerSegments::next_due`], reading the features once: after an
+    /// event both read the customer as of the evaluation.
+    pub fn on_event_then_due(
+        &mut self,
+        rules: &SegmentRules,
+        t: EventTime,
+        s: Subject<'_>,
+        observe: Observe<'_>,
+    ) -> (Vec<Transition>, Option<EventTime>) {
+        let (out, features) = self.evaluate_at(rules, t, s, Trigger::Event, observe);
+        (out, self.next_due_reading(rules, s, Some(&features)))
     }
 
     /// Evaluates every kind under new rules (`rules`: new definitions,
@@ -876,7 +922,7 @@ impl CustomerSegments {
         if self.lifecycle.is_none() {
             return Vec::new();
         }
-        self.evaluate_at(rules, t, s, trigger, observe)
+        self.evaluate_at(rules, t, s, trigger, observe).0
     }
 
     fn evaluate_at(
@@ -886,7 +932,7 @@ impl CustomerSegments {
         s: Subject<'_>,
         trigger: Trigger,
         observe: Observe<'_>,
-    ) -> Vec<Transition> {
+    ) -> (Vec<Transition>, Features) {
         // Never evaluate back in time: a late event is judged as of now.
         let at = self.evaluated_at.map_or(t, |e| e.max(t));
         self.evaluated_at = Some(at);
@@ -895,7 +941,7 @@ impl CustomerSegments {
         let mut out = Vec::new();
         self.evaluate(rules, at, trigger, &features, &i, &mut out);
         observe(at, trigger, self);
-        out
+        (out, features)
     }
 
     /// Every kind evaluated at `at`, in one order for events and timers:

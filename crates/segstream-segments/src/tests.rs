@@ -1008,3 +1008,145 @@ fn a_model_clustering_on_a_column_the_feature_table_lacks_is_refused_naming_it()
     assert!(err.to_string().contains("`orders_999d`") && err.to_string().contains("model 2"), "{err}");
     assert!(ModelRules::from_record(b"not a model", &FEATURES).is_err());
 }
+
+/// One event of a generated history: milliseconds after the previous one,
+/// how late it is (judged at the latest time, as the worker judges a late
+/// event), and what it is.
+#[derive(Clone, Debug)]
+struct Step {
+    gap_ms: i64,
+    late_ms: i64,
+    what: StepKind,
+}
+
+#[derive(Clone, Debug)]
+enum StepKind {
+    /// An order: total, discount, category; or the cancellation or
+    /// refund of an earlier one.
+    Order { total: u16, discount: bool, category: u8, status: u8, of: u8 },
+    /// A click of this type (an add to the cart with a price).
+    Click { kind: u8, price: u16 },
+}
+
+fn steps() -> impl proptest::strategy::Strategy<Value = Vec<Step>> {
+    use proptest::prelude::*;
+    // Minutes to most of a year apart: timers of every kind fall between events.
+    let gap = prop_oneof![0..3_600_000_i64, 0..(3 * DAY), 0..(200 * DAY)];
+    let late = prop_oneof![Just(0_i64), 0..(2 * DAY)];
+    let what = prop_oneof![
+        (1..900_u16, any::<bool>(), 0..4_u8, 0..6_u8, any::<u8>()).prop_map(
+            |(total, discount, category, status, of)| StepKind::Order {
+                total,
+                discount,
+                category,
+                status,
+                of
+            }
+        ),
+        (0..6_u8, 1..300_u16).prop_map(|(kind, price)| StepKind::Click { kind, price }),
+    ];
+    proptest::collection::vec(
+        (gap, late, what).prop_map(|(gap_ms, late_ms, what)| Step { gap_ms, late_ms, what }),
+        1..60,
+    )
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(200))]
+    /// What lets the worker skip the walk before an event: whenever a
+    /// customer's next due time is after `t` (or there is none), advancing
+    /// to `t` moves nothing and leaves the segments as `pass_to(t)` does;
+    /// and `on_event_then_due` gives the due time `next_due` reads.
+    /// Histories of orders (some cancelled or refunded later), clicks and
+    /// carts, late events, timers fired as a lagging watermark passes them,
+    /// compaction, with and without personal silence limits.
+    #[test]
+    fn nothing_is_due_before_the_next_due_time(history in steps(), personal in proptest::prelude::any::<bool>()) {
+        let (at_risk_interpurchase_multiple, churn_interpurchase_multiple) =
+            if personal { (2.0, 4.0) } else { (0.0, 0.0) };
+        let rules = all(LifecycleRules::new(LifecycleConfig {
+            rule_version: 1,
+            new_days: 30.0,
+            at_risk_days: 90.0,
+            churn_days: 180.0,
+            reactivated_days: 30.0,
+            at_risk_interpurchase_multiple,
+            churn_interpurchase_multiple,
+            personal_min_orders: 3,
+            high_value_revenue: 500.0,
+            high_value_window_days: 365,
+        }));
+        let (mut state, mut dict, mut segments) =
+            (CustomerState::default(), Dictionaries::default(), CustomerSegments::default());
+        fn view<'a>(rules: &SegmentRules, state: &'a CustomerState, dict: &'a Dictionaries) -> Subject<'a> {
+            rules.subject(state, &FEATURES, dict)
+        }
+        let categories = ["Shoes", "Bags", "Books", "Toys"];
+        let mut ids: Vec<String> = Vec::new();
+        let mut now = T0;
+        for (n, step) in history.iter().enumerate() {
+            now += step.gap_ms;
+            let t = EventTime::from_millis(now);
+            // Timers (and compaction) as the worker fires them, up to a
+            // watermark a day behind.
+            let watermark = t.plus_millis(-DAY);
+            loop {
+                let due = segments.next_due(&rules, view(&rules, &state, &dict));
+                let timer = [due, state.compact_due(&FEATURES)].into_iter().flatten().min();
+                let Some(due) = timer.filter(|d| *d <= watermark) else { break };
+                segments.advance(&rules, due, view(&rules, &state, &dict));
+                if state.compact_due(&FEATURES).is_some_and(|at| at <= due) {
+                    state.compact(due, &FEATURES);
+                }
+            }
+            if segments.next_due(&rules, view(&rules, &state, &dict)).is_none_or(|due| due > t) {
+                let mut walked = segments.clone();
+                let moved = walked.advance(&rules, t, view(&rules, &state, &dict));
+                proptest::prop_assert!(moved.is_empty(), "step {n}: due before the next due time: {moved:?}");
+                segments.pass_to(t);
+                proptest::prop_assert_eq!(&segments, &walked);
+            } else {
+                segments.advance(&rules, t, view(&rules, &state, &dict));
+            }
+            let at = t.plus_millis(-step.late_ms);
+            match &step.what {
+                StepKind::Order { total, discount, category, status, of } => {
+                    let (status, id) = match (status, ids.is_empty()) {
+                        (4, false) => (OrderStatus::Cancelled, ids[usize::from(*of) % ids.len()].clone()),
+                        (5, false) => (OrderStatus::Refunded, ids[usize::from(*of) % ids.len()].clone()),
+                        _ => {
+                            ids.push(format!("o{n}"));
+                            (OrderStatus::Placed, format!("o{n}"))
+                        }
+                    };
+                    let row = OrderRow {
+                        event_time: at,
+                        total: f64::from(*total),
+                        discount_amount: if *discount { f64::from(*total) / 10.0 } else { 0.0 },
+                        primary_category: Some(categories[usize::from(*category) % categories.len()]),
+                        ..order_row(&id, 0, status)
+                    };
+                    state.apply_order(&row, &FEATURES, &mut dict);
+                }
+                StepKind::Click { kind, price } => {
+                    let event_id = format!("e{n}");
+                    let event_type = ClickEventType::ALL[usize::from(*kind) % ClickEventType::ALL.len()];
+                    let row = ClickRow {
+                        customer_id: "c",
+                        event_id: &event_id,
+                        event_type,
+                        event_time: at,
+                        device: None,
+                        category: Some(categories[usize::from(*kind) % categories.len()]),
+                        price: (event_type == ClickEventType::AddToCart).then_some(f64::from(*price)),
+                        partition: 0,
+                        offset: 0,
+                    };
+                    state.apply_click(&row, &FEATURES);
+                }
+            }
+            let (_, due) = segments.on_event_then_due(&rules, t, view(&rules, &state, &dict), &mut |_, _, _| {});
+            proptest::prop_assert_eq!(due, segments.next_due(&rules, view(&rules, &state, &dict)), "step {}", n);
+        }
+    }
+}

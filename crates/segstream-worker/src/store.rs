@@ -188,21 +188,31 @@ impl CustomerStore {
             }),
         };
         let Some(c) = self.slots.get_mut(slot) else { unreachable!("slot {slot} was just found or pushed") };
-        let Customer { id, features: state, segments, .. } = c;
+        let Customer { id, features: state, segments, scheduled, .. } = c;
         let (config, dict, rows) = (&self.features, &mut self.dict, &mut self.custom_rows);
         let rules = rules_in(&self.rules, &self.partition_rules, partition);
         let mut row = Observer { rules, config, slot, id, partition, tag: self.tag, rows };
-        let mut transitions = segments.advance_observed(
-            rules,
-            t,
-            rules.subject(state, config, dict),
-            &mut row.of(state, dict, None),
-        );
+        // The customer's timer is their next due time as of their latest
+        // evaluation: when it is after `t`, nothing is due before the event
+        // and the walk that would find that out (two readings of the
+        // features) is skipped.
+        let mut transitions = if scheduled.is_none_or(|due| due > t) {
+            segments.pass_to(t);
+            Vec::new()
+        } else {
+            segments.advance_observed(
+                rules,
+                t,
+                rules.subject(state, config, dict),
+                &mut row.of(state, dict, None),
+            )
+        };
         apply(state, config, dict);
         let subject = rules.subject(state, config, dict);
         let cause = (!rules.definitions.custom.is_empty()).then(cause);
-        transitions.extend(segments.on_event_observed(rules, t, subject, &mut row.of(state, dict, cause)));
-        self.reschedule(slot);
+        let (moved, due) = segments.on_event_then_due(rules, t, subject, &mut row.of(state, dict, cause));
+        transitions.extend(moved);
+        self.schedule(slot, due);
         self.count(&transitions);
         (!transitions.is_empty()).then(|| (CustomerId::new(customer_id), transitions))
     }
@@ -460,12 +470,17 @@ impl CustomerStore {
     }
 
     fn reschedule(&mut self, slot: usize) {
+        let Some(c) = self.slots.get(slot) else { return };
+        let rules = rules_in(&self.rules, &self.partition_rules, c.partition);
+        let stage_due = c.segments.next_due(rules, rules.subject(&c.features, &self.features, &self.dict));
+        self.schedule(slot, stage_due);
+    }
+
+    /// Puts the customer's timer at `stage_due` (their segments' next due
+    /// time) or their compaction, whichever comes first.
+    fn schedule(&mut self, slot: usize, stage_due: Option<EventTime>) {
         let features = &self.features;
         let Some(c) = self.slots.get_mut(slot) else { return };
-        let rules = rules_in(&self.rules, &self.partition_rules, c.partition);
-        let stage_due = c.segments.next_due(rules, rules.subject(&c.features, features, &self.dict));
-        // Whichever comes first: the next time-driven transition, or the
-        // compaction of a customer silent past every window.
         let next = [stage_due, c.features.compact_due(features)].into_iter().flatten().min();
         if next == c.scheduled {
             return;
