@@ -27,6 +27,7 @@ bench: tools
 	scripts/kafka-broker.sh install >/dev/null
 	$(CARGO) bench --workspace --bench decode
 	$(CARGO) bench --workspace --bench state_memory
+	$(CARGO) bench --workspace --bench in_process
 	$(CARGO) bench --bench pipeline
 	$(CARGO) bench --workspace --bench training
 

@@ -58,19 +58,24 @@ struct Run {
 }
 
 /// Peak resident bytes and CPU seconds of a running process, from /proc.
-fn usage(pid: u32) -> (f64, f64) {
+/// A memory figure of `/proc/PID/status` (`VmHWM`, `VmRSS`), in bytes.
+fn vm(pid: u32, field: &str) -> f64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     let kib = status
         .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
         .unwrap_or(0.0);
+    kib * 1024.0
+}
+
+fn usage(pid: u32) -> (f64, f64) {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     // Fields after the command's closing parenthesis; utime and stime are the 12th and 13th.
     let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
     let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
     // USER_HZ is 100 on Linux.
-    (kib * 1024.0, (ticks(11) + ticks(12)) / 100.0)
+    (vm(pid, "VmHWM"), (ticks(11) + ticks(12)) / 100.0)
 }
 
 /// Seconds a bare librdkafka consumer (tuned: `fetch.queue.backoff.ms` 10)
@@ -192,7 +197,10 @@ fn addr_of(log: &Path) -> String {
 /// Reads the input to its end with `extra` settings, then SIGKILLs and
 /// restarts the worker `runs` times: seconds from each start to ready, and
 /// the customers held.
-fn restarts(setup: &Setup, extra: &[&str], end: &TopicPartitionList, runs: u64) -> (Vec<f64>, f64) {
+/// Restarts after SIGKILL: the seconds to ready of each, the customers
+/// held, and the resident bytes of the worker that read the backlog
+/// first, once at its end.
+fn restarts(setup: &Setup, extra: &[&str], end: &TopicPartitionList, runs: u64) -> (Vec<f64>, f64, f64) {
     let log = |i: u64| Broker::shared().dir.join(format!("restart-{}-{i}.log", setup.name));
     let mut child = spawn(setup, extra, &log(0));
     let started = Instant::now();
@@ -202,6 +210,7 @@ fn restarts(setup: &Setup, extra: &[&str], end: &TopicPartitionList, runs: u64) 
     }
     // One more checkpoint round, so the latest checkpoints cover the end.
     std::thread::sleep(Duration::from_secs(5));
+    let resident = vm(child.id(), "VmRSS");
     let mut times = Vec::new();
     let mut customers = 0.0;
     for i in 1..=runs {
@@ -219,7 +228,7 @@ fn restarts(setup: &Setup, extra: &[&str], end: &TopicPartitionList, runs: u64) 
     }
     child.kill().unwrap();
     child.wait().unwrap();
-    (times, customers)
+    (times, customers, resident)
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -513,8 +522,14 @@ fn restart_bench() -> Option<(i64, f64)> {
     let config = setup.config();
     let end = ends(&setup, &[config.topics.clickstream.clone(), config.topics.orders.clone()]);
     let events: i64 = end.elements().iter().filter_map(|e| e.offset().to_raw()).sum();
-    let (with, held) = restarts(&setup.second_run("ckpt"), &["checkpoint.interval_ms=500"], &end, runs);
-    let (without, _) = restarts(&setup.second_run("replay"), &["checkpoint.interval_ms=0"], &end, runs);
+    let (with, held, resident) =
+        restarts(&setup.second_run("ckpt"), &["checkpoint.interval_ms=500"], &end, runs);
+    println!(
+        "memory    {held} customers: the worker that read the backlog holds {:.0} MB resident at its end = {:.0} bytes per customer, everything included (target ≤ 1,024 at 1M customers)",
+        resident / 1e6,
+        resident / held.max(1.0),
+    );
+    let (without, _, _) = restarts(&setup.second_run("replay"), &["checkpoint.interval_ms=0"], &end, runs);
     let show = |v: &[f64]| v.iter().map(|s| format!("{s:.1} s")).collect::<Vec<_>>().join(", ");
     println!(
         "restart   {events} events, {held} customers: ready after SIGKILL in median {:.1} s from checkpoints ({}) against {:.1} s by full replay ({}): {:.1}× sooner",

@@ -17,6 +17,13 @@ use clap::{Parser, Subcommand};
 use segstream_config::Config;
 use tokio_util::sync::CancellationToken;
 
+/// mimalloc, not glibc's malloc: with millions of customers' small
+/// allocations in the heap, glibc spent about 40 % of the engine's time
+/// consolidating and searching its free lists (benches/README.md,
+/// "In-process pipeline").
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Streaming customer segmentation: Kafka clicks and orders in, segment changes out.
 #[derive(Debug, Parser)]
 #[command(name = "segstream", version, about)]
