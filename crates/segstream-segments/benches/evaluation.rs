@@ -27,6 +27,8 @@ struct Customer {
     segments: CustomerSegments,
     rules: SegmentRules,
     config: Config,
+    /// The time of the latest event.
+    last: EventTime,
 }
 
 fn click(id: &str, at: i64, i: usize) -> ClickRow<'_> {
@@ -59,6 +61,7 @@ fn loyal() -> Customer {
         }
     }
     events.sort_unstable();
+    let last = EventTime::from_millis(events.last().map_or(NOW, |e| e.0));
     for (i, (at, order)) in events.into_iter().enumerate() {
         let t = EventTime::from_millis(at);
         segments.advance(&rules, t, rules.subject(&state, &config.features, &dict));
@@ -86,12 +89,12 @@ fn loyal() -> Customer {
         }
         segments.on_event(&rules, t, rules.subject(&state, &config.features, &dict));
     }
-    Customer { state, dict, segments, rules, config }
+    Customer { state, dict, segments, rules, config, last }
 }
 
 fn per_event(c: &mut Criterion) {
     let customer = loyal();
-    let Customer { state, dict, segments, rules, config } = &customer;
+    let Customer { state, dict, segments, rules, config, last } = &customer;
     let features = &config.features;
     let now = EventTime::from_millis(NOW);
     let mut group = c.benchmark_group("state per event");
@@ -106,13 +109,22 @@ fn per_event(c: &mut Criterion) {
         let subject = rules.subject(state, features, dict);
         b.iter(|| state.features_reading(now, features, subject.dict, subject.clicks))
     });
-    group.bench_function("every segment evaluated after an event, with the next due time", |b| {
-        b.iter_batched_ref(
-            || segments.clone(),
-            |seg| seg.on_event_then_due(rules, now, rules.subject(state, features, dict), &mut |_, _, _| {}),
-            BatchSize::SmallInput,
-        )
-    });
+    // At the latest event's time nothing moves (most events); at `now`, days
+    // later, the cart has been abandoned: a change, with its reason.
+    for (name, at) in [
+        ("every segment evaluated after an event, nothing moves, with the next due time", *last),
+        ("the same when a segment moves (cart abandoned: the change's reason and values)", now),
+    ] {
+        group.bench_function(name, |b| {
+            b.iter_batched_ref(
+                || segments.clone(),
+                |seg| {
+                    seg.on_event_then_due(rules, at, rules.subject(state, features, dict), &mut |_, _, _| {})
+                },
+                BatchSize::SmallInput,
+            )
+        });
+    }
     // Just before the customer's next due time: nothing is due.
     let subject = rules.subject(state, features, dict);
     let quiet = segments.next_due(rules, subject).map_or(now, |due| due.plus_millis(-1));
