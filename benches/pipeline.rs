@@ -57,7 +57,6 @@ struct Run {
     cores: f64,
 }
 
-/// Peak resident bytes and CPU seconds of a running process, from /proc.
 /// A memory figure of `/proc/PID/status` (`VmHWM`, `VmRSS`), in bytes.
 fn vm(pid: u32, field: &str) -> f64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
@@ -69,6 +68,7 @@ fn vm(pid: u32, field: &str) -> f64 {
     kib * 1024.0
 }
 
+/// Peak resident bytes and CPU seconds of a running process, from /proc.
 fn usage(pid: u32) -> (f64, f64) {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     // Fields after the command's closing parenthesis; utime and stime are the 12th and 13th.
@@ -195,11 +195,9 @@ fn addr_of(log: &Path) -> String {
 }
 
 /// Reads the input to its end with `extra` settings, then SIGKILLs and
-/// restarts the worker `runs` times: seconds from each start to ready, and
-/// the customers held.
-/// Restarts after SIGKILL: the seconds to ready of each, the customers
-/// held, and the resident bytes of the worker that read the backlog
-/// first, once at its end.
+/// restarts the worker `runs` times: seconds from each start to ready, the
+/// customers held, and the resident bytes of the worker that read the
+/// backlog, at its end.
 fn restarts(setup: &Setup, extra: &[&str], end: &TopicPartitionList, runs: u64) -> (Vec<f64>, f64, f64) {
     let log = |i: u64| Broker::shared().dir.join(format!("restart-{}-{i}.log", setup.name));
     let mut child = spawn(setup, extra, &log(0));
