@@ -40,7 +40,7 @@ pub(crate) async fn run(args: TrainArgs, config: Config, shutdown: CancellationT
     let addr = config.http.listen.parse().with_context(|| format!("http.listen {:?}", config.http.listen))?;
     let health = segstream_telemetry::Health::new();
     health.set_ready(true);
-    let routes = segstream_telemetry::operations_routes(metrics.clone(), health);
+    let routes = segstream_telemetry::operations_routes(vec![metrics.clone()], vec![health]);
     let (bound, server) = segstream_telemetry::serve(addr, "http.listen", routes, shutdown.clone()).await?;
     tracing::info!(
         "serving http://{bound}/metrics, /healthz and /readyz; training every {}",

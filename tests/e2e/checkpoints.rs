@@ -134,8 +134,22 @@ fn after_retention_deleted_the_early_records_a_checkpoint_restores_the_right_sta
 /// read with DataFusion, are the live feature table at the same offsets.
 #[test]
 fn the_parquet_feature_files_of_all_partitions_equal_the_live_feature_table() {
+    parquet_files_equal_the_live_table(1);
+}
+
+/// The same with two pipeline threads: `/sql` puts both threads' customers
+/// in one table.
+#[test]
+fn the_live_feature_table_of_two_pipeline_threads_holds_both_threads_customers() {
+    parquet_files_equal_the_live_table(2);
+}
+
+fn parquet_files_equal_the_live_table(threads: usize) {
     let _keep = KeepLogsOnPanic;
-    let setup = Setup::new("parquet", 3).with("time.idle_partition_ms=300").with("segments.definitions=");
+    let setup = Setup::new(&format!("parquet{threads}"), 3)
+        .with("time.idle_partition_ms=300")
+        .with("segments.definitions=")
+        .with(&format!("worker.threads={threads}"));
     let p = setup.producer();
     let customers: Vec<String> = (0..30).map(|i| format!("pq-{i}")).collect();
     let orders: Vec<_> = customers

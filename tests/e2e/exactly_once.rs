@@ -337,6 +337,57 @@ fn three_workers_under_sigkill_rebalances_and_a_pause_commit_exactly_the_uninter
     }
 }
 
+/// `worker.threads = 2`: each worker process runs two pipelines, each its
+/// own group member and transactional producer. Two such workers over a
+/// backlog, SIGKILLed and restarted (both threads die at once), then one
+/// stopped and started again with SIGTERM, commit exactly the changes and
+/// memberships of `segstream replay`; `/metrics` shows each thread.
+#[test]
+fn workers_of_two_pipeline_threads_under_sigkill_commit_exactly_the_uninterrupted_changes() {
+    let setup = backlog_setup("threads").with("checkpoint.interval_ms=1000").with("worker.threads=2");
+    let reference = workload(&setup, 400, 365, 8);
+    let ready = Arc::new(Mutex::new(Vec::new()));
+    let mut members: Vec<Member> = (0..2).map(|i| Member::new(&setup, &format!("threads-w{i}"))).collect();
+    for m in &mut members {
+        m.start(&ready);
+    }
+    let mut dice = Dice(0x7e4d_5eed);
+    for kill in 0..8 {
+        std::thread::sleep(dice.millis(700, 2_500));
+        let i = usize::try_from(dice.next(2)).unwrap();
+        if kill == 2 {
+            // Both threads of worker 0 show.
+            let addr = members[0].proc.as_ref().unwrap().http_addr(Duration::from_secs(30));
+            let metrics = http_get(&addr, "/metrics").1;
+            for n in 0..2 {
+                let label = format!("segstream_assigned_partitions{{pipeline=\"{n}\"}}");
+                assert!(metrics.contains(&label), "{label}:\n{metrics}");
+            }
+        }
+        eprintln!("SIGKILL worker {i} (both its pipeline threads)");
+        members[i].kill();
+        std::thread::sleep(dice.millis(0, 1_000));
+        members[i].start(&ready);
+    }
+    members[1].proc.as_ref().unwrap().wait_ready(Duration::from_secs(120));
+    let (status, _) = members[1].proc.as_mut().unwrap().terminate(Duration::from_secs(30));
+    assert!(
+        status.success(),
+        "a worker of two threads stops cleanly on SIGTERM:\n{}",
+        members[1].proc.as_ref().unwrap().log_text()
+    );
+    members[1].proc = None;
+    members[1].start(&ready);
+    let got = committed(&setup, reference.changes.len(), Duration::from_secs(300));
+    assert_same("two workers of two pipeline threads under SIGKILL", &reference, &got);
+    for m in &mut members {
+        if let Some(mut p) = m.proc.take() {
+            let (status, _) = p.terminate(Duration::from_secs(30));
+            assert!(status.success(), "{}", p.log_text());
+        }
+    }
+}
+
 /// The latest WARN and ERROR lines of every start of every member.
 fn troubles(members: &[Member]) -> String {
     let lines: Vec<String> = members

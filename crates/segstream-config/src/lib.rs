@@ -18,6 +18,9 @@ pub const DEFAULT_TOML: &str = include_str!("../default.toml");
 /// Environment variable prefix; `__` separates nesting levels.
 pub const ENV_PREFIX: &str = "SEGSTREAM__";
 
+/// Most pipeline threads a worker runs (`worker.threads`).
+pub const MAX_THREADS: usize = 64;
+
 /// A configuration that cannot be used.
 #[derive(Debug, Error)]
 pub enum ConfigError {
@@ -161,6 +164,10 @@ pub struct WorkerConfig {
     /// Timers fired in one step at most (about: ties go together); a larger
     /// mass firing is split over several steps and transactions.
     pub max_timers_per_step: usize,
+    /// Pipeline threads in this worker (Kafka Streams' `num.stream.threads`):
+    /// each is its own group member and transactional producer over the
+    /// partitions the group gives it.
+    pub threads: usize,
 }
 
 /// `[features]`.
@@ -528,6 +535,13 @@ impl Config {
         if self.worker.max_timers_per_step == 0 {
             return fail("worker.max_timers_per_step", "0".into(), "use a positive number, e.g. 10000");
         }
+        if !(1..=MAX_THREADS).contains(&self.worker.threads) {
+            return fail(
+                "worker.threads",
+                self.worker.threads.to_string(),
+                &format!("use 1 to {MAX_THREADS}, e.g. the number of cores"),
+            );
+        }
         let commit_interval_ms = self.worker.commit_interval_ms();
         if commit_interval_ms == 0 || commit_interval_ms > 60_000 {
             return fail(
@@ -769,6 +783,18 @@ impl Config {
             return fail("sql.max_rows", "0".into(), "use a positive number, e.g. 10000");
         }
         Ok(())
+    }
+
+    /// The configuration of pipeline thread `index` of `worker.threads`:
+    /// with more than one, each is its own static group member and
+    /// transactional producer, so its instance id is the worker's with
+    /// `-<index>` after it.
+    pub fn pipeline(&self, index: usize) -> Self {
+        let mut c = self.clone();
+        if self.worker.threads > 1 {
+            c.worker.instance_id = format!("{}-{index}", self.instance_id());
+        }
+        c
     }
 
     /// The worker's instance id, falling back to the host name.

@@ -92,6 +92,19 @@ fn checkpoint_and_recovery_settings_are_validated_by_name() {
 }
 
 #[test]
+fn each_pipeline_thread_is_its_own_member_and_a_bad_thread_count_is_named() {
+    let one = Config::load(None, &["worker.instance_id=w".into()]).expect("defaults");
+    assert_eq!(one.worker.threads, 1);
+    assert_eq!(one.pipeline(0).instance_id(), "w", "one thread keeps the worker's own id");
+    let two = Config::load(None, &["worker.instance_id=w".into(), "worker.threads=2".into()]).expect("two");
+    assert_eq!((two.pipeline(0).instance_id(), two.pipeline(1).instance_id()), ("w-0".into(), "w-1".into()));
+    for bad in ["0", "65"] {
+        let err = Config::load(None, &[format!("worker.threads={bad}")]).expect_err("threads").to_string();
+        assert!(err.contains("worker.threads") && err.contains("1 to 64"), "{err}");
+    }
+}
+
+#[test]
 fn sql_is_off_by_default_and_a_bad_sql_listen_is_named() {
     let c = Config::load(None, &[]).expect("defaults");
     assert!(c.sql.listen.is_empty(), "customer data is not served unless asked for");

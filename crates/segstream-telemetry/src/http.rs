@@ -111,19 +111,35 @@ pub enum HttpError {
 
 #[derive(Clone)]
 struct AppState {
-    metrics: Metrics,
-    health: Arc<Health>,
+    metrics: Arc<[Metrics]>,
+    health: Arc<[Arc<Health>]>,
+}
+
+impl AppState {
+    /// What each pipeline says, named by its index when there are several.
+    fn said(&self, what: impl Fn(&Health) -> String) -> String {
+        let several = self.health.len() > 1;
+        let said: Vec<String> = self
+            .health
+            .iter()
+            .enumerate()
+            .map(|(i, h)| (i, what(h)))
+            .filter(|(_, text)| !text.is_empty())
+            .map(|(i, text)| if several { format!("pipeline {i}: {text}") } else { text })
+            .collect();
+        said.join("; ")
+    }
 }
 
 async fn metrics_page(State(s): State<AppState>) -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], s.metrics.render())
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], Metrics::render_all(&s.metrics))
 }
 
 async fn healthz(State(s): State<AppState>) -> impl IntoResponse {
-    if !s.health.is_alive() {
+    if !s.health.iter().all(|h| h.is_alive()) {
         return (StatusCode::SERVICE_UNAVAILABLE, "pipeline stopped\n".to_owned());
     }
-    let problems = s.health.problems();
+    let problems = s.said(Health::problems);
     if problems.is_empty() {
         (StatusCode::OK, "ok\n".to_owned())
     } else {
@@ -132,10 +148,10 @@ async fn healthz(State(s): State<AppState>) -> impl IntoResponse {
 }
 
 async fn readyz(State(s): State<AppState>) -> impl IntoResponse {
-    if s.health.is_ready() {
+    if s.health.iter().all(|h| h.is_ready()) {
         return (StatusCode::OK, "ready\n".to_owned());
     }
-    let reason = s.health.reason();
+    let reason = s.said(Health::reason);
     if reason.is_empty() {
         (StatusCode::SERVICE_UNAVAILABLE, "not ready\n".to_owned())
     } else {
@@ -144,13 +160,16 @@ async fn readyz(State(s): State<AppState>) -> impl IntoResponse {
 }
 
 /// `/metrics`, `/healthz` and `/readyz`: what Prometheus and the
-/// orchestrator read, and nothing about customers.
-pub fn operations_routes(metrics: Metrics, health: Arc<Health>) -> Router {
+/// orchestrator read, and nothing about customers. A worker with several
+/// pipeline threads passes each one's metrics and health: `/metrics` shows
+/// them all, `/healthz` and `/readyz` answer 200 only when every one is
+/// healthy or ready, and name the ones that are not.
+pub fn operations_routes(metrics: Vec<Metrics>, health: Vec<Arc<Health>>) -> Router {
     Router::new()
         .route("/metrics", get(metrics_page))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .with_state(AppState { metrics, health })
+        .with_state(AppState { metrics: metrics.into(), health: health.into() })
 }
 
 /// Binds `addr` (the setting `field` gave it) and serves `app` until

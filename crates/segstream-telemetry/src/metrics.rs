@@ -183,7 +183,19 @@ fn seconds(r: &Registry, name: &str, help: &str) -> Histogram {
 impl Metrics {
     /// A fresh registry with every metric registered.
     pub fn new() -> Self {
-        let r = Registry::new();
+        Self::on(Registry::new())
+    }
+
+    /// The metrics of pipeline thread `index` of a worker running several
+    /// (`worker.threads`): every series carries `pipeline="<index>"`, and
+    /// [`Metrics::render_all`] shows them side by side.
+    pub fn for_pipeline(index: usize) -> Self {
+        let labels = std::collections::HashMap::from([("pipeline".to_owned(), index.to_string())]);
+        // A fixed, valid label name and value: the registry cannot refuse them.
+        Self::on(Registry::new_custom(None, Some(labels)).unwrap_or_else(|e| panic!("pipeline label: {e}")))
+    }
+
+    fn on(r: Registry) -> Self {
         // Every 10 ms up to 200 ms, so a p99 target of tens of milliseconds
         // can be read off it; coarser above.
         let fine = (1..=20).map(|i| f64::from(i) / 100.0);
@@ -508,9 +520,29 @@ impl Metrics {
 
     /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> String {
+        Self::render_all(std::slice::from_ref(self))
+    }
+
+    /// One exposition of several registries (a worker's pipeline threads):
+    /// each metric family once, with the series of every registry in it.
+    pub fn render_all(all: &[Self]) -> String {
+        let mut families: std::collections::BTreeMap<String, prometheus::proto::MetricFamily> =
+            std::collections::BTreeMap::new();
+        for family in all.iter().flat_map(|m| m.registry.gather()) {
+            match families.entry(family.name().to_owned()) {
+                std::collections::btree_map::Entry::Vacant(slot) => {
+                    slot.insert(family);
+                }
+                std::collections::btree_map::Entry::Occupied(mut slot) => {
+                    let mut family = family;
+                    slot.get_mut().mut_metric().extend(family.take_metric());
+                }
+            }
+        }
+        let families: Vec<_> = families.into_values().collect();
         let mut buf = Vec::new();
         // Encoding into a Vec cannot fail for well-formed metric families.
-        if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut buf) {
+        if let Err(e) = TextEncoder::new().encode(&families, &mut buf) {
             tracing::error!(error = %e, "encoding metrics failed");
         }
         String::from_utf8_lossy(&buf).into_owned()
@@ -519,6 +551,26 @@ impl Metrics {
 
 #[cfg(test)]
 mod tests {
+    use super::Metrics;
+
+    /// Several pipeline threads make one exposition: each family once,
+    /// every thread's series in it, told apart by their `pipeline` label.
+    #[test]
+    fn the_pipelines_of_a_worker_are_one_exposition_with_a_label_each() {
+        let (a, b) = (Metrics::for_pipeline(0), Metrics::for_pipeline(1));
+        a.customers.set(3);
+        b.customers.set(4);
+        a.events_in.with_label_values(&["clickstream"]).inc_by(5);
+        let text = Metrics::render_all(&[a, b]);
+        assert_eq!(text.matches("# TYPE segstream_customers_in_state gauge").count(), 1, "{text}");
+        assert!(text.contains("segstream_customers_in_state{pipeline=\"0\"} 3"), "{text}");
+        assert!(text.contains("segstream_customers_in_state{pipeline=\"1\"} 4"), "{text}");
+        assert!(text.contains("segstream_events_in_total{topic=\"clickstream\",pipeline=\"0\"} 5"), "{text}");
+        let one = Metrics::new();
+        one.customers.set(2);
+        assert!(one.render().contains("\nsegstream_customers_in_state 2\n"), "no label with one pipeline");
+    }
+
     /// An SRE reads the README to know what to alert on: every metric
     /// registered here is listed there.
     #[test]

@@ -14,6 +14,7 @@ use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use std::time::Duration;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 
 use axum::Router;
 use axum::extract::{Path as UrlPath, Query, Request, State};
@@ -22,6 +23,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::compute::concat_batches;
 use std::path::Path;
 
 use segstream_config::{Config, FeaturesConfig, SqlConfig};
@@ -42,10 +44,38 @@ pub(crate) type SnapshotRequest = oneshot::Sender<Result<RecordBatch, String>>;
 /// How long a query waits for the pipeline to finish its batch.
 const PIPELINE_ANSWER: Duration = Duration::from_secs(30);
 
-/// The channel between the HTTP handler and the pipeline; a few queries may
-/// wait, more are refused as busy.
-pub(crate) fn channel() -> (SyncSender<SnapshotRequest>, Receiver<SnapshotRequest>) {
-    sync_channel(4)
+/// A pipeline thread's side of `/sql`: the requests for its part of the
+/// feature table, and the worker's latest event time over every thread, so
+/// that the parts of one answer are as of one time.
+#[derive(Debug)]
+pub(crate) struct Snapshots {
+    /// Requests, answered between batches.
+    pub(crate) requests: Receiver<SnapshotRequest>,
+    /// Largest event time released by any pipeline thread of this worker.
+    latest: Arc<AtomicI64>,
+}
+
+impl Snapshots {
+    /// This thread's largest event time joins the worker's; the time the
+    /// feature table is as of.
+    pub(crate) fn as_of(&self, mine: Option<EventTime>) -> EventTime {
+        if let Some(t) = mine {
+            self.latest.fetch_max(t.millis(), Ordering::Relaxed);
+        }
+        EventTime::from_millis(self.latest.load(Ordering::Relaxed))
+    }
+}
+
+/// The channels between the HTTP handler and each of `threads` pipeline
+/// threads; a few queries may wait, more are refused as busy.
+pub(crate) fn channels(threads: usize) -> (Vec<SyncSender<SnapshotRequest>>, Vec<Snapshots>) {
+    let latest = Arc::new(AtomicI64::new(0));
+    (0..threads)
+        .map(|_| {
+            let (tx, requests) = sync_channel(4);
+            (tx, Snapshots { requests, latest: Arc::clone(&latest) })
+        })
+        .unzip()
 }
 
 /// The feature table of every customer in `store`, as of `as_of`.
@@ -77,11 +107,12 @@ struct SqlParams {
     format: Option<String>,
 }
 
-/// What `/sql` needs: the way to the pipeline's snapshots and the limits
-/// (and, for a customer's latest changes, the configuration to read them).
+/// What `/sql` needs: the way to each pipeline thread's snapshots and the
+/// limits (and, for a customer's latest changes, the configuration to read
+/// them).
 #[derive(Debug, Clone)]
 struct SqlState {
-    requests: SyncSender<SnapshotRequest>,
+    requests: Arc<[SyncSender<SnapshotRequest>]>,
     limits: Limits,
     config: Arc<Config>,
 }
@@ -135,8 +166,8 @@ async fn require_token(State(token): State<Token>, request: Request, next: Next)
 }
 
 /// The `/sql` route: the query in `q` (GET) or in the body (POST), for
-/// requests that carry `token`.
-pub(crate) fn routes(requests: SyncSender<SnapshotRequest>, config: &Config, token: Token) -> Router {
+/// requests that carry `token`; `requests` reach every pipeline thread.
+pub(crate) fn routes(requests: Vec<SyncSender<SnapshotRequest>>, config: &Config, token: Token) -> Router {
     let sql = &config.sql;
     let limits = Limits {
         timeout: Duration::from_millis(sql.timeout_ms),
@@ -147,7 +178,7 @@ pub(crate) fn routes(requests: SyncSender<SnapshotRequest>, config: &Config, tok
         .route("/sql", get(sql_get).post(sql_post))
         .route("/customers/{id}", get(customer))
         .route("/segments/{kind}/{name}", get(segment))
-        .with_state(SqlState { requests, limits, config: Arc::new(config.clone()) })
+        .with_state(SqlState { requests: requests.into(), limits, config: Arc::new(config.clone()) })
         .layer(middleware::from_fn_with_state(token, require_token))
 }
 
@@ -177,24 +208,48 @@ async fn sql_page(state: SqlState, sql: &str, format: Option<&str>) -> Response 
     }
 }
 
-/// The feature table, from the pipeline.
+/// The feature table: every pipeline thread's part of it (each owns its
+/// partitions' customers), in one batch.
 async fn table(state: &SqlState) -> Result<RecordBatch, Response> {
-    let (tx, rx) = oneshot::channel();
-    match state.requests.try_send(tx) {
-        Ok(()) => {}
-        Err(TrySendError::Full(_)) => {
-            return Err(
-                (StatusCode::SERVICE_UNAVAILABLE, "busy: other queries are waiting, retry\n").into_response()
-            );
-        }
-        Err(TrySendError::Disconnected(_)) => {
-            return Err((StatusCode::SERVICE_UNAVAILABLE, "the pipeline is not running\n").into_response());
+    let mut answers = Vec::with_capacity(state.requests.len());
+    for requests in state.requests.iter() {
+        answers.push(ask(requests).map_err(|why| (StatusCode::SERVICE_UNAVAILABLE, why).into_response())?);
+    }
+    let mut parts = Vec::with_capacity(answers.len());
+    for answer in answers {
+        match tokio::time::timeout(PIPELINE_ANSWER, answer).await {
+            Ok(Ok(Ok(batch))) => parts.push(batch),
+            Ok(Ok(Err(e))) => {
+                return Err((StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response());
+            }
+            _ => {
+                return Err(
+                    (StatusCode::SERVICE_UNAVAILABLE, "the pipeline did not answer\n").into_response()
+                );
+            }
         }
     }
-    match tokio::time::timeout(PIPELINE_ANSWER, rx).await {
-        Ok(Ok(Ok(batch))) => Ok(batch),
-        Ok(Ok(Err(e))) => Err((StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response()),
-        _ => Err((StatusCode::SERVICE_UNAVAILABLE, "the pipeline did not answer\n").into_response()),
+    match parts.as_slice() {
+        [one] => Ok(one.clone()),
+        _ => {
+            let schema = parts.first().map(RecordBatch::schema).ok_or_else(|| {
+                (StatusCode::SERVICE_UNAVAILABLE, "the pipeline is not running\n").into_response()
+            })?;
+            concat_batches(&schema, &parts)
+                .map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response())
+        }
+    }
+}
+
+/// Asks one pipeline thread for its feature table; why not, if it cannot.
+fn ask(
+    requests: &SyncSender<SnapshotRequest>,
+) -> Result<oneshot::Receiver<Result<RecordBatch, String>>, &'static str> {
+    let (tx, rx) = oneshot::channel();
+    match requests.try_send(tx) {
+        Ok(()) => Ok(rx),
+        Err(TrySendError::Full(_)) => Err("busy: other queries are waiting, retry\n"),
+        Err(TrySendError::Disconnected(_)) => Err("the pipeline is not running\n"),
     }
 }
 

@@ -28,7 +28,6 @@ mod unowned;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
-use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
 use datafusion::arrow::array::RecordBatch;
@@ -44,7 +43,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::admission::Incoming;
 use crate::error::WorkerError;
-use crate::lookup::{SnapshotRequest, snapshot};
+use crate::lookup::{Snapshots, snapshot};
 use crate::processor::{Emitted, Processor};
 use crate::snapshot::WarmStart;
 
@@ -70,6 +69,16 @@ pub struct Summary {
     pub dead_letters: u64,
     /// Transactions committed.
     pub transactions: u64,
+}
+
+impl Summary {
+    /// Adds another pipeline thread's totals.
+    pub(crate) fn add(&mut self, other: &Self) {
+        self.events += other.events;
+        self.changes += other.changes;
+        self.dead_letters += other.dead_letters;
+        self.transactions += other.transactions;
+    }
 }
 
 /// A lane whose backlog in the merge exceeds this many micro-batches is
@@ -126,7 +135,7 @@ pub(crate) struct Pipeline {
     summary: Summary,
     last_report: Instant,
     /// Feature-table requests of `/sql`, answered between batches.
-    snapshots: Receiver<SnapshotRequest>,
+    snapshots: Snapshots,
     /// The feature table the last requests read, and when it was built.
     sql_table: Option<(Instant, RecordBatch)>,
     /// What should move, for `/healthz`.
@@ -184,7 +193,7 @@ impl Pipeline {
         config: Config,
         metrics: Metrics,
         health: Arc<Health>,
-        snapshots: Receiver<SnapshotRequest>,
+        snapshots: Snapshots,
         runtime: tokio::runtime::Handle,
         shutdown: &CancellationToken,
     ) -> Result<Self, WorkerError> {
@@ -484,14 +493,15 @@ impl Pipeline {
     /// than `sql.refresh_ms` (a query that gave up waiting is skipped).
     fn answer_snapshots(&mut self) {
         let refresh = Duration::from_millis(self.config.sql.refresh_ms);
-        while let Ok(reply) = self.snapshots.try_recv() {
+        // Every cycle: the other threads' answers are as of this thread's time too.
+        let as_of = self.snapshots.as_of(self.processor.max_event_time());
+        while let Ok(reply) = self.snapshots.requests.try_recv() {
             if reply.is_closed() {
                 continue;
             }
             let table = match &self.sql_table {
                 Some((built, table)) if built.elapsed() < refresh => Ok(table.clone()),
                 _ => {
-                    let as_of = self.processor.max_event_time().unwrap_or(EventTime::from_millis(0));
                     let table = snapshot(self.processor.store(), &self.config.features, as_of);
                     if let Ok(t) = &table {
                         self.sql_table = Some((Instant::now(), t.clone()));
