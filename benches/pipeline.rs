@@ -6,7 +6,9 @@
 //! micro-batches over wall time), the transactions' commit times, the
 //! worker's peak RSS and cores used; before each worker run a bare
 //! librdkafka consumer (tuned fetch settings) reads the same topics, and
-//! the ratio of the two is printed.
+//! the ratio of the two is printed. Each run also times a worker of
+//! `BENCH_THREADS` pipeline threads (`worker.threads`, default 2; 1 leaves
+//! it out) over the same input.
 //!
 //! Then event-to-change latency under live traffic (see `latency_bench`),
 //! exactly-once, then at-least-once (`worker.processing_guarantee`).
@@ -38,7 +40,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 
-use support::{Broker, SQL_TOKEN, Setup, http_get, metric, segstream_bin};
+use support::{Broker, SQL_TOKEN, Setup, http_get, metric, metric_sum, segstream_bin};
 
 fn env(key: &str, default: u64) -> u64 {
     std::env::var(key).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
@@ -48,6 +50,9 @@ fn env(key: &str, default: u64) -> u64 {
 /// and the worker's own figures.
 struct Run {
     seconds: f64,
+    /// Events per second once every pipeline thread holds partitions (the
+    /// group formed), until the end is near: `None` if too short to tell.
+    steady: Option<f64>,
     busy: f64,
     commits: f64,
     commit_ms: f64,
@@ -143,8 +148,16 @@ fn run(setup: &Setup, bin: &Path, keep: impl Fn(&str) -> bool, end: &TopicPartit
         .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
         .unwrap();
+    let threads: usize = setup
+        .sets
+        .iter()
+        .find_map(|s| s.strip_prefix("worker.threads="))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(1);
+    let mut steady = Steady::default();
     while !committed_to_end(setup, end) {
         assert!(started.elapsed() < Duration::from_secs(900), "no end: {}", log.display());
+        steady.sample(&log, threads);
         std::thread::sleep(Duration::from_millis(100));
     }
     let seconds = started.elapsed().as_secs_f64();
@@ -154,14 +167,60 @@ fn run(setup: &Setup, bin: &Path, keep: impl Fn(&str) -> bool, end: &TopicPartit
     let m = http_get(&addr, "/metrics").1;
     Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
     child.wait().unwrap();
-    let commits = metric(&m, "segstream_commit_duration_seconds_count");
+    // Summed over the pipeline threads when there are several.
+    let commits = metric_sum(&m, "segstream_commit_duration_seconds_count", "");
     Run {
         seconds,
-        busy: metric(&m, "segstream_batch_duration_seconds_sum") / seconds,
-        commits: commits.max(metric(&m, "segstream_transactions_total{result=\"committed\"}")),
-        commit_ms: 1000.0 * metric(&m, "segstream_commit_duration_seconds_sum") / commits.max(1.0),
+        steady: steady.rate(),
+        busy: metric_sum(&m, "segstream_batch_duration_seconds_sum", "") / seconds,
+        commits: commits.max(metric_sum(&m, "segstream_transactions_total", "result=\"committed\"")),
+        commit_ms: 1000.0 * metric_sum(&m, "segstream_commit_duration_seconds_sum", "") / commits.max(1.0),
         peak_rss,
         cores: cpu / seconds,
+    }
+}
+
+/// Samples of a worker's `/metrics` during a run: (seconds, events
+/// consumed) from the first sample where each of its pipeline threads holds
+/// partitions. A new group forms over several rebalance rounds (a member
+/// joining late waits for the others' heartbeats, and cooperative
+/// rebalancing moves partitions in a second round), which the wall time
+/// from the start includes and this leaves out.
+#[derive(Default)]
+struct Steady {
+    started: Option<Instant>,
+    samples: Vec<(f64, f64)>,
+}
+
+impl Steady {
+    fn sample(&mut self, log: &Path, threads: usize) {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        let Some(rest) = text.split("serving http://").nth(1) else { return };
+        let addr = rest.split('/').next().unwrap_or_default();
+        let m = http_get(addr, "/metrics").1;
+        let holding = if threads == 1 {
+            usize::from(metric(&m, "segstream_assigned_partitions") > 0.0)
+        } else {
+            (0..threads)
+                .filter(|n| {
+                    metric_sum(&m, "segstream_assigned_partitions", &format!("pipeline=\"{n}\"")) > 0.0
+                })
+                .count()
+        };
+        if holding < threads && self.started.is_none() {
+            return;
+        }
+        let at = self.started.get_or_insert_with(Instant::now).elapsed().as_secs_f64();
+        self.samples.push((at, metric_sum(&m, "segstream_events_in_total", "")));
+    }
+
+    /// The rate from the first sample to the last one before the worker
+    /// had read 95 % of what it read by the end.
+    fn rate(&self) -> Option<f64> {
+        let (t0, e0) = *self.samples.first()?;
+        let last = self.samples.last()?.1;
+        let &(t1, e1) = self.samples.iter().rev().find(|(_, e)| *e <= e0 + 0.95 * (last - e0))?;
+        (t1 - t0 > 1.0).then(|| (e1 - e0) / (t1 - t0))
     }
 }
 
@@ -256,10 +315,16 @@ fn main() {
     let baseline = std::env::var_os("BENCH_BASELINE_BIN").map(std::path::PathBuf::from);
     let mut this = Vec::new();
     let mut other = Vec::new();
+    let mut threaded = Vec::new();
+    let threads = env("BENCH_THREADS", 2);
     let mut reader = Vec::new();
     for i in 0..runs {
         reader.push(bare(&setup, &end, events));
         this.push(run(&setup.second_run(&format!("r{i}")), &segstream_bin(), |_| true, &end));
+        if threads > 1 {
+            let setup = setup.second_run(&format!("t{i}")).with(&format!("worker.threads={threads}"));
+            threaded.push(run(&setup, &segstream_bin(), |_| true, &end));
+        }
         if let Some(bin) = &baseline {
             // An older build knows neither the decisions topic nor these worker keys.
             let known = |s: &str| {
@@ -278,8 +343,19 @@ fn main() {
     }
     let report = |name: &str, runs: &[Run]| {
         let rate = median(runs.iter().map(|r| events as f64 / r.seconds).collect());
+        let steady: Vec<f64> = runs.iter().filter_map(|r| r.steady).collect();
+        let steady = if steady.is_empty() {
+            "too short to tell".to_owned()
+        } else {
+            format!(
+                "median {:.0} events/s (each: {})",
+                median(steady.clone()),
+                steady.iter().map(|r| format!("{:.0}k", r / 1e3)).collect::<Vec<_>>().join(", ")
+            )
+        };
+        println!("{name:<10} once the group has formed (every pipeline thread holds partitions): {steady}");
         println!(
-            "{name:<10} {events} events: median {:.0} events/s over {} runs (each: {}); pipeline busy {:.0} %; {:.0} transactions, {:.1} ms per commit; peak RSS {:.0} MB, {:.2} cores",
+            "{name:<10} {events} events: median {:.0} events/s over {} runs (each: {}); busy {:.0} % (batch time over wall time, summed over pipeline threads); {:.0} transactions, {:.1} ms per commit; peak RSS {:.0} MB, {:.2} cores",
             rate,
             runs.len(),
             runs.iter().map(|r| format!("{:.1} s", r.seconds)).collect::<Vec<_>>().join(", "),
@@ -297,11 +373,24 @@ fn main() {
         reader.len(),
         reader.iter().map(|s| format!("{s:.1} s")).collect::<Vec<_>>().join(", ")
     );
-    let rate = report("this build", &this);
-    println!("ratio this build / bare read: {:.2} (target ≥ 0.5)", rate / bare_rate);
+    let one_thread = report("this build", &this);
+    println!("ratio this build / bare read: {:.2}", one_thread / bare_rate);
+    // The worker's figure is its best configuration: one or `threads` pipeline threads.
+    let rate = if threaded.is_empty() {
+        one_thread
+    } else {
+        let rate = report(&format!("{threads} threads"), &threaded);
+        println!(
+            "ratio {threads} threads / bare read: {:.2}; {threads} threads / one: {:.2}",
+            rate / bare_rate,
+            rate / one_thread
+        );
+        rate.max(one_thread)
+    };
+    println!("worker / bare read: {:.2} (target ≥ 0.5)", rate / bare_rate);
     if !other.is_empty() {
         let base = report("baseline", &other);
-        println!("ratio this / baseline: {:.2}", rate / base);
+        println!("ratio this / baseline: {:.2}", one_thread / base);
     }
     let exactly_once = latency_bench("exactly_once");
     let at_least_once = latency_bench("at_least_once");

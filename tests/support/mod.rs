@@ -666,6 +666,26 @@ pub fn batch_ids(setup: &Setup, dir: &std::path::Path, query: &str) -> std::coll
     rows.iter().map(|r| r["customer_id"].as_str().unwrap().to_owned()).collect()
 }
 
+/// The sum of every series of `name` whose labels include `labels`
+/// (`a="x",b="y"`; empty: all): a worker with several pipeline threads
+/// has one series per thread.
+pub fn metric_sum(body: &str, name: &str, labels: &str) -> f64 {
+    let wanted: Vec<&str> = labels.split(',').filter(|l| !l.is_empty()).collect();
+    body.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let (series, value) = l.rsplit_once(' ')?;
+            let (line_name, line_labels) = match series.split_once('{') {
+                Some((n, rest)) => (n, rest.trim_end_matches('}')),
+                None => (series, ""),
+            };
+            let have: Vec<&str> = line_labels.split(',').collect();
+            (line_name == name && wanted.iter().all(|w| have.contains(w)))
+                .then(|| value.parse::<f64>().ok())?
+        })
+        .sum()
+}
+
 pub fn metric(body: &str, name_and_labels: &str) -> f64 {
     body.lines()
         .find(|l| l.starts_with(name_and_labels) && l[name_and_labels.len()..].starts_with(' '))

@@ -6,6 +6,9 @@
 //! apache_avro's schema resolution. The proptests in `fuzz.rs` hold this
 //! reader to apache_avro's on random records, and tests/avro_contract.rs
 //! to fastavro's writer.
+//!
+//! [`Writer`] is the other way, for the record written once per change
+//! (`segment-changes.avsc`): the fields straight into the payload.
 
 use std::borrow::Cow;
 
@@ -271,5 +274,63 @@ impl From<OrderEvent> for OrderView<'static> {
             categories: e.categories.into_iter().map(Cow::Owned).collect(),
             payment_method: e.payment_method.map(Cow::Owned),
         }
+    }
+}
+
+/// Avro binary writing in schema order, into a Confluent-framed payload.
+pub(crate) struct Writer(Vec<u8>);
+
+impl Writer {
+    /// A payload framed with `schema_id`, about `capacity` bytes long.
+    pub(crate) fn framed(schema_id: u32, capacity: usize) -> Self {
+        let mut out = Vec::with_capacity(crate::wire::HEADER_LEN + capacity);
+        out.push(crate::wire::MAGIC);
+        out.extend_from_slice(&schema_id.to_be_bytes());
+        Self(out)
+    }
+
+    /// A zig-zag varint (`long`, `int`, enum indexes, lengths, counts).
+    pub(crate) fn long(&mut self, value: i64) {
+        let mut n = ((value << 1) ^ (value >> 63)).cast_unsigned();
+        while n >= 0x80 {
+            // The low seven bits, with the continuation bit.
+            self.0.push((n & 0x7f) as u8 | 0x80);
+            n >>= 7;
+        }
+        self.0.push(n as u8);
+    }
+
+    /// A `string`: its length, then its UTF-8 bytes.
+    pub(crate) fn str(&mut self, value: &str) {
+        self.long(i64::try_from(value.len()).unwrap_or(i64::MAX));
+        self.0.extend_from_slice(value.as_bytes());
+    }
+
+    /// A `["null", "string"]` union.
+    pub(crate) fn opt_str(&mut self, value: Option<&str>) {
+        match value {
+            None => self.long(0),
+            Some(s) => {
+                self.long(1);
+                self.str(s);
+            }
+        }
+    }
+
+    /// A `{"type": "map", "values": "double"}`: one block, then the end.
+    pub(crate) fn double_map<'k>(&mut self, entries: impl ExactSizeIterator<Item = (&'k str, f64)>) {
+        if entries.len() > 0 {
+            self.long(i64::try_from(entries.len()).unwrap_or(i64::MAX));
+            for (key, value) in entries {
+                self.str(key);
+                self.0.extend_from_slice(&value.to_le_bytes());
+            }
+        }
+        self.long(0);
+    }
+
+    /// The framed payload.
+    pub(crate) fn into_bytes(self) -> Vec<u8> {
+        self.0
     }
 }

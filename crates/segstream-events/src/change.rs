@@ -8,7 +8,8 @@ use apache_avro::types::Value;
 
 use serde::{Deserialize, Serialize};
 
-use crate::avro_fields::{Fields, invalid, opt_string_value, read_datum, write_datum};
+use crate::avro_fields::{Fields, invalid, read_datum};
+use crate::binary::Writer;
 use crate::error::{DecodeError, EncodeError};
 use crate::ids::{CustomerId, EventTime};
 use crate::schema::{CUSTOMER_SEGMENTS_SCHEMA_ID, SEGMENT_CHANGES_SCHEMA_ID, Schemas};
@@ -33,10 +34,6 @@ macro_rules! symbols {
             /// Parses an Avro symbol.
             pub fn parse(s: &str) -> Option<Self> {
                 Self::ALL.iter().copied().find(|v| v.as_str() == s)
-            }
-
-            fn to_value(self) -> Value {
-                Value::Enum(self as u32, self.as_str().to_owned())
             }
         }
 
@@ -149,35 +146,29 @@ pub struct CustomerSegments {
     pub rule_version: i32,
 }
 
-fn avro_err(record: &'static str) -> impl Fn(apache_avro::Error) -> EncodeError {
-    move |e| EncodeError::Avro { record, message: e.to_string() }
-}
-
 impl SegmentChange {
-    /// Confluent-framed Avro, as written to `segment-changes`.
+    /// Confluent-framed Avro, as written to `segment-changes`: written
+    /// field by field in schema order (one per change made, so no generic
+    /// values); the tests hold it to apache_avro's reader and writer.
     pub fn to_avro(&self) -> Result<Vec<u8>, EncodeError> {
-        let value = Value::Record(vec![
-            ("event_id".into(), Value::String(self.event_id.clone())),
-            ("customer_id".into(), Value::String(self.customer_id.to_string())),
-            ("kind".into(), self.kind.to_value()),
-            ("segment".into(), Value::String(self.segment.clone())),
-            ("change".into(), self.change.to_value()),
-            ("previous_segment".into(), opt_string_value(&self.previous_segment)),
-            ("cause_event_time".into(), Value::TimestampMillis(self.cause_event_time.millis())),
-            ("emit_time".into(), Value::TimestampMillis(self.emit_time.millis())),
-            ("trigger".into(), self.trigger.to_value()),
-            ("cause_event_id".into(), opt_string_value(&self.cause_event_id)),
-            ("rule_id".into(), Value::String(self.rule_id.clone())),
-            ("rule_version".into(), Value::Int(self.rule_version)),
-            ("model_version".into(), opt_string_value(&self.model_version)),
-            ("reason".into(), Value::String(self.reason.clone())),
-            (
-                "features".into(),
-                Value::Map(self.features.iter().map(|(k, v)| (k.clone(), Value::Double(*v))).collect()),
-            ),
-        ]);
-        let body = write_datum(&Schemas::builtin().change, value).map_err(avro_err("SegmentChange"))?;
-        Ok(wire::frame(SEGMENT_CHANGES_SCHEMA_ID, &body))
+        let text = self.event_id.len() + self.segment.len() + self.reason.len() + self.rule_id.len();
+        let mut w = Writer::framed(SEGMENT_CHANGES_SCHEMA_ID, 64 + text + 24 * self.features.len());
+        w.str(&self.event_id);
+        w.str(self.customer_id.as_str());
+        w.long(i64::from(self.kind as u32));
+        w.str(&self.segment);
+        w.long(i64::from(self.change as u32));
+        w.opt_str(self.previous_segment.as_deref());
+        w.long(self.cause_event_time.millis());
+        w.long(self.emit_time.millis());
+        w.long(i64::from(self.trigger as u32));
+        w.opt_str(self.cause_event_id.as_deref());
+        w.str(&self.rule_id);
+        w.long(i64::from(self.rule_version));
+        w.opt_str(self.model_version.as_deref());
+        w.str(&self.reason);
+        w.double_map(self.features.iter().map(|(k, v)| (k.as_str(), *v)));
+        Ok(w.into_bytes())
     }
 
     /// Reads a record written by [`SegmentChange::to_avro`] (for subscribers and tests).
@@ -222,28 +213,24 @@ impl SegmentChange {
 }
 
 impl CustomerSegments {
-    /// Confluent-framed Avro, as written to `customer-segments`.
+    /// Confluent-framed Avro, as written to `customer-segments` (field by
+    /// field, as [`SegmentChange::to_avro`]).
     pub fn to_avro(&self) -> Result<Vec<u8>, EncodeError> {
-        let segments = self
-            .segments
-            .iter()
-            .map(|m| {
-                Value::Record(vec![
-                    ("kind".into(), m.kind.to_value()),
-                    ("segment".into(), Value::String(m.segment.clone())),
-                    ("since".into(), Value::TimestampMillis(m.since.millis())),
-                ])
-            })
-            .collect();
-        let value = Value::Record(vec![
-            ("customer_id".into(), Value::String(self.customer_id.to_string())),
-            ("segments".into(), Value::Array(segments)),
-            ("updated_at".into(), Value::TimestampMillis(self.updated_at.millis())),
-            ("rule_version".into(), Value::Int(self.rule_version)),
-        ]);
-        let body =
-            write_datum(&Schemas::builtin().membership, value).map_err(avro_err("CustomerSegments"))?;
-        Ok(wire::frame(CUSTOMER_SEGMENTS_SCHEMA_ID, &body))
+        let mut w = Writer::framed(CUSTOMER_SEGMENTS_SCHEMA_ID, 32 + 32 * self.segments.len());
+        w.str(self.customer_id.as_str());
+        // The array in one block, then the end.
+        if !self.segments.is_empty() {
+            w.long(i64::try_from(self.segments.len()).unwrap_or(i64::MAX));
+            for m in &self.segments {
+                w.long(i64::from(m.kind as u32));
+                w.str(&m.segment);
+                w.long(m.since.millis());
+            }
+        }
+        w.long(0);
+        w.long(self.updated_at.millis());
+        w.long(i64::from(self.rule_version));
+        Ok(w.into_bytes())
     }
 
     /// Reads a record written by [`CustomerSegments::to_avro`].

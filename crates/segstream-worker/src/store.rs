@@ -452,7 +452,9 @@ impl CustomerStore {
     /// (cheap when none is).
     pub fn due_more_than(&self, partition: i32, watermark: EventTime, n: usize) -> bool {
         let Some(set) = self.timers.get(&partition) else { return false };
-        if set.first().is_none_or(|(due, _)| *due > watermark) {
+        // Asked before every record: without this, every due timer would be
+        // counted each time.
+        if set.len() <= n || set.first().is_none_or(|(due, _)| *due > watermark) {
             return false;
         }
         set.iter().take_while(|(due, _)| *due <= watermark).nth(n).is_some()
