@@ -437,6 +437,14 @@ fn round2(x: f64) -> f64 {
 }
 
 /// The key with the largest count; ties go to the smallest key.
+/// Adds one to `key`'s count in `counts`.
+fn count_in<K: PartialEq>(counts: &mut Vec<(K, u32)>, key: K) {
+    match counts.iter_mut().find(|(k, _)| *k == key) {
+        Some((_, n)) => *n += 1,
+        None => counts.push((key, 1)),
+    }
+}
+
 fn most_frequent<K: Ord + Clone>(counts: impl IntoIterator<Item = (K, u32)>) -> Option<(K, u32)> {
     counts.into_iter().filter(|(_, n)| *n > 0).fold(None, |best: Option<(K, u32)>, (k, n)| match best {
         Some((bk, bn)) if bn > n || (bn == n && bk <= k) => Some((bk, bn)),
@@ -854,8 +862,10 @@ impl CustomerState {
         let (mut live_count, mut live_revenue, mut last_live) = (0u32, Money(0), None);
         let (mut year_orders, mut discounted, mut discount_sum) = (0u32, 0u32, 0i64);
         let mut last_two: (Option<EventTime>, Option<EventTime>) = (None, None);
-        let mut categories: BTreeMap<u16, u32> = BTreeMap::new();
-        let mut payments: BTreeMap<u8, u32> = BTreeMap::new();
+        // Few distinct ones per customer: a list searched in place is
+        // cheaper than a map on every reading.
+        let mut categories: Vec<(u16, u32)> = Vec::new();
+        let mut payments: Vec<(u8, u32)> = Vec::new();
         // Days folded out of the orders kept one by one (older than all of
         // them): each counts as placed at its latest order.
         for d in self.order_days.iter().filter(|d| d.last() <= now) {
@@ -892,10 +902,10 @@ impl CustomerState {
             }
             last_two = (last_two.1, Some(t));
             if names.is_some() && o.category != NONE {
-                *categories.entry(o.category).or_default() += 1;
+                count_in(&mut categories, o.category);
             }
             if names.is_some() && o.payment != 0 {
-                *payments.entry(o.payment).or_default() += 1;
+                count_in(&mut payments, o.payment);
             }
         }
         let order_windows = windows
@@ -905,7 +915,7 @@ impl CustomerState {
         let lifetime_orders = live_count + self.folded_orders;
         let lifetime_revenue = live_revenue.plus(self.folded_revenue.0);
         let last_order = last_live.or(self.folded_last_order);
-        let with_category: u32 = categories.values().sum();
+        let with_category: u32 = categories.iter().map(|(_, n)| n).sum();
         let (top, preferred_payment) = match names {
             Some(dict) => (
                 most_frequent(categories.iter().filter_map(|(id, n)| Some((dict.categories.name(*id)?, *n)))),
@@ -919,22 +929,26 @@ impl CustomerState {
 
         // Click activity windows.
         let today = now.day();
+        // The days are kept in order, one entry each: a window is a slice.
         let recent = |days: i64| {
             let from = today - days;
-            self.activity.iter().filter(move |a| i64::from(a.day) > from && i64::from(a.day) <= today)
+            let first = self.activity.partition_point(|a| i64::from(a.day) <= from);
+            let after = self.activity.partition_point(|a| i64::from(a.day) <= today);
+            self.activity.get(first..after).unwrap_or_default().iter()
         };
         let activity_windows = config
             .activity_windows_days
             .iter()
             .map(|&days| {
                 let from = today - i64::from(days);
-                // Sessions that started on the window's days: compared in
-                // milliseconds, not converted to days one by one.
+                // Sessions that started on the window's days (kept in order
+                // of their start): compared in milliseconds, not converted
+                // to days one by one.
                 let (first, after) = (start_of_day(from + 1), start_of_day(today + 1));
+                let started_before = |t: EventTime| self.sessions.partition_point(|s| s.start() < t);
                 let mut w = ActivityWindow {
                     days,
-                    sessions: self.sessions.iter().filter(|s| (first..after).contains(&s.start())).count()
-                        as u32,
+                    sessions: started_before(after).saturating_sub(started_before(first)) as u32,
                     ..ActivityWindow::default()
                 };
                 // One pass over the window's days for the four counts.

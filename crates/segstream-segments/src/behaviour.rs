@@ -6,6 +6,7 @@
 //! section left out turns its segment off.
 
 use std::collections::BTreeMap;
+use std::sync::{Mutex, PoisonError};
 
 use segstream_events::EventTime;
 use segstream_features::{CustomerState, Features};
@@ -193,6 +194,21 @@ fn values(pairs: &[(String, f64)]) -> BTreeMap<String, f64> {
     pairs.iter().map(|(k, v)| (k.clone(), (*v * 1000.0).round() / 1000.0)).collect()
 }
 
+/// The category-fan segment of `category`, `None` when its name has no
+/// letter or digit; made once per category (it is read on every
+/// evaluation of a fan).
+fn category_fan(category: &str) -> Option<&'static str> {
+    static FANS: Mutex<BTreeMap<String, Option<&'static str>>> = Mutex::new(BTreeMap::new());
+    let mut fans = FANS.lock().unwrap_or_else(PoisonError::into_inner);
+    if let Some(known) = fans.get(category) {
+        return *known;
+    }
+    let slug = category_slug(category);
+    let name = (!slug.is_empty()).then(|| intern(&format!("{CATEGORY_FAN}{slug}")));
+    fans.insert(category.to_owned(), name);
+    name
+}
+
 /// A category as part of a segment name: lower-case letters, digits and `_`.
 fn category_slug(category: &str) -> String {
     let words = category.split(|c: char| !c.is_ascii_alphanumeric()).filter(|w| !w.is_empty());
@@ -263,7 +279,12 @@ impl BehaviourRules {
 
     /// The minimum dwell of a rule (by index, as in [`Measure::rule`]).
     pub(crate) fn min_dwell_days(&self, rule: u8) -> f64 {
-        let dwell = match rule {
+        self.dwell_if_on(rule).unwrap_or(0.0)
+    }
+
+    /// The rule's minimum dwell, `None` when it is off.
+    fn dwell_if_on(&self, rule: u8) -> Option<f64> {
+        match rule {
             0 => self.discount_hunter.as_ref().map(|r| r.min_dwell_days),
             1 => self.category_fan.as_ref().map(|r| r.min_dwell_days),
             2 => self.big_spender.as_ref().map(|r| r.min_dwell_days),
@@ -273,8 +294,7 @@ impl BehaviourRules {
             6 => self.night_owl.as_ref().map(|r| r.min_dwell_days),
             7 => self.high_intent_browser.as_ref().map(|r| r.min_dwell_days),
             _ => None,
-        };
-        dwell.unwrap_or(0.0)
+        }
     }
 
     /// True when a rule reads the top category (the descriptive features).
@@ -288,204 +308,243 @@ impl BehaviourRules {
     }
 
     /// Every enabled rule's reading of a customer with these features, in
-    /// rule order.
-    /// Without `explain`, the reasons and values are left empty (they cost
-    /// allocations on every evaluation and are needed only on a change).
-    pub(crate) fn measures(&self, f: &Features, explain: bool) -> Vec<Measure> {
-        let mut out = Vec::new();
+    /// rule order, with no reasons or values (those cost allocations and
+    /// are needed only on a change: [`BehaviourRules::explain`]).
+    pub(crate) fn measures<'a>(&'a self, f: &'a Features) -> impl Iterator<Item = Measure> + 'a {
+        (0..RULES.len()).filter_map(move |rule| self.measure(rule, f, false))
+    }
+
+    /// True when the rule (by index, as in [`Measure::rule`]) is in the
+    /// definitions.
+    pub(crate) fn is_on(&self, rule: u8) -> bool {
+        self.dwell_if_on(rule).is_some()
+    }
+
+    /// One rule's reading (by index, as in [`Measure::rule`]) with its
+    /// reason and values, for a change's record; `None` when it is off.
+    pub(crate) fn explain(&self, rule: u8, f: &Features) -> Option<Measure> {
+        self.measure(usize::from(rule), f, true)
+    }
+
+    /// One rule's reading; the reason and values only with `explain`.
+    fn measure(&self, rule: usize, f: &Features, explain: bool) -> Option<Measure> {
         let (window_days, window_orders) = f.order_windows.last().map_or((0, 0), |w| (w.days, w.orders));
-        let orders_key = if explain { format!("orders_{window_days}d") } else { String::new() };
-        if let Some(r) = &self.discount_hunter {
-            let share = f.discount_share.unwrap_or(0.0);
-            let holds = window_orders >= r.min_orders && share >= r.min_discount_share;
-            out.push(Measure {
-                rule: 0,
-                holds: holds.then_some(DISCOUNT_HUNTER),
-                reason: if explain { format!(
-                    "{:.0}% of {window_orders} orders in {window_days} days carried a discount (from {:.0}% of {})",
-                    share * 100.0,
-                    r.min_discount_share * 100.0,
-                    r.min_orders
-                ) } else { String::new() },
-                values: if explain { values(&[
-                    ("discount_share".into(), share),
-                    (orders_key.clone(), f64::from(window_orders)),
-                    ("threshold_min_discount_share".into(), r.min_discount_share),
-                    ("threshold_min_orders".into(), f64::from(r.min_orders)),
-                ]) } else { BTreeMap::new() },
-            });
-        }
-        if let Some(r) = &self.category_fan {
-            let share = f.top_category_share.unwrap_or(0.0);
-            let category = f.top_category.as_deref().unwrap_or("no category");
-            let slug = category_slug(category);
-            let holds = f.top_category.is_some()
-                && !slug.is_empty()
-                && window_orders >= r.min_orders
-                && share >= r.min_top_category_share;
-            out.push(Measure {
-                rule: 1,
-                holds: holds.then(|| intern(&format!("{CATEGORY_FAN}{slug}"))),
-                reason: if explain { format!(
-                    "{:.0}% of {window_orders} orders in {window_days} days in {category} (from {:.0}% of {})",
-                    share * 100.0,
-                    r.min_top_category_share * 100.0,
-                    r.min_orders
-                ) } else { String::new() },
-                values: if explain { values(&[
-                    ("top_category_share".into(), share),
-                    (orders_key.clone(), f64::from(window_orders)),
-                    ("threshold_min_top_category_share".into(), r.min_top_category_share),
-                    ("threshold_min_orders".into(), f64::from(r.min_orders)),
-                ]) } else { BTreeMap::new() },
-            });
-        }
-        if let Some(r) = &self.big_spender {
-            let aov = f.avg_order_value.unwrap_or(0.0);
-            let holds = f.lifetime_orders >= r.min_orders && aov >= r.min_avg_order_value;
-            out.push(Measure {
-                rule: 2,
-                holds: holds.then_some(BIG_SPENDER),
-                reason: if explain {
-                    format!(
-                        "{aov:.2} per order over {} orders (from {:.2} over {})",
-                        f.lifetime_orders, r.min_avg_order_value, r.min_orders
-                    )
-                } else {
-                    String::new()
-                },
-                values: if explain {
-                    values(&[
-                        ("avg_order_value".into(), aov),
-                        ("lifetime_orders".into(), f64::from(f.lifetime_orders)),
-                        ("threshold_min_avg_order_value".into(), r.min_avg_order_value),
-                        ("threshold_min_orders".into(), f64::from(r.min_orders)),
-                    ])
-                } else {
-                    BTreeMap::new()
-                },
-            });
-        }
-        if let Some(r) = &self.frequent_visitor {
-            let sessions =
-                f.activity_windows.iter().find(|w| w.days == r.window_days).map_or(0, |w| w.sessions);
-            out.push(Measure {
-                rule: 3,
-                holds: (sessions >= r.min_sessions).then_some(FREQUENT_VISITOR),
-                reason: if explain {
-                    format!("{sessions} sessions in {} days (from {})", r.window_days, r.min_sessions)
-                } else {
-                    String::new()
-                },
-                values: if explain {
-                    values(&[
-                        (format!("sessions_{}d", r.window_days), f64::from(sessions)),
-                        ("threshold_min_sessions".into(), f64::from(r.min_sessions)),
-                    ])
-                } else {
-                    BTreeMap::new()
-                },
-            });
-        }
-        if let Some(r) = &self.one_time_buyer {
-            let days = f.tenure_days.unwrap_or(0.0);
-            let holds = f.lifetime_orders == 1 && days > r.min_days_since_first_order;
-            out.push(Measure {
-                rule: 4,
-                holds: holds.then_some(ONE_TIME_BUYER),
-                reason: if explain {
-                    format!(
-                        "{} orders, the first {days:.0} days ago (one order and more than {} days)",
-                        f.lifetime_orders, r.min_days_since_first_order
-                    )
-                } else {
-                    String::new()
-                },
-                values: if explain {
-                    values(&[
-                        ("lifetime_orders".into(), f64::from(f.lifetime_orders)),
-                        ("days_since_first_order".into(), days),
-                        ("threshold_min_days_since_first_order".into(), r.min_days_since_first_order),
-                    ])
-                } else {
-                    BTreeMap::new()
-                },
-            });
-        }
+        let orders_key = || format!("orders_{window_days}d");
         // The device and parts of the day are over the longest activity window.
         let longest = f.activity_windows.iter().max_by_key(|w| w.days);
         let (long_days, long_views) = longest.map_or((0, 0), |w| (w.days, w.page_views));
-        if let Some(r) = &self.mobile_first {
-            let device = f.preferred_device.unwrap_or("none");
-            let holds = long_views >= r.min_page_views && matches!(device, "mobile" | "app");
-            out.push(Measure {
-                rule: 5,
-                holds: holds.then_some(MOBILE_FIRST),
-                reason: if explain { format!(
-                    "most clicks of {long_days} days on {device}, {long_views} page views (mobile or app, from {})",
-                    r.min_page_views
-                ) } else { String::new() },
-                values: if explain { values(&[
-                    (format!("page_views_{long_days}d"), f64::from(long_views)),
-                    ("threshold_min_page_views".into(), f64::from(r.min_page_views)),
-                ]) } else { BTreeMap::new() },
-            });
-        }
-        if let Some(r) = &self.night_owl {
-            let night = f.daypart_shares.map_or(0.0, |s| s[0]);
-            let holds = long_views >= r.min_page_views && night >= r.min_night_share;
-            out.push(Measure {
-                rule: 6,
-                holds: holds.then_some(NIGHT_OWL),
-                reason: if explain { format!(
-                    "{:.0}% of clicks of {long_days} days at night (UTC), {long_views} page views (from {:.0}% and {})",
-                    night * 100.0,
-                    r.min_night_share * 100.0,
-                    r.min_page_views
-                ) } else { String::new() },
-                values: if explain { values(&[
-                    ("night_share".into(), night),
-                    (format!("page_views_{long_days}d"), f64::from(long_views)),
-                    ("threshold_min_night_share".into(), r.min_night_share),
-                    ("threshold_min_page_views".into(), f64::from(r.min_page_views)),
-                ]) } else { BTreeMap::new() },
-            });
-        }
-        if let Some(r) = &self.high_intent_browser {
-            let w = f.activity_windows.iter().find(|w| w.days == r.window_days).cloned().unwrap_or_default();
-            let ordered = f.days_since_last_order.is_some_and(|d| d <= f64::from(r.window_days));
-            let holds =
-                w.product_views >= r.min_product_views && w.add_to_cart >= r.min_add_to_cart && !ordered;
-            out.push(Measure {
-                rule: 7,
-                holds: holds.then_some(HIGH_INTENT_BROWSER),
-                reason: if explain {
-                    format!(
-                        "{} product views and {} adds to the cart in {} days, {} (from {} and {}, no order)",
-                        w.product_views,
-                        w.add_to_cart,
-                        r.window_days,
-                        if ordered { "with an order" } else { "no order" },
-                        r.min_product_views,
-                        r.min_add_to_cart
-                    )
-                } else {
-                    String::new()
-                },
-                values: if explain {
-                    values(&[
-                        (format!("product_views_{}d", r.window_days), f64::from(w.product_views)),
-                        (format!("add_to_cart_{}d", r.window_days), f64::from(w.add_to_cart)),
-                        ("days_since_last_order".into(), f.days_since_last_order.unwrap_or(-1.0)),
-                        ("threshold_min_product_views".into(), f64::from(r.min_product_views)),
-                        ("threshold_min_add_to_cart".into(), f64::from(r.min_add_to_cart)),
-                    ])
-                } else {
-                    BTreeMap::new()
-                },
-            });
-        }
-        out
+        let explained = |reason: &dyn Fn() -> String, pairs: &dyn Fn() -> Vec<(String, f64)>| {
+            if explain { (reason(), values(&pairs())) } else { (String::new(), BTreeMap::new()) }
+        };
+        let (holds, (reason, values)) = match rule {
+            0 => {
+                let r = self.discount_hunter.as_ref()?;
+                let share = f.discount_share.unwrap_or(0.0);
+                let holds = window_orders >= r.min_orders && share >= r.min_discount_share;
+                (
+                    holds.then_some(DISCOUNT_HUNTER),
+                    explained(
+                        &|| {
+                            format!(
+                                "{:.0}% of {window_orders} orders in {window_days} days carried a discount (from {:.0}% of {})",
+                                share * 100.0,
+                                r.min_discount_share * 100.0,
+                                r.min_orders
+                            )
+                        },
+                        &|| {
+                            vec![
+                                ("discount_share".into(), share),
+                                (orders_key(), f64::from(window_orders)),
+                                ("threshold_min_discount_share".into(), r.min_discount_share),
+                                ("threshold_min_orders".into(), f64::from(r.min_orders)),
+                            ]
+                        },
+                    ),
+                )
+            }
+            1 => {
+                let r = self.category_fan.as_ref()?;
+                let share = f.top_category_share.unwrap_or(0.0);
+                let category = f.top_category.as_deref().unwrap_or("no category");
+                // The segment's name only for a customer the thresholds let in.
+                let holds = (f.top_category.is_some()
+                    && window_orders >= r.min_orders
+                    && share >= r.min_top_category_share)
+                    .then(|| category_fan(category))
+                    .flatten();
+                (
+                    holds,
+                    explained(
+                        &|| {
+                            format!(
+                                "{:.0}% of {window_orders} orders in {window_days} days in {category} (from {:.0}% of {})",
+                                share * 100.0,
+                                r.min_top_category_share * 100.0,
+                                r.min_orders
+                            )
+                        },
+                        &|| {
+                            vec![
+                                ("top_category_share".into(), share),
+                                (orders_key(), f64::from(window_orders)),
+                                ("threshold_min_top_category_share".into(), r.min_top_category_share),
+                                ("threshold_min_orders".into(), f64::from(r.min_orders)),
+                            ]
+                        },
+                    ),
+                )
+            }
+            2 => {
+                let r = self.big_spender.as_ref()?;
+                let aov = f.avg_order_value.unwrap_or(0.0);
+                let holds = f.lifetime_orders >= r.min_orders && aov >= r.min_avg_order_value;
+                (
+                    holds.then_some(BIG_SPENDER),
+                    explained(
+                        &|| {
+                            format!(
+                                "{aov:.2} per order over {} orders (from {:.2} over {})",
+                                f.lifetime_orders, r.min_avg_order_value, r.min_orders
+                            )
+                        },
+                        &|| {
+                            vec![
+                                ("avg_order_value".into(), aov),
+                                ("lifetime_orders".into(), f64::from(f.lifetime_orders)),
+                                ("threshold_min_avg_order_value".into(), r.min_avg_order_value),
+                                ("threshold_min_orders".into(), f64::from(r.min_orders)),
+                            ]
+                        },
+                    ),
+                )
+            }
+            3 => {
+                let r = self.frequent_visitor.as_ref()?;
+                let sessions =
+                    f.activity_windows.iter().find(|w| w.days == r.window_days).map_or(0, |w| w.sessions);
+                (
+                    (sessions >= r.min_sessions).then_some(FREQUENT_VISITOR),
+                    explained(
+                        &|| {
+                            format!("{sessions} sessions in {} days (from {})", r.window_days, r.min_sessions)
+                        },
+                        &|| {
+                            vec![
+                                (format!("sessions_{}d", r.window_days), f64::from(sessions)),
+                                ("threshold_min_sessions".into(), f64::from(r.min_sessions)),
+                            ]
+                        },
+                    ),
+                )
+            }
+            4 => {
+                let r = self.one_time_buyer.as_ref()?;
+                let days = f.tenure_days.unwrap_or(0.0);
+                let holds = f.lifetime_orders == 1 && days > r.min_days_since_first_order;
+                (
+                    holds.then_some(ONE_TIME_BUYER),
+                    explained(
+                        &|| {
+                            format!(
+                                "{} orders, the first {days:.0} days ago (one order and more than {} days)",
+                                f.lifetime_orders, r.min_days_since_first_order
+                            )
+                        },
+                        &|| {
+                            vec![
+                                ("lifetime_orders".into(), f64::from(f.lifetime_orders)),
+                                ("days_since_first_order".into(), days),
+                                ("threshold_min_days_since_first_order".into(), r.min_days_since_first_order),
+                            ]
+                        },
+                    ),
+                )
+            }
+            5 => {
+                let r = self.mobile_first.as_ref()?;
+                let device = f.preferred_device.unwrap_or("none");
+                let holds = long_views >= r.min_page_views && matches!(device, "mobile" | "app");
+                (
+                    holds.then_some(MOBILE_FIRST),
+                    explained(
+                        &|| {
+                            format!(
+                                "most clicks of {long_days} days on {device}, {long_views} page views (mobile or app, from {})",
+                                r.min_page_views
+                            )
+                        },
+                        &|| {
+                            vec![
+                                (format!("page_views_{long_days}d"), f64::from(long_views)),
+                                ("threshold_min_page_views".into(), f64::from(r.min_page_views)),
+                            ]
+                        },
+                    ),
+                )
+            }
+            6 => {
+                let r = self.night_owl.as_ref()?;
+                let night = f.daypart_shares.map_or(0.0, |s| s[0]);
+                let holds = long_views >= r.min_page_views && night >= r.min_night_share;
+                (
+                    holds.then_some(NIGHT_OWL),
+                    explained(
+                        &|| {
+                            format!(
+                                "{:.0}% of clicks of {long_days} days at night (UTC), {long_views} page views (from {:.0}% and {})",
+                                night * 100.0,
+                                r.min_night_share * 100.0,
+                                r.min_page_views
+                            )
+                        },
+                        &|| {
+                            vec![
+                                ("night_share".into(), night),
+                                (format!("page_views_{long_days}d"), f64::from(long_views)),
+                                ("threshold_min_night_share".into(), r.min_night_share),
+                                ("threshold_min_page_views".into(), f64::from(r.min_page_views)),
+                            ]
+                        },
+                    ),
+                )
+            }
+            7 => {
+                let r = self.high_intent_browser.as_ref()?;
+                let w =
+                    f.activity_windows.iter().find(|w| w.days == r.window_days).cloned().unwrap_or_default();
+                let ordered = f.days_since_last_order.is_some_and(|d| d <= f64::from(r.window_days));
+                let holds =
+                    w.product_views >= r.min_product_views && w.add_to_cart >= r.min_add_to_cart && !ordered;
+                (
+                    holds.then_some(HIGH_INTENT_BROWSER),
+                    explained(
+                        &|| {
+                            format!(
+                                "{} product views and {} adds to the cart in {} days, {} (from {} and {}, no order)",
+                                w.product_views,
+                                w.add_to_cart,
+                                r.window_days,
+                                if ordered { "with an order" } else { "no order" },
+                                r.min_product_views,
+                                r.min_add_to_cart
+                            )
+                        },
+                        &|| {
+                            vec![
+                                (format!("product_views_{}d", r.window_days), f64::from(w.product_views)),
+                                (format!("add_to_cart_{}d", r.window_days), f64::from(w.add_to_cart)),
+                                ("days_since_last_order".into(), f.days_since_last_order.unwrap_or(-1.0)),
+                                ("threshold_min_product_views".into(), f64::from(r.min_product_views)),
+                                ("threshold_min_add_to_cart".into(), f64::from(r.min_add_to_cart)),
+                            ]
+                        },
+                    ),
+                )
+            }
+            _ => return None,
+        };
+        Some(Measure { rule: u8::try_from(rule).ok()?, holds, reason, values })
     }
 
     /// The first time after `at` a behaviour segment may change with no new

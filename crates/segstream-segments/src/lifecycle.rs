@@ -589,9 +589,8 @@ impl CustomerSegments {
     ) -> Vec<Transition> {
         let mut out = Vec::new();
         let behaviour = &rules.definitions.behaviour;
-        let measures = behaviour.measures(f, false);
         // A rule the definitions no longer have: its members leave.
-        while let Some(i) = self.behaviour.iter().position(|b| measures.iter().all(|m| m.rule != b.rule)) {
+        while let Some(i) = self.behaviour.iter().position(|b| !behaviour.is_on(b.rule)) {
             let name = crate::names::intern(&self.behaviour.remove(i).name);
             out.push(Transition {
                 kind: SegmentKind::Behaviour,
@@ -606,7 +605,7 @@ impl CustomerSegments {
                 model_version: None,
             });
         }
-        for m in measures {
+        for m in behaviour.measures(f) {
             let held = self.behaviour.iter().position(|b| b.rule == m.rule);
             let member = held.and_then(|i| self.behaviour.get(i));
             if member.map(|b| &*b.name) == m.holds {
@@ -618,7 +617,7 @@ impl CustomerSegments {
                 continue;
             }
             // The rule's reading in words and values, for the records.
-            let explained = behaviour.measures(f, true).into_iter().find(|e| e.rule == m.rule);
+            let explained = behaviour.explain(m.rule, f);
             let (reason, values) = explained.map(|e| (e.reason, e.values)).unwrap_or_default();
             let transition = |from: Option<&'static str>, to: Option<&'static str>| Transition {
                 kind: SegmentKind::Behaviour,
@@ -655,18 +654,19 @@ impl CustomerSegments {
     ) -> Option<Transition> {
         let rfm = rules.definitions.rfm.as_ref();
         let scores = rfm.and_then(|r| r.scores(f));
-        let from = self.rfm.as_ref().map(|m| crate::names::intern(&m.segment));
+        let held = self.rfm.as_ref().map(|m| &*m.segment);
         let to = rfm.zip(scores).map(|(r, s)| r.segment(s));
         // A buyer stays in their segment for its minimum dwell (leaving RFM
         // altogether, with no net order left, is not held back).
         let dwelling =
             self.rfm.as_ref().zip(rfm).is_some_and(|(m, r)| at < m.since.plus_days(r.min_dwell_days()));
-        if from == to || (to.is_some() && dwelling) {
+        if held == to || (to.is_some() && dwelling) {
             if let (Some(m), Some(s)) = (&mut self.rfm, scores) {
                 m.scores = s;
             }
             return None;
         }
+        let from = held.map(crate::names::intern);
         self.rfm =
             scores.zip(to).map(|(scores, name)| RfmMembership { scores, segment: name.into(), since: at });
         let (reason, features, rule_version, model_version) = match rfm {
@@ -844,34 +844,69 @@ impl CustomerSegments {
         s: Subject<'_>,
         observe: Observe<'_>,
     ) -> Vec<Transition> {
+        self.advance_reading(rules, to, s, observe).0
+    }
+
+    /// [`CustomerSegments::advance_observed`], then
+    /// [`CustomerSegments::next_due`], reading the features as of `to` once:
+    /// a timer firing moves the customer to its due time and schedules the
+    /// next one from there, with nothing seen in between.
+    pub fn advance_then_due(
+        &mut self,
+        rules: &SegmentRules,
+        to: EventTime,
+        s: Subject<'_>,
+        observe: Observe<'_>,
+    ) -> (Vec<Transition>, Option<EventTime>) {
+        let (out, features) = self.advance_reading(rules, to, s, observe);
+        (out, self.next_due_reading(rules, s, features.as_ref()))
+    }
+
+    /// [`CustomerSegments::advance_observed`], and the features as of `to`
+    /// when the latest evaluation is then at `to` (where
+    /// [`CustomerSegments::next_due`] reads the customer).
+    fn advance_reading(
+        &mut self,
+        rules: &SegmentRules,
+        to: EventTime,
+        s: Subject<'_>,
+        observe: Observe<'_>,
+    ) -> (Vec<Transition>, Option<Features>) {
         let mut out = Vec::new();
-        let Some(mut at) = self.evaluated_at else { return out };
+        let Some(mut at) = self.evaluated_at else { return (out, None) };
         if self.lifecycle.is_none() {
-            return out;
+            return (out, None);
         }
         let lifecycle = &rules.lifecycle;
-        let features_at = |t| s.features(t);
-        let i = lifecycle.inputs_of(s, &features_at(to), at, to);
+        let at_to = s.features(to);
+        let i = lifecycle.inputs_of(s, &at_to, at, to);
         // The cart's and the RFM scores' due times are read where the walk
         // stands, not at `to`: by then a cart may have left the window and
         // its time with it, and orders their window.
-        let mut walk = self.walk_due_times(rules, s, &features_at(at), at);
+        let mut walk = self.walk_due_times(rules, s, &s.features(at), at);
         loop {
             let lifecycle_due = lifecycle.due_times(i).into_iter();
             let next = lifecycle_due.chain(walk).flatten().filter(|d| *d > at && *d <= to).min();
             let Some(due) = next else { break };
             at = due;
-            let features = features_at(due);
+            let read;
+            let features = if due == to {
+                &at_to
+            } else {
+                read = s.features(due);
+                &read
+            };
             // Revenue is read where the walk stands: orders leave its window
             // on the way.
-            let revenue = window_revenue(&features, lifecycle.config.high_value_window_days);
+            let revenue = window_revenue(features, lifecycle.config.high_value_window_days);
             let i = StageInputs { window_revenue: revenue, ..i };
-            self.evaluate(rules, due, Trigger::Timer, &features, &i, &mut out);
+            self.evaluate(rules, due, Trigger::Timer, features, &i, &mut out);
             observe(due, Trigger::Timer, self);
-            walk = self.walk_due_times(rules, s, &features, due);
+            walk = self.walk_due_times(rules, s, features, due);
         }
-        self.evaluated_at = Some(at.max(to));
-        out
+        let at = at.max(to);
+        self.evaluated_at = Some(at);
+        (out, (at == to).then_some(at_to))
     }
 
     /// Evaluates after an event judged at `t` has been applied to the

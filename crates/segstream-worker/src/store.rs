@@ -258,16 +258,19 @@ impl CustomerStore {
             let (config, dict) = (&self.features, &self.dict);
             let mut row =
                 Observer { rules, config, slot, id, partition, tag: self.tag, rows: &mut self.custom_rows };
-            let transitions = segments.advance_observed(
+            let (transitions, next) = segments.advance_then_due(
                 rules,
                 due,
                 rules.subject(state, config, dict),
                 &mut row.of(state, dict, None),
             );
             if state.compact_due(config).is_some_and(|at| at <= due) {
+                // The next due time is read again from what compaction kept.
                 state.compact(due, config);
+                self.reschedule(slot);
+            } else {
+                self.schedule(slot, next);
             }
-            self.reschedule(slot);
             self.count(&transitions);
             if let Some(c) = self.slots.get(slot).filter(|_| !transitions.is_empty()) {
                 out.push((CustomerId::new(c.id.as_str()), transitions));
