@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use segstream_events::{CustomerSegments, SegmentChange};
 
-use crate::support::{Setup, WorkerProc, http_get, metric};
+use crate::support::{Setup, WorkerProc, http_get, metric, metric_sum};
 
 /// A change as compared across runs: everything but the emit time.
 fn comparable(c: &SegmentChange) -> String {
@@ -330,6 +330,68 @@ fn three_workers_under_sigkill_rebalances_and_a_pause_commit_exactly_the_uninter
     );
     assert_same("three workers under SIGKILL", &reference, &got);
     assert!(restores > 0, "no partition was restored from a checkpoint");
+    for m in &mut members {
+        if let Some(mut p) = m.proc.take() {
+            assert!(p.terminate(Duration::from_secs(30)).0.success());
+        }
+    }
+}
+
+/// Rebalance after rebalance while two workers work off a backlog: a
+/// plain consumer joins the group and leaves it again, over and over.
+/// librdkafka pauses a member's partitions when it hands it a rebalance,
+/// and fetches them again from the position after the last record the
+/// member polled; records polled in the same poll as the rebalance, just
+/// before it, must therefore be processed for the partitions the worker
+/// keeps (they once were dropped, to be "read again" from the committed
+/// offsets, which a kept partition never is: a poll's worth of one
+/// partition's clicks was lost, customers' first sessions never seen).
+#[test]
+fn records_polled_with_a_rebalance_of_partitions_the_worker_keeps_are_processed() {
+    let setup = backlog_setup("keeping");
+    let reference = workload(&setup, 800, 365, 13);
+    let ready = Arc::new(Mutex::new(Vec::new()));
+    let mut members: Vec<Member> = (0..2).map(|i| Member::new(&setup, &format!("keeping-w{i}"))).collect();
+    for m in &mut members {
+        m.start(&ready);
+    }
+    let addrs: Vec<String> =
+        members.iter().map(|m| m.proc.as_ref().unwrap().http_addr(Duration::from_secs(30))).collect();
+    let consumed = || -> f64 {
+        addrs.iter().map(|a| metric_sum(&http_get(a, "/metrics").1, "segstream_events_in_total", "")).sum()
+    };
+    let config = setup.config();
+    let rounds = 30;
+    let flapping = std::process::Command::new(crate::support::python())
+        .arg(crate::support::repo_root().join("tests/support/flapping_member.py"))
+        .args([
+            config.kafka.bootstrap_servers.as_str(),
+            &config.kafka.group_id,
+            &config.topics.clickstream,
+            &rounds.to_string(),
+            "0.2",
+        ])
+        .output()
+        .unwrap();
+    assert!(flapping.status.success(), "{}", String::from_utf8_lossy(&flapping.stderr));
+    // Still meaningful: the workers were working off their backlog (not
+    // idle at the end of the logs) until the last rebalance.
+    let at_the_end = consumed();
+    assert!(
+        (at_the_end as usize) < reference.events,
+        "the backlog ran out before the rebalances did: {at_the_end} of {} events consumed",
+        reference.events
+    );
+    let got = committed(&setup, reference.changes.len(), Duration::from_secs(300));
+    let rebalances: f64 =
+        addrs.iter().map(|a| metric_sum(&http_get(a, "/metrics").1, "segstream_rebalances_total", "")).sum();
+    eprintln!(
+        "{rounds} joins and leaves of another member: {rebalances} rebalances handled by the workers, {at_the_end} of {} events consumed by then; {} changes committed ({} expected)",
+        reference.events,
+        got.0.len(),
+        reference.changes.len()
+    );
+    assert_same("two workers through rebalances", &reference, &got);
     for m in &mut members {
         if let Some(mut p) = m.proc.take() {
             assert!(p.terminate(Duration::from_secs(30)).0.success());

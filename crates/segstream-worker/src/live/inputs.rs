@@ -32,7 +32,7 @@ pub(crate) struct Polled {
     pub(crate) records: BTreeMap<(Lane, i32), Vec<OwnedMessage>>,
     /// Lanes whose consumer reached the end of the log (after their records above).
     pub(crate) ends: Vec<(Lane, i32)>,
-    /// Rebalances to act on; records polled with them are dropped.
+    /// Rebalances to act on, after the records polled before them.
     pub(crate) rebalances: Vec<Assignment>,
     /// The group consumer was fenced (`FencedInstanceId`): by another
     /// worker with this instance id, or by its own earlier session after

@@ -311,15 +311,13 @@ impl Pipeline {
         if polled.fenced {
             return self.member_fenced();
         }
-        if !polled.rebalances.is_empty() {
-            // Records polled with a rebalance are read again from the committed offsets.
-            for rebalance in polled.rebalances {
-                self.rebalance(rebalance)?;
-            }
-            return Ok(());
-        }
         let started = Instant::now();
         self.summary.events += polled.count as u64;
+        // Records polled before a rebalance are admitted first: a partition
+        // the worker keeps is not read again (under cooperative rebalancing
+        // its fetch position stays past them), and those of a partition it
+        // gives up go with its state, for the next owner to read again from
+        // the committed offsets.
         for ((lane, partition), messages) in &polled.records {
             if !self.owned.contains_key(partition) {
                 continue;
@@ -339,6 +337,12 @@ impl Pipeline {
             if self.owned.contains_key(&partition) {
                 self.processor.mark_end(lane, partition, started);
             }
+        }
+        if !polled.rebalances.is_empty() {
+            for rebalance in polled.rebalances {
+                self.rebalance(rebalance)?;
+            }
+            return Ok(());
         }
         let mut out = Emitted::default();
         let redefined = self.roll_out(&mut out)?;
