@@ -436,7 +436,6 @@ fn round2(x: f64) -> f64 {
     (x * 100.0).round() / 100.0
 }
 
-/// The key with the largest count; ties go to the smallest key.
 /// Adds one to `key`'s count in `counts`.
 fn count_in<K: PartialEq>(counts: &mut Vec<(K, u32)>, key: K) {
     match counts.iter_mut().find(|(k, _)| *k == key) {
@@ -445,6 +444,7 @@ fn count_in<K: PartialEq>(counts: &mut Vec<(K, u32)>, key: K) {
     }
 }
 
+/// The key with the largest count; ties go to the smallest key.
 fn most_frequent<K: Ord + Clone>(counts: impl IntoIterator<Item = (K, u32)>) -> Option<(K, u32)> {
     counts.into_iter().filter(|(_, n)| *n > 0).fold(None, |best: Option<(K, u32)>, (k, n)| match best {
         Some((bk, bn)) if bn > n || (bn == n && bk <= k) => Some((bk, bn)),
