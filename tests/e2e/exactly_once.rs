@@ -168,6 +168,56 @@ fn uninterrupted_runs_and_a_replay_give_the_same_changes_ids_and_memberships() {
     }
 }
 
+/// Inputs written by a transactional producer, with aborted transactions
+/// between the committed ones, have gaps in their logs (commit markers,
+/// aborted records). The worker reads each lane again at its first gap to
+/// tell a gap in the log from records its consumer skipped, then takes the
+/// lane's gaps as they come: the changes are replay's, no aborted record is
+/// read (none is a dead letter), and the gaps are counted.
+#[test]
+fn inputs_written_in_transactions_with_aborted_ones_between_give_the_changes_of_replay() {
+    let source = backlog_setup("txsource");
+    let reference = workload(&source, 150, 365, 17);
+    let setup = source
+        .second_run("txcopy")
+        .with(&format!("topics.clickstream=clicks-txcopy-{}", source.name))
+        .with(&format!("topics.orders=orders-txcopy-{}", source.name));
+    let out = setup.cli(&["topics", "create"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let (from, to) = (source.config(), setup.config());
+    for (src, dst) in
+        [(&from.topics.clickstream, &to.topics.clickstream), (&from.topics.orders, &to.topics.orders)]
+    {
+        let copy = std::process::Command::new(crate::support::python())
+            .arg(crate::support::repo_root().join("tests/support/transactional_copy.py"))
+            .args([to.kafka.bootstrap_servers.as_str(), src, dst, "200"])
+            .output()
+            .unwrap();
+        assert!(copy.status.success(), "{}", String::from_utf8_lossy(&copy.stderr));
+        eprintln!("{src} -> {dst}: {}", String::from_utf8_lossy(&copy.stdout).trim());
+    }
+    let mut worker = setup.spawn_worker();
+    let got = committed(&setup, reference.changes.len(), Duration::from_secs(240));
+    let metrics = http_get(&worker.http_addr(Duration::from_secs(5)), "/metrics").1;
+    assert_same("transactional inputs", &reference, &got);
+    let jumps = |topic: &str, kind: &str| {
+        metric_sum(
+            &metrics,
+            "segstream_input_offset_jumps_total",
+            &format!("topic=\"{topic}\",kind=\"{kind}\""),
+        )
+    };
+    for topic in [&to.topics.clickstream, &to.topics.orders] {
+        let (gaps, skipped) = (jumps(topic, "log_gap"), jumps(topic, "skipped"));
+        eprintln!(
+            "{topic}: {gaps} offsets without a record; {skipped} records skipped by the consumer and read again"
+        );
+        assert!(gaps > 0.0, "the gaps in {topic} are counted:\n{metrics}");
+    }
+    assert_eq!(metric_sum(&metrics, "segstream_dead_letters_total", ""), 0.0, "no aborted record was read");
+    assert!(worker.terminate(Duration::from_secs(30)).0.success());
+}
+
 /// A small deterministic random source for the chaos schedule.
 struct Dice(u64);
 

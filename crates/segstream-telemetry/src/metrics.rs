@@ -51,6 +51,9 @@ pub struct Metrics {
     /// `segstream_paused_lanes`: input lanes not fetched now because the
     /// merge holds a backlog of them (waiting for the other lane).
     pub paused_lanes: IntGauge,
+    /// `segstream_input_offset_jumps_total{topic,kind}`: input records out
+    /// of offset order, by kind (skipped, log_gap, repeat).
+    pub input_offset_jumps: IntCounterVec,
     /// `segstream_checkpoints_total{result}`: partition checkpoints written
     /// (`written`) or failed (`failed`).
     pub checkpoints: IntCounterVec,
@@ -302,6 +305,12 @@ impl Metrics {
                 &r,
                 "segstream_paused_lanes",
                 "Input lanes not fetched now: the merge holds a backlog of them while it waits for the other lane.",
+            ),
+            input_offset_jumps: counter_vec(
+                &r,
+                "segstream_input_offset_jumps_total",
+                "Input offsets out of order, by topic and kind: skipped (records the consumer had skipped, read again), log_gap (offsets without a record in the log: transactional markers, aborted or compacted records), repeat (records delivered again, dropped).",
+                &["topic", "kind"],
             ),
             checkpoints: counter_vec(
                 &r,

@@ -446,6 +446,13 @@ impl<T> Merger<T> {
             .collect()
     }
 
+    /// The offset of the record a lane is to receive next: the one after
+    /// the last one received, or where reading started.
+    pub(crate) fn expected(&self, lane: Lane, partition: i32) -> Option<i64> {
+        let buffer = self.pairs.get(&partition)?.lane_ref(lane);
+        Some(buffer.received.unwrap_or(buffer.fetch_from))
+    }
+
     /// The offset to commit for a lane: its first unreleased record, or the
     /// offset after the last one received, or where reading started.
     pub(crate) fn commit_offset(&self, lane: Lane, partition: i32) -> Option<i64> {

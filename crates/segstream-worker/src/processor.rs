@@ -616,6 +616,12 @@ impl Processor {
         self.merger.take_decisions()
     }
 
+    /// The offset of the record a lane is to receive next (`None` for a
+    /// partition not open here).
+    pub(crate) fn expected_offset(&self, lane: Lane, partition: i32) -> Option<i64> {
+        self.merger.expected(lane, partition)
+    }
+
     /// The offset to commit for a lane (its first unprocessed record).
     pub(crate) fn commit_offset(&self, lane: Lane, partition: i32) -> Option<i64> {
         let next = self.merger.commit_offset(lane, partition)?;

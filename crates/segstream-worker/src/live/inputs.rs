@@ -66,6 +66,10 @@ pub(crate) struct Inputs {
     orders_topic: String,
     /// Partition pairs both consumers are assigned now.
     assigned: BTreeSet<i32>,
+    /// Lanes paused by [`Inputs::set_paused`] and not resumed since.
+    /// librdkafka keeps a pause across unassign and assign, so these are
+    /// resumed when their partition is given up.
+    paused: BTreeSet<(Lane, i32)>,
 }
 
 impl std::fmt::Debug for Inputs {
@@ -73,6 +77,9 @@ impl std::fmt::Debug for Inputs {
         f.debug_struct("Inputs").field("clickstream", &self.clickstream_topic).finish_non_exhaustive()
     }
 }
+
+/// How long a seek may take (it is local to the consumer).
+const SEEK_WAIT: Duration = Duration::from_secs(10);
 
 /// How long a committed-offsets request may wait for open transactions of
 /// a previous owner to be resolved.
@@ -100,6 +107,7 @@ impl Inputs {
             clickstream_topic: config.topics.clickstream.clone(),
             orders_topic: config.topics.orders.clone(),
             assigned: BTreeSet::new(),
+            paused: BTreeSet::new(),
         })
     }
 
@@ -121,6 +129,10 @@ impl Inputs {
         fenced.context().closing();
         drop(fenced);
         self.orders.unassign().map_err(KafkaIoError::kafka("unassigning the orders consumer"))?;
+        // The new group member has no pause; the orders consumer keeps its own.
+        self.paused.retain(|(lane, _)| *lane == Lane::Orders);
+        let orders: Vec<i32> = self.paused.iter().map(|(_, p)| *p).collect();
+        self.resume_stopped(&orders)?;
         self.assigned.clear();
         self.join()
     }
@@ -180,7 +192,14 @@ impl Inputs {
     }
 
     /// Stops (`pause`) or restarts fetching one lane of a partition pair.
-    pub(crate) fn set_paused(&self, lane: Lane, partition: i32, pause: bool) -> Result<(), WorkerError> {
+    /// Does nothing if the lane already is in that state: librdkafka drops
+    /// the records it has fetched ahead at every pause or resume, and only
+    /// a pause sets the fetch position back to the application's, so a
+    /// resume of a lane that is fetching would lose what was fetched.
+    pub(crate) fn set_paused(&mut self, lane: Lane, partition: i32, pause: bool) -> Result<(), WorkerError> {
+        if self.paused.contains(&(lane, partition)) == pause {
+            return Ok(());
+        }
         let consumer = match lane {
             Lane::Clicks => &self.lead,
             Lane::Orders => &self.orders,
@@ -190,6 +209,52 @@ impl Inputs {
         let result = if pause { consumer.pause(&tpl) } else { consumer.resume(&tpl) };
         result
             .map_err(KafkaIoError::kafka(format!("pausing or resuming {}[{partition}]", self.topic(lane))))?;
+        if pause {
+            self.paused.insert((lane, partition));
+        } else {
+            self.paused.remove(&(lane, partition));
+        }
+        Ok(())
+    }
+
+    /// Reads a lane again from `offset` (records after it that were
+    /// polled already come again).
+    pub(crate) fn refetch(&self, lane: Lane, partition: i32, offset: i64) -> Result<(), WorkerError> {
+        let consumer = match lane {
+            Lane::Clicks => &self.lead,
+            Lane::Orders => &self.orders,
+        };
+        let what = || format!("reading {}[{partition}] again from offset {offset}", self.topic(lane));
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(self.topic(lane), partition, Offset::Offset(offset))
+            .map_err(KafkaIoError::kafka(what()))?;
+        let done = consumer.seek_partitions(tpl, SEEK_WAIT).map_err(KafkaIoError::kafka(what()))?;
+        for e in done.elements() {
+            e.error().map_err(KafkaIoError::kafka(what()))?;
+        }
+        Ok(())
+    }
+
+    /// Whether a lane is paused by [`Inputs::set_paused`].
+    pub(crate) fn is_paused(&self, lane: Lane, partition: i32) -> bool {
+        self.paused.contains(&(lane, partition))
+    }
+
+    /// How many lanes are paused.
+    pub(crate) fn paused_lanes(&self) -> usize {
+        self.paused.len()
+    }
+
+    /// Lifts the pauses of these partition pairs once they are unassigned
+    /// (their fetchers stopped), so that a later assignment fetches them.
+    fn resume_stopped(&mut self, partitions: &[i32]) -> Result<(), WorkerError> {
+        for lane in Lane::BOTH {
+            for &p in partitions {
+                if self.paused.contains(&(lane, p)) {
+                    self.set_paused(lane, p, false)?;
+                }
+            }
+        }
         Ok(())
     }
 
@@ -340,9 +405,6 @@ impl Inputs {
             consumer
                 .incremental_assign(&tpl)
                 .map_err(KafkaIoError::kafka(format!("assigning {}", self.topic(lane))))?;
-            // librdkafka keeps a partition's pause across unassign and
-            // assign: a lane paused before a restore would never be fetched.
-            consumer.resume(&tpl).map_err(KafkaIoError::kafka(format!("resuming {}", self.topic(lane))))?;
         }
         self.assigned.extend(from.keys());
         Ok(())
@@ -363,6 +425,7 @@ impl Inputs {
                 .incremental_unassign(&tpl)
                 .map_err(KafkaIoError::kafka(format!("unassigning {}", self.topic(lane))))?;
         }
+        self.resume_stopped(&gone)?;
         for p in gone {
             self.assigned.remove(&p);
         }

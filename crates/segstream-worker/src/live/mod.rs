@@ -15,6 +15,7 @@
 
 mod checkpoints;
 mod erasures;
+mod gaps;
 mod inputs;
 mod models;
 mod outbox;
@@ -26,12 +27,12 @@ mod rollouts;
 mod transaction;
 mod unowned;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use datafusion::arrow::array::RecordBatch;
-use rdkafka::message::Message;
+use rdkafka::message::{Message, OwnedMessage};
 use segstream_config::Config;
 use segstream_events::schema::{CUSTOMER_SEGMENTS_AVSC, SEGMENT_CHANGES_AVSC};
 use segstream_events::{CustomerId, EventTime, Lane, SegmentKind};
@@ -49,6 +50,7 @@ use crate::snapshot::WarmStart;
 
 use self::checkpoints::{Checkpoints, Committed};
 use self::erasures::Erasures;
+use self::gaps::{OffsetWatch, Step};
 use self::inputs::Inputs;
 use self::models::Models;
 use self::outbox::{Outbox, Record};
@@ -130,12 +132,12 @@ pub(crate) struct Pipeline {
     dirty_since: Option<Instant>,
     /// The last cycle released a full micro-batch: more may be ready.
     backlogged: bool,
-    /// Lanes whose fetching is paused while the merge works off their backlog.
-    paused: BTreeSet<(Lane, i32)>,
     summary: Summary,
     last_report: Instant,
     /// Feature-table requests of `/sql`, answered between batches.
     snapshots: Snapshots,
+    /// Whether the input lanes come in offset order and whole.
+    offsets: OffsetWatch,
     /// The feature table the last requests read, and when it was built.
     sql_table: Option<(Instant, RecordBatch)>,
     /// What should move, for `/healthz`.
@@ -261,10 +263,10 @@ impl Pipeline {
             causes_ts: Vec::new(),
             dirty_since: None,
             backlogged: false,
-            paused: BTreeSet::new(),
             summary: Summary::default(),
             last_report: Instant::now(),
             snapshots,
+            offsets: OffsetWatch::default(),
             sql_table: None,
             progress: Progress::new(
                 Duration::from_millis(config_health.stall_ms),
@@ -318,23 +320,20 @@ impl Pipeline {
         // its fetch position stays past them), and those of a partition it
         // gives up go with its state, for the next owner to read again from
         // the committed offsets.
+        let mut refetching = Vec::new();
         for ((lane, partition), messages) in &polled.records {
             if !self.owned.contains_key(partition) {
                 continue;
             }
-            let incoming: Vec<Incoming<'_>> = messages
-                .iter()
-                .map(|m| Incoming {
-                    key: m.key(),
-                    payload: m.payload(),
-                    offset: m.offset(),
-                    timestamp: m.timestamp().to_millis(),
-                })
-                .collect();
+            let (incoming, refetch) = self.whole(*lane, *partition, messages)?;
+            if refetch {
+                refetching.push((*lane, *partition));
+            }
             self.processor.push(*lane, *partition, &incoming)?;
         }
         for (lane, partition) in polled.ends {
-            if self.owned.contains_key(&partition) {
+            // A lane read again is not at its end.
+            if self.owned.contains_key(&partition) && !refetching.contains(&(lane, partition)) {
                 self.processor.mark_end(lane, partition, started);
             }
         }
@@ -373,6 +372,76 @@ impl Pipeline {
         Ok(())
     }
 
+    /// A lane's polled records in offset order and whole (see
+    /// [`gaps`]): those delivered again are dropped; at a skip, the lane is
+    /// read again from the first missing offset and the records from the
+    /// skip on are dropped (true: the lane is read again).
+    fn whole<'m>(
+        &mut self,
+        lane: Lane,
+        partition: i32,
+        messages: &'m [OwnedMessage],
+    ) -> Result<(Vec<Incoming<'m>>, bool), WorkerError> {
+        let mut incoming = Vec::with_capacity(messages.len());
+        let mut expected = self.processor.expected_offset(lane, partition);
+        let topic = self.inputs.lane_topic(lane).to_owned();
+        for m in messages {
+            let step = match expected.as_mut() {
+                Some(next) => self.offsets.step(lane, partition, next, m.offset()),
+                None => Step::Take,
+            };
+            let jumped = |kind: &str, records: i64| {
+                let records = u64::try_from(records).unwrap_or(0);
+                self.metrics.input_offset_jumps.with_label_values(&[topic.as_str(), kind]).inc_by(records);
+            };
+            match step {
+                Step::Take => {}
+                Step::TakeRecovered { skipped } => {
+                    jumped("skipped", skipped);
+                    tracing::warn!(
+                        topic,
+                        partition,
+                        from = m.offset(),
+                        skipped,
+                        "the consumer had skipped records: read again"
+                    );
+                }
+                Step::TakeAfterGap { missing } => {
+                    jumped("log_gap", missing);
+                    tracing::info!(
+                        topic,
+                        partition,
+                        before = m.offset(),
+                        missing,
+                        "a gap in the input's log (read twice): taken as it is, and this log's later gaps too (transactional markers, aborted or compacted records)"
+                    );
+                }
+                Step::Repeat => {
+                    jumped("repeat", 1);
+                    continue;
+                }
+                Step::Refetch { from } => {
+                    tracing::info!(
+                        topic,
+                        partition,
+                        expected = from,
+                        got = m.offset(),
+                        "records missing before this one: reading the lane again from the expected offset"
+                    );
+                    self.inputs.refetch(lane, partition, from)?;
+                    return Ok((incoming, true));
+                }
+            }
+            incoming.push(Incoming {
+                key: m.key(),
+                payload: m.payload(),
+                offset: m.offset(),
+                timestamp: m.timestamp().to_millis(),
+            });
+        }
+        Ok((incoming, false))
+    }
+
     fn commit_interval(&self) -> Duration {
         Duration::from_millis(self.config.worker.commit_interval_ms())
     }
@@ -398,17 +467,15 @@ impl Pipeline {
         for &partition in self.owned.keys() {
             for lane in Lane::BOTH {
                 let backlog = self.processor.backlog(lane, partition);
-                let paused = self.paused.contains(&(lane, partition));
+                let paused = self.inputs.is_paused(lane, partition);
                 if !paused && backlog > PAUSE_AT_BATCHES * batch {
                     self.inputs.set_paused(lane, partition, true)?;
-                    self.paused.insert((lane, partition));
                 } else if paused && backlog <= batch {
                     self.inputs.set_paused(lane, partition, false)?;
-                    self.paused.remove(&(lane, partition));
                 }
             }
         }
-        self.metrics.paused_lanes.set(i64::try_from(self.paused.len()).unwrap_or(i64::MAX));
+        self.metrics.paused_lanes.set(i64::try_from(self.inputs.paused_lanes()).unwrap_or(i64::MAX));
         Ok(())
     }
 

@@ -125,7 +125,6 @@ impl Pipeline {
                 self.processor.close(*partition);
             }
         }
-        self.paused.retain(|(_, p)| !mine.contains(p));
         tracing::info!(revoked = ?mine, lost, kept = clean, "partitions revoked");
         Ok(clean)
     }
@@ -271,7 +270,6 @@ impl Pipeline {
             self.processor.close(partition);
         }
         self.inputs.add(&from)?;
-        self.paused.retain(|(_, p)| !from.contains_key(p));
         tracing::info!(?kept, ?rebuilt, stopped = ?self.stopped.keys().collect::<Vec<_>>(), "partitions assigned");
         Ok(())
     }
