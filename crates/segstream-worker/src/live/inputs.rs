@@ -194,8 +194,8 @@ impl Inputs {
     /// Stops (`pause`) or restarts fetching one lane of a partition pair.
     /// Does nothing if the lane already is in that state: librdkafka drops
     /// the records it has fetched ahead at every pause or resume, and only
-    /// a pause sets the fetch position back to the application's, so a
-    /// resume of a lane that is fetching would lose what was fetched.
+    /// a pause sets its fetch position back to the application's, so only
+    /// a lane paused here is ever resumed.
     pub(crate) fn set_paused(&mut self, lane: Lane, partition: i32, pause: bool) -> Result<(), WorkerError> {
         if self.paused.contains(&(lane, partition)) == pause {
             return Ok(());
