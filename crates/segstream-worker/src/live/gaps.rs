@@ -55,6 +55,9 @@ struct LaneWatch {
 #[derive(Debug, Default)]
 pub(crate) struct OffsetWatch {
     lanes: BTreeMap<(Lane, i32), LaneWatch>,
+    /// Lanes read again whose missing records have not come yet (the
+    /// records of the others skip the map).
+    suspects: usize,
 }
 
 impl OffsetWatch {
@@ -64,7 +67,12 @@ impl OffsetWatch {
         if offset < *expected {
             return Step::Repeat;
         }
+        if offset == *expected && self.suspects == 0 {
+            *expected = offset + 1;
+            return Step::Take;
+        }
         let watch = self.lanes.entry((lane, partition)).or_default();
+        let was_suspect = watch.suspect.is_some();
         let step = if offset == *expected {
             match watch.suspect.take() {
                 Some((from, got)) if from == offset => Step::TakeRecovered { skipped: got - from },
@@ -76,8 +84,16 @@ impl OffsetWatch {
             Step::TakeAfterGap { missing: offset - *expected }
         } else {
             watch.suspect = Some((*expected, offset));
-            return Step::Refetch { from: *expected };
+            Step::Refetch { from: *expected }
         };
+        match (was_suspect, watch.suspect.is_some()) {
+            (false, true) => self.suspects += 1,
+            (true, false) => self.suspects -= 1,
+            _ => {}
+        }
+        if matches!(step, Step::Refetch { .. }) {
+            return step;
+        }
         *expected = offset + 1;
         step
     }
@@ -142,5 +158,18 @@ mod tests {
         assert_eq!(run(&mut w, &mut e, &[30]), vec![Step::Refetch { from: 10 }]);
         assert_eq!(run(&mut w, &mut e, &[20]), vec![Step::Refetch { from: 10 }]);
         assert_eq!(run(&mut w, &mut e, &[20]), vec![Step::TakeAfterGap { missing: 10 }]);
+    }
+
+    #[test]
+    fn skips_of_several_lanes_are_each_told_when_their_records_come() {
+        let mut w = OffsetWatch::default();
+        let (mut clicks, mut orders) = (10, 3);
+        assert_eq!(w.step(Lane::Clicks, 0, &mut clicks, 40), Step::Refetch { from: 10 });
+        assert_eq!(w.step(Lane::Orders, 0, &mut orders, 9), Step::Refetch { from: 3 });
+        assert_eq!(w.step(Lane::Orders, 0, &mut orders, 3), Step::TakeRecovered { skipped: 6 });
+        let mut other = 0;
+        assert_eq!(w.step(Lane::Clicks, 1, &mut other, 0), Step::Take);
+        assert_eq!(w.step(Lane::Clicks, 0, &mut clicks, 10), Step::TakeRecovered { skipped: 30 });
+        assert_eq!(w.step(Lane::Clicks, 0, &mut clicks, 11), Step::Take);
     }
 }
