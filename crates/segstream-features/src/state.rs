@@ -929,7 +929,14 @@ impl CustomerState {
 
         // Click activity windows.
         let today = now.day();
-        let mut activity_windows: Vec<ActivityWindow> = config
+        // The days are kept in order, one entry each: a window is a slice.
+        let recent = |days: i64| {
+            let from = today - days;
+            let first = self.activity.partition_point(|a| i64::from(a.day) <= from);
+            let after = self.activity.partition_point(|a| i64::from(a.day) <= today);
+            self.activity.get(first..after).unwrap_or_default().iter()
+        };
+        let activity_windows = config
             .activity_windows_days
             .iter()
             .map(|&days| {
@@ -939,49 +946,32 @@ impl CustomerState {
                 // to days one by one.
                 let (first, after) = (start_of_day(from + 1), start_of_day(today + 1));
                 let started_before = |t: EventTime| self.sessions.partition_point(|s| s.start() < t);
-                ActivityWindow {
+                let mut w = ActivityWindow {
                     days,
                     sessions: started_before(after).saturating_sub(started_before(first)) as u32,
                     ..ActivityWindow::default()
+                };
+                // One pass over the window's days for the four counts.
+                for a in recent(i64::from(days)).filter(|_| clicks) {
+                    w.page_views += u32::from(a.page_views);
+                    w.product_views += u32::from(a.product_views);
+                    w.searches += u32::from(a.searches);
+                    w.add_to_cart += u32::from(a.add_to_cart);
                 }
+                w
             })
             .collect();
         let (mut dayparts, mut devices, mut weekend) = ([0u32; 4], [0u32; 5], 0u32);
-        if clicks {
-            // The days are kept in order, one entry each: the kept ones
-            // (the longest window's) are a slice, read once from the newest
-            // day back; each window (shortest first) takes the counts so far
-            // when the days leave it (the windows increase: the config
-            // checks it).
-            let first = self
-                .activity
-                .partition_point(|a| i64::from(a.day) <= today - config.activity_retention_days());
-            let after = self.activity.partition_point(|a| i64::from(a.day) <= today);
-            let (mut sums, mut open) = ([0u32; 4], 0);
-            for a in self.activity.get(first..after).unwrap_or_default().iter().rev() {
-                let age = today - i64::from(a.day);
-                while let Some(w) = activity_windows.get_mut(open).filter(|w| age >= i64::from(w.days)) {
-                    [w.page_views, w.product_views, w.searches, w.add_to_cart] = sums;
-                    open += 1;
-                }
-                for (sum, n) in
-                    sums.iter_mut().zip([a.page_views, a.product_views, a.searches, a.add_to_cart])
-                {
-                    *sum += u32::from(n);
-                }
-                for (sum, n) in dayparts.iter_mut().zip(a.dayparts) {
-                    *sum += u32::from(n);
-                }
-                for (sum, n) in devices.iter_mut().zip(a.devices) {
-                    *sum += u32::from(n);
-                }
-                // 1970-01-01 was a Thursday: day + 3 counts from a Monday.
-                if (i64::from(a.day) + 3).rem_euclid(7) >= 5 {
-                    weekend += a.dayparts.iter().map(|n| u32::from(*n)).sum::<u32>();
-                }
+        for a in recent(config.activity_retention_days()).filter(|_| clicks) {
+            for (sum, n) in dayparts.iter_mut().zip(a.dayparts) {
+                *sum += u32::from(n);
             }
-            for w in activity_windows.iter_mut().skip(open) {
-                [w.page_views, w.product_views, w.searches, w.add_to_cart] = sums;
+            for (sum, n) in devices.iter_mut().zip(a.devices) {
+                *sum += u32::from(n);
+            }
+            // 1970-01-01 was a Thursday: day + 3 counts from a Monday.
+            if (i64::from(a.day) + 3).rem_euclid(7) >= 5 {
+                weekend += a.dayparts.iter().map(|n| u32::from(*n)).sum::<u32>();
             }
         }
         let clicks: u32 = dayparts.iter().sum();
