@@ -31,6 +31,8 @@ pub(crate) enum Step {
     TakeAfterGap {
         /// Offsets without a record.
         missing: i64,
+        /// This gap, read twice, showed that the lane's log has gaps.
+        first: bool,
     },
     /// Already admitted (the consumer delivered it again): drop it.
     Repeat,
@@ -79,9 +81,10 @@ impl OffsetWatch {
                 _ => Step::Take,
             }
         } else if watch.gaps_in_log || watch.suspect == Some((*expected, offset)) {
+            let first = !watch.gaps_in_log;
             watch.gaps_in_log = true;
             watch.suspect = None;
-            Step::TakeAfterGap { missing: offset - *expected }
+            Step::TakeAfterGap { missing: offset - *expected, first }
         } else {
             watch.suspect = Some((*expected, offset));
             Step::Refetch { from: *expected }
@@ -143,8 +146,11 @@ mod tests {
     fn a_gap_that_comes_back_is_in_the_log_and_later_gaps_of_the_lane_are_taken() {
         let (mut w, mut e) = (OffsetWatch::default(), 10);
         assert_eq!(run(&mut w, &mut e, &[12]), vec![Step::Refetch { from: 10 }]);
-        assert_eq!(run(&mut w, &mut e, &[12, 13]), vec![Step::TakeAfterGap { missing: 2 }, Step::Take]);
-        assert_eq!(run(&mut w, &mut e, &[20]), vec![Step::TakeAfterGap { missing: 6 }]);
+        assert_eq!(
+            run(&mut w, &mut e, &[12, 13]),
+            vec![Step::TakeAfterGap { missing: 2, first: true }, Step::Take]
+        );
+        assert_eq!(run(&mut w, &mut e, &[20]), vec![Step::TakeAfterGap { missing: 6, first: false }]);
         assert_eq!(e, 21);
         // Other lanes are not affected.
         let mut other = 5;
@@ -157,7 +163,7 @@ mod tests {
         let (mut w, mut e) = (OffsetWatch::default(), 10);
         assert_eq!(run(&mut w, &mut e, &[30]), vec![Step::Refetch { from: 10 }]);
         assert_eq!(run(&mut w, &mut e, &[20]), vec![Step::Refetch { from: 10 }]);
-        assert_eq!(run(&mut w, &mut e, &[20]), vec![Step::TakeAfterGap { missing: 10 }]);
+        assert_eq!(run(&mut w, &mut e, &[20]), vec![Step::TakeAfterGap { missing: 10, first: true }]);
     }
 
     #[test]

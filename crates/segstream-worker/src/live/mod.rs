@@ -406,15 +406,17 @@ impl Pipeline {
                         "the consumer had skipped records: read again"
                     );
                 }
-                Step::TakeAfterGap { missing } => {
+                Step::TakeAfterGap { missing, first } => {
                     jumped("log_gap", missing);
-                    tracing::info!(
-                        topic,
-                        partition,
-                        before = m.offset(),
-                        missing,
-                        "a gap in the input's log (read twice): taken as it is, and this log's later gaps too (transactional markers, aborted or compacted records)"
-                    );
+                    if first {
+                        tracing::info!(
+                            topic,
+                            partition,
+                            before = m.offset(),
+                            missing,
+                            "a gap in the input's log (read twice): taken as it is, and this log's later gaps too (transactional markers, aborted or compacted records)"
+                        );
+                    }
                 }
                 Step::Repeat => {
                     jumped("repeat", 1);
