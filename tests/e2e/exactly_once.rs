@@ -451,7 +451,6 @@ fn records_polled_with_a_rebalance_of_partitions_the_worker_keeps_are_processed(
 /// stopped and started again with SIGTERM, commit exactly the changes and
 /// memberships of `segstream replay`; `/metrics` shows each thread.
 #[test]
-#[ignore = "once in eight runs (in the full suite's load) the committed changes of three customers differed from replay's: issue 20's note; run with --ignored"]
 fn workers_of_two_pipeline_threads_under_sigkill_commit_exactly_the_uninterrupted_changes() {
     let setup = backlog_setup("threads").with("checkpoint.interval_ms=1000").with("worker.threads=2");
     let reference = workload(&setup, 400, 365, 8);
