@@ -3,7 +3,7 @@
 //! loss or duplicate across a graceful restart.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use segstream_events::{
     ChangeType, ClickEvent, ClickEventType, CustomerId, CustomerSegments, EventTime, OrderEvent, OrderStatus,
@@ -247,5 +247,36 @@ fn worker_serves_metrics_health_and_readiness() {
     assert_eq!(got.len(), 14);
     assert!(metric(&metrics, "segstream_transactions_total{result=\"committed\"}") >= 1.0);
     assert!(metrics.contains("segstream_event_to_change_latency_seconds_bucket"), "{metrics}");
+    assert!(worker.terminate(Duration::from_secs(20)).0.success());
+}
+
+/// Commits keep a cadence of one per `worker.commit_interval_ms` counted
+/// from the last one's start (Kafka Streams' `commit.interval.ms`): a
+/// worker with nothing to commit does not commit, and the first change
+/// after a quiet spell longer than the interval is readable at once, not an
+/// interval after its record came.
+#[test]
+fn the_first_change_after_a_quiet_spell_commits_at_once_not_a_commit_interval_later() {
+    const INTERVAL: Duration = Duration::from_secs(15);
+    let setup = Setup::new("cadence", 1).with(&format!("worker.commit_interval_ms={}", INTERVAL.as_millis()));
+    let mut worker: WorkerProc = setup.spawn_worker();
+    let addr = worker.wait_ready(Duration::from_secs(60));
+    let p = setup.producer();
+    produce(&p, &setup.topic("clickstream"), &[click("first", 0, 0)]);
+    assert_eq!(setup.read(&setup.topic("changes"), 1, Duration::from_secs(60)).len(), 1);
+    let committed = || metric(&http_get(&addr, "/metrics").1, "segstream_transactions_total{result=\"committed\"}");
+    let before = committed();
+    std::thread::sleep(INTERVAL + Duration::from_secs(1));
+    assert_eq!(committed(), before, "an idle worker has nothing to commit");
+
+    let sent = Instant::now();
+    produce(&p, &setup.topic("clickstream"), &[click("second", 0, 0)]);
+    let got = setup.read(&setup.topic("changes"), 2, Duration::from_secs(60));
+    let waited = sent.elapsed();
+    assert_eq!(got.len(), 2);
+    assert!(
+        waited < INTERVAL / 2,
+        "the change after a quiet spell took {waited:?} to be readable (the interval is {INTERVAL:?})"
+    );
     assert!(worker.terminate(Duration::from_secs(20)).0.success());
 }

@@ -130,6 +130,8 @@ pub(crate) struct Pipeline {
     causes_ts: Vec<(SegmentKind, i64)>,
     /// Since when something is waiting to be committed.
     dirty_since: Option<Instant>,
+    /// When the last commit began.
+    last_commit: Option<Instant>,
     /// The last cycle released a full micro-batch: more may be ready.
     backlogged: bool,
     summary: Summary,
@@ -262,6 +264,7 @@ impl Pipeline {
             touched: BTreeMap::new(),
             causes_ts: Vec::new(),
             dirty_since: None,
+            last_commit: None,
             backlogged: false,
             summary: Summary::default(),
             last_report: Instant::now(),
@@ -350,8 +353,10 @@ impl Pipeline {
         self.backlogged = released >= batch;
         self.pace_lanes()?;
         let followed = self.follow_quiet(started, &mut out)?;
-        // Records released without output still move the offsets to commit.
-        if polled.count > 0 || released > 0 || followed || redefined || !out.is_empty() {
+        // Records released without output still move the offsets to commit;
+        // records the merge still holds do not (a commit now would not
+        // carry them, and would push the one that does an interval later).
+        if released > 0 || followed || redefined || !out.is_empty() {
             self.dirty_since.get_or_insert(started);
         }
         if !self.publish(out)? {
@@ -360,7 +365,7 @@ impl Pipeline {
         if polled.count > 0 {
             self.metrics.batch_seconds.observe(started.elapsed().as_secs_f64());
         }
-        if self.dirty_since.is_some_and(|t| t.elapsed() >= self.commit_interval()) && !self.commit()? {
+        if self.until_commit() == Some(Duration::ZERO) && !self.commit()? {
             return self.restore_all();
         }
         if self.dirty_since.is_none() && !self.outbox.is_open() {
@@ -448,6 +453,25 @@ impl Pipeline {
         Duration::from_millis(self.config.worker.commit_interval_ms())
     }
 
+    /// How long until the next commit is due (zero: now), if anything
+    /// waits to be committed. Commits keep a cadence of one per
+    /// `worker.commit_interval_ms` counted from the last one's start, as
+    /// Kafka Streams counts `commit.interval.ms`: a change waits at most an
+    /// interval for its transaction to begin committing, however long the
+    /// commit before it took, and the first change after a quiet spell
+    /// commits at once. Over a backlog (its events are not fresh, and each
+    /// commit stops the pipeline) a whole interval of processing comes
+    /// between two commits.
+    fn until_commit(&self) -> Option<Duration> {
+        let dirty = self.dirty_since?;
+        let since = match self.last_commit {
+            Some(last) if !self.backlogged => last,
+            None if !self.backlogged => return Some(Duration::ZERO),
+            _ => dirty,
+        };
+        Some(self.commit_interval().saturating_sub(since.elapsed()))
+    }
+
     /// How long the next poll may wait: never past the commit that is due,
     /// not at all while the merge has more to release.
     fn poll_wait(&self) -> Duration {
@@ -455,10 +479,7 @@ impl Pipeline {
             return Duration::ZERO;
         }
         let wait = Duration::from_millis(self.config.worker.batch_max_wait_ms);
-        match self.dirty_since {
-            Some(t) => wait.min(self.commit_interval().saturating_sub(t.elapsed())),
-            None => wait,
-        }
+        self.until_commit().map_or(wait, |due| wait.min(due))
     }
 
     /// Bounds the merge buffer: a lane holding more than

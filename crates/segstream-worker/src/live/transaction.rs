@@ -108,6 +108,7 @@ impl Pipeline {
         }
         let Some(group) = self.inputs.group_metadata() else { return Err(WorkerError::NoGroupMetadata) };
         let started = Instant::now();
+        self.last_commit = Some(started);
         let touched = std::mem::take(&mut self.touched);
         for (id, at) in &touched {
             let Some(membership) = self.processor.store().membership(id, *at) else { continue };
