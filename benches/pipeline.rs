@@ -17,7 +17,9 @@
 //! debug build, as `cargo test --all-targets` runs it: 100, 60, 1);
 //! `BENCH_BASELINE_BIN=/path/to/segstream` runs another build of the worker
 //! in turn with each run, for a side-by-side ratio (settings it does not
-//! know are left out).
+//! know are left out). `BENCH_LATENCY_BASELINE_BIN` runs another build (one
+//! that knows today's settings) in turn with the exactly-once latency
+//! phase, `BENCH_LATENCY_RUNS` times (default 1).
 //!
 //! Then time to ready after a SIGKILL, with checkpoints against a full
 //! replay, side by side: a population of `BENCH_RESTART_CUSTOMERS` (default
@@ -225,8 +227,8 @@ impl Steady {
 }
 
 /// A worker started with `extra` settings; its log.
-fn spawn(setup: &Setup, extra: &[&str], log: &Path) -> std::process::Child {
-    let mut command = Command::new(segstream_bin());
+fn spawn(setup: &Setup, bin: &Path, extra: &[&str], log: &Path) -> std::process::Child {
+    let mut command = Command::new(bin);
     for s in setup.sets.iter().map(String::as_str).chain(extra.iter().copied()) {
         command.arg("--set").arg(s);
     }
@@ -259,7 +261,7 @@ fn addr_of(log: &Path) -> String {
 /// backlog, at its end.
 fn restarts(setup: &Setup, extra: &[&str], end: &TopicPartitionList, runs: u64) -> (Vec<f64>, f64, f64) {
     let log = |i: u64| Broker::shared().dir.join(format!("restart-{}-{i}.log", setup.name));
-    let mut child = spawn(setup, extra, &log(0));
+    let mut child = spawn(setup, &segstream_bin(), extra, &log(0));
     let started = Instant::now();
     while !committed_to_end(setup, end) {
         assert!(started.elapsed() < Duration::from_secs(1800), "no end: {}", log(0).display());
@@ -274,7 +276,7 @@ fn restarts(setup: &Setup, extra: &[&str], end: &TopicPartitionList, runs: u64) 
         child.kill().unwrap();
         child.wait().unwrap();
         let started = Instant::now();
-        child = spawn(setup, extra, &log(i));
+        child = spawn(setup, &segstream_bin(), extra, &log(i));
         let addr = addr_of(&log(i));
         while http_get(&addr, "/readyz").0 != 200 {
             assert!(started.elapsed() < Duration::from_secs(1800), "not ready: {}", log(i).display());
@@ -392,8 +394,32 @@ fn main() {
         let base = report("baseline", &other);
         println!("ratio this / baseline: {:.2}", one_thread / base);
     }
-    let exactly_once = latency_bench("exactly_once");
-    let at_least_once = latency_bench("at_least_once");
+    // With a baseline build of today's settings, the exactly-once latency is
+    // measured with each in turn, `BENCH_LATENCY_RUNS` times (1), the
+    // median printed.
+    let baseline = std::env::var_os("BENCH_LATENCY_BASELINE_BIN").map(std::path::PathBuf::from);
+    let latency_runs = env("BENCH_LATENCY_RUNS", 1).max(1);
+    let (mut eo_this, mut eo_base) = (Vec::new(), Vec::new());
+    for i in 0..latency_runs {
+        eo_this.push(latency_bench("exactly_once", &segstream_bin(), &format!("this{i}")));
+        if let Some(bin) = &baseline {
+            eo_base.push(latency_bench("exactly_once", bin, &format!("baseline{i}")));
+        }
+    }
+    let median_latency = |runs: &[Latency]| Latency {
+        rate: runs[0].rate,
+        p50: median(runs.iter().map(|l| l.p50).collect()),
+        p99: median(runs.iter().map(|l| l.p99).collect()),
+    };
+    let exactly_once = median_latency(&eo_this);
+    if !eo_base.is_empty() {
+        let base = median_latency(&eo_base);
+        println!(
+            "latency   exactly_once, median of {latency_runs} in turn: this build p50 {:.0} ms, p99 {:.0} ms; baseline p50 {:.0} ms, p99 {:.0} ms",
+            exactly_once.p50, exactly_once.p99, base.p50, base.p99
+        );
+    }
+    let at_least_once = latency_bench("at_least_once", &segstream_bin(), "this");
     let restart = restart_bench();
     // Issue 20's table (main when it was filed, same machine) beside this run.
     let latency = |l: &Latency| format!("p50 {:.0} ms, p99 {:.0} ms at {} events/s", l.p50, l.p99, l.rate);
@@ -443,7 +469,7 @@ struct Latency {
 /// `read_committed` reader of segment-changes: for each new customer's
 /// change, the time it was read minus its order's event time. Percentiles
 /// of those, and the worker's own histogram (every change).
-fn latency_bench(guarantee: &str) -> Latency {
+fn latency_bench(guarantee: &str, bin: &Path, run: &str) -> Latency {
     use rdkafka::producer::{BaseRecord, Producer};
     use segstream_events::{ClickEventType, EventTime, SegmentChange, Trigger};
 
@@ -453,9 +479,9 @@ fn latency_bench(guarantee: &str) -> Latency {
     // clients' connections and transactions warm up (a first second of
     // ~1 s latencies otherwise makes the p99 of a 20 s run).
     let warmup = env("BENCH_LATENCY_WARMUP", if cfg!(debug_assertions) { 1 } else { 10 });
-    let setup = Setup::new("latency", 6);
-    let log = Broker::shared().dir.join(format!("latency-worker-{guarantee}.log"));
-    let mut worker = spawn(&setup, &[&format!("worker.processing_guarantee={guarantee}")], &log);
+    let setup = Setup::new(&format!("latency-{run}"), 6);
+    let log = Broker::shared().dir.join(format!("latency-worker-{guarantee}-{run}.log"));
+    let mut worker = spawn(&setup, bin, &[&format!("worker.processing_guarantee={guarantee}")], &log);
     let addr = addr_of(&log);
     let started = Instant::now();
     while http_get(&addr, "/readyz").0 != 200 {
@@ -552,7 +578,7 @@ fn latency_bench(guarantee: &str) -> Latency {
     latencies.sort_by(f64::total_cmp);
     let at = |q: f64| latencies[((latencies.len() - 1) as f64 * q).round() as usize];
     println!(
-        "latency   {guarantee}: {rate} events/s for {seconds} s after {warmup} s of warm-up: {} changes caused by first orders, event to change readable p50 {:.0} ms, p99 {:.0} ms, p999 {:.0} ms, max {:.0} ms (target p99 ≤ {} ms); the worker's own histogram: {counted} changes, p99 ≤ {:.0} ms (input timestamp to commit); {commits} transactions, {commit_ms:.1} ms per commit; peak RSS {:.0} MB",
+        "latency   {guarantee} ({run}): {rate} events/s for {seconds} s after {warmup} s of warm-up: {} changes caused by first orders, event to change readable p50 {:.0} ms, p99 {:.0} ms, p999 {:.0} ms, max {:.0} ms (target p99 ≤ {} ms); the worker's own histogram: {counted} changes, p99 ≤ {:.0} ms (input timestamp to commit); {commits} transactions, {commit_ms:.1} ms per commit; peak RSS {:.0} MB",
         latencies.len(),
         at(0.5),
         at(0.99),
@@ -563,7 +589,7 @@ fn latency_bench(guarantee: &str) -> Latency {
         peak_rss / 1e6,
     );
     println!(
-        "latency   {guarantee}: commit phases (mean): {}; changes slower than {SLOW_MS} ms by second since the worker was ready (count, max ms): {}",
+        "latency   {guarantee} ({run}): commit phases (mean): {}; changes slower than {SLOW_MS} ms by second since the worker was ready (count, max ms): {}",
         phases.join(", "),
         by_second.iter().map(|(s, (n, max))| format!("{s}s {n}×≤{max:.0}")).collect::<Vec<_>>().join(", ")
     );

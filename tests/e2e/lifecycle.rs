@@ -264,7 +264,8 @@ fn the_first_change_after_a_quiet_spell_commits_at_once_not_a_commit_interval_la
     let p = setup.producer();
     produce(&p, &setup.topic("clickstream"), &[click("first", 0, 0)]);
     assert_eq!(setup.read(&setup.topic("changes"), 1, Duration::from_secs(60)).len(), 1);
-    let committed = || metric(&http_get(&addr, "/metrics").1, "segstream_transactions_total{result=\"committed\"}");
+    let committed =
+        || metric(&http_get(&addr, "/metrics").1, "segstream_transactions_total{result=\"committed\"}");
     let before = committed();
     std::thread::sleep(INTERVAL + Duration::from_secs(1));
     assert_eq!(committed(), before, "an idle worker has nothing to commit");
