@@ -258,7 +258,9 @@ fn worker_serves_metrics_health_and_readiness() {
 #[test]
 fn the_first_change_after_a_quiet_spell_commits_at_once_not_a_commit_interval_later() {
     const INTERVAL: Duration = Duration::from_secs(15);
-    let setup = Setup::new("cadence", 1).with(&format!("worker.commit_interval_ms={}", INTERVAL.as_millis()));
+    let setup = Setup::new("cadence", 1)
+        .with(&format!("worker.commit_interval_ms={}", INTERVAL.as_millis()))
+        .with("worker.transaction_timeout_ms=60000");
     let mut worker: WorkerProc = setup.spawn_worker();
     let addr = worker.wait_ready(Duration::from_secs(60));
     let p = setup.producer();

@@ -33,7 +33,7 @@ use std::time::{Duration, Instant};
 
 use datafusion::arrow::array::RecordBatch;
 use rdkafka::message::{Message, OwnedMessage};
-use segstream_config::Config;
+use segstream_config::{Config, ProcessingGuarantee};
 use segstream_events::schema::{CUSTOMER_SEGMENTS_AVSC, SEGMENT_CHANGES_AVSC};
 use segstream_events::{CustomerId, EventTime, Lane, SegmentKind};
 use segstream_kafka::{check_copartitioned, describe_shares, wait_for_broker};
@@ -460,13 +460,16 @@ impl Pipeline {
     /// interval for its transaction to begin committing, however long the
     /// commit before it took, and the first change after a quiet spell
     /// commits at once. Over a backlog (its events are not fresh, and each
-    /// commit stops the pipeline) a whole interval of processing comes
+    /// commit stops the pipeline) and under at-least-once (its changes are
+    /// readable before their commit) a whole interval of processing comes
     /// between two commits.
     fn until_commit(&self) -> Option<Duration> {
         let dirty = self.dirty_since?;
+        let cadence =
+            !self.backlogged && self.config.worker.processing_guarantee == ProcessingGuarantee::ExactlyOnce;
         let since = match self.last_commit {
-            Some(last) if !self.backlogged => last,
-            None if !self.backlogged => return Some(Duration::ZERO),
+            Some(last) if cadence => last,
+            None if cadence => return Some(Duration::ZERO),
             _ => dirty,
         };
         Some(self.commit_interval().saturating_sub(since.elapsed()))
