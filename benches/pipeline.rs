@@ -397,12 +397,12 @@ fn main() {
     // With a baseline build of today's settings, the exactly-once latency is
     // measured with each in turn, `BENCH_LATENCY_RUNS` times (1), the
     // median printed.
-    let baseline = std::env::var_os("BENCH_LATENCY_BASELINE_BIN").map(std::path::PathBuf::from);
+    let latency_baseline = std::env::var_os("BENCH_LATENCY_BASELINE_BIN").map(std::path::PathBuf::from);
     let latency_runs = env("BENCH_LATENCY_RUNS", 1).max(1);
     let (mut eo_this, mut eo_base) = (Vec::new(), Vec::new());
     for i in 0..latency_runs {
         eo_this.push(latency_bench("exactly_once", &segstream_bin(), &format!("this{i}")));
-        if let Some(bin) = &baseline {
+        if let Some(bin) = &latency_baseline {
             eo_base.push(latency_bench("exactly_once", bin, &format!("baseline{i}")));
         }
     }

@@ -250,8 +250,9 @@ fn worker_serves_metrics_health_and_readiness() {
     assert!(worker.terminate(Duration::from_secs(20)).0.success());
 }
 
-/// Commits keep a cadence of one per `worker.commit_interval_ms` counted
-/// from the last one's start (Kafka Streams' `commit.interval.ms`): a
+/// Under exactly-once (the default) commits keep a cadence of one per
+/// `worker.commit_interval_ms` counted from the last one's start (Kafka
+/// Streams' `commit.interval.ms`): a
 /// worker with nothing to commit does not commit, and the first change
 /// after a quiet spell longer than the interval is readable at once, not an
 /// interval after its record came.
