@@ -26,6 +26,7 @@ lint:
 bench: tools
 	scripts/kafka-broker.sh install >/dev/null
 	$(CARGO) bench --workspace --bench decode
+	$(CARGO) bench --workspace --bench evaluation
 	$(CARGO) bench --workspace --bench state_memory
 	$(CARGO) bench --workspace --bench in_process
 	$(CARGO) bench --bench pipeline

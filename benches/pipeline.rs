@@ -463,7 +463,7 @@ struct Latency {
 /// Event-to-change latency as a subscriber sees it: a worker on fresh
 /// topics, live traffic at `BENCH_LATENCY_RATE` events per second (5,000)
 /// for `BENCH_LATENCY_SECONDS` (30; debug: 500/s for 5 s), after
-/// `BENCH_LATENCY_WARMUP` seconds (10; debug: 1) of it not measured, whose event
+/// `BENCH_LATENCY_WARMUP` seconds (30; debug: 1) of it not measured, whose event
 /// times are the wall clock at sending (one in twenty the first order of a
 /// new customer, the rest clicks of a thousand browsers), and a
 /// `read_committed` reader of segment-changes: for each new customer's
@@ -477,8 +477,10 @@ fn latency_bench(guarantee: &str, bin: &Path, run: &str) -> Latency {
     let (rate, seconds) = (env("BENCH_LATENCY_RATE", rate), env("BENCH_LATENCY_SECONDS", seconds));
     // The same traffic first, not measured: the broker's JIT and the
     // clients' connections and transactions warm up (a first second of
-    // ~1 s latencies otherwise makes the p99 of a 20 s run).
-    let warmup = env("BENCH_LATENCY_WARMUP", if cfg!(debug_assertions) { 1 } else { 10 });
+    // ~1 s latencies otherwise makes the p99 of a 20 s run). With 10 s the
+    // first run on a fresh broker still had the slowest commits (its JIT
+    // takes about 20 s under this load): 30.
+    let warmup = env("BENCH_LATENCY_WARMUP", if cfg!(debug_assertions) { 1 } else { 30 });
     let setup = Setup::new(&format!("latency-{run}"), 6);
     let log = Broker::shared().dir.join(format!("latency-worker-{guarantee}-{run}.log"));
     let mut worker = spawn(&setup, bin, &[&format!("worker.processing_guarantee={guarantee}")], &log);

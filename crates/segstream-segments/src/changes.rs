@@ -24,13 +24,12 @@ pub struct Cause<'a> {
 /// it, and carries no cause event id.
 pub fn to_changes(
     customer: &CustomerId,
-    t: &Transition,
+    t: Transition,
     cause: Cause<'_>,
     emit_time: EventTime,
 ) -> Vec<SegmentChange> {
     let cause_event_id = (t.trigger == Trigger::Event).then(|| cause.event_id.map(str::to_owned)).flatten();
-    let from = t.from.map(str::to_owned);
-    let record = |segment: &str, change: ChangeType| {
+    let id = |segment: &str, change: ChangeType| {
         let key = format!(
             "{customer}|{kind}|{segment}|{change}|{at}|{trigger}|{cause}|{version}",
             kind = t.kind,
@@ -39,30 +38,55 @@ pub fn to_changes(
             cause = cause_event_id.as_deref().unwrap_or(""),
             version = t.rule_version,
         );
-        SegmentChange {
-            event_id: Uuid::new_v5(&CHANGE_ID_NAMESPACE, key.as_bytes()).to_string(),
+        Uuid::new_v5(&CHANGE_ID_NAMESPACE, key.as_bytes()).to_string()
+    };
+    let mut directions =
+        [t.from.map(|old| (old, ChangeType::Exited)), t.to.map(|new| (new, ChangeType::Entered))]
+            .into_iter()
+            .flatten()
+            .peekable();
+    let mut out = Vec::with_capacity(2);
+    while let Some((segment, change)) = directions.next() {
+        let event_id = id(segment, change);
+        let record = SegmentChange {
+            event_id,
             customer_id: customer.clone(),
             kind: t.kind,
             segment: segment.to_owned(),
             change,
-            previous_segment: from.clone(),
+            previous_segment: t.from.map(str::to_owned),
             cause_event_time: t.at,
             emit_time,
             trigger: t.trigger,
-            cause_event_id: cause_event_id.clone(),
-            rule_id: t.rule_id.clone(),
+            cause_event_id: None,
+            rule_id: String::new(),
             rule_version: t.rule_version,
-            model_version: t.model_version.clone(),
-            reason: t.reason.clone(),
-            features: t.features.clone(),
+            model_version: None,
+            reason: String::new(),
+            features: Default::default(),
+        };
+        // The exit of a pair copies the texts and values; the last record
+        // takes them (they are most of a change's allocations).
+        if directions.peek().is_some() {
+            out.push(SegmentChange {
+                cause_event_id: cause_event_id.clone(),
+                rule_id: t.rule_id.clone(),
+                model_version: t.model_version.clone(),
+                reason: t.reason.clone(),
+                features: t.features.clone(),
+                ..record
+            });
+        } else {
+            out.push(SegmentChange {
+                cause_event_id,
+                rule_id: t.rule_id,
+                model_version: t.model_version,
+                reason: t.reason,
+                features: t.features,
+                ..record
+            });
+            break;
         }
-    };
-    let mut out = Vec::with_capacity(2);
-    if let Some(old) = t.from {
-        out.push(record(old, ChangeType::Exited));
-    }
-    if let Some(new) = t.to {
-        out.push(record(new, ChangeType::Entered));
     }
     out
 }

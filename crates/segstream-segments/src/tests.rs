@@ -180,8 +180,8 @@ fn sample_transition(trigger: Trigger) -> Transition {
         rule_id: "lifecycle.at_risk".into(),
         rule_version: 1,
         reason: "r".into(),
-        features: Default::default(),
-        model_version: None,
+        features: [("orders_90d".to_owned(), 3.0)].into(),
+        model_version: Some("7".into()),
     }
 }
 
@@ -189,8 +189,8 @@ fn sample_transition(trigger: Trigger) -> Transition {
 fn a_transition_becomes_exit_then_entry_with_deterministic_ids() {
     let customer = CustomerId::new("c-1");
     let t = sample_transition(Trigger::Event);
-    let a = to_changes(&customer, &t, Cause { event_id: Some("e-9") }, EventTime::from_millis(1));
-    let b = to_changes(&customer, &t, Cause { event_id: Some("e-9") }, EventTime::from_millis(2));
+    let a = to_changes(&customer, t.clone(), Cause { event_id: Some("e-9") }, EventTime::from_millis(1));
+    let b = to_changes(&customer, t.clone(), Cause { event_id: Some("e-9") }, EventTime::from_millis(2));
     assert_eq!(
         a.iter().map(|c| (c.change, c.segment.as_str())).collect::<Vec<_>>(),
         [(ChangeType::Exited, "active"), (ChangeType::Entered, "at_risk")]
@@ -200,7 +200,14 @@ fn a_transition_becomes_exit_then_entry_with_deterministic_ids() {
         b.iter().map(|c| &c.event_id).collect::<Vec<_>>()
     );
     assert_ne!(a[0].event_id, a[1].event_id);
-    let other = to_changes(&customer, &t, Cause { event_id: Some("e-10") }, EventTime::from_millis(1));
+    // Both records of the pair carry the transition's cause, rule, reason and values.
+    for record in &a {
+        assert_eq!(record.cause_event_id.as_deref(), Some("e-9"));
+        assert_eq!((&record.rule_id, &record.reason, &record.features), (&t.rule_id, &t.reason, &t.features));
+        assert_eq!(record.model_version, t.model_version);
+        assert_eq!(record.previous_segment.as_deref(), Some("active"));
+    }
+    let other = to_changes(&customer, t.clone(), Cause { event_id: Some("e-10") }, EventTime::from_millis(1));
     assert_ne!(a[1].event_id, other[1].event_id);
 }
 
@@ -208,8 +215,8 @@ fn a_transition_becomes_exit_then_entry_with_deterministic_ids() {
 fn a_timer_change_id_does_not_depend_on_the_event_that_revealed_it() {
     let customer = CustomerId::new("c-1");
     let t = sample_transition(Trigger::Timer);
-    let a = to_changes(&customer, &t, Cause { event_id: Some("e-1") }, EventTime::from_millis(1));
-    let b = to_changes(&customer, &t, Cause { event_id: Some("e-2") }, EventTime::from_millis(1));
+    let a = to_changes(&customer, t.clone(), Cause { event_id: Some("e-1") }, EventTime::from_millis(1));
+    let b = to_changes(&customer, t.clone(), Cause { event_id: Some("e-2") }, EventTime::from_millis(1));
     assert_eq!(a[1].event_id, b[1].event_id);
     assert_eq!(a[1].cause_event_id, None);
 }

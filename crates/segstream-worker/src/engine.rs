@@ -36,7 +36,7 @@ pub(crate) struct Fired {
 pub(crate) struct Engine {
     pub(crate) store: CustomerStore,
     /// Largest event time released per partition pair (its stream time).
-    stream_time: HashMap<i32, EventTime>,
+    stream_time: foldhash::HashMap<i32, EventTime>,
     lateness_ms: i64,
     /// Erased customers and when: their events up to then move time only.
     erased: HashMap<CompactString, EventTime>,
@@ -48,7 +48,7 @@ impl Engine {
     pub(crate) fn new(config: &Config) -> Result<Self, WorkerError> {
         Ok(Self {
             store: CustomerStore::new(SegmentRules::from_config(config)?, config.features.clone())?,
-            stream_time: HashMap::new(),
+            stream_time: foldhash::HashMap::default(),
             lateness_ms: i64::try_from(config.time.allowed_lateness_ms).unwrap_or(i64::MAX),
             erased: HashMap::new(),
             erased_events: 0,

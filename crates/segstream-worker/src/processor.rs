@@ -9,7 +9,9 @@
 //! committed decisions repeated and the outputs of everything below the
 //! committed offsets suppressed (they are in committed transactions).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+
+use foldhash::{HashMap, HashMapExt};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -532,8 +534,8 @@ impl Processor {
         out.causes_ts.extend(transitions.iter().filter_map(|t| Some((t.kind, ts?))));
         let timers = transitions.iter().filter(|t| t.trigger == Trigger::Timer).count();
         self.metrics.timers_fired.inc_by(timers as u64);
-        for t in &transitions {
-            self.count_transition(t);
+        for t in transitions {
+            self.count_transition(&t);
             for change in to_changes(&id, t, Cause { event_id: cause.as_deref() }, out.emit_time) {
                 self.metrics
                     .segment_changes

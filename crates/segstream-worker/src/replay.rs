@@ -142,7 +142,8 @@ impl LaneRows {
         let by_partition = rows_of
             .into_iter()
             .map(|(partition, mut rows)| {
-                rows.sort_by_key(|&row| decoded.row(row).1);
+                // Each time read once (a row's read decodes all its columns).
+                rows.sort_by_cached_key(|&row| decoded.row(row).1);
                 (partition, rows.into_iter().zip(0_i64..).collect())
             })
             .collect();

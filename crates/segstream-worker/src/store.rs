@@ -9,7 +9,7 @@
 //! silent past every window (`CustomerState::compact`): at an event time,
 //! so a replay compacts at the same points.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::hash::{BuildHasher, RandomState};
 use std::sync::Arc;
 
@@ -115,7 +115,7 @@ pub struct CustomerStore {
     rules: SegmentRules,
     /// Per partition: the rules a definitions decision or a checkpoint put
     /// in force.
-    partition_rules: HashMap<i32, Arc<SegmentRules>>,
+    partition_rules: foldhash::HashMap<i32, Arc<SegmentRules>>,
     features: FeaturesConfig,
     /// Category and payment names shared by all customers.
     dict: Dictionaries,
@@ -136,7 +136,7 @@ impl CustomerStore {
             population: BTreeMap::new(),
             timers: BTreeMap::new(),
             rules,
-            partition_rules: HashMap::new(),
+            partition_rules: foldhash::HashMap::default(),
             features,
             dict: Dictionaries::default(),
             custom_rows: Vec::new(),
@@ -837,7 +837,7 @@ impl Observer<'_> {
 /// The rules in force in `partition`.
 fn rules_in<'a>(
     configured: &'a SegmentRules,
-    by_partition: &'a HashMap<i32, Arc<SegmentRules>>,
+    by_partition: &'a foldhash::HashMap<i32, Arc<SegmentRules>>,
     partition: i32,
 ) -> &'a SegmentRules {
     by_partition.get(&partition).map_or(configured, |r| r)
