@@ -485,9 +485,9 @@ fn latency_bench(guarantee: &str, bin: &Path, run: &str) -> Latency {
     let (rate, seconds) = (env("BENCH_LATENCY_RATE", rate), env("BENCH_LATENCY_SECONDS", seconds));
     // The same traffic first, not measured: the broker's JIT and the
     // clients' connections and transactions warm up (a first second of
-    // ~1 s latencies otherwise makes the p99 of a 20 s run). With 10 s the
-    // first run on a fresh broker still had the slowest commits (its JIT
-    // takes about 20 s under this load): 30.
+    // ~1 s latencies otherwise makes the p99 of a 20 s run). 30 s: the
+    // broker's JIT takes about 20 s under this load (the first run on a
+    // broker is still the slowest, hence the median of several in `main`).
     let warmup = env("BENCH_LATENCY_WARMUP", if cfg!(debug_assertions) { 1 } else { 30 });
     let setup = Setup::new(&format!("latency-{run}"), 6);
     let log = Broker::shared().dir.join(format!("latency-worker-{guarantee}-{run}.log"));

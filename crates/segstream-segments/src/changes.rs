@@ -40,53 +40,37 @@ pub fn to_changes(
         );
         Uuid::new_v5(&CHANGE_ID_NAMESPACE, key.as_bytes()).to_string()
     };
-    let mut directions =
-        [t.from.map(|old| (old, ChangeType::Exited)), t.to.map(|new| (new, ChangeType::Entered))]
-            .into_iter()
-            .flatten()
-            .peekable();
-    let mut out = Vec::with_capacity(2);
-    while let Some((segment, change)) = directions.next() {
-        let event_id = id(segment, change);
-        let record = SegmentChange {
-            event_id,
-            customer_id: customer.clone(),
-            kind: t.kind,
-            segment: segment.to_owned(),
-            change,
-            previous_segment: t.from.map(str::to_owned),
-            cause_event_time: t.at,
-            emit_time,
-            trigger: t.trigger,
-            cause_event_id: None,
-            rule_id: String::new(),
-            rule_version: t.rule_version,
-            model_version: None,
-            reason: String::new(),
-            features: Default::default(),
-        };
-        // The exit of a pair copies the texts and values; the last record
-        // takes them (they are most of a change's allocations).
-        if directions.peek().is_some() {
-            out.push(SegmentChange {
-                cause_event_id: cause_event_id.clone(),
-                rule_id: t.rule_id.clone(),
-                model_version: t.model_version.clone(),
-                reason: t.reason.clone(),
-                features: t.features.clone(),
-                ..record
-            });
-        } else {
-            out.push(SegmentChange {
-                cause_event_id,
-                rule_id: t.rule_id,
-                model_version: t.model_version,
-                reason: t.reason,
-                features: t.features,
-                ..record
-            });
-            break;
+    let exit = t.from.map(|old| (old, ChangeType::Exited));
+    let Some((segment, change)) = t.to.map(|new| (new, ChangeType::Entered)).or(exit) else {
+        return Vec::new();
+    };
+    let event_id = id(segment, change);
+    // An exit before an entry: the same record but for its segment,
+    // direction and id.
+    let exit = exit.filter(|_| change == ChangeType::Entered).map(|(old, c)| (old, c, id(old, c)));
+    // The last record takes the transition's texts and values (most of a
+    // change's allocations); an exit before it copies them.
+    let last = SegmentChange {
+        event_id,
+        customer_id: customer.clone(),
+        kind: t.kind,
+        segment: segment.to_owned(),
+        change,
+        previous_segment: t.from.map(str::to_owned),
+        cause_event_time: t.at,
+        emit_time,
+        trigger: t.trigger,
+        cause_event_id,
+        rule_id: t.rule_id,
+        rule_version: t.rule_version,
+        model_version: t.model_version,
+        reason: t.reason,
+        features: t.features,
+    };
+    match exit {
+        Some((old, exited, event_id)) => {
+            vec![SegmentChange { event_id, segment: old.to_owned(), change: exited, ..last.clone() }, last]
         }
+        None => vec![last],
     }
-    out
 }

@@ -10,8 +10,6 @@
 //! committed offsets suppressed (they are in committed transactions).
 
 use std::collections::BTreeMap;
-
-use foldhash::{HashMap, HashMapExt};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -91,10 +89,10 @@ pub(crate) struct Processor {
     merger: Merger<Item>,
     admission: Admission,
     /// Largest event time admitted per lane, in offset order (lateness).
-    admitted_max: HashMap<(Lane, i32), EventTime>,
+    admitted_max: foldhash::HashMap<(Lane, i32), EventTime>,
     /// Largest event time released per lane: what `admitted_max` is when
     /// reading starts again from the first unreleased record.
-    released_max: HashMap<(Lane, i32), EventTime>,
+    released_max: foldhash::HashMap<(Lane, i32), EventTime>,
     /// Partitions still rebuilding up to their committed offsets.
     rebuilding: BTreeMap<i32, Rebuild>,
     metrics: Metrics,
@@ -112,8 +110,8 @@ impl Processor {
             engine,
             merger: Merger::new(Duration::from_millis(config.worker.partition_idle_ms)),
             admission: Admission::new(config)?,
-            admitted_max: HashMap::new(),
-            released_max: HashMap::new(),
+            admitted_max: foldhash::HashMap::default(),
+            released_max: foldhash::HashMap::default(),
             rebuilding: BTreeMap::new(),
             metrics,
             topics: [config.topics.clickstream.clone(), config.topics.orders.clone()],
